@@ -1,0 +1,12 @@
+# Shared settings for the lab scripts (sourced, not run).
+# The lab is two or more systemd "nodes" (docker containers) on one docker network that
+# reproduces the tutorial's 192.168.205.0/24 host-only network.
+LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(dirname "$LAB_DIR")
+CACHE_DIR="$LAB_DIR/.cache"
+SSH_KEY="$LAB_DIR/.ssh/id_ed25519"
+# Suite of the node image = the host's own Debian release, so the host's mirror serves it.
+CODENAME=$(. /etc/os-release && echo "$VERSION_CODENAME")
+NODE_IMAGE="netlab/node:$CODENAME"
+LAB_NETWORK=netlab
+LAB_SUBNET=192.168.205.0/24

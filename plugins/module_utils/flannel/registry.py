@@ -1,0 +1,237 @@
+"""etcd v2 access in flannel's layout: <prefix>/config and <prefix>/subnets/A.B.C.D-LEN.
+
+The only module that talks to etcd; the agent, the modules and the action plugin all use it.
+Every lease write is conditional (prevExist=false to create, prevIndex to change or delete),
+so two hosts can never silently overwrite each other's lease (upstream #1289).
+"""
+
+try:
+    from urllib.parse import urlsplit
+except ImportError:  # pragma: no cover - Python 2 is not supported, kept for import sanity
+    from urlparse import urlsplit
+
+try:
+    import etcd
+except ImportError:  # reported by the caller through missing_libraries()
+    etcd = None
+
+from .lease import Lease, LeaseAttrs, parse_subnet_key, subnet_key
+
+DEFAULT_PREFIX = "/coreos.com/network"
+DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)
+_REMOVAL_ACTIONS = ("delete", "expire", "compareAndDelete")
+
+
+class RegistryError(Exception):
+    """etcd answered something this code cannot use, or could not be reached."""
+
+
+class RegistryUnavailable(RegistryError):
+    """No endpoint answered."""
+
+
+class ConfigMissing(RegistryError):
+    """There is no <prefix>/config key."""
+
+
+class IndexCleared(RegistryError):
+    """The watch fell behind etcd's event history (or the subnets dir went away): re-list."""
+
+
+class LeaseListing:
+    """All parseable leases, etcd's index at the time of the listing, and what was skipped."""
+
+    def __init__(self, leases, index, skipped):
+        self.leases = leases
+        self.index = index
+        self.skipped = skipped
+
+
+class LeaseEvent:
+    """A change under <prefix>/subnets: `lease` is None for a removal."""
+
+    def __init__(self, subnet, lease):
+        self.subnet = subnet
+        self.lease = lease
+
+    @property
+    def removed(self):
+        return self.lease is None
+
+    def __repr__(self):
+        return "LeaseEvent(%s, %s)" % (self.subnet, "removed" if self.removed else self.lease.attrs)
+
+
+def parse_endpoints(endpoints):
+    """'http://a:2379,https://b:2379' or a list -> [(scheme, host, port)]; ValueError on a bad one."""
+    if isinstance(endpoints, str):
+        endpoints = [item for item in endpoints.split(",") if item.strip()]
+    parsed = []
+    for endpoint in endpoints:
+        parts = urlsplit(endpoint.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("etcd endpoint %r must look like http://HOST:PORT or https://HOST:PORT"
+                             % endpoint)
+        try:
+            port = parts.port or 2379
+        except ValueError:
+            raise ValueError("etcd endpoint %r has an invalid port" % endpoint)
+        parsed.append((parts.scheme, parts.hostname, port))
+    if not parsed:
+        raise ValueError("at least one etcd endpoint is required")
+    return parsed
+
+
+class EtcdRegistry:
+    """flannel's registry on an etcd v2 cluster, failing over between endpoints."""
+
+    def __init__(self, endpoints=DEFAULT_ENDPOINTS, prefix=DEFAULT_PREFIX, ca_file=None, cert_file=None,
+                 key_file=None, username=None, password=None, timeout=5.0):
+        self.prefix = "/" + prefix.strip("/")
+        self.timeout = timeout
+        cert = (cert_file, key_file) if cert_file and key_file else cert_file or None
+        # One client per endpoint without python-etcd's own reconnect, which queries the
+        # cluster while constructing and so cannot start while etcd is down.
+        self._clients = [etcd.Client(host=host, port=port, protocol=scheme, cert=cert, ca_cert=ca_file,
+                                     username=username, password=password, read_timeout=timeout,
+                                     allow_reconnect=False)
+                         for scheme, host, port in parse_endpoints(endpoints)]
+        self._current = 0
+
+    @property
+    def config_key(self):
+        return self.prefix + "/config"
+
+    @property
+    def subnets_key(self):
+        return self.prefix + "/subnets"
+
+    def lease_key(self, subnet):
+        return "%s/%s" % (self.subnets_key, subnet_key(subnet))
+
+    def _call(self, operation):
+        """Run operation(client), moving to the next endpoint when one cannot be reached."""
+        last_error = None
+        for _ in range(len(self._clients)):
+            client = self._clients[self._current]
+            try:
+                return operation(client)
+            except etcd.EtcdWatchTimedOut:
+                raise
+            except etcd.EtcdConnectionFailed as err:
+                last_error = err
+                self._current = (self._current + 1) % len(self._clients)
+        raise RegistryUnavailable("no etcd endpoint answered (%s): %s"
+                                  % (", ".join(c.base_uri for c in self._clients), last_error))
+
+    # ---- network config -------------------------------------------------------------------
+
+    def get_config(self):
+        """The raw config text; ConfigMissing when the key does not exist."""
+        try:
+            return self._call(lambda c: c.read(self.config_key, quorum=True)).value
+        except etcd.EtcdKeyNotFound:
+            raise ConfigMissing("%s does not exist in etcd (written with the v3 API? flannel reads v2)"
+                                % self.config_key)
+
+    def put_config(self, text):
+        self._call(lambda c: c.write(self.config_key, text))
+
+    # ---- leases ---------------------------------------------------------------------------
+
+    def _lease_from_node(self, node):
+        subnet = parse_subnet_key(node.key)
+        attrs = LeaseAttrs.from_json(node.value)
+        return Lease(subnet, attrs, ttl=node.ttl, modified_index=node.modifiedIndex)
+
+    def list_leases(self):
+        try:
+            result = self._call(lambda c: c.read(self.subnets_key, recursive=True, quorum=True))
+        except etcd.EtcdKeyNotFound as err:
+            return LeaseListing([], int((err.payload or {}).get("index", 0)), [])
+        leases, skipped = [], []
+        for node in result.leaves:
+            if node.dir or node.key == self.subnets_key:
+                continue
+            try:
+                leases.append(self._lease_from_node(node))
+            except ValueError as err:
+                skipped.append((node.key, str(err)))
+        return LeaseListing(leases, result.etcd_index, skipped)
+
+    def get_lease(self, subnet):
+        """The lease for a subnet, or None."""
+        try:
+            return self._lease_from_node(self._call(lambda c: c.read(self.lease_key(subnet), quorum=True)))
+        except etcd.EtcdKeyNotFound:
+            return None
+
+    def create_lease(self, subnet, attrs, ttl):
+        """Create a lease only if the key is free; None when another host got there first."""
+        try:
+            node = self._call(lambda c: c.write(self.lease_key(subnet), attrs.to_json(), ttl=ttl or None,
+                                                prevExist=False))
+        except etcd.EtcdAlreadyExist:
+            return None
+        return self._lease_from_node(node)
+
+    def update_lease(self, lease, attrs, ttl):
+        """Rewrite a lease if it is unchanged since it was read; None when it changed or vanished.
+
+        An unchanged value only has its TTL refreshed, which wakes no watcher.
+        """
+        key = self.lease_key(lease.subnet)
+        try:
+            if attrs == lease.attrs and ttl and not lease.is_reservation:
+                node = self._call(lambda c: c.refresh(key, ttl, prevIndex=lease.modified_index))
+                return Lease(lease.subnet, attrs, ttl=node.ttl, modified_index=node.modifiedIndex)
+            node = self._call(lambda c: c.write(key, attrs.to_json(), ttl=ttl or None,
+                                                prevIndex=lease.modified_index))
+        except (etcd.EtcdCompareFailed, etcd.EtcdKeyNotFound):
+            return None
+        return self._lease_from_node(node)
+
+    def delete_lease(self, lease):
+        """Delete a lease if it is unchanged since it was read; False when it changed or vanished."""
+        try:
+            self._call(lambda c: c.delete(self.lease_key(lease.subnet), prevIndex=lease.modified_index))
+        except (etcd.EtcdCompareFailed, etcd.EtcdKeyNotFound):
+            return False
+        return True
+
+    def watch_leases(self, after_index, timeout):
+        """Wait up to `timeout` s for the next change after `after_index`.
+
+        Returns (events, next_index, skipped): at most one event; `skipped` names an event
+        that could not be parsed (the watch moves past it instead of stalling, upstream PR #1368).
+        Raises IndexCleared when etcd no longer has that history.
+        """
+        try:
+            node = self._call(lambda c: c.read(self.subnets_key, wait=True, recursive=True,
+                                               waitIndex=after_index + 1, timeout=timeout))
+        except etcd.EtcdWatchTimedOut:
+            return [], after_index, None
+        except etcd.EtcdEventIndexCleared:
+            raise IndexCleared("etcd's event history no longer reaches index %d" % (after_index + 1))
+        except etcd.EtcdKeyNotFound:
+            raise IndexCleared("%s is missing" % self.subnets_key)
+        next_index = node.modifiedIndex
+        if node.key == self.subnets_key:
+            raise IndexCleared("%s itself changed (%s)" % (self.subnets_key, node.action))
+        try:
+            if node.action in _REMOVAL_ACTIONS:
+                return [LeaseEvent(parse_subnet_key(node.key), None)], next_index, None
+            lease = self._lease_from_node(node)
+        except ValueError as err:
+            return [], next_index, (node.key, str(err))
+        return [LeaseEvent(lease.subnet, lease)], next_index, None
+
+    def health(self):
+        """Whether an endpoint answers a quorum read of the subnets dir."""
+        try:
+            self.list_leases()
+        except RegistryError as err:
+            return False, str(err)
+        except etcd.EtcdException as err:
+            return False, "etcd error: %s" % err
+        return True, "ok"
