@@ -1,0 +1,192 @@
+"""flanneld's command line: the same flag names, spellings and FLANNELD_* environment variables.
+
+Accepted spellings: -flag=value, -flag value, --flag=value, --flag value; booleans also bare.
+A flag given on the command line wins over its FLANNELD_<FLAG> environment variable.
+"""
+
+import os
+import sys
+
+from . import VERSION
+
+USAGE_EXIT = 2
+
+
+class UsageError(Exception):
+    """A bad flag or value; printed as one line, exit status 2."""
+
+
+class Flag:
+    def __init__(self, name, default, help_text, kind=str, repeated=False, check=None):
+        self.name = name
+        self.default = default
+        self.help = help_text
+        self.kind = kind
+        self.repeated = repeated
+        self.check = check
+
+    @property
+    def attribute(self):
+        return self.name.replace("-", "_")
+
+    @property
+    def env_name(self):
+        return "FLANNELD_" + self.name.upper().replace("-", "_")
+
+
+def _minutes(value):
+    if not 1 <= value <= 1439:
+        raise ValueError("must be between 1 and 1439 minutes (under a day), got %d" % value)
+
+
+def _port(value):
+    if not 0 <= value <= 65535:
+        raise ValueError("must be between 0 (off) and 65535, got %d" % value)
+
+
+def _positive(value):
+    if value <= 0:
+        raise ValueError("must be above 0 seconds, got %d" % value)
+
+
+FLAGS = [
+    Flag("etcd-endpoints", "http://127.0.0.1:2379", "comma-separated list of etcd endpoints"),
+    Flag("etcd-prefix", "/coreos.com/network", "etcd prefix of the network config and leases"),
+    Flag("etcd-cafile", "", "SSL Certificate Authority file used to secure etcd communication"),
+    Flag("etcd-certfile", "", "SSL certification file used to secure etcd communication"),
+    Flag("etcd-keyfile", "", "SSL key file used to secure etcd communication"),
+    Flag("etcd-username", "", "username for BasicAuth to etcd"),
+    Flag("etcd-password", "", "password for BasicAuth to etcd"),
+    Flag("iface", [], "interface to use (IP or name) for inter-host communication; repeatable",
+         repeated=True),
+    Flag("iface-regex", [], "regex matched against interface IPs, then names; repeatable",
+         repeated=True),
+    Flag("public-ip", "", "IP accessible by other nodes for inter-host communication"),
+    Flag("subnet-file", "/run/flannel/subnet.env", "filename where env variables are written"),
+    Flag("subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires",
+         kind=int, check=_minutes),
+    Flag("ip-masq", False, "set up IP masquerade for traffic leaving the flannel network", kind=bool),
+    Flag("healthz-ip", "0.0.0.0", "the IP address for the healthz server to listen on"),
+    Flag("healthz-port", 0, "the port for the healthz server to listen on (0 disables it)",
+         kind=int, check=_port),
+    Flag("reconcile-interval", 10, "seconds between checks that re-create data-plane entries "
+                                   "removed behind the agent's back", kind=int, check=_positive),
+    Flag("version", False, "print the version and exit", kind=bool),
+    Flag("help", False, "print this help and exit", kind=bool),
+]
+_BY_NAME = dict((flag.name, flag) for flag in FLAGS)
+_TRUE = ("1", "t", "true", "yes")
+_FALSE = ("0", "f", "false", "no")
+
+
+class Options:
+    """Parsed flags as attributes (etcd_endpoints, iface, ...)."""
+
+    def __init__(self, values):
+        self.__dict__.update(values)
+
+    def __repr__(self):
+        hidden = ("etcd_password",)
+        shown = dict((k, "***" if k in hidden and v else v) for k, v in sorted(self.__dict__.items()))
+        return "Options(%s)" % shown
+
+
+def _convert(flag, raw, from_env):
+    source = flag.env_name if from_env else "-" + flag.name
+    if flag.kind is bool:
+        lowered = raw.lower()
+        if lowered not in _TRUE + _FALSE:
+            raise UsageError("invalid value %r for %s: must be true or false" % (raw, source))
+        return lowered in _TRUE
+    if flag.kind is int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise UsageError("invalid value %r for %s: must be a whole number" % (raw, source))
+    else:
+        value = raw
+    if flag.check:
+        try:
+            flag.check(value)
+        except ValueError as err:
+            raise UsageError("invalid value %r for %s: %s" % (raw, source, err))
+    return value
+
+
+def _split_argument(argument):
+    name = argument.lstrip("-")
+    if "=" in name:
+        name, value = name.split("=", 1)
+        return name, value
+    return name, None
+
+
+def parse_args(argv, environ=None):
+    """Flags and environment -> Options; raises UsageError with one readable line."""
+    environ = os.environ if environ is None else environ
+    given = {}
+    position = 0
+    while position < len(argv):
+        argument = argv[position]
+        position += 1
+        if not argument.startswith("-") or argument in ("-", "--"):
+            raise UsageError("unexpected argument %r: flanneld takes flags only" % argument)
+        name, value = _split_argument(argument)
+        flag = _BY_NAME.get(name)
+        if flag is None:
+            raise UsageError("unknown flag -%s (see -help)" % name)
+        if value is None:
+            if flag.kind is bool:
+                value = "true"
+            elif position < len(argv):
+                value = argv[position]
+                position += 1
+            else:
+                raise UsageError("flag -%s needs a value" % name)
+        converted = _convert(flag, value, False)
+        if flag.repeated:
+            given.setdefault(flag.attribute, []).append(converted)
+        else:
+            given[flag.attribute] = converted
+    values = {}
+    for flag in FLAGS:
+        if flag.attribute in given:
+            values[flag.attribute] = given[flag.attribute]
+        elif environ.get(flag.env_name, "") != "":
+            raw = environ[flag.env_name]
+            if flag.repeated:
+                values[flag.attribute] = [_convert(flag, item.strip(), True)
+                                          for item in raw.split(",") if item.strip()]
+            else:
+                values[flag.attribute] = _convert(flag, raw, True)
+        else:
+            values[flag.attribute] = list(flag.default) if flag.repeated else flag.default
+    return Options(values)
+
+
+def usage_text():
+    lines = ["usage: flanneld [flags]  (python3 flanneld.pyz [flags])", ""]
+    for flag in FLAGS:
+        default = flag.default if flag.default not in ("", [], False) else None
+        lines.append("  -%s%s" % (flag.name, "" if flag.kind is bool else "=VALUE"))
+        lines.append("        %s%s  [env %s]" % (flag.help, " (default %s)" % default if default else "",
+                                                  flag.env_name))
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None, environ=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        options = parse_args(argv, environ)
+    except UsageError as err:
+        sys.stderr.write("flanneld: %s\n" % err)
+        return USAGE_EXIT
+    if options.help:
+        sys.stdout.write(usage_text())
+        return 0
+    if options.version:
+        sys.stdout.write("%s\n" % VERSION)
+        return 0
+    from .daemon import run_agent
+
+    return run_agent(options)

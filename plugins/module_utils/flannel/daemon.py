@@ -1,0 +1,368 @@
+"""The agent's main loop: config -> lease -> backend -> subnet.env, then watch, renew, reconcile.
+
+Differences from flanneld v0.10 (each fixes a reported failure): a bad or missing config is
+retried, not fatal; a lost lease is re-acquired (preferring the same subnet) instead of exiting 0;
+renewals are compare-and-swap; peers whose attributes changed are re-programmed; an unparsable
+key is skipped; data-plane entries removed behind the agent's back are restored periodically.
+"""
+
+import logging
+import signal
+import sys
+import threading
+import time
+
+from . import missing_libraries
+from .config import ConfigError, parse_network_config
+from .healthz import notify_systemd, start_health_server
+from .lease import LEASE_TTL, LeaseAttrs, LeaseError, OutOfSubnets, acquire_lease
+from .registry import EtcdRegistry, IndexCleared, RegistryError, RegistryUnavailable
+from .subnet_env import previous_subnet, render_subnet_env, write_subnet_env
+
+LOG = logging.getLogger("flanneld")
+MAX_WATCH_WAIT = 5.0
+RENEW_RETRY = 60.0
+MAX_BACKOFF = 30.0
+
+
+class Stopping(Exception):
+    """Raised out of a blocking etcd watch when SIGTERM arrives."""
+
+
+def make_backend(config, iface, public_ip):
+    if config.backend.type == "vxlan":
+        from .backends.vxlan import VxlanBackend
+
+        return VxlanBackend(config, iface, public_ip)
+    from .backends.host_gw import HostGwBackend
+
+    return HostGwBackend(config, iface, public_ip)
+
+
+class Agent:
+    """One host's agent. `run()` returns the process exit status."""
+
+    def __init__(self, options, registry, lease_ttl=LEASE_TTL, clock=time.monotonic):
+        self.options = options
+        self.registry = registry
+        self.lease_ttl = lease_ttl
+        self.clock = clock
+        self.config = None
+        self.backend = None
+        self.attrs = None
+        self.lease = None
+        self.peers = {}
+        self.index = 0
+        self.renew_at = None
+        self.reconcile_at = 0.0
+        self._health = (False, "starting")
+        self._stop = threading.Event()
+        self._in_watch = False
+        self._warned_keys = set()
+
+    # ---- health and stopping ---------------------------------------------------------------
+
+    def health(self):
+        return self._health
+
+    def _set_health(self, ok, reason):
+        if (ok, reason) != self._health:
+            LOG.info("health: %s (%s)", "ok" if ok else "unhealthy", reason)
+        self._health = (ok, reason)
+
+    def stop(self, *_signal_args):
+        self._stop.set()
+        if self._in_watch:
+            raise Stopping()
+
+    def _wait(self, seconds):
+        """Sleep that ends early on stop; True when stopping."""
+        return self._stop.wait(seconds)
+
+    # ---- start-up --------------------------------------------------------------------------
+
+    def _fetch_config(self):
+        """Poll <prefix>/config until it is valid; None when stopped first."""
+        last_reason = None
+        while not self._stop.is_set():
+            try:
+                return parse_network_config(self.registry.get_config())
+            except ConfigError as err:
+                reason = "network config at %s rejected: %s" % (self.registry.config_key, err)
+            except RegistryError as err:
+                reason = "cannot fetch network config: %s" % err
+            if reason != last_reason:
+                LOG.error("%s; retrying every second", reason)
+                last_reason = reason
+            self._set_health(False, reason)
+            self._wait(1.0)
+        return None
+
+    def _acquire(self, preferred):
+        """Acquire a lease, retrying with bounded backoff; None when stopped first."""
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                return acquire_lease(self.registry, self.config, self.attrs, previous_subnet=preferred,
+                                     log=LOG.info)
+            except OutOfSubnets as err:
+                reason = "failed to acquire lease: %s" % err
+            except (LeaseError, RegistryError) as err:
+                reason = "failed to acquire lease: %s" % err
+            LOG.error("%s; retrying in %.0f s", reason, delay)
+            self._set_health(False, reason)
+            self._wait(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+        return None
+
+    def _install_lease(self, lease):
+        """Program our own side of the lease and publish subnet.env."""
+        self.lease = lease
+        self._schedule_renewal()
+        self.backend.configure_lease(lease.subnet)
+        content = render_subnet_env(self.config.network, lease.subnet, self.backend_info.mtu,
+                                    self.options.ip_masq)
+        if write_subnet_env(self.options.subnet_file, content):
+            LOG.info("wrote %s: FLANNEL_SUBNET=%s/%d FLANNEL_MTU=%d", self.options.subnet_file,
+                     lease.subnet.network + 1, lease.subnet.prefixlen, self.backend_info.mtu)
+        self._ensure_masquerade()
+
+    def _ensure_masquerade(self):
+        if not self.options.ip_masq:
+            return
+        from .ipmasq import ensure_masquerade
+
+        for change in ensure_masquerade(self.config.network, self.lease.subnet):
+            LOG.info("ip-masq: %s", change)
+
+    def _schedule_renewal(self):
+        if self.lease.is_reservation:
+            self.renew_at = None  # operator reservations never expire and are never renewed
+            return
+        margin = self.options.subnet_lease_renew_margin * 60
+        remaining = self.lease.ttl or self.lease_ttl
+        # Times are etcd's remaining TTL, not wall clocks, so host clock skew cannot matter.
+        wait = remaining - margin if remaining > margin else remaining / 2.0
+        self.renew_at = self.clock() + wait
+
+    def start(self):
+        """Everything before the watch loop; returns an exit status or None to go on."""
+        from .netlink import select_interface
+
+        self.config = self._fetch_config()
+        if self.config is None:
+            return 0
+        LOG.info("network config: %s", self.config)
+        try:
+            iface = select_interface(self.options.iface, self.options.iface_regex)
+        except (LookupError, ValueError) as err:
+            LOG.error("%s", err)
+            return 1
+        public_ip = self.options.public_ip or str(iface.address)
+        LOG.info("using interface %s (%s), public IP %s", iface.name, iface.address, public_ip)
+        try:
+            self.backend = make_backend(self.config, iface, public_ip)
+            self.backend_info = self.backend.setup()
+        except (ValueError, RuntimeError) as err:
+            LOG.error("backend %s: %s", self.config.backend.type, err)
+            return 1
+        self.attrs = LeaseAttrs(public_ip, self.backend_info.backend_type, self.backend_info.vtep_mac)
+        lease = self._acquire(previous_subnet(self.options.subnet_file))
+        if lease is None:
+            return 0
+        self._install_lease(lease)
+        self._resync()
+        notify_systemd()
+        return None
+
+    # ---- steady state ----------------------------------------------------------------------
+
+    def _resync(self):
+        """Re-list all leases, program the difference, and mark the agent healthy."""
+        listing = self.registry.list_leases()
+        for key, reason in listing.skipped:
+            if key not in self._warned_keys:
+                LOG.warning("skipping %s: %s", key, reason)
+                self._warned_keys.add(key)
+        own = [lease for lease in listing.leases if lease.subnet == self.lease.subnet]
+        if not own or own[0].attrs != self.attrs:
+            self._reacquire("own lease %s %s" % (self.lease.subnet, "vanished" if not own else "was taken"))
+            return
+        self.lease = own[0]
+        current = dict((lease.subnet, lease) for lease in listing.leases if lease.subnet != self.lease.subnet)
+        for subnet in sorted(set(self.peers) - set(current)):
+            LOG.info("peer removed: %s", subnet)
+        for subnet, lease in sorted(current.items()):
+            known = self.peers.get(subnet)
+            if known is None:
+                LOG.info("peer added: %s at %s", subnet, lease.attrs.public_ip)
+            elif known.attrs != lease.attrs:
+                LOG.info("peer changed: %s now %s", subnet, lease.attrs)
+        self.peers = current
+        for change in self.backend.sync(self.peers):
+            LOG.info("programmed: %s", change)
+        self.index = listing.index
+        self.reconcile_at = self.clock() + self.options.reconcile_interval
+        self._set_health(True, "lease %s, %d peers" % (self.lease.subnet, len(self.peers)))
+
+    def _reacquire(self, why):
+        LOG.warning("%s; re-acquiring a lease (same subnet if free)", why)
+        self._set_health(False, why)
+        old_subnet = self.lease.subnet
+        lease = self._acquire(old_subnet)
+        if lease is None:
+            return
+        if lease.subnet != old_subnet:
+            LOG.warning("lease moved from %s to %s", old_subnet, lease.subnet)
+        self._install_lease(lease)
+        self._resync()
+
+    def _apply(self, event):
+        if event.subnet == self.lease.subnet:
+            if event.removed or event.lease.attrs != self.attrs:
+                self._reacquire("own lease %s %s" % (event.subnet, "was removed" if event.removed
+                                                      else "was overwritten by %s" % event.lease.attrs.public_ip))
+            else:
+                self.lease = event.lease
+                self._schedule_renewal()
+            return
+        if event.removed:
+            if self.peers.pop(event.subnet, None) is not None:
+                LOG.info("peer removed: %s", event.subnet)
+                self._log_changes(self.backend.remove_peer(event.subnet))
+            return
+        known = self.peers.get(event.subnet)
+        self.peers[event.subnet] = event.lease
+        if known is None:
+            LOG.info("peer added: %s at %s", event.subnet, event.lease.attrs.public_ip)
+        elif known.attrs != event.lease.attrs:
+            LOG.info("peer changed: %s now %s", event.subnet, event.lease.attrs)
+        else:
+            return  # a renewal: nothing to program
+        self._log_changes(self.backend.add_peer(event.lease))
+
+    @staticmethod
+    def _log_changes(changes):
+        for change in changes:
+            LOG.info("programmed: %s", change)
+
+    def _renew(self):
+        try:
+            renewed = self.registry.update_lease(self.lease, self.attrs,
+                                                 None if self.lease.is_reservation else self.lease_ttl)
+        except RegistryError as err:
+            LOG.error("renewing lease %s failed: %s; retrying in %.0f s", self.lease.subnet, err, RENEW_RETRY)
+            self.renew_at = self.clock() + RENEW_RETRY
+            return
+        if renewed is None:
+            self._reacquire("own lease %s changed or expired before renewal" % self.lease.subnet)
+            return
+        self.lease = renewed
+        self._schedule_renewal()
+        LOG.info("renewed lease %s", renewed.subnet)
+
+    def _reconcile(self):
+        for change in self.backend.sync(self.peers):
+            LOG.warning("reconcile repaired: %s", change)
+        content = render_subnet_env(self.config.network, self.lease.subnet, self.backend_info.mtu,
+                                    self.options.ip_masq)
+        if write_subnet_env(self.options.subnet_file, content):
+            LOG.warning("reconcile repaired: rewrote %s", self.options.subnet_file)
+        self._ensure_masquerade()
+        self.reconcile_at = self.clock() + self.options.reconcile_interval
+
+    def _next_deadline(self):
+        deadlines = [self.reconcile_at]
+        if self.renew_at is not None:
+            deadlines.append(self.renew_at)
+        return min(deadlines)
+
+    def _step(self):
+        now = self.clock()
+        if self.renew_at is not None and now >= self.renew_at:
+            self._renew()
+        if now >= self.reconcile_at:
+            self._reconcile()
+        wait = min(max(self._next_deadline() - self.clock(), 0.01), MAX_WATCH_WAIT)
+        self._in_watch = True
+        try:
+            if self._stop.is_set():
+                return
+            events, self.index, skipped = self.registry.watch_leases(self.index, wait)
+        finally:
+            self._in_watch = False
+        if skipped and skipped[0] not in self._warned_keys:
+            LOG.warning("skipping %s: %s", skipped[0], skipped[1])
+            self._warned_keys.add(skipped[0])
+        for event in events:
+            self._apply(event)
+
+    def loop(self):
+        delay = 1.0
+        while not self._stop.is_set():
+            try:
+                self._step()
+                delay = 1.0
+            except IndexCleared as err:
+                LOG.info("watch resync: %s", err)
+                self._resync_when_reachable()
+            except RegistryUnavailable as err:
+                # The data plane stays as it is: only the control plane is down.
+                self._set_health(False, "etcd unreachable: %s" % err)
+                if self._wait(delay):
+                    break
+                delay = min(delay * 2, MAX_WATCH_WAIT / 2)
+                self._resync_when_reachable()
+            except Stopping:
+                raise
+            except Exception as err:  # a netlink or etcd surprise must not kill the data plane
+                LOG.exception("unexpected error: %s; resyncing", err)
+                self._set_health(False, "unexpected error: %s" % err)
+                if self._wait(1.0):
+                    break
+                self._resync_when_reachable()
+
+    def _resync_when_reachable(self):
+        try:
+            self._resync()
+        except RegistryUnavailable as err:
+            self._set_health(False, "etcd unreachable: %s" % err)
+
+    def run(self):
+        server = None
+        if self.options.healthz_port:
+            server = start_health_server(self.options.healthz_ip, self.options.healthz_port, self.health)
+        try:
+            status = self.start()
+            if status is not None:
+                return status
+            self.loop()
+            return 0
+        except Stopping:
+            return 0
+        finally:
+            LOG.info("exiting; the data plane is left in place")
+            if server is not None:
+                server.shutdown()
+
+
+def run_agent(options):
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s")
+    missing = missing_libraries()
+    if missing:
+        LOG.error("missing Python libraries: %s", ", ".join(missing))
+        return 1
+    try:
+        registry = EtcdRegistry(options.etcd_endpoints, options.etcd_prefix,
+                                ca_file=options.etcd_cafile or None, cert_file=options.etcd_certfile or None,
+                                key_file=options.etcd_keyfile or None,
+                                username=options.etcd_username or None,
+                                password=options.etcd_password or None)
+    except ValueError as err:
+        sys.stderr.write("flanneld: invalid value for flag -etcd-endpoints: %s\n" % err)
+        return 2
+    agent = Agent(options, registry)
+    signal.signal(signal.SIGTERM, agent.stop)
+    signal.signal(signal.SIGINT, agent.stop)
+    return agent.run()

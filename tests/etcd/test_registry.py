@@ -1,0 +1,174 @@
+"""The etcd v2 registry and lease acquisition against a real etcd (v2 API on)."""
+
+import random
+
+import etcd
+import pytest
+from netaddr import IPNetwork
+
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import (
+    LeaseAttrs, OutOfSubnets, acquire_lease)
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
+    ConfigMissing, EtcdRegistry, IndexCleared, RegistryUnavailable)
+
+PREFIX = "/coreos.com/network"
+CONFIG = parse_network_config({"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0",
+                               "SubnetMax": "10.99.0.0", "Backend": {"Type": "vxlan", "VNI": 100}})
+
+
+def _attrs(last_octet):
+    return LeaseAttrs("192.168.205.%d" % last_octet, "vxlan", "0e:00:00:00:00:%02x" % last_octet)
+
+
+@pytest.fixture
+def registry(etcd_endpoint):
+    return EtcdRegistry(etcd_endpoint)
+
+
+@pytest.fixture
+def raw(etcd_endpoint):
+    host, port = etcd_endpoint.rsplit("/", 1)[1].split(":")
+    return etcd.Client(host=host, port=int(port))
+
+
+def test_leases_are_distinct_and_stored_exactly_as_flanneld(registry, raw):
+    leases = [acquire_lease(registry, CONFIG, _attrs(n)) for n in range(10, 20)]
+    assert len(set(lease.subnet for lease in leases)) == 10
+    for number, lease in zip(range(10, 20), leases):
+        node = raw.read("%s/subnets/%s-20" % (PREFIX, lease.subnet.ip))
+        assert node.value == ('{"PublicIP":"192.168.205.%d","BackendType":"vxlan",'
+                              '"BackendData":{"VtepMAC":"0e:00:00:00:00:%02x"}}' % (number, number))
+        assert 86390 < node.ttl <= 86400
+        assert CONFIG.is_compatible(lease.subnet)
+
+
+def test_same_public_ip_reuses_its_lease(registry):
+    first = acquire_lease(registry, CONFIG, _attrs(10))
+    again = acquire_lease(registry, CONFIG, _attrs(10), previous_subnet=IPNetwork("10.50.0.0/20"))
+    assert again.subnet == first.subnet and again.modified_index > first.modified_index
+    assert len(registry.list_leases().leases) == 1
+
+
+def test_previous_subnet_taken_when_free_and_never_stolen(registry):
+    wanted = IPNetwork("10.42.0.0/20")
+    assert acquire_lease(registry, CONFIG, _attrs(10), previous_subnet=wanted).subnet == wanted
+    other = acquire_lease(registry, CONFIG, _attrs(11), previous_subnet=wanted)
+    assert other.subnet != wanted
+    stored = dict((lease.subnet, lease.attrs.public_ip) for lease in registry.list_leases().leases)
+    assert stored[wanted] == "192.168.205.10"
+
+
+def test_incompatible_lease_is_replaced(registry, raw):
+    raw.write(PREFIX + "/subnets/10.200.0.0-24", _attrs(10).to_json(), ttl=600)
+    lease = acquire_lease(registry, CONFIG, _attrs(10))
+    assert CONFIG.is_compatible(lease.subnet)
+    assert [l.subnet for l in registry.list_leases().leases] == [lease.subnet]
+
+
+def test_reservation_without_ttl_is_kept_without_ttl(registry, raw):
+    raw.write(PREFIX + "/subnets/10.20.0.0-20", _attrs(10).to_json())
+    lease = acquire_lease(registry, CONFIG, _attrs(10))
+    assert lease.subnet == IPNetwork("10.20.0.0/20") and lease.is_reservation
+    assert raw.read(PREFIX + "/subnets/10.20.0.0-20").ttl is None
+
+
+def test_out_of_subnets(registry):
+    small = parse_network_config({"Network": "10.0.0.0/16", "SubnetLen": 24, "SubnetMin": "10.0.1.0",
+                                  "SubnetMax": "10.0.2.0", "Backend": {"Type": "vxlan"}})
+    acquire_lease(registry, small, _attrs(10))
+    acquire_lease(registry, small, _attrs(11))
+    with pytest.raises(OutOfSubnets) as caught:
+        acquire_lease(registry, small, _attrs(12))
+    assert "out of subnets" in str(caught.value)
+
+
+def test_conditional_writes(registry):
+    subnet = IPNetwork("10.30.0.0/20")
+    created = registry.create_lease(subnet, _attrs(10), 600)
+    assert registry.create_lease(subnet, _attrs(11), 600) is None
+    taken = registry.update_lease(created, _attrs(11), 600)
+    assert taken.attrs.public_ip == "192.168.205.11"
+    assert registry.update_lease(created, _attrs(10), 600) is None  # stale index: refused
+    assert registry.delete_lease(created) is False
+    assert registry.delete_lease(taken) is True
+    assert registry.get_lease(subnet) is None
+
+
+def test_renewal_of_unchanged_lease_is_a_silent_refresh(registry):
+    lease = registry.create_lease(IPNetwork("10.31.0.0/20"), _attrs(10), 600)
+    index = registry.list_leases().index
+    renewed = registry.update_lease(lease, _attrs(10), 900)
+    assert renewed.ttl > 600
+    events, _, _ = registry.watch_leases(index, 0.3)
+    assert events == []
+
+
+def test_watch_reports_changes_and_moves_past_bad_keys(registry, raw):
+    index = registry.list_leases().index
+    raw.write(PREFIX + "/subnets/garbage", "x")
+    raw.write(PREFIX + "/subnets/10.40.0.0-20", "{not json")
+    lease = registry.create_lease(IPNetwork("10.41.0.0/20"), _attrs(12), 600)
+    seen, skipped = [], []
+    while len(seen) < 1:
+        events, index, bad = registry.watch_leases(index, 2)
+        seen.extend(events)
+        if bad:
+            skipped.append(bad[0])
+    assert skipped == [PREFIX + "/subnets/garbage", PREFIX + "/subnets/10.40.0.0-20"]
+    assert seen[0].subnet == lease.subnet and seen[0].lease.attrs == _attrs(12)
+    registry.delete_lease(registry.get_lease(lease.subnet))
+    events, index, _ = registry.watch_leases(index, 2)
+    assert events[0].removed and events[0].subnet == lease.subnet
+    listing = registry.list_leases()
+    assert [str(key) for key, _ in listing.skipped] == [PREFIX + "/subnets/10.40.0.0-20",
+                                                        PREFIX + "/subnets/garbage"]
+
+
+def test_watch_timeout_returns_no_event(registry):
+    index = registry.list_leases().index
+    assert registry.watch_leases(index, 0.2) == ([], index, None)
+
+
+def test_history_cleared_asks_for_resync(registry, raw):
+    index = registry.list_leases().index
+    for number in range(1010):
+        raw.write(PREFIX + "/churn", str(number))
+    with pytest.raises(IndexCleared):
+        registry.watch_leases(index, 1)
+
+
+def test_missing_config_says_where_to_look(registry):
+    with pytest.raises(ConfigMissing) as caught:
+        registry.get_config()
+    assert "/coreos.com/network/config" in str(caught.value) and "v2" in str(caught.value)
+
+
+def test_failover_and_unavailable(etcd_endpoint):
+    dead = "http://127.0.0.1:1"
+    both = EtcdRegistry([dead, etcd_endpoint], timeout=1)
+    assert both.list_leases().leases == []
+    with pytest.raises(RegistryUnavailable) as caught:
+        EtcdRegistry(dead, timeout=1).list_leases()
+    assert "127.0.0.1:1" in str(caught.value)
+
+
+def test_concurrent_acquisition_never_shares_a_subnet(etcd_endpoint):
+    import threading
+
+    results, errors = [], []
+
+    def one(number):
+        try:
+            results.append(acquire_lease(EtcdRegistry(etcd_endpoint), CONFIG, _attrs(number),
+                                         rng=random.Random(1)))
+        except Exception as err:  # collected and asserted below
+            errors.append(err)
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(10, 40)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert len(set(lease.subnet for lease in results)) == 30

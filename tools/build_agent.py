@@ -1,0 +1,45 @@
+"""Build build/flanneld.pyz: the agent core plus its pure-Python dependencies in one zipapp.
+
+The dependencies are copied from the Python environment running this script (the project's
+venv or the controller's), so the build needs no network. Run: python3 tools/build_agent.py [OUT]
+"""
+
+import importlib
+import os
+import shutil
+import sys
+import tempfile
+import zipapp
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CORE = os.path.join(ROOT, "plugins", "module_utils", "flannel")
+# Import names of the agent's runtime dependencies (python-etcd needs urllib3 and dnspython).
+DEPENDENCIES = ("etcd", "netaddr", "pyroute2", "urllib3", "dns")
+MAIN = "import sys\nfrom flannel.cli import main\nsys.exit(main())\n"
+
+
+def _package_dir(name):
+    try:
+        module = importlib.import_module(name)
+    except ImportError:
+        sys.exit("build_agent: Python package %r is missing: pip install -r requirements.txt" % name)
+    return os.path.dirname(module.__file__)
+
+
+def build(output):
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "tests")
+    with tempfile.TemporaryDirectory() as staging:
+        shutil.copytree(CORE, os.path.join(staging, "flannel"), ignore=ignore)
+        for name in DEPENDENCIES:
+            shutil.copytree(_package_dir(name), os.path.join(staging, name), ignore=ignore)
+        with open(os.path.join(staging, "__main__.py"), "w") as handle:
+            handle.write(MAIN)
+        os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+        temporary = output + ".tmp"
+        zipapp.create_archive(staging, temporary, interpreter="/usr/bin/env python3", compressed=True)
+        os.replace(temporary, output)
+    return output
+
+
+if __name__ == "__main__":
+    print(build(sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build", "flanneld.pyz")))
