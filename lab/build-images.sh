@@ -59,12 +59,12 @@ systemctl enable ssh.service >/dev/null
 # Each container gets its own machine id at first boot.
 : > /etc/machine-id
 CHROOT
-install -d -m 700 -o 1000 -g 1000 "$root/home/vagrant/.ssh"
-install -m 600 -o 1000 -g 1000 "$SSH_KEY.pub" "$root/home/vagrant/.ssh/authorized_keys"
+install -d -m 700 "$root/home/vagrant/.ssh"
+install -m 600 "$SSH_KEY.pub" "$root/home/vagrant/.ssh/authorized_keys"
+chroot "$root" chown -R vagrant:vagrant /home/vagrant/.ssh
 install -D -m 644 "$CACHE_DIR/busybox.tar" "$root/usr/local/share/netlab/busybox.tar"
 
-# SIGRTMIN+3 is how systemd as PID 1 is asked to shut down cleanly.
 tar -C "$root" --numeric-owner -c . | docker import \
-  -c 'CMD ["/sbin/init"]' -c 'STOPSIGNAL SIGRTMIN+3' -c "LABEL netlab.ssh-key=$key_id" \
+  -c 'CMD ["/sbin/init"]' -c "LABEL netlab.ssh-key=$key_id" \
   - "$NODE_IMAGE" >/dev/null
 echo "build-images: built $NODE_IMAGE"

@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Lab nodes as systemd containers on the docker network "netlab" (192.168.205.0/24).
+#   nodes.sh up       create (or reuse) the network and one container per inventory node,
+#                     then wait for systemd and sshd
+#   nodes.sh down     remove the nodes and the network
+#   nodes.sh destroy  down, then remove the node image too (make lab-destroy)
+#   nodes.sh status   show the nodes
+# Nodes and addresses come from inventories/lab (hosts with netlab_lab_address).
+set -euo pipefail
+. "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+LABEL=netlab.lab=node
+
+inventory_nodes() {
+  local inv=ansible-inventory
+  [ -x "$REPO_DIR/.venv/bin/ansible-inventory" ] && inv="$REPO_DIR/.venv/bin/ansible-inventory"
+  (cd "$REPO_DIR" && "$inv" -i inventories/lab --list) | python3 -c '
+import json, sys
+hostvars = json.load(sys.stdin)["_meta"]["hostvars"]
+for name in sorted(hostvars):
+    if hostvars[name].get("netlab_lab_address"):
+        print(name, hostvars[name]["netlab_lab_address"])'
+}
+
+ensure_network() {
+  local subnet
+  if subnet=$(docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' "$LAB_NETWORK" 2>/dev/null); then
+    [ "$subnet" = "$LAB_SUBNET" ] || { echo "nodes: network $LAB_NETWORK has subnet $subnet, want $LAB_SUBNET" >&2; exit 1; }
+  else
+    docker network create --subnet "$LAB_SUBNET" --label "$LABEL" "$LAB_NETWORK" >/dev/null
+  fi
+}
+
+wait_node() {  # name address
+  local state=""
+  for _ in $(seq 1 90); do
+    state=$(docker exec "$1" systemctl is-system-running 2>/dev/null || true)
+    case $state in running|degraded) break ;; esac
+    sleep 1
+  done
+  case $state in
+    running) ;;
+    degraded) echo "nodes: $1 is degraded:" >&2; docker exec "$1" systemctl --failed --no-legend >&2 ;;
+    *) echo "nodes: systemd in $1 did not come up (state '$state')" >&2; exit 1 ;;
+  esac
+  # The network was checked above: $2 is one of our own node addresses on it.
+  for _ in $(seq 1 30); do
+    if ssh -n -i "$SSH_KEY" -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+        -o LogLevel=ERROR -o ConnectTimeout=2 "vagrant@$2" sudo -n true 2>/dev/null; then
+      echo "nodes: $1 ($2) ready"
+      return
+    fi
+    sleep 1
+  done
+  echo "nodes: no ssh to vagrant@$2 ($1)" >&2
+  exit 1
+}
+
+up() {
+  docker image inspect "$NODE_IMAGE" >/dev/null 2>&1 || "$LAB_DIR/build-images.sh"
+  ensure_network
+  local opts nodes name addr state
+  mapfile -t opts < <("$LAB_DIR/node-options.sh")
+  nodes=$(inventory_nodes)
+  while read -r name addr; do
+    state=$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null) || state=absent
+    case $state in
+      true) ;;
+      false) docker start "$name" >/dev/null ;;
+      absent)
+        docker run -d --name "$name" --hostname "$name" --label "$LABEL" \
+          --network "$LAB_NETWORK" --ip "$addr" "${opts[@]}" "$NODE_IMAGE" >/dev/null ;;
+    esac
+  done <<<"$nodes"
+  while read -r name addr; do wait_node "$name" "$addr"; done <<<"$nodes"
+}
+
+down() {
+  local ids
+  ids=$(docker ps -aq --filter "label=$LABEL")
+  [ -z "$ids" ] || docker rm -f $ids >/dev/null
+  if docker network inspect "$LAB_NETWORK" >/dev/null 2>&1; then docker network rm "$LAB_NETWORK" >/dev/null; fi
+  echo "nodes: down"
+}
+
+case ${1:-} in
+  up) up ;;
+  down) down ;;
+  destroy) down; docker image rm -f "$NODE_IMAGE" >/dev/null 2>&1 || true; echo "nodes: image $NODE_IMAGE removed" ;;
+  status) docker ps -a --filter "label=$LABEL" --format 'table {{.Names}}\t{{.Status}}\t{{.Image}}' ;;
+  *) echo "usage: $0 up|down|destroy|status" >&2; exit 2 ;;
+esac
