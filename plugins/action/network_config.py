@@ -1,0 +1,115 @@
+# Copyright: netlab.flannel contributors
+# Apache License 2.0 (see galaxy.yml)
+"""Controller side of netlab.flannel.network_config: validate, then let the module write.
+
+The config is validated here, with the agent's own parser, before any host or etcd is contacted.
+The etcd I/O runs in the module on the task's (usually delegated) host, because only that host
+is guaranteed to reach the etcd endpoints.
+"""
+
+from __future__ import annotations
+
+import json
+
+from ansible.errors import AnsibleActionFail
+from ansible.plugins.action import ActionBase
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel import missing_libraries
+
+MODULE = "netlab.flannel.network_config"
+LEASES_MODULE = "netlab.flannel.lease_info"
+ETCD_OPTIONS = ("endpoints", "prefix", "ca_file", "cert_file", "key_file", "username", "password", "timeout")
+
+ARGUMENT_SPEC = dict(
+    config=dict(type="raw", required=True),
+    report_leases=dict(type="bool", default=False),
+    validate_only=dict(type="bool", default=False),
+    config_name=dict(type="str", default="config"),
+    endpoints=dict(type="list", elements="str"),
+    prefix=dict(type="str"),
+    ca_file=dict(type="path"),
+    cert_file=dict(type="path"),
+    key_file=dict(type="path"),
+    username=dict(type="str"),
+    password=dict(type="str", no_log=True),
+    timeout=dict(type="float"),
+)
+
+
+def _plain(value):
+    """Templated data as plain JSON types (2.19 hands plugins tagged str/dict subclasses)."""
+    return json.loads(json.dumps(value))
+
+
+def error_message(name, key, rule):
+    """'<name>.<key>: <rule>', or '<name>: <rule>' when the whole config is at fault."""
+    return "%s: %s" % (name if key == "config" else "%s.%s" % (name, key), rule)
+
+
+def validate_config(config, name):
+    """(effective config dict, None) or (None, failure dict) for a config given as dict or JSON text."""
+    missing = missing_libraries(["netaddr"])
+    if missing:
+        return None, dict(failed=True, msg="the controller needs the Python library %s to validate %s"
+                                           % (" and ".join(missing), name))
+    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import (
+        ConfigError,
+        parse_network_config,
+    )
+
+    if isinstance(config, (str, bytes)):
+        data = config
+    elif isinstance(config, dict):
+        data = _plain(config)
+    else:
+        rule = "must be a dictionary or JSON text, got %s" % type(config).__name__
+        return None, dict(failed=True, key="config", rule=rule, msg="%s: %s" % (name, rule))
+    try:
+        return parse_network_config(data).as_dict(), None
+    except ConfigError as err:
+        return None, dict(failed=True, key=err.key, rule=err.rule, msg=error_message(name, err.key, err.rule))
+
+
+class ActionModule(ActionBase):
+
+    TRANSFERS_FILES = False
+    _VALID_ARGS = frozenset(ARGUMENT_SPEC)
+    _supports_check_mode = True
+    _supports_async = False
+
+    def run(self, tmp=None, task_vars=None):
+        result = super().run(tmp, task_vars)
+        del tmp
+
+        try:
+            dummy, args = self.validate_argument_spec(
+                argument_spec=ARGUMENT_SPEC,
+                required_together=[("cert_file", "key_file"), ("username", "password")])
+        except AnsibleActionFail as err:
+            result.update(err.result)
+            return result
+
+        effective, failure = validate_config(args["config"], args["config_name"])
+        if failure:
+            result.update(failure)
+            return result
+        if args["validate_only"]:
+            result.update(changed=False, config=effective)
+            return result
+
+        etcd_args = dict((name, args[name]) for name in ETCD_OPTIONS if args[name] is not None)
+        config = args["config"] if isinstance(args["config"], (str, bytes)) else _plain(args["config"])
+        module_args = dict(etcd_args, config=config, config_name=args["config_name"])
+        try:
+            result.update(self._execute_module(module_name=MODULE, module_args=module_args,
+                                               task_vars=task_vars))
+            if args["report_leases"] and not result.get("failed"):
+                listing = self._execute_module(module_name=LEASES_MODULE, module_args=etcd_args,
+                                               task_vars=task_vars)
+                if listing.get("failed"):
+                    result.update(failed=True, msg="listing the leases after the config step failed: %s"
+                                                   % listing.get("msg"))
+                else:
+                    result["leases"] = listing["leases"]
+        finally:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+        return result

@@ -1,0 +1,47 @@
+# Copyright: netlab.flannel contributors
+# Apache License 2.0 (see galaxy.yml)
+# This doc fragment is PRIVATE to the collection: it may change without notice.
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+
+    # The attributes every plugin of the collection declares; plugins set `support` and `details`.
+    DOCUMENTATION = r"""
+options: {}
+attributes:
+  check_mode:
+    description: Can run in check mode and predict the change without modifying the target.
+  diff_mode:
+    description: Returns the before and after state of what it changes (or would change in check mode) in diff mode.
+  idempotent:
+    description:
+      - When run twice in a row with the same arguments, the second run reports no change
+        (outside check mode, and with nothing else changing the target in between).
+"""
+
+    # Membership in the etcd action group.
+    ACTIONGROUP_ETCD = r"""
+options: {}
+attributes:
+  action_group:
+    description: Use C(group/netlab.flannel.etcd) in C(module_defaults) to set the etcd connection options once.
+    support: full
+    membership:
+      - netlab.flannel.etcd
+"""
+
+    # A read-only module.
+    INFO_MODULE = r"""
+options: {}
+attributes:
+  check_mode:
+    support: full
+    details: The module only reads, so it runs unchanged in check mode.
+  diff_mode:
+    support: N/A
+    details: The module never changes anything.
+  idempotent:
+    support: full
+"""

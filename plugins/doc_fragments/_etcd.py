@@ -1,0 +1,52 @@
+# Copyright: netlab.flannel contributors
+# Apache License 2.0 (see galaxy.yml)
+# This doc fragment is PRIVATE to the collection: it may change without notice.
+
+from __future__ import annotations
+
+
+class ModuleDocFragment:
+
+    # The etcd v2 connection shared by every plugin in the netlab.flannel.etcd action group.
+    DOCUMENTATION = r"""
+options:
+  endpoints:
+    description:
+      - The etcd client URLs, as a list or as one comma-separated string (flanneld's C(-etcd-endpoints)).
+      - Every URL must look like V(http://HOST:PORT) or V(https://HOST:PORT); the plugin fails over
+        between them in order.
+      - The URLs are dialled from the host the task runs on (or is delegated to), not from the controller.
+    type: list
+    elements: str
+    default: [http://127.0.0.1:2379]
+  prefix:
+    description:
+      - The etcd key prefix of the flannel network (flanneld's C(-etcd-prefix)).
+      - The config lives at C(<prefix>/config) and the leases under C(<prefix>/subnets).
+    type: str
+    default: /coreos.com/network
+  ca_file:
+    description: CA bundle that signs the etcd servers' certificates (C(-etcd-cafile)), on the target.
+    type: path
+  cert_file:
+    description: Client certificate for etcd (C(-etcd-certfile)), on the target.
+    type: path
+  key_file:
+    description: Private key of O(cert_file) (C(-etcd-keyfile)), on the target.
+    type: path
+  username:
+    description: etcd user name for basic authentication (C(-etcd-username)).
+    type: str
+  password:
+    description: Password of O(username) (C(-etcd-password)).
+    type: str
+  timeout:
+    description: Seconds to wait for each etcd request.
+    type: float
+    default: 5.0
+requirements:
+  - python-etcd >= 0.4.5 and netaddr >= 0.8.0 on the host the task runs on.
+notes:
+  - The registry is read and written through etcd's v2 API, as flanneld up to v0.17 does; etcd 3.4 must run
+    with C(--enable-v2=true).
+"""

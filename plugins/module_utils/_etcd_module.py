@@ -1,0 +1,65 @@
+# Copyright: netlab.flannel contributors
+# Apache License 2.0 (see galaxy.yml)
+# PRIVATE to the collection: the etcd options and registry set-up shared by the modules of the
+# netlab.flannel.etcd action group (documented by the doc fragment netlab.flannel._etcd).
+
+from __future__ import annotations
+
+import json
+
+from ansible.module_utils.basic import missing_required_lib
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel import missing_libraries
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel import registry
+
+ETCD_ARGUMENT_SPEC = dict(
+    endpoints=dict(type="list", elements="str", default=list(registry.DEFAULT_ENDPOINTS)),
+    prefix=dict(type="str", default=registry.DEFAULT_PREFIX),
+    ca_file=dict(type="path"),
+    cert_file=dict(type="path"),
+    key_file=dict(type="path"),
+    username=dict(type="str"),
+    password=dict(type="str", no_log=True),
+    timeout=dict(type="float", default=5.0),
+)
+ETCD_REQUIRED_TOGETHER = [("cert_file", "key_file"), ("username", "password")]
+ETCD_OPTION_NAMES = tuple(ETCD_ARGUMENT_SPEC)
+
+
+def require_libraries(module):
+    """Fail the module cleanly when python-etcd or netaddr is missing on the target."""
+    missing = missing_libraries(["etcd", "netaddr"])
+    if missing:
+        module.fail_json(msg=missing_required_lib(" and ".join(missing)))
+
+
+def open_registry(module):
+    """An EtcdRegistry from the module's etcd options; fails the module on a malformed endpoint."""
+    params = module.params
+    try:
+        registry.parse_endpoints(params["endpoints"])
+    except ValueError as err:
+        module.fail_json(msg="endpoints: %s" % err)
+    if params["prefix"].strip("/") == "":
+        module.fail_json(msg="prefix: must name a key below the root, such as /coreos.com/network")
+    return registry.EtcdRegistry(
+        endpoints=params["endpoints"], prefix=params["prefix"], ca_file=params["ca_file"],
+        cert_file=params["cert_file"], key_file=params["key_file"], username=params["username"],
+        password=params["password"], timeout=params["timeout"])
+
+
+def lease_to_dict(lease, prefix_registry):
+    """A lease as module output: plain strings and numbers only."""
+    return dict(
+        subnet=str(lease.subnet),
+        key=prefix_registry.lease_key(lease.subnet),
+        public_ip=lease.attrs.public_ip,
+        backend_type=lease.attrs.backend_type,
+        vtep_mac=lease.attrs.vtep_mac,
+        ttl=lease.ttl,
+        modified_index=lease.modified_index,
+    )
+
+
+def pretty_json(data):
+    """Stable text for diffs: sorted keys, two-space indent, trailing newline."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
