@@ -1,0 +1,204 @@
+"""What the route-programming backends share: per-peer desired entries, a full reconcile that
+repairs drift (complaint 8), and cheap per-event add/remove driven by what was last programmed.
+
+A peer needs up to three kernel entries: a permanent neighbour (ip, mac) and an FDB entry
+(mac, dst) on the vxlan device, and a Route. A backend says which, in `_entries_for(lease)`.
+"""
+
+import collections
+import errno
+import logging
+
+from .. import netlink
+
+try:
+    from netaddr import IPAddress, IPNetwork
+except ImportError:  # reported by the caller through missing_libraries()
+    IPAddress = IPNetwork = None
+
+PeerEntries = collections.namedtuple("PeerEntries", "neighbour fdb route")
+
+
+class BackendError(Exception):
+    """The backend cannot run with this host's configuration; the message says why."""
+
+
+class RouteBackend:
+    """Base of VxlanBackend and HostGwBackend. Subclasses set `backend_type`, `device_index`
+    (None when there is no device) and implement setup(), configure_lease(), _entries_for()."""
+
+    backend_type = None
+
+    def __init__(self, config, iface, public_ip, ipr=None):
+        self.config = config
+        self.iface = netlink.Interface(*iface)
+        self.public_ip = str(IPAddress(public_ip))
+        self.log = logging.getLogger("flannel.backend." + (self.backend_type or "base"))
+        self._own_ipr = ipr is None
+        self.ipr = ipr if ipr is not None else netlink.IPRoute()  # one socket for the agent's life
+        self.device_index = None
+        self.subnet = None
+        self._programmed = {}  # subnet (str) -> PeerEntries last written for that peer
+        self._warned = set()
+
+    def close(self):
+        if self._own_ipr:
+            self.ipr.close()
+
+    # -- what subclasses provide ----------------------------------------------------------------
+
+    def _entries_for(self, lease):
+        """PeerEntries for one peer's lease, or None to skip it (after logging why)."""
+        raise NotImplementedError
+
+    def _link_names(self):
+        return {self.iface.index: self.iface.name}
+
+    def _route_links(self):
+        """Links whose routes inside the flannel network this backend owns."""
+        return [self.iface.index]
+
+    # -- public API ------------------------------------------------------------------------------
+
+    def sync(self, peers):
+        """Make the kernel hold exactly the entries `peers` ({subnet: Lease} of other hosts) need.
+
+        Idempotent; returns one human-readable string per change (empty: nothing was wrong).
+        """
+        desired = {}
+        for subnet, lease in peers.items():
+            entries = self._wanted(lease)
+            if entries is not None:
+                desired[str(IPNetwork(str(subnet)))] = entries
+        want_routes = set(e.route for e in desired.values())
+        want_neighbours = dict(e.neighbour for e in desired.values() if e.neighbour)
+        want_fdb = set(e.fdb for e in desired.values() if e.fdb)
+        changes = []
+        for index in self._route_links():
+            for route in netlink.routes_via(index, self.ipr, inside=self.config.network):
+                if route not in want_routes:
+                    self._try(changes, "removed stale " + self._route_text(route),
+                              netlink.delete_route, route, self.ipr)
+        if self.device_index is not None:
+            for ip, mac in netlink.permanent_neighbours(self.device_index, self.ipr).items():
+                if ip not in want_neighbours:
+                    self._try(changes, "removed stale neighbour %s lladdr %s" % (ip, mac),
+                              netlink.delete_neighbour, self.device_index, ip, self.ipr)
+                elif want_neighbours[ip] != mac:
+                    self._try(changes, "replaced neighbour %s lladdr %s (was %s)"
+                              % (ip, want_neighbours[ip], mac), netlink.replace_neighbour,
+                              self.device_index, ip, want_neighbours[ip], self.ipr)
+                want_neighbours.pop(ip, None)
+            for mac, dst in netlink.fdb_entries(self.device_index, self.ipr):
+                if (mac, dst) in want_fdb:
+                    want_fdb.discard((mac, dst))
+                else:
+                    self._try(changes, "removed stale fdb %s dst %s" % (mac, dst),
+                              netlink.delete_fdb, self.device_index, mac, dst, self.ipr)
+        present_routes = set()
+        for index in self._route_links():
+            present_routes.update(netlink.routes_via(index, self.ipr, inside=self.config.network))
+        # Add in flannel's order: neighbour, FDB, then the route (the kernel resolves its gateway).
+        failed = set()
+        for ip, mac in sorted(want_neighbours.items()):
+            if not self._try(changes, "added neighbour %s lladdr %s" % (ip, mac),
+                             netlink.replace_neighbour, self.device_index, ip, mac, self.ipr):
+                failed.add((ip, mac))
+        for mac, dst in sorted(want_fdb):
+            if not self._try(changes, "added fdb %s dst %s" % (mac, dst),
+                             netlink.replace_fdb, self.device_index, mac, dst, self.ipr):
+                failed.add((mac, dst))
+        for route in sorted(want_routes - present_routes, key=str):
+            if not self._try(changes, "added " + self._route_text(route),
+                             netlink.replace_route, route, self.ipr):
+                failed.add(route)
+        # A peer that failed is left out, so that add_peer() retries it instead of skipping it.
+        self._programmed = dict((key, entries) for key, entries in desired.items()
+                                if not failed.intersection(entries))
+        return changes
+
+    def add_peer(self, lease):
+        """Program one peer (new or changed lease) without dumping kernel tables; returns changes."""
+        key = str(lease.subnet)
+        entries = self._wanted(lease)
+        if entries is None:
+            return self.remove_peer(lease.subnet)
+        old = self._programmed.get(key)
+        if old == entries:
+            return []
+        verb = "added" if old is None else "updated"
+        changes = []
+        try:
+            if entries.neighbour:
+                netlink.replace_neighbour(self.device_index, entries.neighbour[0], entries.neighbour[1], self.ipr)
+                changes.append("%s neighbour %s lladdr %s" % ((verb,) + entries.neighbour))
+            if entries.fdb:
+                netlink.replace_fdb(self.device_index, entries.fdb[0], entries.fdb[1], self.ipr)
+                changes.append("%s fdb %s dst %s" % ((verb,) + entries.fdb))
+            netlink.replace_route(entries.route, self.ipr)
+            changes.append("%s %s" % (verb, self._route_text(entries.route)))
+        except netlink.NetlinkError as error:
+            self._programmed.pop(key, None)  # unknown state: the next sync repairs it
+            self.log.error("failed to program peer %s: %s%s", key, error, self._failure_hint(error))
+            return changes
+        self._programmed[key] = entries
+        if old is not None:
+            changes.extend(self._remove_leftovers(old, entries))
+        return changes
+
+    def remove_peer(self, subnet):
+        """Remove what was programmed for a vanished peer; returns changes."""
+        old = self._programmed.pop(str(IPNetwork(str(subnet))), None)
+        if old is None:
+            return []
+        return self._remove_leftovers(old, PeerEntries(None, None, None))
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _wanted(self, lease):
+        if self.subnet is not None and IPNetwork(str(lease.subnet)) == self.subnet:
+            return None  # our own lease is never a peer
+        return self._entries_for(lease)
+
+    def _remove_leftovers(self, old, new):
+        """Delete the old entries of a peer that its new entries no longer cover."""
+        changes = []
+        others = [e for e in self._programmed.values() if e is not new]
+        if old.route and (new.route is None or new.route.dst != old.route.dst
+                          or new.route.index != old.route.index):
+            # A replace on another link does not remove the old one; same dst+link was replaced.
+            self._try(changes, "removed " + self._route_text(old.route),
+                      netlink.delete_route, old.route, self.ipr, missing_ok=True)
+        if old.neighbour and (new.neighbour is None or new.neighbour[0] != old.neighbour[0]):
+            self._try(changes, "removed neighbour %s lladdr %s" % old.neighbour,
+                      netlink.delete_neighbour, self.device_index, old.neighbour[0], self.ipr,
+                      missing_ok=True)
+        if old.fdb and old.fdb != new.fdb and all(e.fdb != old.fdb for e in others):
+            self._try(changes, "removed fdb %s dst %s" % old.fdb,
+                      netlink.delete_fdb, self.device_index, old.fdb[0], old.fdb[1], self.ipr,
+                      missing_ok=True)
+        return changes
+
+    def _try(self, changes, description, action, *args, missing_ok=False):
+        """Run one kernel change and record it, or log the failure; returns whether it succeeded."""
+        try:
+            action(*args)
+        except netlink.NetlinkError as error:
+            if missing_ok and netlink.is_errno(error, errno.ENOENT, errno.ESRCH):
+                return True
+            self.log.error("failed: %s: %s%s", description, error, self._failure_hint(error))
+            return False
+        changes.append(description)
+        return True
+
+    def _failure_hint(self, error):
+        """Extra words for a failed kernel change that tell the operator what to fix."""
+        return ""
+
+    def _route_text(self, route):
+        return netlink.format_route(route, self._link_names().get(route.index))
+
+    def _warn_once(self, key, message, *args):
+        if key not in self._warned:
+            self._warned.add(key)
+            self.log.warning(message, *args)

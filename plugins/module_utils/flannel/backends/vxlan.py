@@ -1,0 +1,134 @@
+"""The vxlan backend (flanneld v0.9+ static programming), with these fixes over upstream:
+a deterministic VTEP MAC (complaint 6), the MTU set on the device (10), only flannel-network
+addresses replaced on the device (9), and stale neighbour/FDB/route entries removed (6, 8).
+"""
+
+from .. import netlink
+from .base import BackendError, PeerEntries, RouteBackend
+
+try:
+    from netaddr import IPNetwork
+except ImportError:  # reported by the caller through missing_libraries()
+    IPNetwork = None
+
+VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+
+
+class VxlanBackend(RouteBackend):
+    backend_type = "vxlan"
+
+    def __init__(self, config, iface, public_ip, ipr=None):
+        super().__init__(config, iface, public_ip, ipr)
+        backend = config.backend
+        self.vni = backend.vni
+        self.device_name = "flannel.%d" % self.vni
+        self.vtep_mac = netlink.deterministic_vtep_mac(self.public_ip, self.vni)
+        self.mtu = backend.mtu or self.iface.mtu - VXLAN_OVERHEAD
+        self.wanted_device = {"kind": "vxlan", "vni": self.vni, "local": self.iface.address,
+                              "link_index": self.iface.index, "port": backend.dst_port,
+                              "learning": False, "gbp": bool(backend.gbp)}
+
+    def setup(self):
+        """Create or reuse flannel.<VNI> with the deterministic MAC and the MTU.
+
+        Returns {"backend_type": "vxlan", "vtep_mac", "mtu", "changes": [..]}: what the lease
+        must publish, and what was done to the kernel.
+        """
+        changes = []
+        index = netlink.link_index(self.device_name, self.ipr)
+        if index is not None:
+            current = netlink.link_attributes(index, self.ipr)
+            differences = ["%s %s, want %s" % (key, current.get(key), value)
+                           for key, value in sorted(self.wanted_device.items())
+                           if current.get(key) != value]
+            if differences:
+                self.log.warning("%s has an incompatible configuration (%s); recreating device",
+                                 self.device_name, "; ".join(differences))
+                self.ipr.link("del", index=index)
+                changes.append("removed incompatible %s (%s)" % (self.device_name, "; ".join(differences)))
+                index = None
+        if index is None:
+            index = netlink.create_vxlan(self.device_name, self.vni, self.iface.address, self.iface.index,
+                                         self.wanted_device["port"], self.wanted_device["gbp"],
+                                         self.vtep_mac, self.mtu, self.ipr)
+            changes.append("created %s (vni %d, local %s, dev %s, dstport %d, nolearning%s)"
+                           % (self.device_name, self.vni, self.iface.address, self.iface.name,
+                              self.wanted_device["port"], ", gbp" if self.wanted_device["gbp"] else ""))
+        self.device_index = index
+        changes.extend(self._ensure_mac_and_mtu())
+        return {"backend_type": self.backend_type, "vtep_mac": self.vtep_mac, "mtu": self.mtu,
+                "changes": changes}
+
+    def configure_lease(self, subnet):
+        """Give the device <subnet>.0/32 and bring it up. Other addresses inside the flannel
+        network (an old lease) are removed; foreign ones (dhcpcd, APIPA) are kept. Returns changes."""
+        if self.device_index is None:
+            raise BackendError("configure_lease() called before setup()")
+        self.subnet = IPNetwork(str(subnet)).cidr
+        wanted = "%s/32" % self.subnet.ip
+        changes = []
+        for address in netlink.addresses_of(self.device_index, self.ipr):
+            if address != wanted and IPNetwork(address).ip in self.config.network:
+                network = IPNetwork(address)
+                self.ipr.addr("del", index=self.device_index, address=str(network.ip),
+                              prefixlen=network.prefixlen)
+                changes.append("removed old address %s from %s" % (address, self.device_name))
+            elif address == wanted:
+                wanted = None
+        if wanted:
+            self.ipr.addr("add", index=self.device_index, address=str(self.subnet.ip), prefixlen=32)
+            changes.append("added address %s to %s" % (wanted, self.device_name))
+        if netlink.link_attributes(self.device_index, self.ipr)["state"] != "up":
+            self.ipr.link("set", index=self.device_index, state="up")
+            changes.append("set %s up" % self.device_name)
+        # Something (systemd's MACAddressPolicy, #1155) may rewrite the MAC when the link appears.
+        changes.extend(self._ensure_mac_and_mtu())
+        return changes
+
+    def describe(self):
+        return {"backend_type": self.backend_type, "device": self.device_name,
+                "device_index": self.device_index, "vni": self.vni, "vtep_mac": self.vtep_mac,
+                "mtu": self.mtu, "port": self.wanted_device["port"], "gbp": self.wanted_device["gbp"],
+                "direct_routing": bool(self.config.backend.direct_routing),
+                "interface": self.iface.name, "interface_address": self.iface.address,
+                "public_ip": self.public_ip, "subnet": str(self.subnet) if self.subnet else None,
+                "peers": len(self._programmed)}
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _ensure_mac_and_mtu(self):
+        current = netlink.link_attributes(self.device_index, self.ipr)
+        changes = []
+        if current["mac"] != self.vtep_mac:
+            self.ipr.link("set", index=self.device_index, address=self.vtep_mac)
+            changes.append("set %s mac %s (was %s)" % (self.device_name, self.vtep_mac, current["mac"]))
+        if current["mtu"] != self.mtu:
+            self.ipr.link("set", index=self.device_index, mtu=self.mtu)
+            changes.append("set %s mtu %d (was %d)" % (self.device_name, self.mtu, current["mtu"]))
+        return changes
+
+    def _link_names(self):
+        return {self.iface.index: self.iface.name, self.device_index: self.device_name}
+
+    def _route_links(self):
+        # Direct routes (DirectRouting) leave by the external interface; the rest by the device.
+        return [self.device_index, self.iface.index]
+
+    def _entries_for(self, lease):
+        subnet = IPNetwork(str(lease.subnet)).cidr
+        attrs = lease.attrs
+        if attrs.backend_type != self.backend_type:
+            self._warn_once((str(subnet), attrs.backend_type),
+                            "ignoring lease %s: backend type %s is not vxlan", subnet, attrs.backend_type)
+            return None
+        if self.config.backend.direct_routing:
+            oif = netlink.direct_route(attrs.public_ip, self.ipr)
+            if oif is not None:
+                return PeerEntries(None, None, netlink.Route(str(subnet), attrs.public_ip, oif, False))
+        if not attrs.vtep_mac:
+            self._warn_once((str(subnet), None), "ignoring lease %s: it has no VtepMAC", subnet)
+            return None
+        mac = attrs.vtep_mac.lower()
+        gateway = str(subnet.ip)
+        return PeerEntries((gateway, mac), (mac, attrs.public_ip),
+                           netlink.Route(str(subnet), gateway, self.device_index, True))

@@ -1,0 +1,103 @@
+"""flanneld's iptables rules: --ip-masq NAT rules and the FORWARD ACCEPT rules (Docker >= 1.13
+sets FORWARD to DROP, complaint 5). iptables has no netlink API, so this runs the iptables
+command (with -w, so a concurrent Docker or kube-proxy holding the xtables lock makes us wait
+instead of fail).
+
+Rules are checked with -C. When any of a set is missing they are all deleted and appended again
+in order, as flanneld does: the order of the masquerade rules matters.
+`prefix` is an argv prefix for every command, e.g. ("ip", "netns", "exec", "ns1") in tests.
+"""
+
+import subprocess
+
+MASQ_COMMENT = "flanneld masq"
+FORWARD_COMMENT = "flanneld forward"
+MULTICAST = "224.0.0.0/4"
+
+
+class IptablesError(Exception):
+    """iptables failed for another reason than a missing rule."""
+
+
+def masquerade_rules(network, own_subnet):
+    """flanneld's four nat POSTROUTING rules, in order, as argument lists."""
+    network, own_subnet = str(network), str(own_subnet)
+    comment = ["-m", "comment", "--comment", MASQ_COMMENT]
+    return [
+        ["-s", network, "-d", network] + comment + ["-j", "RETURN"],  # inside the overlay: keep sources
+        ["-s", network, "!", "-d", MULTICAST] + comment + ["-j", "MASQUERADE"],  # overlay to the world
+        ["!", "-s", network, "-d", own_subnet] + comment + ["-j", "RETURN"],  # the world to our containers
+        ["!", "-s", network, "-d", network] + comment + ["-j", "MASQUERADE"],  # host to remote containers
+    ]
+
+
+def forward_rules(network):
+    """filter FORWARD rules accepting traffic from and to the flannel network."""
+    comment = ["-m", "comment", "--comment", FORWARD_COMMENT]
+    return [["-s", str(network)] + comment + ["-j", "ACCEPT"],
+            ["-d", str(network)] + comment + ["-j", "ACCEPT"]]
+
+
+def ensure_masquerade(network, own_subnet, prefix=(), iptables="iptables"):
+    """Make nat POSTROUTING hold the four masquerade rules in order; returns the changes made."""
+    return _ensure(prefix, iptables, "nat", "POSTROUTING", masquerade_rules(network, own_subnet))
+
+
+def remove_masquerade(network, own_subnet, prefix=(), iptables="iptables"):
+    """Delete the four masquerade rules where present; returns the changes made."""
+    return _remove(prefix, iptables, "nat", "POSTROUTING", masquerade_rules(network, own_subnet))
+
+
+def ensure_forward_accept(network, prefix=(), iptables="iptables"):
+    """Make filter FORWARD accept the flannel network's traffic; returns the changes made."""
+    return _ensure(prefix, iptables, "filter", "FORWARD", forward_rules(network))
+
+
+def remove_forward_accept(network, prefix=(), iptables="iptables"):
+    return _remove(prefix, iptables, "filter", "FORWARD", forward_rules(network))
+
+
+def _run(prefix, iptables, table, action, chain, rule):
+    argv = list(prefix) + [iptables, "-w", "-t", table, action, chain] + rule
+    try:
+        return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              universal_newlines=True, check=False)
+    except OSError as error:
+        raise IptablesError("cannot run %s: %s" % (iptables, error))
+
+
+def _exists(prefix, iptables, table, chain, rule):
+    result = _run(prefix, iptables, table, "-C", chain, rule)
+    if result.returncode == 0:
+        return True
+    if result.returncode == 1:  # "Bad rule (does a matching rule exist in that chain?)"
+        return False
+    raise IptablesError("iptables -t %s -C %s %s: %s"
+                        % (table, chain, " ".join(rule), result.stderr.strip()))
+
+
+def _change(prefix, iptables, table, action, chain, rule):
+    result = _run(prefix, iptables, table, action, chain, rule)
+    if result.returncode != 0:
+        raise IptablesError("iptables -t %s %s %s %s: %s"
+                            % (table, action, chain, " ".join(rule), result.stderr.strip()))
+    return "%s -t %s %s %s" % ("added" if action == "-A" else "deleted", table, chain, _quoted(rule))
+
+
+def _ensure(prefix, iptables, table, chain, rules):
+    present = [_exists(prefix, iptables, table, chain, rule) for rule in rules]
+    if all(present):
+        return []
+    changes = [_change(prefix, iptables, table, "-D", chain, rule)
+               for rule, there in zip(rules, present) if there]
+    changes.extend(_change(prefix, iptables, table, "-A", chain, rule) for rule in rules)
+    return changes
+
+
+def _remove(prefix, iptables, table, chain, rules):
+    return [_change(prefix, iptables, table, "-D", chain, rule)
+            for rule in rules if _exists(prefix, iptables, table, chain, rule)]
+
+
+def _quoted(rule):
+    return " ".join('"%s"' % word if " " in word else word for word in rule)

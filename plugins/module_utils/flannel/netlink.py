@@ -1,0 +1,323 @@
+"""Kernel networking state through netlink (pyroute2 only): interface choice and the primitives
+the backends program routes, neighbours and FDB entries with.
+
+Works with pyroute2 0.7.2 (Debian 12) and 0.9.x: only the common IPRoute calls are used and
+messages are read with get_attr(). Every function takes an optional `ipr` (IPRoute or NetNS);
+without one it opens and closes its own IPRoute.
+"""
+
+import collections
+import errno
+import hashlib
+import re
+import socket
+
+try:
+    from pyroute2 import IPRoute, NetlinkError
+except ImportError:  # reported by the caller through missing_libraries()
+    IPRoute = None
+    NetlinkError = OSError
+
+try:
+    from netaddr import IPAddress, IPNetwork
+except ImportError:  # reported by the caller through missing_libraries()
+    IPAddress = IPNetwork = None
+
+# Kernel constants, spelled out because pyroute2's module layout differs between versions.
+AF_BRIDGE = 7
+NUD_PERMANENT = 0x80
+NTF_SELF = 0x02
+RTNH_F_ONLINK = 0x04
+IFF_UP = 0x1
+MAIN_TABLE = 254
+RTPROT_KERNEL = 2
+LINK_LOCAL = "169.254.0.0/16"
+
+NO_INTERFACE_MESSAGE = "Failed to find interface to use that matches the interfaces and/or regexes provided"
+
+Interface = collections.namedtuple("Interface", "name index address mtu")
+
+
+class InterfaceError(Exception):
+    """No usable external interface: the agent cannot start."""
+
+
+class _Session:
+    """The caller's ipr, or a private IPRoute closed on exit."""
+
+    def __init__(self, ipr):
+        self.given = ipr
+        self.ipr = None
+
+    def __enter__(self):
+        self.ipr = self.given if self.given is not None else IPRoute()
+        return self.ipr
+
+    def __exit__(self, *exc):
+        if self.given is None:
+            self.ipr.close()
+
+
+def session(ipr=None):
+    """`with session(ipr) as ipr:` works whether or not the caller passed one."""
+    return _Session(ipr)
+
+
+def is_errno(error, *codes):
+    return isinstance(error, NetlinkError) and getattr(error, "code", None) in codes
+
+
+# ---- interfaces -------------------------------------------------------------------------------
+
+def _links(ipr):
+    """index -> (name, mtu) for every link."""
+    return dict((msg["index"], (msg.get_attr("IFLA_IFNAME"), msg.get_attr("IFLA_MTU")))
+                for msg in ipr.get_links())
+
+
+def _ipv4_addresses(ipr, index=None):
+    """index -> [address, ...] in kernel order, global addresses before link-local ones."""
+    found = collections.defaultdict(list)
+    for msg in ipr.get_addr(family=socket.AF_INET):
+        if index is None or msg["index"] == index:
+            address = msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS")
+            found[msg["index"]].append(address)
+    link_local = IPNetwork(LINK_LOCAL)
+    for addresses in found.values():
+        addresses.sort(key=lambda address: IPAddress(address) in link_local)  # stable sort
+    return found
+
+
+def _default_route_index(ipr):
+    """The interface of the main table's default route (lowest metric wins), or None."""
+    best = None
+    for msg in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
+        if msg["dst_len"] != 0 or not msg.get_attr("RTA_OIF"):
+            continue
+        metric = msg.get_attr("RTA_PRIORITY") or 0
+        if best is None or metric < best[0]:
+            best = (metric, msg.get_attr("RTA_OIF"))
+    return best[1] if best else None
+
+
+def _is_ip(text):
+    try:
+        return IPAddress(text, flags=0).version == 4
+    except Exception:
+        return False
+
+
+def select_interface(ifaces=(), iface_regexes=(), ipr=None):
+    """Choose the external interface as flanneld does; returns Interface(name, index, address, mtu).
+
+    `ifaces` (IPs or names) are tried in order, then `iface_regexes` (each matched against every
+    interface's IPv4 addresses first, then against the names). With neither, the interface of the
+    default route. The address is the given IP, else the first global IPv4 address, else a
+    link-local one. Raises InterfaceError.
+    """
+    with session(ipr) as ipr:
+        links = _links(ipr)
+        addresses = _ipv4_addresses(ipr)
+
+        def chosen(index, address=None):
+            if address is None:
+                if not addresses.get(index):
+                    raise InterfaceError("failed to find IPv4 address for interface %s" % links[index][0])
+                address = addresses[index][0]
+            name, mtu = links[index]
+            return Interface(name, index, address, mtu)
+
+        for wanted in ifaces:
+            if _is_ip(wanted):
+                for index in sorted(addresses):
+                    if str(IPAddress(wanted)) in addresses[index]:
+                        return chosen(index, str(IPAddress(wanted)))
+            else:
+                for index, (name, _mtu) in sorted(links.items()):
+                    if name == wanted:
+                        return chosen(index)
+        for pattern in iface_regexes:
+            regex = re.compile(pattern)
+            for index in sorted(addresses):
+                for address in addresses[index]:
+                    if regex.search(address):
+                        return chosen(index, address)
+            for index, (name, _mtu) in sorted(links.items()):
+                if regex.search(name) and addresses.get(index):
+                    return chosen(index)
+        if ifaces or iface_regexes:
+            raise InterfaceError(NO_INTERFACE_MESSAGE)
+        index = _default_route_index(ipr)
+        if index is None:
+            raise InterfaceError("failed to get default interface: no default route; "
+                                 "give --iface or --iface-regex")
+        return chosen(index)
+
+
+def interface_has_address(ip, index=None, ipr=None):
+    """Whether `ip` is an IPv4 address of interface `index` (of any interface when None)."""
+    with session(ipr) as ipr:
+        wanted = str(IPAddress(ip))
+        return any(wanted in found for found in _ipv4_addresses(ipr, index).values())
+
+
+def deterministic_vtep_mac(public_ip, vni):
+    """A stable VTEP MAC for (public IP, VNI): the same after reboots and device re-creation,
+    so peers' neighbour and FDB entries stay valid. Locally administered, unicast."""
+    digest = bytearray(hashlib.sha256(("flannel-vtep/%s/%d" % (IPAddress(public_ip), int(vni)))
+                                      .encode("ascii")).digest()[:6])
+    digest[0] = (digest[0] & 0xFC) | 0x02  # clear multicast bit, set locally-administered bit
+    return ":".join("%02x" % byte for byte in digest)
+
+
+# ---- links and addresses ----------------------------------------------------------------------
+
+def link_index(name, ipr):
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def link_attributes(index, ipr):
+    """A JSON-able dict of a link, with the vxlan options when it is a vxlan device."""
+    msg = ipr.get_links(index)[0]
+    info = msg.get_attr("IFLA_LINKINFO")
+    kind = info.get_attr("IFLA_INFO_KIND") if info is not None else None
+    attrs = {"name": msg.get_attr("IFLA_IFNAME"), "index": index, "kind": kind,
+             "mtu": msg.get_attr("IFLA_MTU"), "mac": msg.get_attr("IFLA_ADDRESS"),
+             "state": "up" if msg["flags"] & IFF_UP else "down",
+             "operstate": msg.get_attr("IFLA_OPERSTATE")}
+    data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
+    if kind == "vxlan" and data is not None:
+        link = data.get_attr("IFLA_VXLAN_LINK")
+        attrs.update({"vni": data.get_attr("IFLA_VXLAN_ID"), "local": data.get_attr("IFLA_VXLAN_LOCAL"),
+                      "port": data.get_attr("IFLA_VXLAN_PORT"),
+                      "learning": bool(data.get_attr("IFLA_VXLAN_LEARNING")),
+                      "gbp": bool(data.get_attr("IFLA_VXLAN_GBP")),
+                      "link_index": link,
+                      "link_name": _links(ipr).get(link, (None, None))[0] if link else None})
+    return attrs
+
+
+def create_vxlan(name, vni, local, link, port, gbp, mac, mtu, ipr):
+    """Create a learning-off vxlan device (down); returns its index."""
+    options = dict(ifname=name, kind="vxlan", vxlan_id=vni, vxlan_local=local, vxlan_link=link,
+                   vxlan_port=port, vxlan_learning=0, address=mac, mtu=mtu)
+    if gbp:
+        options["vxlan_gbp"] = True  # a flag attribute: present means on
+    ipr.link("add", **options)
+    return link_index(name, ipr)
+
+
+def addresses_of(index, ipr):
+    """The IPv4 addresses of a link as 'a.b.c.d/len' strings."""
+    return ["%s/%d" % (msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"), msg["prefixlen"])
+            for msg in ipr.get_addr(family=socket.AF_INET, index=index)]
+
+
+# ---- neighbours, FDB, routes ------------------------------------------------------------------
+
+def permanent_neighbours(index, ipr):
+    """ip -> mac of the permanent IPv4 neighbours on a link."""
+    return dict((msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR"))
+                for msg in ipr.get_neighbours(family=socket.AF_INET, ifindex=index)
+                if msg["ifindex"] == index and msg["state"] & NUD_PERMANENT)
+
+
+def replace_neighbour(index, ip, mac, ipr):
+    ipr.neigh("replace", ifindex=index, dst=ip, lladdr=mac, state=NUD_PERMANENT)
+
+
+def delete_neighbour(index, ip, ipr):
+    ipr.neigh("del", ifindex=index, dst=ip)
+
+
+def fdb_entries(index, ipr):
+    """(mac, dst) pairs of the link's own (self) FDB entries that have a remote dst."""
+    return [(msg.get_attr("NDA_LLADDR"), msg.get_attr("NDA_DST"))
+            for msg in ipr.get_neighbours(family=AF_BRIDGE, ifindex=index)
+            if msg["ifindex"] == index and msg.get_attr("NDA_DST")]
+
+
+def replace_fdb(index, mac, dst, ipr):
+    ipr.fdb("replace", ifindex=index, lladdr=mac, dst=dst, state=NUD_PERMANENT, flags=NTF_SELF)
+
+
+def delete_fdb(index, mac, dst, ipr):
+    ipr.fdb("del", ifindex=index, lladdr=mac, dst=dst, flags=NTF_SELF)
+
+
+Route = collections.namedtuple("Route", "dst gateway index onlink")
+
+
+def routes_via(index, ipr, inside=None):
+    """Main-table IPv4 unicast routes out of link `index` (not the kernel's own), as Route tuples;
+    with `inside` (an IPNetwork), only those whose destination lies in it."""
+    found = []
+    for msg in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
+        if msg.get_attr("RTA_OIF") != index or msg["proto"] == RTPROT_KERNEL:
+            continue
+        if (msg.get_attr("RTA_TABLE") or msg["table"]) != MAIN_TABLE:
+            continue
+        dst = IPNetwork("%s/%d" % (msg.get_attr("RTA_DST") or "0.0.0.0", msg["dst_len"]))
+        if inside is not None and dst not in inside:
+            continue
+        found.append(Route(str(dst), msg.get_attr("RTA_GATEWAY"), index,
+                           bool(msg["flags"] & RTNH_F_ONLINK)))
+    return found
+
+
+def replace_route(route, ipr):
+    dst = IPNetwork(route.dst)
+    ipr.route("replace", dst=str(dst.ip), dst_len=dst.prefixlen, gateway=route.gateway,
+              oif=route.index, table=MAIN_TABLE, flags=RTNH_F_ONLINK if route.onlink else 0)
+
+
+def delete_route(route, ipr):
+    dst = IPNetwork(route.dst)
+    ipr.route("del", dst=str(dst.ip), dst_len=dst.prefixlen, gateway=route.gateway,
+              oif=route.index, table=MAIN_TABLE)
+
+
+def direct_route(ip, ipr):
+    """The outgoing link index when `ip` is reachable without a gateway (on-link), else None."""
+    try:
+        found = list(ipr.route("get", dst=str(ip)))
+    except NetlinkError as error:
+        if is_errno(error, errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return None
+        raise
+    if len(found) == 1 and not found[0].get_attr("RTA_GATEWAY"):
+        return found[0].get_attr("RTA_OIF")
+    return None
+
+
+def format_route(route, name=None):
+    text = "route %s via %s dev %s" % (route.dst, route.gateway, name or route.index)
+    return text + " onlink" if route.onlink else text
+
+
+# ---- read-only view for overlay_info ----------------------------------------------------------
+
+def overlay_state(device, ipr=None):
+    """What the kernel holds for a vxlan overlay. `device` is a VNI (int) or a device name.
+
+    Returns {"name", "exists", "device": link_attributes(..) + "addresses" or None,
+    "routes": [{"dst", "gateway", "onlink"}], "neighbours": [{"ip", "mac"}],
+    "fdb": [{"mac", "dst"}]}, all sorted, JSON-able.
+    """
+    name = "flannel.%d" % device if isinstance(device, int) else str(device)
+    state = {"name": name, "exists": False, "device": None, "routes": [], "neighbours": [], "fdb": []}
+    with session(ipr) as ipr:
+        index = link_index(name, ipr)
+        if index is None:
+            return state
+        device_attrs = link_attributes(index, ipr)
+        device_attrs["addresses"] = sorted(addresses_of(index, ipr))
+        state.update(exists=True, device=device_attrs)
+        state["routes"] = sorted(({"dst": r.dst, "gateway": r.gateway, "onlink": r.onlink}
+                                  for r in routes_via(index, ipr)), key=lambda r: IPNetwork(r["dst"]))
+        state["neighbours"] = [{"ip": ip, "mac": mac} for ip, mac in
+                               sorted(permanent_neighbours(index, ipr).items(),
+                                      key=lambda item: IPAddress(item[0]))]
+        state["fdb"] = [{"mac": mac, "dst": dst} for mac, dst in sorted(fdb_entries(index, ipr))]
+    return state

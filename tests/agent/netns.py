@@ -1,0 +1,168 @@
+"""Network-namespace labs for tests that need real kernel objects.
+
+A Lab is a "LAN" namespace holding a bridge, N host namespaces each wired to it by a veth
+(`eth0`, 172.31.X.1N/24, default route via the LAN's .1), and optional container namespaces
+behind a host (veth into bridge `cbr0` in the host, like docker0). Every namespace is named
+`nlt-<random tag>-...`, so concurrent runs never collide, and all traffic stays inside them:
+nothing is created in, or routed through, the root namespace.
+"""
+
+import binascii
+import os
+import subprocess
+import sys
+
+try:
+    from pyroute2 import NetNS
+except ImportError:
+    NetNS = None
+
+PING_SCRIPT = r"""
+import os, socket, struct, sys, time
+address, count, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+def checksum(data):
+    data += b"\0" * (len(data) % 2)
+    total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
+    total = (total >> 16) + (total & 0xFFFF)
+    return ~(total + (total >> 16)) & 0xFFFF
+sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+ident, replies = os.getpid() & 0xFFFF, 0
+for seq in range(count):
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"netlab"
+    sock.sendto(body[:2] + struct.pack("!H", checksum(body)) + body[4:], (address, 0))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        sock.settimeout(max(deadline - time.monotonic(), 0.001))
+        try:
+            packet, source = sock.recvfrom(2048)
+        except socket.timeout:
+            break
+        header = (packet[0] & 0x0F) * 4
+        kind, _code, _sum, rid, rseq = struct.unpack("!BBHHH", packet[header:header + 8])
+        if source[0] == address and kind == 0 and rid == ident and rseq == seq:
+            print("reply from %s ttl=%d" % (address, packet[8]))
+            replies += 1
+            break
+sys.exit(0 if replies else 1)
+"""
+
+
+def run(argv, check=True):
+    """Run a command; on failure the error names the command and its stderr."""
+    result = subprocess.run([str(word) for word in argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, universal_newlines=True)
+    if check and result.returncode != 0:
+        raise RuntimeError("%s failed (%d): %s" % (" ".join(map(str, argv)), result.returncode,
+                                                    result.stderr.strip()))
+    return result
+
+
+def run_in(ns, argv, check=True):
+    """Run argv inside namespace `ns`."""
+    return run(["ip", "netns", "exec", ns] + list(argv), check=check)
+
+
+def ping(ns, address, count=1, timeout=2.0):
+    """ICMP echo from `ns` (no ping binary needed). Returns the reply TTLs; [] when none came."""
+    count, timeout = max(1, min(int(count), 10)), max(0.1, min(float(timeout), 5.0))
+    result = run_in(ns, [sys.executable, "-c", PING_SCRIPT, address, count, timeout], check=False)
+    return [int(line.rsplit("=", 1)[1]) for line in result.stdout.splitlines() if "ttl=" in line]
+
+
+class Host:
+    """A host namespace on the lab LAN: `ns`, `ifname` (eth0), `address`, `mtu`."""
+
+    def __init__(self, lab, name, ns, address, mtu):
+        self.lab, self.name, self.ns, self.address, self.mtu = lab, name, ns, address, mtu
+        self.ifname = "eth0"
+
+    def ipr(self):
+        """A pyroute2 NetNS handle into this host, closed by the lab's cleanup."""
+        return self.lab.netns_handle(self.ns)
+
+    def run(self, argv, check=True):
+        return run_in(self.ns, argv, check)
+
+
+class Container:
+    """A namespace behind a host: `ns`, `address` (x.y.z.2 of the host's subnet), `gateway`."""
+
+    def __init__(self, ns, address, gateway):
+        self.ns, self.address, self.gateway = ns, address, gateway
+
+
+class Lab:
+    def __init__(self, lan_prefix="172.31.250", tag=None):
+        self.tag = tag or binascii.hexlify(os.urandom(3)).decode()
+        self.lan_prefix = lan_prefix
+        self.namespaces = []
+        self.lan_ns = self._namespace("lan")
+        self.hosts = []
+        self.containers = []
+        self._handles = []
+        try:
+            run_in(self.lan_ns, ["ip", "link", "add", "br0", "type", "bridge"])
+            run_in(self.lan_ns, ["ip", "addr", "add", "%s.1/24" % lan_prefix, "dev", "br0"])
+            run_in(self.lan_ns, ["ip", "link", "set", "br0", "up"])
+        except Exception:
+            self.cleanup()
+            raise
+
+    def _namespace(self, suffix):
+        name = "nlt-%s-%s" % (self.tag, suffix)
+        run(["ip", "netns", "add", name])
+        self.namespaces.append(name)
+        run_in(name, ["ip", "link", "set", "lo", "up"])
+        return name
+
+    def add_host(self, mtu=1500):
+        """A new host namespace with eth0 on the LAN and a default route via the LAN's .1."""
+        number = len(self.hosts) + 1
+        name = "h%d" % number
+        ns = self._namespace(name)
+        address = "%s.%d" % (self.lan_prefix, 10 + number)
+        run_in(ns, ["ip", "link", "add", "eth0", "mtu", mtu, "type", "veth", "peer", "name", "lan-" + name,
+                    "mtu", mtu, "netns", self.lan_ns])
+        run_in(self.lan_ns, ["ip", "link", "set", "lan-" + name, "master", "br0", "up"])
+        run_in(ns, ["ip", "addr", "add", address + "/24", "dev", "eth0"])
+        run_in(ns, ["ip", "link", "set", "eth0", "up"])
+        run_in(ns, ["ip", "route", "add", "default", "via", "%s.1" % self.lan_prefix])
+        run_in(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        host = Host(self, name, ns, address, mtu)
+        self.hosts.append(host)
+        return host
+
+    def add_container(self, host, subnet):
+        """A container namespace behind `host`: host bridge cbr0 = subnet .1, container = .2."""
+        base = subnet.split("/")[0].rsplit(".", 1)[0]
+        prefixlen = subnet.split("/")[1]
+        ns = self._namespace("%sc%d" % (host.name, len(self.containers) + 1))
+        gateway, address = base + ".1", base + ".2"
+        if host.run(["ip", "link", "show", "cbr0"], check=False).returncode != 0:
+            host.run(["ip", "link", "add", "cbr0", "type", "bridge"])
+            host.run(["ip", "addr", "add", "%s/%s" % (gateway, prefixlen), "dev", "cbr0"])
+            host.run(["ip", "link", "set", "cbr0", "up"])
+        peer = "vc%d" % (len(self.containers) + 1)
+        run_in(ns, ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", peer, "netns", host.ns])
+        host.run(["ip", "link", "set", peer, "master", "cbr0", "up"])
+        run_in(ns, ["ip", "addr", "add", "%s/%s" % (address, prefixlen), "dev", "eth0"])
+        run_in(ns, ["ip", "link", "set", "eth0", "up"])
+        run_in(ns, ["ip", "route", "add", "default", "via", gateway])
+        container = Container(ns, address, gateway)
+        self.containers.append(container)
+        return container
+
+    def netns_handle(self, ns):
+        handle = NetNS(ns)
+        self._handles.append(handle)
+        return handle
+
+    def cleanup(self):
+        """Close handles and delete every namespace this lab made (their links go with them)."""
+        for handle in self._handles:
+            try:
+                handle.close()
+            except Exception:
+                pass
+        for name in reversed(self.namespaces):
+            run(["ip", "netns", "del", name], check=False)

@@ -1,0 +1,223 @@
+"""VxlanBackend on real vxlan devices: three host namespaces on one LAN, hand-made leases."""
+
+import json
+import logging
+
+import pytest
+from netaddr import IPNetwork
+
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel import netlink
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import VxlanBackend
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import Lease, LeaseAttrs
+
+SUBNETS = ["10.5.1.0/24", "10.5.2.0/24", "10.5.3.0/24"]
+
+
+def vxlan_config(**backend):
+    backend = dict({"Type": "vxlan", "VNI": 1}, **backend)
+    return parse_network_config({"Network": "10.5.0.0/16", "Backend": backend})
+
+
+def lease(subnet, public_ip, mac, backend_type="vxlan"):
+    return Lease(IPNetwork(subnet), LeaseAttrs(public_ip, backend_type, mac))
+
+
+class Node:
+    """A host with its backend started and its own lease configured."""
+
+    def __init__(self, host, subnet, config):
+        self.host, self.subnet = host, subnet
+        self.ipr = host.ipr()
+        self.backend = VxlanBackend(config, netlink.select_interface(ipr=self.ipr), host.address, ipr=self.ipr)
+        self.info = self.backend.setup()
+        self.backend.configure_lease(subnet)
+        self.lease = lease(subnet, host.address, self.info["vtep_mac"])
+
+    def state(self):
+        return netlink.overlay_state(self.backend.vni, ipr=self.ipr)
+
+
+def peers_of(node, nodes):
+    return dict((other.subnet, other.lease) for other in nodes if other is not node)
+
+
+@pytest.fixture
+def nodes(three_hosts):
+    config = vxlan_config()
+    nodes = [Node(host, subnet, config) for host, subnet in zip(three_hosts, SUBNETS)]
+    for node in nodes:
+        node.backend.sync(peers_of(node, nodes))
+    return nodes
+
+
+def test_device_has_exact_attributes(nodes):
+    host = nodes[0].host
+    device = nodes[0].state()["device"]
+    assert device["kind"] == "vxlan" and device["vni"] == 1 and device["port"] == 8472
+    assert device["local"] == host.address and device["link_name"] == "eth0"
+    assert device["learning"] is False and device["gbp"] is False
+    assert device["mtu"] == 1450 == nodes[0].info["mtu"]
+    assert device["mac"] == netlink.deterministic_vtep_mac(host.address, 1) == nodes[0].info["vtep_mac"]
+    assert device["addresses"] == ["10.5.1.0/32"] and device["state"] == "up"
+    # The same facts as iproute2 sees them, an oracle independent of our own reading code.
+    shown = json.loads(host.run(["ip", "-d", "-j", "link", "show", "flannel.1"]).stdout)[0]
+    data = shown["linkinfo"]["info_data"]
+    assert (data["id"], data["local"], data["port"], data["learning"]) == (1, host.address, 8472, False)
+    assert (shown["mtu"], shown["address"]) == (1450, device["mac"])
+
+
+def test_peer_entries_are_exact_and_sync_is_idempotent(nodes):
+    first, second, third = nodes
+    state = first.state()
+    assert state["neighbours"] == [{"ip": "10.5.2.0", "mac": second.info["vtep_mac"]},
+                                   {"ip": "10.5.3.0", "mac": third.info["vtep_mac"]}]
+    assert state["fdb"] == sorted([{"mac": second.info["vtep_mac"], "dst": second.host.address},
+                                   {"mac": third.info["vtep_mac"], "dst": third.host.address}],
+                                  key=lambda entry: entry["mac"])
+    assert state["routes"] == [{"dst": "10.5.2.0/24", "gateway": "10.5.2.0", "onlink": True},
+                               {"dst": "10.5.3.0/24", "gateway": "10.5.3.0", "onlink": True}]
+    assert first.backend.sync(peers_of(first, nodes)) == []
+    assert first.backend.add_peer(third.lease) == []  # unchanged lease: nothing to do
+
+
+def test_container_pings_container_across_vxlan(lab, nodes):
+    source = lab.add_container(nodes[0].host, SUBNETS[0])
+    target = lab.add_container(nodes[2].host, SUBNETS[2])
+    before = nodes[2].state()
+    # Two routers (host 1, host 3) on the way: TTL 64 - 2.
+    assert netlink.overlay_state(1, ipr=nodes[2].ipr)["exists"] and before["exists"]
+    assert lab_ping(source.ns, target.address) == [62]
+    # Without host 1's entries for host 3 the same ping fails: the path really is our overlay.
+    nodes[0].backend.remove_peer(SUBNETS[2])
+    assert lab_ping(source.ns, target.address) == []
+
+
+def lab_ping(ns, address):
+    from netns import ping
+    return ping(ns, address, count=2, timeout=1.5)[:1]
+
+
+def test_removed_peer_loses_its_three_entries(nodes):
+    first, second, third = nodes
+    changes = first.backend.sync({second.subnet: second.lease})
+    mac = third.info["vtep_mac"]
+    assert sorted(changes) == sorted([
+        "removed stale route 10.5.3.0/24 via 10.5.3.0 dev flannel.1 onlink",
+        "removed stale neighbour 10.5.3.0 lladdr %s" % mac,
+        "removed stale fdb %s dst %s" % (mac, third.host.address)])
+    state = first.state()
+    assert [n["ip"] for n in state["neighbours"]] == ["10.5.2.0"]
+    assert [f["mac"] for f in state["fdb"]] == [second.info["vtep_mac"]]
+    assert [r["dst"] for r in state["routes"]] == ["10.5.2.0/24"]
+
+
+def test_remove_and_add_one_peer_by_event(nodes):
+    first, _second, third = nodes
+    assert len(first.backend.remove_peer(third.subnet)) == 3
+    assert "10.5.3.0" not in [n["ip"] for n in first.state()["neighbours"]]
+    assert len(first.backend.add_peer(third.lease)) == 3
+    assert first.state() == netlink.overlay_state("flannel.1", ipr=first.ipr)
+    assert "10.5.3.0/24" in [r["dst"] for r in first.state()["routes"]]
+
+
+@pytest.mark.parametrize("by_event", [False, True], ids=["sync", "add_peer"])
+def test_changed_peer_mac_replaces_stale_entries(nodes, by_event):
+    first, second, third = nodes
+    old_mac, new_mac = third.info["vtep_mac"], "02:00:00:00:03:03"
+    changed = lease(third.subnet, third.host.address, new_mac)
+    if by_event:
+        changes = first.backend.add_peer(changed)
+    else:
+        changes = first.backend.sync({second.subnet: second.lease, third.subnet: changed})
+    assert "removed %sfdb %s dst %s" % ("" if by_event else "stale ", old_mac, third.host.address) in changes
+    state = first.state()
+    assert {"ip": "10.5.3.0", "mac": new_mac} in state["neighbours"]
+    assert [f["dst"] for f in state["fdb"] if f["mac"] == old_mac] == []
+    assert {"mac": new_mac, "dst": third.host.address} in state["fdb"]
+
+
+def test_entries_deleted_by_hand_are_reported_and_restored(nodes):
+    first = nodes[0]
+    wanted = first.state()
+    first.host.run(["ip", "route", "del", "10.5.2.0/24"])
+    first.host.run(["bridge", "fdb", "del", nodes[2].info["vtep_mac"], "dev", "flannel.1",
+                    "dst", nodes[2].host.address, "self"])
+    changes = first.backend.sync(peers_of(first, nodes))
+    assert sorted(changes) == sorted([
+        "added route 10.5.2.0/24 via 10.5.2.0 dev flannel.1 onlink",
+        "added fdb %s dst %s" % (nodes[2].info["vtep_mac"], nodes[2].host.address)])
+    assert first.state() == wanted
+
+
+def test_incompatible_device_is_recreated_compatible_one_reused(three_hosts, caplog):
+    host = three_hosts[0]
+    host.run(["ip", "link", "add", "flannel.1", "type", "vxlan", "id", "1", "local", host.address,
+              "dev", "eth0", "dstport", "4789"])  # learning on, wrong port
+    ipr = host.ipr()
+    backend = VxlanBackend(vxlan_config(), netlink.select_interface(ipr=ipr), host.address, ipr=ipr)
+    with caplog.at_level(logging.WARNING):
+        changes = backend.setup()["changes"]
+    assert changes[0].startswith("removed incompatible flannel.1 (learning True, want False; "
+                                 "port 4789, want 8472)")
+    assert changes[1].startswith("created flannel.1")
+    assert "recreating device" in caplog.text
+    device = netlink.overlay_state(1, ipr=ipr)["device"]
+    assert (device["port"], device["learning"], device["mtu"]) == (8472, False, 1450)
+    index = device["index"]
+    assert backend.setup()["changes"] == []
+    assert netlink.overlay_state(1, ipr=ipr)["device"]["index"] == index
+
+
+def test_wrong_mac_and_mtu_on_reused_device_are_fixed(nodes):
+    first = nodes[0]
+    first.host.run(["ip", "link", "set", "flannel.1", "address", "02:99:99:99:99:99", "mtu", "1300"])
+    changes = first.backend.setup()["changes"]
+    assert changes == ["set flannel.1 mac %s (was 02:99:99:99:99:99)" % first.info["vtep_mac"],
+                       "set flannel.1 mtu 1450 (was 1300)"]
+
+
+def test_configured_mtu_wins_over_interface_mtu(three_hosts):
+    host = three_hosts[0]
+    ipr = host.ipr()
+    backend = VxlanBackend(vxlan_config(MTU=1400), netlink.select_interface(ipr=ipr), host.address, ipr=ipr)
+    assert backend.setup()["mtu"] == 1400
+    assert netlink.overlay_state(1, ipr=ipr)["device"]["mtu"] == 1400
+
+
+def test_old_lease_address_replaced_foreign_address_kept(nodes):
+    first = nodes[0]
+    first.host.run(["ip", "addr", "add", "169.254.7.7/16", "dev", "flannel.1"])
+    first.host.run(["ip", "addr", "add", "10.5.9.0/32", "dev", "flannel.1"])
+    assert first.backend.configure_lease(first.subnet) == ["removed old address 10.5.9.0/32 from flannel.1"]
+    assert first.state()["device"]["addresses"] == ["10.5.1.0/32", "169.254.7.7/16"]
+
+
+def test_foreign_backend_lease_is_skipped_with_warning(nodes, caplog):
+    first = nodes[0]
+    with caplog.at_level(logging.WARNING):
+        changes = first.backend.sync({"10.5.7.0/24": lease("10.5.7.0/24", "172.31.250.77", None, "host-gw")})
+    assert "backend type host-gw is not vxlan" in caplog.text
+    assert len(changes) == 6  # both real peers' entries removed, nothing added for the host-gw one
+    assert first.state()["routes"] == []
+
+
+def test_direct_routing_uses_public_ip_for_on_link_peers(three_hosts):
+    config = vxlan_config(DirectRouting=True)
+    nodes = [Node(host, subnet, config) for host, subnet in zip(three_hosts, SUBNETS)]
+    first = nodes[0]
+    changes = first.backend.sync(peers_of(first, nodes))
+    assert sorted(changes) == ["added route 10.5.2.0/24 via 172.31.250.12 dev eth0",
+                               "added route 10.5.3.0/24 via 172.31.250.13 dev eth0"]
+    state = first.state()
+    assert state["neighbours"] == [] and state["fdb"] == [] and state["routes"] == []
+    assert first.backend.sync(peers_of(first, nodes)) == []
+    assert first.backend.sync({}) == ["removed stale route 10.5.2.0/24 via 172.31.250.12 dev eth0",
+                                      "removed stale route 10.5.3.0/24 via 172.31.250.13 dev eth0"]
+
+
+def test_describe_reports_device_and_peers(nodes):
+    described = nodes[0].backend.describe()
+    assert described["device"] == "flannel.1" and described["peers"] == 2
+    assert described["subnet"] == "10.5.1.0/24" and described["mtu"] == 1450
+    json.dumps(described)
