@@ -1,0 +1,140 @@
+"""netlab.flannel.overlay_info: the drift logic, and the module in a network namespace of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+from netaddr import IPNetwork
+
+from ansible_collections.netlab.flannel.plugins.modules.overlay_info import compare_peers
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
+PEER = {"subnet": "10.13.48.0/20", "public_ip": "192.168.205.11", "vtep_mac": "2a:11:3b:5c:6d:7e"}
+SELF = {"subnet": "10.15.64.0/20", "public_ip": "192.168.205.10", "vtep_mac": "9e:61:5b:8a:30:10"}
+
+
+def kernel(routes=(), neighbours=(), fdb=()):
+    return {"routes": list(routes), "neighbours": list(neighbours), "fdb": list(fdb)}
+
+
+PROGRAMMED = kernel(routes=[{"dst": "10.13.48.0/20", "gateway": "10.13.48.0", "onlink": True}],
+                    neighbours=[{"ip": "10.13.48.0", "mac": "2A:11:3B:5C:6D:7E"}],
+                    fdb=[{"mac": "2a:11:3b:5c:6d:7e", "dst": "192.168.205.11"}])
+
+
+def test_in_sync_ignores_own_lease():
+    status, drift = compare_peers(PROGRAMMED, [SELF, PEER], IPNetwork("10.15.64.0/20"), IPNetwork)
+    assert drift == []
+    assert status == [dict(subnet="10.13.48.0/20", public_ip="192.168.205.11", route=True, neighbour=True, fdb=True)]
+
+
+def test_missing_entries_are_each_reported():
+    status, drift = compare_peers(kernel(), [PEER], None, IPNetwork)
+    assert status[0] == dict(subnet="10.13.48.0/20", public_ip="192.168.205.11", route=False, neighbour=False,
+                             fdb=False)
+    assert drift == [
+        "10.13.48.0/20 (192.168.205.11): no route 10.13.48.0/20 via 10.13.48.0 onlink",
+        "10.13.48.0/20 (192.168.205.11): no neighbour 10.13.48.0 lladdr 2a:11:3b:5c:6d:7e",
+        "10.13.48.0/20 (192.168.205.11): no FDB entry 2a:11:3b:5c:6d:7e dst 192.168.205.11",
+    ]
+
+
+def test_stale_entries_are_reported():
+    stale = kernel(routes=[{"dst": "10.13.48.0/20", "gateway": "10.13.48.0", "onlink": False},
+                           {"dst": "10.20.0.0/20", "gateway": "10.20.0.0", "onlink": True}],
+                   neighbours=[{"ip": "10.13.48.0", "mac": "02:00:00:00:00:01"}],
+                   fdb=[{"mac": "2a:11:3b:5c:6d:7e", "dst": "192.168.205.99"}])
+    dummy, drift = compare_peers(stale, [PEER], None, IPNetwork)
+    assert drift == [
+        "10.13.48.0/20 (192.168.205.11): wrong route 10.13.48.0/20 via 10.13.48.0 onlink",
+        "10.13.48.0/20 (192.168.205.11): wrong neighbour 10.13.48.0 lladdr 2a:11:3b:5c:6d:7e",
+        "10.13.48.0/20 (192.168.205.11): no FDB entry 2a:11:3b:5c:6d:7e dst 192.168.205.11",
+        "route 10.20.0.0/20 via 10.20.0.0 matches no peer lease",
+    ]
+
+
+# ---- the module on a real kernel, inside a private network namespace --------------------------
+
+RUNNER = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from ansible.module_utils.testing import patch_module_args
+from ansible_collections.netlab.flannel.plugins.modules import overlay_info
+with patch_module_args(json.loads(sys.argv[2])):
+    overlay_info.main()
+"""
+
+
+def ip(netns, *args):
+    subprocess.run(["ip", "-n", netns] + list(args), check=True, capture_output=True)
+
+
+@pytest.fixture
+def netns():
+    if os.geteuid() != 0:
+        pytest.skip("needs root to create a network namespace")
+    name = "nlfl-oi-%s" % uuid.uuid4().hex[:8]
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        ip(name, "link", "set", "lo", "up")
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+def run_in(netns, args):
+    process = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", RUNNER,
+                              os.path.join(ROOT, ".collections"), json.dumps(args)],
+                             capture_output=True, text=True)
+    return json.loads(process.stdout)
+
+
+def test_module_reads_a_programmed_device(netns, tmp_path):
+    ip(netns, "link", "add", "flannel.100", "address", "9e:61:5b:8a:30:10", "mtu", "1450", "type", "vxlan",
+       "id", "100", "local", "192.0.2.10", "dstport", "8472", "nolearning")
+    ip(netns, "addr", "add", "10.15.64.0/32", "dev", "flannel.100")
+    ip(netns, "link", "set", "flannel.100", "up")
+    ip(netns, "neigh", "replace", "10.13.48.0", "lladdr", PEER["vtep_mac"], "dev", "flannel.100", "nud", "permanent")
+    subprocess.run(["ip", "netns", "exec", netns, "bridge", "fdb", "append", PEER["vtep_mac"], "dev", "flannel.100",
+                    "dst", PEER["public_ip"], "self", "permanent"], check=True)
+    ip(netns, "route", "replace", "10.13.48.0/20", "via", "10.13.48.0", "dev", "flannel.100", "onlink")
+    subnet_file = tmp_path / "subnet.env"
+    subnet_file.write_text("FLANNEL_NETWORK=10.0.0.0/8\nFLANNEL_SUBNET=10.15.64.1/20\nFLANNEL_MTU=1450\n"
+                           "FLANNEL_IPMASQ=false\n")
+
+    result = run_in(netns, dict(vni=100, subnet_file=str(subnet_file), peers=[SELF, PEER]))
+    assert result["changed"] is False
+    assert result["exists"] is True
+    device = result["device"]
+    assert (device["kind"], device["vni"], device["port"], device["mtu"]) == ("vxlan", 100, 8472, 1450)
+    assert device["learning"] is False and device["state"] == "up"
+    assert device["addresses"] == ["10.15.64.0/32"]
+    assert result["lease"] == dict(network="10.0.0.0/8", subnet="10.15.64.0/20", address="10.15.64.1/20",
+                                   mtu=1450, ipmasq=False, vtep_mac="9e:61:5b:8a:30:10")
+    assert result["in_sync"] is True, result["drift"]
+
+    # Drift: a peer's FDB entry goes missing.
+    subprocess.run(["ip", "netns", "exec", netns, "bridge", "fdb", "del", PEER["vtep_mac"], "dev", "flannel.100",
+                    "dst", PEER["public_ip"], "self"], check=True)
+    result = run_in(netns, dict(vni=100, subnet_file=str(subnet_file), peers=[SELF, PEER]))
+    assert result["in_sync"] is False
+    assert result["drift"] == ["10.13.48.0/20 (192.168.205.11): no FDB entry 2a:11:3b:5c:6d:7e dst 192.168.205.11"]
+
+
+def test_module_without_device_or_subnet_file(netns, tmp_path):
+    result = run_in(netns, dict(device="flannel.7", subnet_file=str(tmp_path / "absent.env")))
+    assert result["exists"] is False
+    assert result["device"] is None
+    assert result["lease"] is None and result["subnet_env"] == {}
+    assert "drift" not in result
+
+
+def test_module_rejects_bad_vni(netns):
+    result = run_in(netns, dict(vni=0))
+    assert result["failed"] is True
+    assert result["msg"] == "vni: must be between 1 and 16777215, got 0"
