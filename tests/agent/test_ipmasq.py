@@ -1,0 +1,78 @@
+"""flanneld's iptables rules, applied inside a host namespace (never in the root namespace)."""
+
+import pytest
+
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel import ipmasq
+from netns import ping
+
+NETWORK, OWN_SUBNET = "10.7.0.0/16", "10.7.1.0/24"
+MASQ_RULES = [
+    '-A POSTROUTING -s 10.7.0.0/16 -d 10.7.0.0/16 -m comment --comment "flanneld masq" -j RETURN',
+    '-A POSTROUTING -s 10.7.0.0/16 ! -d 224.0.0.0/4 -m comment --comment "flanneld masq" -j MASQUERADE',
+    '-A POSTROUTING ! -s 10.7.0.0/16 -d 10.7.1.0/24 -m comment --comment "flanneld masq" -j RETURN',
+    '-A POSTROUTING ! -s 10.7.0.0/16 -d 10.7.0.0/16 -m comment --comment "flanneld masq" -j MASQUERADE',
+]
+
+
+@pytest.fixture
+def host(lab):
+    return lab.add_host()
+
+
+def prefix(host):
+    return ("ip", "netns", "exec", host.ns)
+
+
+def listed(host, table, chain):
+    lines = host.run(["iptables", "-w", "-t", table, "-S", chain]).stdout.splitlines()
+    return [line for line in lines if line.startswith("-A ")]
+
+
+def test_masquerade_rules_in_order_and_idempotent(host):
+    changes = ipmasq.ensure_masquerade(NETWORK, OWN_SUBNET, prefix=prefix(host))
+    assert changes == ["added -t nat POSTROUTING " + rule.split(" ", 2)[2] for rule in MASQ_RULES]
+    assert listed(host, "nat", "POSTROUTING") == MASQ_RULES
+    assert ipmasq.ensure_masquerade(NETWORK, OWN_SUBNET, prefix=prefix(host)) == []
+
+
+def test_missing_rule_reappends_all_in_order(host):
+    ipmasq.ensure_masquerade(NETWORK, OWN_SUBNET, prefix=prefix(host))
+    host.run(["iptables", "-w", "-t", "nat", "-D"] + MASQ_RULES[1].split()[1:4] +
+             ["!", "-d", "224.0.0.0/4", "-m", "comment", "--comment", "flanneld masq", "-j", "MASQUERADE"])
+    host.run(["iptables", "-w", "-t", "nat", "-I", "POSTROUTING", "-s", "192.0.2.0/24", "-j", "RETURN"])
+    changes = ipmasq.ensure_masquerade(NETWORK, OWN_SUBNET, prefix=prefix(host))
+    assert len([c for c in changes if c.startswith("deleted")]) == 3
+    assert len([c for c in changes if c.startswith("added")]) == 4
+    assert listed(host, "nat", "POSTROUTING") == ["-A POSTROUTING -s 192.0.2.0/24 -j RETURN"] + MASQ_RULES
+
+
+def test_remove_masquerade_deletes_only_ours(host):
+    ipmasq.ensure_masquerade(NETWORK, OWN_SUBNET, prefix=prefix(host))
+    host.run(["iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", "192.0.2.0/24", "-j", "RETURN"])
+    assert len(ipmasq.remove_masquerade(NETWORK, OWN_SUBNET, prefix=prefix(host))) == 4
+    assert listed(host, "nat", "POSTROUTING") == ["-A POSTROUTING -s 192.0.2.0/24 -j RETURN"]
+    assert ipmasq.remove_masquerade(NETWORK, OWN_SUBNET, prefix=prefix(host)) == []
+
+
+def test_forward_accept_rules(host):
+    assert len(ipmasq.ensure_forward_accept(NETWORK, prefix=prefix(host))) == 2
+    assert listed(host, "filter", "FORWARD") == [
+        '-A FORWARD -s 10.7.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
+        '-A FORWARD -d 10.7.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT']
+    assert ipmasq.ensure_forward_accept(NETWORK, prefix=prefix(host)) == []
+    assert len(ipmasq.remove_forward_accept(NETWORK, prefix=prefix(host))) == 2
+    assert listed(host, "filter", "FORWARD") == []
+
+
+def test_masquerade_lets_a_container_reach_a_host_without_overlay_routes(lab, host):
+    other = lab.add_host()
+    container = lab.add_container(host, OWN_SUBNET)
+    # `other` has no route back to 10.7.1.0/24: only a masqueraded source gets an answer.
+    assert ping(container.ns, other.address, timeout=1) == []
+    ipmasq.ensure_masquerade(NETWORK, OWN_SUBNET, prefix=prefix(host))
+    assert ping(container.ns, other.address, timeout=1) == [63]
+
+
+def test_iptables_failure_is_reported(host):
+    with pytest.raises(ipmasq.IptablesError):
+        ipmasq.ensure_masquerade("10.7.0.0/99", OWN_SUBNET, prefix=prefix(host))
