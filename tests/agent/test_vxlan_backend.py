@@ -221,3 +221,24 @@ def test_describe_reports_device_and_peers(nodes):
     assert described["device"] == "flannel.1" and described["peers"] == 2
     assert described["subnet"] == "10.5.1.0/24" and described["mtu"] == 1450
     json.dumps(described)
+
+
+def test_deleted_device_is_recreated_with_all_entries_by_sync(nodes):
+    first = nodes[0]
+    wanted = first.state()
+    first.host.run(["ip", "link", "del", "flannel.1"])
+    changes = first.backend.sync(peers_of(first, nodes))
+    assert changes[0].startswith("created flannel.1") and "added address 10.5.1.0/32 to flannel.1" in changes
+    assert len([change for change in changes if change.startswith("added ")]) == 1 + 6
+    restored = first.state()
+    restored["device"].pop("index"), wanted["device"].pop("index")
+    assert restored == wanted
+
+
+def test_device_set_down_is_brought_up_by_sync(nodes):
+    first = nodes[0]
+    first.host.run(["ip", "link", "set", "flannel.1", "down"])
+    changes = first.backend.sync(peers_of(first, nodes))
+    assert changes[0] == "set flannel.1 up"
+    assert first.state()["device"]["state"] == "up"
+    assert len(first.state()["routes"]) == 2

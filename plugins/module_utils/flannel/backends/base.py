@@ -74,9 +74,12 @@ class RouteBackend:
         want_neighbours = dict(e.neighbour for e in desired.values() if e.neighbour)
         want_fdb = set(e.fdb for e in desired.values() if e.fdb)
         changes = []
+        present_routes = set()
         for index in self._route_links():
             for route in netlink.routes_via(index, self.ipr, inside=self.config.network):
-                if route not in want_routes:
+                if route in want_routes:
+                    present_routes.add(route)
+                else:
                     self._try(changes, "removed stale " + self._route_text(route),
                               netlink.delete_route, route, self.ipr)
         if self.device_index is not None:
@@ -95,9 +98,6 @@ class RouteBackend:
                 else:
                     self._try(changes, "removed stale fdb %s dst %s" % (mac, dst),
                               netlink.delete_fdb, self.device_index, mac, dst, self.ipr)
-        present_routes = set()
-        for index in self._route_links():
-            present_routes.update(netlink.routes_via(index, self.ipr, inside=self.config.network))
         # Add in flannel's order: neighbour, FDB, then the route (the kernel resolves its gateway).
         failed = set()
         for ip, mac in sorted(want_neighbours.items()):

@@ -85,6 +85,12 @@ class VxlanBackend(RouteBackend):
         changes.extend(self._ensure_mac_and_mtu())
         return changes
 
+    def sync(self, peers):
+        """Repair the device first (deleted, down, address or MAC lost: complaint 8), then the
+        peers' entries (see RouteBackend.sync). Returns the changes."""
+        changes = self._repair_device()
+        return changes + super().sync(peers)
+
     def describe(self):
         return {"backend_type": self.backend_type, "device": self.device_name,
                 "device_index": self.device_index, "vni": self.vni, "vtep_mac": self.vtep_mac,
@@ -95,6 +101,15 @@ class VxlanBackend(RouteBackend):
                 "peers": len(self._programmed)}
 
     # -- internals -------------------------------------------------------------------------------
+
+    def _repair_device(self):
+        if self.subnet is None:  # before configure_lease(): nothing to compare with yet
+            return []
+        if netlink.link_index(self.device_name, self.ipr) != self.device_index:
+            self.log.warning("%s disappeared or was replaced; recreating it", self.device_name)
+            self._programmed = {}  # its neighbours, FDB entries and routes went with it
+            return self.setup()["changes"] + self.configure_lease(self.subnet)
+        return self.configure_lease(self.subnet)
 
     def _ensure_mac_and_mtu(self):
         current = netlink.link_attributes(self.device_index, self.ipr)
