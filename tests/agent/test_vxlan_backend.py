@@ -242,3 +242,28 @@ def test_device_set_down_is_brought_up_by_sync(nodes):
     assert changes[0] == "set flannel.1 up"
     assert first.state()["device"]["state"] == "up"
     assert len(first.state()["routes"]) == 2
+
+
+INSIDE_NAMESPACE = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from pyroute2.ethtool import Ethtool
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel import netlink
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import VxlanBackend
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
+config = parse_network_config({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan", "VNI": 1}})
+backend = VxlanBackend(config, netlink.select_interface(), sys.argv[2])  # its own IPRoute
+changes = backend.setup()["changes"]
+feature = Ethtool().get_features("flannel.1").features["tx-checksum-ip-generic"]
+print(changes[-1], "enabled" if feature.enable else "disabled")
+"""
+
+
+def test_own_namespace_backend_turns_tx_checksum_offload_off(three_hosts):
+    import os
+    import sys
+    host = three_hosts[0]
+    collections = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                               ".collections")
+    shown = host.run([sys.executable, "-c", INSIDE_NAMESPACE, collections, host.address]).stdout
+    assert shown.strip() == "set flannel.1 tx-checksum-ip-generic off disabled"

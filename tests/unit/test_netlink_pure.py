@@ -98,3 +98,23 @@ def test_masquerade_rules_follow_flanneld_order():
         "-s 10.5.0.0/16 ! -d 224.0.0.0/4 -j MASQUERADE",
         "! -s 10.5.0.0/16 -d 10.5.7.0/24 -j RETURN",
         "! -s 10.5.0.0/16 -d 10.5.0.0/16 -j MASQUERADE"]
+
+
+def test_optional_ipr_opens_a_private_session_only_when_none_given(monkeypatch):
+    opened = []
+
+    class Recorder:
+        def close(self):
+            opened.append("closed")
+
+    monkeypatch.setattr(netlink, "IPRoute", lambda: opened.append("opened") or Recorder())
+
+    @netlink.optional_ipr
+    def probe(first, ipr=None, last="default"):
+        return first, type(ipr).__name__, last
+
+    assert probe(1, "given") == (1, "str", "default") and opened == []
+    assert probe(1, ipr="given", last="x") == (1, "str", "x") and opened == []
+    assert probe(1, None, "x") == (1, "Recorder", "x")
+    assert probe(1, last="y") == (1, "Recorder", "y")
+    assert opened == ["opened", "closed", "opened", "closed"]

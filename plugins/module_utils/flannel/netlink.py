@@ -8,7 +8,9 @@ without one it opens and closes its own IPRoute.
 
 import collections
 import errno
+import functools
 import hashlib
+import inspect
 import re
 import socket
 
@@ -32,6 +34,7 @@ IFF_UP = 0x1
 MAIN_TABLE = 254
 RTPROT_KERNEL = 2
 LINK_LOCAL = "169.254.0.0/16"
+TX_CSUM_FEATURE = "tx-checksum-ip-generic"
 
 NO_INTERFACE_MESSAGE = "Failed to find interface to use that matches the interfaces and/or regexes provided"
 
@@ -61,6 +64,24 @@ class _Session:
 def session(ipr=None):
     """`with session(ipr) as ipr:` works whether or not the caller passed one."""
     return _Session(ipr)
+
+
+def optional_ipr(function):
+    """Let `function(..., ipr)` be called without ipr: it then gets a private IPRoute.
+    The check is positional-or-keyword and cheap, since backends call these per event."""
+    position = list(inspect.signature(function).parameters).index("ipr")
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        if kwargs.get("ipr") is not None or (len(args) > position and args[position] is not None):
+            return function(*args, **kwargs)
+        with session(None) as ipr:
+            if len(args) > position:
+                args = args[:position] + (ipr,) + args[position + 1:]
+            else:
+                kwargs["ipr"] = ipr
+            return function(*args, **kwargs)
+    return wrapper
 
 
 def is_errno(error, *codes):
@@ -172,12 +193,14 @@ def deterministic_vtep_mac(public_ip, vni):
 
 # ---- links and addresses ----------------------------------------------------------------------
 
-def link_index(name, ipr):
+@optional_ipr
+def link_index(name, ipr=None):
     found = ipr.link_lookup(ifname=name)
     return found[0] if found else None
 
 
-def link_attributes(index, ipr):
+@optional_ipr
+def link_attributes(index, ipr=None):
     """A JSON-able dict of a link, with the vxlan options when it is a vxlan device."""
     msg = ipr.get_links(index)[0]
     info = msg.get_attr("IFLA_LINKINFO")
@@ -198,7 +221,8 @@ def link_attributes(index, ipr):
     return attrs
 
 
-def create_vxlan(name, vni, local, link, port, gbp, mac, mtu, ipr):
+@optional_ipr
+def create_vxlan(name, vni, local, link, port, gbp, mac, mtu, ipr=None):
     """Create a learning-off vxlan device (down); returns its index."""
     options = dict(ifname=name, kind="vxlan", vxlan_id=vni, vxlan_local=local, vxlan_link=link,
                    vxlan_port=port, vxlan_learning=0, address=mac, mtu=mtu)
@@ -208,7 +232,8 @@ def create_vxlan(name, vni, local, link, port, gbp, mac, mtu, ipr):
     return link_index(name, ipr)
 
 
-def addresses_of(index, ipr):
+@optional_ipr
+def addresses_of(index, ipr=None):
     """The IPv4 addresses of a link as 'a.b.c.d/len' strings."""
     return ["%s/%d" % (msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"), msg["prefixlen"])
             for msg in ipr.get_addr(family=socket.AF_INET, index=index)]
@@ -216,40 +241,47 @@ def addresses_of(index, ipr):
 
 # ---- neighbours, FDB, routes ------------------------------------------------------------------
 
-def permanent_neighbours(index, ipr):
+@optional_ipr
+def permanent_neighbours(index, ipr=None):
     """ip -> mac of the permanent IPv4 neighbours on a link."""
     return dict((msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR"))
                 for msg in ipr.get_neighbours(family=socket.AF_INET, ifindex=index)
                 if msg["ifindex"] == index and msg["state"] & NUD_PERMANENT)
 
 
-def replace_neighbour(index, ip, mac, ipr):
+@optional_ipr
+def replace_neighbour(index, ip, mac, ipr=None):
     ipr.neigh("replace", ifindex=index, dst=ip, lladdr=mac, state=NUD_PERMANENT)
 
 
-def delete_neighbour(index, ip, ipr):
+@optional_ipr
+def delete_neighbour(index, ip, ipr=None):
     ipr.neigh("del", ifindex=index, dst=ip)
 
 
-def fdb_entries(index, ipr):
+@optional_ipr
+def fdb_entries(index, ipr=None):
     """(mac, dst) pairs of the link's own (self) FDB entries that have a remote dst."""
     return [(msg.get_attr("NDA_LLADDR"), msg.get_attr("NDA_DST"))
             for msg in ipr.get_neighbours(family=AF_BRIDGE, ifindex=index)
             if msg["ifindex"] == index and msg.get_attr("NDA_DST")]
 
 
-def replace_fdb(index, mac, dst, ipr):
+@optional_ipr
+def replace_fdb(index, mac, dst, ipr=None):
     ipr.fdb("replace", ifindex=index, lladdr=mac, dst=dst, state=NUD_PERMANENT, flags=NTF_SELF)
 
 
-def delete_fdb(index, mac, dst, ipr):
+@optional_ipr
+def delete_fdb(index, mac, dst, ipr=None):
     ipr.fdb("del", ifindex=index, lladdr=mac, dst=dst, flags=NTF_SELF)
 
 
 Route = collections.namedtuple("Route", "dst gateway index onlink")
 
 
-def routes_via(index, ipr, inside=None):
+@optional_ipr
+def routes_via(index, ipr=None, inside=None):
     """Main-table IPv4 unicast routes out of link `index` (not the kernel's own), as Route tuples;
     with `inside` (an IPNetwork), only those whose destination lies in it."""
     found = []
@@ -266,19 +298,22 @@ def routes_via(index, ipr, inside=None):
     return found
 
 
-def replace_route(route, ipr):
+@optional_ipr
+def replace_route(route, ipr=None):
     dst = IPNetwork(route.dst)
     ipr.route("replace", dst=str(dst.ip), dst_len=dst.prefixlen, gateway=route.gateway,
               oif=route.index, table=MAIN_TABLE, flags=RTNH_F_ONLINK if route.onlink else 0)
 
 
-def delete_route(route, ipr):
+@optional_ipr
+def delete_route(route, ipr=None):
     dst = IPNetwork(route.dst)
     ipr.route("del", dst=str(dst.ip), dst_len=dst.prefixlen, gateway=route.gateway,
               oif=route.index, table=MAIN_TABLE)
 
 
-def direct_route(ip, ipr):
+@optional_ipr
+def direct_route(ip, ipr=None):
     """The outgoing link index when `ip` is reachable without a gateway (on-link), else None."""
     try:
         found = list(ipr.route("get", dst=str(ip)))
@@ -294,6 +329,25 @@ def direct_route(ip, ipr):
 def format_route(route, name=None):
     text = "route %s via %s dev %s" % (route.dst, route.gateway, name or route.index)
     return text + " onlink" if route.onlink else text
+
+
+def disable_tx_checksum_offload(ifname):
+    """Turn off tx-checksum-ip-generic on a device of the CURRENT namespace (ethtool ioctl),
+    the workaround for the kernel bug that corrupts VXLAN UDP checksums (complaint 7).
+    Returns True when it changed something."""
+    from pyroute2.ethtool import Ethtool  # imported here: only the agent needs it
+
+    ethtool = Ethtool()
+    try:
+        features = ethtool.get_features(ifname)
+        feature = features.features.get(TX_CSUM_FEATURE)
+        if feature is None or not feature.enable:
+            return False
+        feature.enable = False
+        ethtool.set_features(ifname, features)
+        return True
+    finally:
+        ethtool.close()
 
 
 # ---- read-only view for overlay_info ----------------------------------------------------------

@@ -130,10 +130,10 @@ class RouteBackend:
         changes = []
         try:
             if entries.neighbour:
-                netlink.replace_neighbour(self.device_index, entries.neighbour[0], entries.neighbour[1], self.ipr)
+                netlink.replace_neighbour(self.device_index, *entries.neighbour, ipr=self.ipr)
                 changes.append("%s neighbour %s lladdr %s" % ((verb,) + entries.neighbour))
             if entries.fdb:
-                netlink.replace_fdb(self.device_index, entries.fdb[0], entries.fdb[1], self.ipr)
+                netlink.replace_fdb(self.device_index, *entries.fdb, ipr=self.ipr)
                 changes.append("%s fdb %s dst %s" % ((verb,) + entries.fdb))
             netlink.replace_route(entries.route, self.ipr)
             changes.append("%s %s" % (verb, self._route_text(entries.route)))

@@ -1,6 +1,7 @@
 """The vxlan backend (flanneld v0.9+ static programming), with these fixes over upstream:
 a deterministic VTEP MAC (complaint 6), the MTU set on the device (10), only flannel-network
-addresses replaced on the device (9), and stale neighbour/FDB/route entries removed (6, 8).
+addresses replaced on the device (9), stale neighbour/FDB/route entries removed and a deleted
+device recreated (6, 8), tx checksum offload off on the device (7).
 """
 
 from .. import netlink
@@ -56,6 +57,7 @@ class VxlanBackend(RouteBackend):
                               self.wanted_device["port"], ", gbp" if self.wanted_device["gbp"] else ""))
         self.device_index = index
         changes.extend(self._ensure_mac_and_mtu())
+        changes.extend(self._disable_tx_checksum_offload())
         return {"backend_type": self.backend_type, "vtep_mac": self.vtep_mac, "mtu": self.mtu,
                 "changes": changes}
 
@@ -110,6 +112,19 @@ class VxlanBackend(RouteBackend):
             self._programmed = {}  # its neighbours, FDB entries and routes went with it
             return self.setup()["changes"] + self.configure_lease(self.subnet)
         return self.configure_lease(self.subnet)
+
+    def _disable_tx_checksum_offload(self):
+        # ethtool acts on the current namespace only: with a caller's ipr (maybe a NetNS) the
+        # device may live elsewhere, so only the backend's own IPRoute implies it is here.
+        if not self._own_ipr:
+            return []
+        try:
+            if netlink.disable_tx_checksum_offload(self.device_name):
+                return ["set %s %s off" % (self.device_name, netlink.TX_CSUM_FEATURE)]
+        except Exception as error:  # an old kernel or driver: the overlay still works
+            self.log.warning("cannot turn off %s on %s: %s", netlink.TX_CSUM_FEATURE,
+                             self.device_name, error)
+        return []
 
     def _ensure_mac_and_mtu(self):
         current = netlink.link_attributes(self.device_index, self.ipr)
