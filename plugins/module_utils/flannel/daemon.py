@@ -49,6 +49,7 @@ class Agent:
         self.clock = clock
         self.config = None
         self.backend = None
+        self.backend_info = None
         self.attrs = None
         self.lease = None
         self.peers = {}
@@ -119,12 +120,13 @@ class Agent:
         """Program our own side of the lease and publish subnet.env."""
         self.lease = lease
         self._schedule_renewal()
-        self.backend.configure_lease(lease.subnet)
-        content = render_subnet_env(self.config.network, lease.subnet, self.backend_info.mtu,
+        for change in self.backend.configure_lease(lease.subnet):
+            LOG.info("backend: %s", change)
+        content = render_subnet_env(self.config.network, lease.subnet, self.backend_info["mtu"],
                                     self.options.ip_masq)
         if write_subnet_env(self.options.subnet_file, content):
             LOG.info("wrote %s: FLANNEL_SUBNET=%s/%d FLANNEL_MTU=%d", self.options.subnet_file,
-                     lease.subnet.network + 1, lease.subnet.prefixlen, self.backend_info.mtu)
+                     lease.subnet.network + 1, lease.subnet.prefixlen, self.backend_info["mtu"])
         self._ensure_masquerade()
 
     def _ensure_masquerade(self):
@@ -147,7 +149,8 @@ class Agent:
 
     def start(self):
         """Everything before the watch loop; returns an exit status or None to go on."""
-        from .netlink import select_interface
+        from .backends.base import BackendError
+        from .netlink import InterfaceError, select_interface
 
         self.config = self._fetch_config()
         if self.config is None:
@@ -155,7 +158,7 @@ class Agent:
         LOG.info("network config: %s", self.config)
         try:
             iface = select_interface(self.options.iface, self.options.iface_regex)
-        except (LookupError, ValueError) as err:
+        except InterfaceError as err:
             LOG.error("%s", err)
             return 1
         public_ip = self.options.public_ip or str(iface.address)
@@ -163,10 +166,12 @@ class Agent:
         try:
             self.backend = make_backend(self.config, iface, public_ip)
             self.backend_info = self.backend.setup()
-        except (ValueError, RuntimeError) as err:
+        except BackendError as err:
             LOG.error("backend %s: %s", self.config.backend.type, err)
             return 1
-        self.attrs = LeaseAttrs(public_ip, self.backend_info.backend_type, self.backend_info.vtep_mac)
+        for change in self.backend_info["changes"]:
+            LOG.info("backend: %s", change)
+        self.attrs = LeaseAttrs(public_ip, self.backend_info["backend_type"], self.backend_info["vtep_mac"])
         lease = self._acquire(previous_subnet(self.options.subnet_file))
         if lease is None:
             return 0
@@ -264,7 +269,7 @@ class Agent:
     def _reconcile(self):
         for change in self.backend.sync(self.peers):
             LOG.warning("reconcile repaired: %s", change)
-        content = render_subnet_env(self.config.network, self.lease.subnet, self.backend_info.mtu,
+        content = render_subnet_env(self.config.network, self.lease.subnet, self.backend_info["mtu"],
                                     self.options.ip_masq)
         if write_subnet_env(self.options.subnet_file, content):
             LOG.warning("reconcile repaired: rewrote %s", self.options.subnet_file)
@@ -344,6 +349,8 @@ class Agent:
             LOG.info("exiting; the data plane is left in place")
             if server is not None:
                 server.shutdown()
+            if self.backend is not None:
+                self.backend.close()
 
 
 def run_agent(options):

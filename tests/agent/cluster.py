@@ -1,0 +1,167 @@
+"""Agents as real processes on Lab hosts, with etcd inside the Lab's LAN namespace.
+
+The test process enters the LAN namespace (pyroute2 pushns) while a Cluster is open, so its
+etcd client reaches etcd at <lan>.1 exactly as the agents do; nothing listens in the root namespace.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+from pyroute2 import netns as pyroute2_netns
+
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink import overlay_state
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import EtcdRegistry
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.subnet_env import read_subnet_env
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TUTORIAL_CONFIG = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", '
+                   '"SubnetMax": "10.99.0.0", "Backend": {"Type": "vxlan", "VNI": 100, "Port": 8472}}')
+HEALTHZ_PORT = 8471
+
+
+def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
+    """Poll until predicate() is truthy; return its value or fail with `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def build_agent(directory):
+    path = os.path.join(directory, "flanneld.pyz")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_agent.py"), path],
+                   check=True, stdout=subprocess.DEVNULL)
+    return path
+
+
+class AgentProcess:
+    """One agent on one Lab host; its subnet file and log live in a per-host directory."""
+
+    def __init__(self, cluster, host, flags):
+        self.cluster, self.host, self.flags = cluster, host, flags
+        self.directory = os.path.join(cluster.workdir, host.name)
+        os.makedirs(self.directory, exist_ok=True)
+        self.subnet_file = os.path.join(self.directory, "subnet.env")
+        self.log_path = os.path.join(self.directory, "agent.log")
+        self.process = None
+
+    def start(self):
+        argv = ["ip", "netns", "exec", self.host.ns, sys.executable, self.cluster.agent_path,
+                "-etcd-endpoints=" + self.cluster.endpoint, "-iface=eth0", "-subnet-file=" + self.subnet_file,
+                "-healthz-ip=" + self.host.address, "-healthz-port=%d" % HEALTHZ_PORT] + list(self.flags)
+        log = open(self.log_path, "a")
+        self.process = subprocess.Popen(argv, stdout=log, stderr=log)
+        log.close()
+        return self
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(sig)
+            self.process.wait(timeout)
+        return self.process.returncode if self.process else None
+
+    @property
+    def log(self):
+        with open(self.log_path) as handle:
+            return handle.read()
+
+    def env(self):
+        return read_subnet_env(self.subnet_file)
+
+    def wait_env(self, timeout=15):
+        return wait_for(lambda: self.env().get("FLANNEL_SUBNET"), timeout,
+                        what="%s subnet.env (log:\n%s)" % (self.host.name, self.log))
+
+    def healthz(self):
+        """(status, body) of GET /healthz, or (None, error) when nothing answers."""
+        try:
+            with urllib.request.urlopen("http://%s:%d/healthz" % (self.host.address, HEALTHZ_PORT),
+                                        timeout=2) as response:
+                return response.status, response.read().decode()
+        except urllib.request.HTTPError as err:
+            return err.code, err.read().decode()
+        except OSError as err:
+            return None, str(err)
+
+    def state(self, vni=100):
+        return overlay_state(vni, ipr=self.host.ipr())
+
+    def routes(self, vni=100):
+        return dict((route["dst"], route) for route in self.state(vni)["routes"])
+
+
+class Cluster:
+    """etcd in the LAN namespace plus agents on hosts; use as a context manager."""
+
+    def __init__(self, lab, agent_path, config=TUTORIAL_CONFIG):
+        self.lab, self.agent_path, self.config = lab, agent_path, config
+        self.workdir = tempfile.mkdtemp(prefix="netlab-cluster-")
+        self.endpoint = "http://%s.1:2379" % lab.lan_prefix
+        self.agents = []
+        self.etcd = None
+        self.registry = None
+
+    def __enter__(self):
+        pyroute2_netns.pushns(self.lab.lan_ns)
+        try:
+            self.start_etcd()
+            self.registry = EtcdRegistry(self.endpoint)
+            if self.config is not None:
+                self.registry.put_config(self.config)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def start_etcd(self):
+        client = self.endpoint
+        peer = "http://%s.1:2380" % self.lab.lan_prefix
+        data_dir = os.path.join(self.workdir, "etcd")
+        log = open(os.path.join(self.workdir, "etcd.log"), "a")
+        self.etcd = subprocess.Popen(
+            ["ip", "netns", "exec", self.lab.lan_ns, shutil.which("etcd"), "--name", "lan", "--data-dir", data_dir,
+             "--enable-v2=true", "--listen-client-urls", client, "--advertise-client-urls", client,
+             "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "lan=" + peer],
+            stdout=log, stderr=log)
+        log.close()
+        wait_for(self._etcd_answers, 20, what="etcd in the LAN namespace")
+
+    def _etcd_answers(self):
+        try:
+            urllib.request.urlopen(self.endpoint + "/v2/keys/", timeout=1).read()
+            return True
+        except OSError:
+            return False
+
+    def stop_etcd(self):
+        if self.etcd and self.etcd.poll() is None:
+            self.etcd.terminate()
+            self.etcd.wait(10)
+
+    def agent(self, host, *flags):
+        agent = AgentProcess(self, host, flags).start()
+        self.agents.append(agent)
+        return agent
+
+    def lease_json(self, subnet_cidr):
+        return self.registry.get_lease(__import__("netaddr").IPNetwork(subnet_cidr)).attrs.to_json()
+
+    def __exit__(self, *exc):
+        for agent in self.agents:
+            agent.stop(signal.SIGKILL)
+        self.stop_etcd()
+        pyroute2_netns.popns()
+        if exc and exc[0] is not None:
+            for agent in self.agents:
+                sys.stderr.write("---- %s log ----\n%s\n" % (agent.host.name, agent.log))
+        shutil.rmtree(self.workdir, ignore_errors=True)
