@@ -3,7 +3,7 @@
 #  - lab/.ssh/id_ed25519: the lab ssh key (Ansible and Vagrant log in with it as "vagrant");
 #  - lab/.cache/busybox.tar: busybox rootfs for test containers, baked into the node image;
 #  - netlab/node:<codename>: a systemd Debian node, debootstrapped from the host's mirror.
-# Idempotent: the image is rebuilt only when missing or made for another ssh key.
+# Idempotent: the image is rebuilt only when missing or built from another key or package set.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -11,13 +11,6 @@ mkdir -p "$CACHE_DIR" "$(dirname "$SSH_KEY")"
 chmod 700 "$(dirname "$SSH_KEY")"
 [ -f "$SSH_KEY" ] || ssh-keygen -q -t ed25519 -N '' -C netlab-lab -f "$SSH_KEY"
 key_id=$(sha256sum "$SSH_KEY.pub" | cut -c1-16)
-
-if [ "$(docker image inspect -f '{{index .Config.Labels "netlab.ssh-key"}}' "$NODE_IMAGE" 2>/dev/null)" = "$key_id" ]; then
-  echo "build-images: $NODE_IMAGE is up to date"
-  exit 0
-fi
-
-"$REPO_DIR/roles/docker/files/netlab-busybox-tar.sh" "$CACHE_DIR/busybox.tar"
 
 # The host's own Debian mirror: first URI of a deb source carrying the bare codename suite.
 mirror=$(awk -v s="$CODENAME" '
@@ -28,19 +21,28 @@ mirror=$(awk -v s="$CODENAME" '
 [ -n "$mirror" ] || { echo "build-images: no Debian mirror for $CODENAME in apt sources" >&2; exit 1; }
 
 # Base packages for a systemd+sshd node, plus what the roles install on real hosts
-# (docker.io, etcd, busybox-static, ...): baked in so CI does not depend on the mirror twice.
-packages=systemd,systemd-sysv,dbus,python3,iproute2,iptables,procps,ca-certificates,openssh-server,sudo
+# (docker.io, etcd, busybox-static, ...) and python3-apt for ansible.builtin.apt: baked in so CI does not depend on the mirror twice.
+packages=systemd,systemd-sysv,dbus,python3,python3-apt,iproute2,iptables,procps,ca-certificates,openssh-server,sudo
 packages+=,docker.io,etcd-server,etcd-client,busybox-static,tcpdump,python3-etcd,python3-pyroute2,python3-netaddr
 
 rootfs_tar="$CACHE_DIR/rootfs-$CODENAME.tar"
 stamp=$(echo "$mirror $packages" | sha256sum | cut -c1-16)
+# The image label records what it was built from: key, mirror and package set.
+build_id="$key_id-$stamp"
+if [ "$(docker image inspect -f '{{index .Config.Labels "netlab.build"}}' "$NODE_IMAGE" 2>/dev/null)" = "$build_id" ]; then
+  echo "build-images: $NODE_IMAGE is up to date"
+  exit 0
+fi
+
+"$REPO_DIR/roles/docker/files/netlab-busybox-tar.sh" "$CACHE_DIR/busybox.tar"
 root=$(mktemp -d /var/tmp/netlab-root.XXXXXX)
 trap 'rm -rf "$root"' EXIT
 if [ "$(cat "$rootfs_tar.stamp" 2>/dev/null)" != "$stamp" ]; then
   echo "build-images: debootstrap $CODENAME from $mirror"
   debootstrap --variant=minbase --include="$packages" "$CODENAME" "$root" "$mirror" >"$CACHE_DIR/debootstrap.log" 2>&1 \
     || { tail -20 "$CACHE_DIR/debootstrap.log" >&2; exit 1; }
-  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*_Packages
+  # Package lists stay: apt in the roles can then skip a fresh update (cache_valid_time).
+  rm -rf "$root"/var/cache/apt/archives/*.deb
   tar -C "$root" --numeric-owner -cf "$rootfs_tar" .
   echo "$stamp" > "$rootfs_tar.stamp"
 else
@@ -65,6 +67,6 @@ chroot "$root" chown -R vagrant:vagrant /home/vagrant/.ssh
 install -D -m 644 "$CACHE_DIR/busybox.tar" "$root/usr/local/share/netlab/busybox.tar"
 
 tar -C "$root" --numeric-owner -c . | docker import \
-  -c 'CMD ["/sbin/init"]' -c "LABEL netlab.ssh-key=$key_id" \
+  -c 'CMD ["/sbin/init"]' -c "LABEL netlab.build=$build_id" \
   - "$NODE_IMAGE" >/dev/null
 echo "build-images: built $NODE_IMAGE"
