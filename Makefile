@@ -1,0 +1,68 @@
+# netlab.flannel — one entry point for the lab, the agent, the tests and the benchmarks.
+# Run as root on Debian 12/13: every target installs what it needs first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
+AGENT_SOURCES := $(shell find plugins/module_utils/flannel -name '*.py') tools/build_agent.py
+
+.PHONY: help venv prereqs agent lab lab-nodes lab-destroy test test-python lint sanity test-lab bench-agent clean
+
+help:
+	@echo "make lab          bring up the two-node lab and provision it (prints the verify table)"
+	@echo "make test         run every test: unit, etcd, agent (namespaces), lint, sanity, molecule"
+	@echo "make agent        build build/flanneld.pyz"
+	@echo "make bench-agent  print the agent benchmarks (see BENCHMARKS.md)"
+	@echo "make lab-destroy  remove every container, network and image the lab made"
+
+$(VENV)/.installed: requirements.txt requirements-test.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements-test.txt
+	touch $@
+
+venv: $(VENV)/.installed
+
+# Host packages for the tests (etcd for the registry/agent tests) and the lab (docker engine).
+prereqs:
+	bash lab/ensure-docker.sh
+	command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends etcd-server etcd-client; }
+
+build/flanneld.pyz: $(VENV)/.installed $(AGENT_SOURCES)
+	$(PY) tools/build_agent.py $@
+
+agent: build/flanneld.pyz
+
+lab-nodes: prereqs venv
+	bash lab/build-images.sh
+	bash lab/nodes.sh up
+
+lab: lab-nodes agent
+	ansible-playbook playbooks/site.yml -i inventories/lab
+	ansible-playbook playbooks/verify.yml -i inventories/lab
+
+lab-destroy:
+	bash lab/nodes.sh destroy
+
+test-python: prereqs venv
+	$(PY) -m pytest tests/unit tests/etcd tests/agent -q
+
+lint: venv
+	ansible-lint
+
+sanity: venv
+	bash tools/run-sanity.sh
+
+test-lab: lab-nodes agent
+	molecule test --all
+
+# Pytest runs last so that its summary closes the output.
+test: prereqs venv lint sanity test-lab test-python
+
+bench-agent: prereqs venv agent
+	$(PY) tests/bench/bench_agent.py
+
+clean:
+	rm -rf build
