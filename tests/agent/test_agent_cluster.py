@@ -178,3 +178,19 @@ def test_missing_config_then_out_of_subnets(lab, agent_path):
         status, body = late.healthz()
         assert status == 503 and "out of subnets" in body
         assert late.process.poll() is None and agent.healthz()[0] == 200
+
+
+def test_ip_masq_rules_installed_and_kept(lab, cluster):
+    host = lab.add_host()
+    agent = cluster.agent(host, "-ip-masq", "-reconcile-interval=1")
+    subnet = _subnet(agent)
+    assert agent.env()["FLANNEL_IPMASQ"] == "true"
+
+    def masquerade_rules():
+        listing = host.run(["iptables", "-w", "-t", "nat", "-S", "POSTROUTING"]).stdout
+        return [line for line in listing.splitlines() if "flanneld masq" in line]
+
+    rules = wait_for(lambda: len(masquerade_rules()) == 4 and masquerade_rules(), what="four masquerade rules")
+    assert "-d %s" % subnet in rules[2] and rules[1].endswith("-j MASQUERADE")
+    host.run(["iptables", "-w", "-t", "nat", "-F", "POSTROUTING"])
+    assert wait_for(lambda: masquerade_rules() == rules, timeout=5, what="rules restored in order")

@@ -1,0 +1,37 @@
+"""Renewal timing: etcd's remaining TTL minus the margin, never a wall-clock comparison."""
+
+from netaddr import IPNetwork
+
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.cli import parse_args
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.daemon import Agent
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import Lease, LeaseAttrs
+
+
+def _agent(margin_minutes, now=1000.0):
+    return Agent(parse_args(["-subnet-lease-renew-margin=%d" % margin_minutes], environ={}), registry=None,
+                 clock=lambda: now)
+
+
+def _lease(ttl):
+    return Lease(IPNetwork("10.10.0.0/20"), LeaseAttrs("192.168.205.10", "vxlan", "0e:00:00:00:00:01"), ttl=ttl)
+
+
+def test_renews_margin_before_expiry():
+    agent = _agent(60)
+    agent.lease = _lease(86400)
+    agent._schedule_renewal()
+    assert agent.renew_at == 1000.0 + 86400 - 3600
+
+
+def test_short_ttl_renews_at_half_life():
+    agent = _agent(60)
+    agent.lease = _lease(120)
+    agent._schedule_renewal()
+    assert agent.renew_at == 1000.0 + 60
+
+
+def test_reservation_is_never_renewed():
+    agent = _agent(60)
+    agent.lease = _lease(None)
+    agent._schedule_renewal()
+    assert agent.renew_at is None
