@@ -27,6 +27,7 @@ ensure_network() {
     [ "$subnet" = "$LAB_SUBNET" ] || { echo "nodes: network $LAB_NETWORK has subnet $subnet, want $LAB_SUBNET" >&2; exit 1; }
   else
     docker network create --subnet "$LAB_SUBNET" --label "$LABEL" "$LAB_NETWORK" >/dev/null
+    echo "nodes: created network $LAB_NETWORK ($LAB_SUBNET)"
   fi
 }
 
@@ -65,10 +66,11 @@ up() {
     state=$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null) || state=absent
     case $state in
       true) ;;
-      false) docker start "$name" >/dev/null ;;
+      false) docker start "$name" >/dev/null && echo "nodes: started $name" ;;
       absent)
         docker run -d --name "$name" --hostname "$name" --label "$LABEL" \
-          --network "$LAB_NETWORK" --ip "$addr" "${opts[@]}" "$NODE_IMAGE" >/dev/null ;;
+          --network "$LAB_NETWORK" --ip "$addr" "${opts[@]}" "$NODE_IMAGE" >/dev/null
+        echo "nodes: created $name ($addr)" ;;
     esac
   done <<<"$nodes"
   while read -r name addr; do wait_node "$name" "$addr"; done <<<"$nodes"
@@ -77,15 +79,25 @@ up() {
 down() {
   local ids
   ids=$(docker ps -aq --filter "label=$LABEL")
-  [ -z "$ids" ] || docker rm -f $ids >/dev/null
-  if docker network inspect "$LAB_NETWORK" >/dev/null 2>&1; then docker network rm "$LAB_NETWORK" >/dev/null; fi
-  echo "nodes: down"
+  if [ -n "$ids" ]; then
+    docker rm -f $ids >/dev/null
+    echo "nodes: removed $(wc -w <<<"$ids") node(s)"
+  fi
+  if docker network inspect "$LAB_NETWORK" >/dev/null 2>&1; then
+    docker network rm "$LAB_NETWORK" >/dev/null
+    echo "nodes: removed network $LAB_NETWORK"
+  fi
 }
 
 case ${1:-} in
   up) up ;;
   down) down ;;
-  destroy) down; docker image rm -f "$NODE_IMAGE" >/dev/null 2>&1 || true; echo "nodes: image $NODE_IMAGE removed" ;;
+  destroy)
+    down
+    if docker image inspect "$NODE_IMAGE" >/dev/null 2>&1; then
+      docker image rm -f "$NODE_IMAGE" >/dev/null
+      echo "nodes: removed image $NODE_IMAGE"
+    fi ;;
   status) docker ps -a --filter "label=$LABEL" --format 'table {{.Names}}\t{{.Status}}\t{{.Image}}' ;;
   *) echo "usage: $0 up|down|destroy|status" >&2; exit 2 ;;
 esac
