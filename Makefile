@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 AGENT_SOURCES := $(shell find plugins/module_utils/flannel -name '*.py') tools/build_agent.py
 
-.PHONY: help venv prereqs agent lab lab-nodes lab-destroy test test-python lint sanity test-lab bench-agent clean
+.PHONY: help venv prereqs agent lab-prereqs lab lab-nodes lab-destroy test test-python lint sanity test-lab bench-agent clean
 
 help:
 	@echo "make lab          bring up the two-node lab and provision it (prints the verify table)"
@@ -35,8 +35,11 @@ build/flanneld.pyz: $(VENV)/.installed $(AGENT_SOURCES)
 
 agent: build/flanneld.pyz
 
-lab-nodes: prereqs venv
+# Host side of the lab: docker engine and tools, lab ssh key, busybox tarball, node image.
+lab-prereqs: prereqs
 	bash lab/build-images.sh
+
+lab-nodes: lab-prereqs venv
 	bash lab/nodes.sh up
 
 lab: lab-nodes agent
