@@ -1,5 +1,6 @@
-# Copyright: netlab.flannel contributors
-# Apache License 2.0 (see galaxy.yml)
+# Copyright: (c) 2026, netlab.flannel contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 # This doc fragment is PRIVATE to the collection: it may change without notice.
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-# Copyright: netlab.flannel contributors
-# Apache License 2.0 (see galaxy.yml)
+# Copyright: (c) 2026, netlab.flannel contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 # PRIVATE to the collection: the etcd options and registry set-up shared by the modules of the
 # netlab.flannel.etcd action group (documented by the doc fragment netlab.flannel._etcd).
 

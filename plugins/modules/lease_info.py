@@ -1,6 +1,7 @@
 #!/usr/bin/python
-# Copyright: netlab.flannel contributors
-# Apache License 2.0 (see galaxy.yml)
+# Copyright: (c) 2026, netlab.flannel contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ extends_documentation_fragment:
   - netlab.flannel._attributes.INFO_MODULE
 options: {}
 author:
-  - netlab.flannel developers
+  - netlab.flannel developers (@netlab)
 seealso:
   - module: netlab.flannel.network_config
   - module: netlab.flannel.lease

@@ -1,6 +1,7 @@
 #!/usr/bin/python
-# Copyright: netlab.flannel contributors
-# Apache License 2.0 (see galaxy.yml)
+# Copyright: (c) 2026, netlab.flannel contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ attributes:
 options:
   config:
     description:
-      - The network config, as a dictionary or as JSON text, in flannel's spelling
+      - >-
+        The network config, as a dictionary or as JSON text, in flannel's spelling
         (for example V({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan"}})).
       - Supported backends are V(vxlan) and V(host-gw).
       - It is stored as compact JSON of exactly the keys given; defaults are not added to it.
@@ -58,7 +60,7 @@ options:
     type: str
     default: config
 author:
-  - netlab.flannel developers
+  - netlab.flannel developers (@netlab)
 seealso:
   - module: netlab.flannel.lease_info
   - module: netlab.flannel.lease
@@ -213,6 +215,7 @@ def main():
 
     value = _desired_value(module.params["config"])
     registry = open_registry(module)
+    endpoints = ", ".join(module.params["endpoints"])
     result.update(key=registry.config_key, value=value, previous=None)
     try:
         try:
@@ -235,10 +238,9 @@ def main():
             if not module.check_mode:
                 registry.put_config(value)
     except RegistryError as err:
-        module.fail_json(msg="etcd at %s: %s" % (", ".join(module.params["endpoints"]), err), **result)
+        module.fail_json(msg="etcd at %s: %s" % (endpoints, err), **result)
     except etcd.EtcdException as err:  # refused writes, authentication, TLS
-        module.fail_json(msg="etcd at %s: %s: %s" % (", ".join(module.params["endpoints"]),
-                                                    type(err).__name__, err),
+        module.fail_json(msg="etcd at %s: %s: %s" % (endpoints, type(err).__name__, err),
                          exception=traceback.format_exc(), **result)
     module.exit_json(**result)
 

@@ -1,6 +1,7 @@
 #!/usr/bin/python
-# Copyright: netlab.flannel contributors
-# Apache License 2.0 (see galaxy.yml)
+# Copyright: (c) 2026, netlab.flannel contributors
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+# SPDX-License-Identifier: GPL-3.0-or-later
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ module: overlay_info
 short_description: Report a host's flannel overlay state (lease, VXLAN device, per-peer entries)
 version_added: 1.0.0
 description:
-  - Reads, on the host, what the agent set up: the lease in the subnet file (C(/run/flannel/subnet.env)),
+  - Reads, on the host, what the agent set up. That is the lease in the subnet file (C(/run/flannel/subnet.env)),
     the VXLAN device C(flannel.<VNI>) (MTU, MAC, addresses, VXLAN options), and the routes,
     permanent neighbours and FDB entries through that device.
   - With O(peers), compares the kernel with what the agent must have programmed for each peer's lease
@@ -39,7 +40,7 @@ options:
 requirements:
   - pyroute2 >= 0.7.2 and netaddr >= 0.8.0 on the host.
 author:
-  - netlab.flannel developers
+  - netlab.flannel developers (@netlab)
 seealso:
   - module: netlab.flannel.lease_info
 """

@@ -90,7 +90,8 @@ def netns():
 def run_in(netns, args):
     process = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", RUNNER,
                               os.path.join(ROOT, ".collections"), json.dumps(args)],
-                             capture_output=True, text=True)
+                             capture_output=True, text=True, check=False)
+    assert process.stdout, process.stderr
     return json.loads(process.stdout)
 
 
