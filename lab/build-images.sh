@@ -8,6 +8,9 @@ set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 mkdir -p "$CACHE_DIR" "$(dirname "$SSH_KEY")"
+# One build at a time (Vagrant's docker provider brings machines up in parallel).
+exec 9>"$CACHE_DIR/.lock"
+flock 9
 chmod 700 "$(dirname "$SSH_KEY")"
 [ -f "$SSH_KEY" ] || ssh-keygen -q -t ed25519 -N '' -C netlab-lab -f "$SSH_KEY"
 key_id=$(sha256sum "$SSH_KEY.pub" | cut -c1-16)
