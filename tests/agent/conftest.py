@@ -25,4 +25,4 @@ def lab():
 @pytest.fixture
 def three_hosts(lab):
     """Three hosts on one LAN: 172.31.250.11, .12, .13 on eth0 (MTU 1500)."""
-    return [lab.add_host() for _ in range(3)]
+    return [lab.add_host() for _number in range(3)]

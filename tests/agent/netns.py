@@ -49,11 +49,11 @@ sys.exit(0 if replies else 1)
 
 def run(argv, check=True):
     """Run a command; on failure the error names the command and its stderr."""
-    result = subprocess.run([str(word) for word in argv], stdout=subprocess.PIPE,
+    result = subprocess.run([str(word) for word in argv], stdout=subprocess.PIPE, check=False,
                             stderr=subprocess.PIPE, universal_newlines=True)
     if check and result.returncode != 0:
-        raise RuntimeError("%s failed (%d): %s" % (" ".join(map(str, argv)), result.returncode,
-                                                    result.stderr.strip()))
+        command = " ".join(map(str, argv))
+        raise RuntimeError("%s failed (%d): %s" % (command, result.returncode, result.stderr.strip()))
     return result
 
 

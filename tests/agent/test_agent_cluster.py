@@ -31,7 +31,7 @@ def _routed(agent, subnet):
 
 
 def test_three_hosts_lease_program_and_ping_across_vxlan(lab, cluster):
-    hosts = [lab.add_host() for _ in range(3)]
+    hosts = [lab.add_host() for _number in range(3)]
     agents = [cluster.agent(host) for host in hosts]
     subnets = [_subnet(agent) for agent in agents]
     assert len(set(subnets)) == 3

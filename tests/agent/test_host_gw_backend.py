@@ -29,8 +29,8 @@ def started(host, subnet):
 
 
 def routes(backend):
-    return sorted((r.dst, r.gateway) for r in netlink.routes_via(backend.iface.index, backend.ipr,
-                                                                   inside=CONFIG.network))
+    found = netlink.routes_via(backend.iface.index, backend.ipr, inside=CONFIG.network)
+    return sorted((route.dst, route.gateway) for route in found)
 
 
 @pytest.fixture

@@ -70,7 +70,7 @@ def measure_joins(cluster, sockets, joins, first_octet):
         latest = started
         deadline = started + 10
         while pending and time.perf_counter() < deadline:
-            ready, _, _ = select.select(list(pending.values()), [], [], 0.5)
+            ready = select.select(list(pending.values()), [], [], 0.5)[0]
             now = time.perf_counter()
             for sock in ready:
                 if str(subnet) in new_route_destinations(sock.recv(65536)):
@@ -123,7 +123,7 @@ def main():
     lab = Lab()
     try:
         with Cluster(lab, agent_path) as cluster:
-            hosts = [lab.add_host() for _ in range(args.agents)]
+            hosts = [lab.add_host() for _number in range(args.agents)]
             single = cluster.agent(hosts[0])
             wait_for(lambda: single.healthz()[0] == 200, 20, what="first agent healthy")
             rss, cpu = process_figures(agent_pid(single), args.idle_seconds)

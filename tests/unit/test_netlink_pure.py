@@ -9,7 +9,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel import ipma
 def test_vtep_mac_is_stable_unicast_and_locally_administered():
     mac = netlink.deterministic_vtep_mac("192.168.205.10", 100)
     assert mac == netlink.deterministic_vtep_mac("192.168.205.10", 100)
-    first_octet = int(mac.split(":")[0], 16)
+    first_octet = int(mac.split(":", 1)[0], 16)
     assert first_octet & 0x01 == 0 and first_octet & 0x02 == 0x02
     assert len(mac.split(":")) == 6 and mac == mac.lower()
 
@@ -53,8 +53,9 @@ LINKS = [(1, "lo", 65536), (2, "eth0", 1500), (3, "eth1", 9000)]
 ADDRESSES = [(1, "127.0.0.1"), (2, "192.168.1.5"), (3, "169.254.3.3"), (3, "10.1.0.7")]
 
 
-def choose(ifaces=(), regexes=(), default_oif=2, addresses=ADDRESSES):
-    return netlink.select_interface(ifaces, regexes, ipr=FakeIPRoute(LINKS, addresses, default_oif))
+def choose(ifaces=(), regexes=(), default_oif=2, addresses=None):
+    fake = FakeIPRoute(LINKS, ADDRESSES if addresses is None else addresses, default_oif)
+    return netlink.select_interface(ifaces, regexes, ipr=fake)
 
 
 def test_default_route_interface_without_flags():

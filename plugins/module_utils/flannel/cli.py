@@ -169,8 +169,8 @@ def usage_text():
     for flag in FLAGS:
         default = flag.default if flag.default not in ("", [], False) else None
         lines.append("  -%s%s" % (flag.name, "" if flag.kind is bool else "=VALUE"))
-        lines.append("        %s%s  [env %s]" % (flag.help, " (default %s)" % default if default else "",
-                                                  flag.env_name))
+        shown_default = " (default %s)" % default if default else ""
+        lines.append("        %s%s  [env %s]" % (flag.help, shown_default, flag.env_name))
     return "\n".join(lines) + "\n"
 
 

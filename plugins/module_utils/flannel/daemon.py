@@ -225,8 +225,9 @@ class Agent:
     def _apply(self, event):
         if event.subnet == self.lease.subnet:
             if event.removed or event.lease.attrs != self.attrs:
-                self._reacquire("own lease %s %s" % (event.subnet, "was removed" if event.removed
-                                                      else "was overwritten by %s" % event.lease.attrs.public_ip))
+                what = ("was removed" if event.removed
+                        else "was overwritten by %s" % event.lease.attrs.public_ip)
+                self._reacquire("own lease %s %s" % (event.subnet, what))
             else:
                 self.lease = event.lease
                 self._schedule_renewal()

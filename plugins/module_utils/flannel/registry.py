@@ -112,7 +112,7 @@ class EtcdRegistry:
     def _call(self, operation):
         """Run operation(client), moving to the next endpoint when one cannot be reached."""
         last_error = None
-        for _ in range(len(self._clients)):
+        for _attempt in range(len(self._clients)):
             client = self._clients[self._current]
             try:
                 return operation(client)

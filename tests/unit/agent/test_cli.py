@@ -1,8 +1,5 @@
 """flanneld's flag spellings, environment variables and usage errors."""
 
-import subprocess
-import sys
-
 import pytest
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.cli import UsageError, main, parse_args

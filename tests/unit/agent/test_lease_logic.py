@@ -71,7 +71,7 @@ def test_free_subnets_exhausted():
 def test_random_pick_matches_brute_force_on_random_leases():
     rng = random.Random(7)
     config = _config()
-    for _ in range(20):
+    for _round in range(20):
         taken = rng.sample(range(1, 256), 120)
         leases = [_lease("10.0.%d.0/24" % octet) for octet in taken]
         expected = [IPNetwork("10.0.%d.0/24" % octet) for octet in range(1, 256) if octet not in taken][:100]
