@@ -20,6 +20,7 @@ except ImportError:
 PING_SCRIPT = r"""
 import os, socket, struct, sys, time
 address, count, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+interval = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
 def checksum(data):
     data += b"\0" * (len(data) % 2)
     total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
@@ -28,6 +29,7 @@ def checksum(data):
 sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
 ident, replies = os.getpid() & 0xFFFF, 0
 for seq in range(count):
+    started = time.monotonic()
     body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"netlab"
     sock.sendto(body[:2] + struct.pack("!H", checksum(body)) + body[4:], (address, 0))
     deadline = time.monotonic() + timeout
@@ -43,6 +45,9 @@ for seq in range(count):
             print("reply from %s ttl=%d" % (address, packet[8]))
             replies += 1
             break
+    sys.stdout.flush()
+    time.sleep(max(0.0, interval - (time.monotonic() - started)))
+print("sent=%d replies=%d" % (count, replies))
 sys.exit(0 if replies else 1)
 """
 
@@ -67,6 +72,25 @@ def ping(ns, address, count=1, timeout=2.0):
     count, timeout = max(1, min(int(count), 10)), max(0.1, min(float(timeout), 5.0))
     result = run_in(ns, [sys.executable, "-c", PING_SCRIPT, address, count, timeout], check=False)
     return [int(line.rsplit("=", 1)[1]) for line in result.stdout.splitlines() if "ttl=" in line]
+
+
+class Pinger:
+    """A paced ICMP echo run in the background (at most 3000 echoes, at least 20 ms apart)."""
+
+    def __init__(self, ns, address, count, interval=0.1, timeout=1.0):
+        count, interval = max(1, min(int(count), 3000)), max(0.02, float(interval))
+        self.process = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", PING_SCRIPT, address,
+                                         str(count), str(min(timeout, interval * 10)), str(interval)],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+
+    def result(self, timeout=600):
+        """(sent, replies) once the run is over."""
+        out, _err = self.process.communicate(timeout=timeout)
+        for line in out.splitlines():
+            if line.startswith("sent="):
+                sent, replies = line.split()
+                return int(sent.split("=")[1]), int(replies.split("=")[1])
+        raise RuntimeError("pinger printed no summary: %r" % out[-500:])
 
 
 class Host:

@@ -194,3 +194,16 @@ def test_ip_masq_rules_installed_and_kept(lab, cluster):
     assert "-d %s" % subnet in rules[2] and rules[1].endswith("-j MASQUERADE")
     host.run(["iptables", "-w", "-t", "nat", "-F", "POSTROUTING"])
     assert wait_for(lambda: masquerade_rules() == rules, timeout=5, what="rules restored in order")
+
+
+def test_two_hosts_with_one_public_ip_never_share_a_subnet(lab, cluster):
+    first_host, second_host = lab.add_host(), lab.add_host()
+    first = cluster.agent(first_host, "-host-id=host-one")
+    subnet = _subnet(first)
+    second = cluster.agent(second_host, "-public-ip=%s" % first_host.address, "-host-id=host-two")
+    wait_for(lambda: "already used by another live host (host id host-one" in second.log, what="duplicate reported")
+    status, body = second.healthz()
+    assert status == 503 and "must not share a public IP" in body
+    leases = cluster.registry.list_leases().leases
+    assert [(lease.subnet, lease.attrs.public_ip) for lease in leases] == [(subnet, first_host.address)]
+    assert second.env() == {} and second.process.poll() is None

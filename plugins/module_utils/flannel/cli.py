@@ -71,6 +71,8 @@ FLAGS = [
          kind=int, check=_port),
     Flag("reconcile-interval", 10, "seconds between checks that re-create data-plane entries "
                                    "removed behind the agent's back", kind=int, check=_positive),
+    Flag("host-id", "", "identity of this host, to detect two hosts using one public IP "
+                        "(default: /etc/machine-id)"),
     Flag("version", False, "print the version and exit", kind=bool),
     Flag("help", False, "print this help and exit", kind=bool),
 ]

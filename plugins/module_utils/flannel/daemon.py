@@ -8,6 +8,7 @@ key is skipped; data-plane entries removed behind the agent's back are restored 
 
 import logging
 import signal
+import socket
 import sys
 import threading
 import time
@@ -27,6 +28,18 @@ MAX_BACKOFF = 30.0
 
 class Stopping(Exception):
     """Raised out of a blocking etcd watch when SIGTERM arrives."""
+
+
+def default_host_id():
+    """/etc/machine-id (stable across reboots), else the host name."""
+    try:
+        with open("/etc/machine-id") as handle:
+            machine_id = handle.read().strip()
+        if machine_id:
+            return machine_id
+    except (IOError, OSError):
+        pass
+    return socket.gethostname()
 
 
 def make_backend(config, iface, public_ip):
@@ -60,6 +73,9 @@ class Agent:
         self._stop = threading.Event()
         self._in_watch = False
         self._warned_keys = set()
+        self.host_id = options.host_id or default_host_id()
+        # Refreshed at every reconcile, so a replaced host waits at most this long for the IP.
+        self.claim_ttl = max(30, 3 * options.reconcile_interval)
 
     # ---- health and stopping ---------------------------------------------------------------
 
@@ -99,11 +115,26 @@ class Agent:
             self._wait(1.0)
         return None
 
+    def _claim_public_ip(self):
+        """Reason the public IP cannot be used by this host, or None once it is held."""
+        holder = self.registry.claim_public_ip(self.attrs.public_ip, self.host_id, self.claim_ttl)
+        if holder is None:
+            return None
+        return ("public IP %s is already used by another live host (host id %s, this host %s): two hosts "
+                "must not share a public IP; set -public-ip or -iface" % (self.attrs.public_ip, holder, self.host_id))
+
     def _acquire(self, preferred):
         """Acquire a lease, retrying with bounded backoff; None when stopped first."""
         delay = 1.0
         while not self._stop.is_set():
             try:
+                duplicate = self._claim_public_ip()
+                if duplicate:
+                    LOG.error("%s; retrying in %.0f s", duplicate, delay)
+                    self._set_health(False, duplicate)
+                    self._wait(delay)
+                    delay = min(delay * 2, MAX_BACKOFF)
+                    continue
                 return acquire_lease(self.registry, self.config, self.attrs, previous_subnet=preferred,
                                      log=LOG.info)
             except OutOfSubnets as err:
@@ -276,6 +307,10 @@ class Agent:
             LOG.warning("reconcile repaired: rewrote %s", self.options.subnet_file)
         self._ensure_masquerade()
         self.reconcile_at = self.clock() + self.options.reconcile_interval
+        duplicate = self._claim_public_ip()  # last: the data plane is repaired even without etcd
+        if duplicate:
+            LOG.error("%s", duplicate)
+            self._set_health(False, duplicate)
 
     def _next_deadline(self):
         deadlines = [self.reconcile_at]

@@ -5,6 +5,8 @@ Every lease write is conditional (prevExist=false to create, prevIndex to change
 so two hosts can never silently overwrite each other's lease (upstream #1289).
 """
 
+import json
+
 try:
     from urllib.parse import urlsplit
 except ImportError:  # pragma: no cover - Python 2 is not supported, kept for import sanity
@@ -198,6 +200,40 @@ class EtcdRegistry:
         except (etcd.EtcdCompareFailed, etcd.EtcdKeyNotFound):
             return False
         return True
+
+    # ---- public IP claims (ours; flanneld ignores keys outside config and subnets) --------
+
+    def host_claim_key(self, public_ip):
+        return "%s/netlab-hosts/%s" % (self.prefix, public_ip)
+
+    def claim_public_ip(self, public_ip, host_id, ttl):
+        """Hold <prefix>/netlab-hosts/<ip> for `host_id` for `ttl` s; refresh it when already ours.
+
+        Returns None when held, else the id of the live host that holds it: two hosts with one
+        public IP would otherwise share one lease (upstream #51, #98).
+        """
+        key = self.host_claim_key(public_ip)
+        value = json.dumps({"HostID": host_id}, separators=(",", ":"))
+        for _attempt in range(3):
+            try:
+                self._call(lambda c: c.write(key, value, ttl=ttl, prevExist=False))
+                return None
+            except etcd.EtcdAlreadyExist:
+                pass
+            try:
+                self._call(lambda c: c.write(key, value, ttl=ttl, prevValue=value))
+                return None
+            except etcd.EtcdCompareFailed:
+                try:
+                    holder = json.loads(self._call(lambda c: c.read(key, quorum=True)).value)
+                    return str(holder.get("HostID", "unknown"))
+                except etcd.EtcdKeyNotFound:
+                    continue
+                except (TypeError, ValueError, AttributeError):
+                    return "unknown (unreadable claim at %s)" % key
+            except etcd.EtcdKeyNotFound:
+                continue
+        raise RegistryError("could not claim %s: it changed three times in a row" % key)
 
     def watch_leases(self, after_index, timeout):
         """Wait up to `timeout` s for the next change after `after_index`.
