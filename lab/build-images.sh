@@ -15,18 +15,20 @@ chmod 700 "$(dirname "$SSH_KEY")"
 [ -f "$SSH_KEY" ] || ssh-keygen -q -t ed25519 -N '' -C netlab-lab -f "$SSH_KEY"
 key_id=$(sha256sum "$SSH_KEY.pub" | cut -c1-16)
 
-# The host's own Debian mirror: first URI of a deb source carrying the bare codename suite.
-mirror=$(awk -v s="$CODENAME" '
+# The host's own Debian mirror: first URI of a deb source carrying the host's bare codename suite.
+mirror=$(awk -v s="$HOST_CODENAME" '
   /^URIs:/ {u=$2} /^Suites:/ {for (i=2;i<=NF;i++) if ($i==s && !m) m=u} /^$/ {u=""}
   END {print m}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
-[ -n "$mirror" ] || mirror=$(awk -v s="$CODENAME" '$1=="deb" && $0 !~ /\[/ && $3==s {print $2; exit}' \
+[ -n "$mirror" ] || mirror=$(awk -v s="$HOST_CODENAME" '$1=="deb" && $0 !~ /\[/ && $3==s {print $2; exit}' \
   /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
-[ -n "$mirror" ] || { echo "build-images: no Debian mirror for $CODENAME in apt sources" >&2; exit 1; }
+[ -n "$mirror" ] || { echo "build-images: no Debian mirror for $HOST_CODENAME in apt sources" >&2; exit 1; }
 
 # Base packages for a systemd+sshd node, plus what the roles install on real hosts
 # (docker.io, etcd, busybox-static, ...) and python3-apt for ansible.builtin.apt: baked in so CI does not depend on the mirror twice.
 packages=systemd,systemd-sysv,dbus,python3,python3-apt,iproute2,iptables,procps,ca-certificates,openssh-server,sudo
 packages+=,docker.io,etcd-server,etcd-client,busybox-static,tcpdump,python3-etcd,python3-pyroute2,python3-netaddr
+# Since Debian 13 the docker CLI is its own package (only recommended by docker.io).
+[ "$CODENAME" = bookworm ] || packages+=,docker-cli
 
 rootfs_tar="$CACHE_DIR/rootfs-$CODENAME.tar"
 stamp=$(echo "$mirror $packages" | sha256sum | cut -c1-16)

@@ -5,8 +5,10 @@ LAB_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_DIR=$(dirname "$LAB_DIR")
 CACHE_DIR="$LAB_DIR/.cache"
 SSH_KEY="$LAB_DIR/.ssh/id_ed25519"
-# Suite of the node image = the host's own Debian release, so the host's mirror serves it.
-CODENAME=$(. /etc/os-release && echo "$VERSION_CODENAME")
+# Suite of the node image = the host's own Debian release (the host's mirror serves it).
+# NETLAB_CODENAME overrides it, e.g. to try trixie nodes on a bookworm host.
+HOST_CODENAME=$(. /etc/os-release && echo "$VERSION_CODENAME")
+CODENAME=${NETLAB_CODENAME:-$HOST_CODENAME}
 NODE_IMAGE="netlab/node:$CODENAME"
 LAB_NETWORK=netlab
 LAB_SUBNET=192.168.205.0/24
