@@ -5,7 +5,7 @@
 #   nodes.sh down     remove the nodes and the network
 #   nodes.sh destroy  down, then remove the node image too (make lab-destroy)
 #   nodes.sh status   show the nodes
-# Nodes and addresses come from inventories/lab (hosts with netlab_lab_address).
+# Nodes and addresses come from inventories/lab (hosts with netlab_lab_address), or $NETLAB_INVENTORY.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 LABEL=netlab.lab=node
@@ -13,7 +13,7 @@ LABEL=netlab.lab=node
 inventory_nodes() {
   local inv=ansible-inventory
   [ -x "$REPO_DIR/.venv/bin/ansible-inventory" ] && inv="$REPO_DIR/.venv/bin/ansible-inventory"
-  (cd "$REPO_DIR" && "$inv" -i inventories/lab --list) | python3 -c '
+  (cd "$REPO_DIR" && "$inv" -i "$LAB_INVENTORY" --list) | python3 -c '
 import json, sys
 hostvars = json.load(sys.stdin)["_meta"]["hostvars"]
 for name in sorted(hostvars):
