@@ -5,6 +5,7 @@
 #  - netlab/node:<codename>: a systemd Debian node, debootstrapped from the host's mirror.
 # Idempotent: the image is rebuilt only when missing or built from another key or package set.
 set -euo pipefail
+# shellcheck source=lab/common.sh source-path=SCRIPTDIR/..
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 mkdir -p "$CACHE_DIR" "$(dirname "$SSH_KEY")"

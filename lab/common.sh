@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the variables are used by the scripts
 # Shared settings for the lab scripts (sourced, not run).
 # The lab is two or more systemd "nodes" (docker containers) on one docker network that
 # reproduces the tutorial's 192.168.205.0/24 host-only network.
@@ -7,7 +8,7 @@ CACHE_DIR="$LAB_DIR/.cache"
 SSH_KEY="$LAB_DIR/.ssh/id_ed25519"
 # Suite of the node image = the host's own Debian release (the host's mirror serves it).
 # NETLAB_CODENAME overrides it, e.g. to try trixie nodes on a bookworm host.
-HOST_CODENAME=$(. /etc/os-release && echo "$VERSION_CODENAME")
+HOST_CODENAME=$(sed -n "s/^VERSION_CODENAME=//p" /etc/os-release)
 CODENAME=${NETLAB_CODENAME:-$HOST_CODENAME}
 NODE_IMAGE="netlab/node:$CODENAME"
 LAB_NETWORK=netlab

@@ -11,10 +11,10 @@ done
 # busybox-static: the offline test image is built from its binary (a plain busybox is dynamic).
 dpkg -s busybox-static >/dev/null 2>&1 || need_pkgs+=(busybox-static)
 if ((${#need_pkgs[@]})); then
+  mapfile -t need_pkgs < <(printf '%s\n' "${need_pkgs[@]}" | sort -u)
   echo "ensure-docker: installing ${need_pkgs[*]}"
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-    $(printf '%s\n' "${need_pkgs[@]}" | sort -u)
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_pkgs[@]}"
 fi
 
 if ! docker info >/dev/null 2>&1; then

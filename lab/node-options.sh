@@ -2,6 +2,7 @@
 # Print the `docker run` options of a lab node, one argument per line. This is the one place
 # they are kept: nodes.sh and the Vagrantfile's docker provider (create_args) both read it.
 set -euo pipefail
+# shellcheck source=lab/common.sh source-path=SCRIPTDIR/..
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 # systemd as PID 1 needs the cgroup tree and writable /run; flannel's VXLAN needs no device,

@@ -7,6 +7,7 @@
 #   nodes.sh status   show the nodes
 # Nodes and addresses come from inventories/lab (hosts with netlab_lab_address), or $NETLAB_INVENTORY.
 set -euo pipefail
+# shellcheck source=lab/common.sh source-path=SCRIPTDIR/..
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 LABEL=netlab.lab=node
 
@@ -78,10 +79,10 @@ up() {
 
 down() {
   local ids
-  ids=$(docker ps -aq --filter "label=$LABEL")
-  if [ -n "$ids" ]; then
-    docker rm -f $ids >/dev/null
-    echo "nodes: removed $(wc -w <<<"$ids") node(s)"
+  mapfile -t ids < <(docker ps -aq --filter "label=$LABEL")
+  if ((${#ids[@]})); then
+    docker rm -f "${ids[@]}" >/dev/null
+    echo "nodes: removed ${#ids[@]} node(s)"
   fi
   if docker network inspect "$LAB_NETWORK" >/dev/null 2>&1; then
     docker network rm "$LAB_NETWORK" >/dev/null
