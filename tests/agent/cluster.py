@@ -103,8 +103,8 @@ class AgentProcess:
 class Cluster:
     """etcd in the LAN namespace plus agents on hosts; use as a context manager."""
 
-    def __init__(self, lab, agent_path, config=TUTORIAL_CONFIG):
-        self.lab, self.agent_path, self.config = lab, agent_path, config
+    def __init__(self, lab, agent_path, config=TUTORIAL_CONFIG, name="cluster"):
+        self.lab, self.agent_path, self.config, self.name = lab, agent_path, config, name
         self.workdir = tempfile.mkdtemp(prefix="netlab-cluster-")
         self.endpoint = "http://%s.1:2379" % lab.lan_prefix
         self.agents = []
@@ -137,8 +137,8 @@ class Cluster:
         wait_for(self._etcd_answers, 20, what="etcd in the LAN namespace")
 
     def _etcd_answers(self):
-        try:
-            urllib.request.urlopen(self.endpoint + "/v2/keys/", timeout=1).read()
+        try:  # a quorum read: answered only once etcd has a leader, i.e. really serves
+            urllib.request.urlopen(self.endpoint + "/v2/keys/?quorum=true", timeout=1).read()
             return True
         except OSError:
             return False
@@ -161,7 +161,10 @@ class Cluster:
             agent.stop(signal.SIGKILL)
         self.stop_etcd()
         pyroute2_netns.popns()
-        if exc and exc[0] is not None:
-            for agent in self.agents:
-                sys.stderr.write("---- %s log ----\n%s\n" % (agent.host.name, agent.log))
+        # Keep the logs of the last run of each test for post-mortems (CI prints them on failure).
+        logs = os.path.join(ROOT, "build", "test-logs", self.name)
+        shutil.rmtree(logs, ignore_errors=True)
+        os.makedirs(logs)
+        for agent in self.agents:
+            shutil.copy(agent.log_path, os.path.join(logs, "%s-%d.log" % (agent.host.name, self.agents.index(agent))))
         shutil.rmtree(self.workdir, ignore_errors=True)

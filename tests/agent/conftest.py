@@ -7,7 +7,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from netns import Lab  # noqa: E402  (needs the path above)
+from cluster import Cluster, build_agent  # noqa: E402  (needs the path above)
+from netns import Lab  # noqa: E402
 
 
 @pytest.fixture
@@ -26,3 +27,16 @@ def lab():
 def three_hosts(lab):
     """Three hosts on one LAN: 172.31.250.11, .12, .13 on eth0 (MTU 1500)."""
     return [lab.add_host() for _number in range(3)]
+
+
+@pytest.fixture(scope="session")
+def agent_path(tmp_path_factory):
+    """The agent zipapp, built once from this checkout."""
+    return build_agent(str(tmp_path_factory.mktemp("agent")))
+
+
+@pytest.fixture
+def cluster(lab, agent_path, request):
+    """etcd in the lab's LAN namespace with the tutorial's network config; agents started on demand."""
+    with Cluster(lab, agent_path, name=request.node.name) as running:
+        yield running

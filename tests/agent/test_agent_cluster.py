@@ -2,24 +2,12 @@
 
 import signal
 
-import pytest
 from netaddr import IPNetwork
 
-from cluster import Cluster, build_agent, wait_for
+from cluster import Cluster, wait_for
 from netns import ping
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink import deterministic_vtep_mac
-
-
-@pytest.fixture(scope="module")
-def agent_path(tmp_path_factory):
-    return build_agent(str(tmp_path_factory.mktemp("agent")))
-
-
-@pytest.fixture
-def cluster(lab, agent_path):
-    with Cluster(lab, agent_path) as running:
-        yield running
 
 
 def _subnet(agent):

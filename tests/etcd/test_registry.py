@@ -121,8 +121,8 @@ def test_watch_reports_changes_and_moves_past_bad_keys(registry, raw):
     events, index = registry.watch_leases(index, 2)[:2]
     assert events[0].removed and events[0].subnet == lease.subnet
     listing = registry.list_leases()
-    assert sorted(key for key, _reason in listing.skipped) == [PREFIX + "/subnets/10.40.0.0-20",
-                                                        PREFIX + "/subnets/garbage"]
+    skipped_keys = sorted(key for key, _reason in listing.skipped)
+    assert skipped_keys == [PREFIX + "/subnets/10.40.0.0-20", PREFIX + "/subnets/garbage"]
 
 
 def test_watch_timeout_returns_no_event(registry):

@@ -23,6 +23,7 @@ from .subnet_env import previous_subnet, render_subnet_env, write_subnet_env
 LOG = logging.getLogger("flanneld")
 MAX_WATCH_WAIT = 5.0
 RENEW_RETRY = 60.0
+ETCD_RETRY = 1.0
 MAX_BACKOFF = 30.0
 
 
@@ -72,6 +73,7 @@ class Agent:
         self._health = (False, "starting")
         self._stop = threading.Event()
         self._in_watch = False
+        self._needs_resync = False  # set when etcd was unreachable: re-list before watching again
         self._warned_keys = set()
         self.host_id = options.host_id or default_host_id()
         # Refreshed at every reconcile, so a replaced host waits at most this long for the IP.
@@ -238,6 +240,7 @@ class Agent:
         for change in self.backend.sync(self.peers):
             LOG.info("programmed: %s", change)
         self.index = listing.index
+        self._needs_resync = False
         self.reconcile_at = self.clock() + self.options.reconcile_interval
         self._set_health(True, "lease %s, %d peers" % (self.lease.subnet, len(self.peers)))
 
@@ -319,6 +322,8 @@ class Agent:
         return min(deadlines)
 
     def _step(self):
+        if self._needs_resync:
+            self._resync()
         now = self.clock()
         if self.renew_at is not None and now >= self.renew_at:
             self._renew()
@@ -339,35 +344,27 @@ class Agent:
             self._apply(event)
 
     def loop(self):
-        delay = 1.0
         while not self._stop.is_set():
             try:
                 self._step()
-                delay = 1.0
             except IndexCleared as err:
                 LOG.info("watch resync: %s", err)
-                self._resync_when_reachable()
+                self._needs_resync = True
             except RegistryUnavailable as err:
                 # The data plane stays as it is: only the control plane is down.
                 self._set_health(False, "etcd unreachable: %s" % err)
-                if self._wait(delay):
+                self._needs_resync = True
+                # A refused connection costs nothing, so retry every second, as flanneld does.
+                if self._wait(ETCD_RETRY):
                     break
-                delay = min(delay * 2, MAX_WATCH_WAIT / 2)
-                self._resync_when_reachable()
             except Stopping:
                 raise
             except Exception as err:  # a netlink or etcd surprise must not kill the data plane
                 LOG.exception("unexpected error: %s; resyncing", err)
                 self._set_health(False, "unexpected error: %s" % err)
+                self._needs_resync = True
                 if self._wait(1.0):
                     break
-                self._resync_when_reachable()
-
-    def _resync_when_reachable(self):
-        try:
-            self._resync()
-        except RegistryUnavailable as err:
-            self._set_health(False, "etcd unreachable: %s" % err)
 
     def run(self):
         server = None
@@ -392,6 +389,9 @@ class Agent:
 def run_agent(options):
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
+    # The agent reports etcd trouble once, as a health change; the libraries would log every retry.
+    for noisy in ("etcd", "etcd.client", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
     missing = missing_libraries()
     if missing:
         LOG.error("missing Python libraries: %s", ", ".join(missing))

@@ -6,14 +6,20 @@ import threading
 
 try:
     from http.server import BaseHTTPRequestHandler, HTTPServer
-    from socketserver import ThreadingMixIn
+    from socketserver import TCPServer, ThreadingMixIn
 except ImportError:  # pragma: no cover - Python 2 is not supported
-    BaseHTTPRequestHandler = HTTPServer = ThreadingMixIn = object
+    BaseHTTPRequestHandler = HTTPServer = TCPServer = ThreadingMixIn = object
 
 
 class _Server(ThreadingMixIn, HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def server_bind(self):
+        # HTTPServer.server_bind asks DNS for the host's FQDN, which stalls start-up for seconds
+        # on hosts without a resolver; the name is only used in CGI variables.
+        TCPServer.server_bind(self)
+        self.server_name, self.server_port = self.server_address[:2]
 
 
 def start_health_server(address, port, health):

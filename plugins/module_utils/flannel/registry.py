@@ -64,6 +64,17 @@ class LeaseEvent:
         return "LeaseEvent(%s, %s)" % (self.subnet, "removed" if self.removed else self.lease.attrs)
 
 
+def _root_cause(error):
+    """The innermost reason of a python-etcd/urllib3 connection error, in a few words."""
+    cause = getattr(error, "cause", None) or error
+    reason = getattr(cause, "reason", None) or cause
+    text = str(reason)
+    # urllib3 wraps "[Errno 111] Connection refused" in object reprs; keep the errno part.
+    if "] " in text and "[Errno" in text:
+        text = text[text.index("[Errno"):].split(")", 1)[0].rstrip("'\"")
+    return text
+
+
 def parse_endpoints(endpoints):
     """'http://a:2379,https://b:2379' or a list -> [(scheme, host, port)]; ValueError on a bad one."""
     if isinstance(endpoints, str):
@@ -124,7 +135,7 @@ class EtcdRegistry:
                 last_error = err
                 self._current = (self._current + 1) % len(self._clients)
         raise RegistryUnavailable("no etcd endpoint answered (%s): %s"
-                                  % (", ".join(c.base_uri for c in self._clients), last_error))
+                                  % (", ".join(c.base_uri for c in self._clients), _root_cause(last_error)))
 
     # ---- network config -------------------------------------------------------------------
 

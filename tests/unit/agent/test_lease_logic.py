@@ -73,6 +73,6 @@ def test_random_pick_matches_brute_force_on_random_leases():
     config = _config()
     for _round in range(20):
         taken = rng.sample(range(1, 256), 120)
-        leases = [_lease("10.0.%d.0/24" % octet) for octet in taken]
-        expected = [IPNetwork("10.0.%d.0/24" % octet) for octet in range(1, 256) if octet not in taken][:100]
+        leases = [_lease("10.0.%s.0/24" % octet) for octet in taken]
+        expected = [IPNetwork("10.0.%s.0/24" % octet) for octet in range(1, 256) if octet not in taken][:100]
         assert free_subnets(config, leases) == expected

@@ -1,0 +1,144 @@
+"""Faults the overlay must survive (issue: reliability). Figures go to build/reliability-figures.txt.
+
+NETLAB_ETCD_OUTAGE (seconds, default 10) and NETLAB_MANY_AGENTS (default 30) size the two long
+cases; `make test-reliability` runs them at 60 s and 100 agents.
+"""
+
+import os
+import signal
+import time
+
+from netaddr import IPNetwork
+
+from cluster import ROOT, Cluster, wait_for
+from netns import Pinger
+
+OUTAGE = int(os.environ.get("NETLAB_ETCD_OUTAGE", "10"))
+MANY_AGENTS = int(os.environ.get("NETLAB_MANY_AGENTS", "30"))
+FIGURES = os.path.join(ROOT, "build", "reliability-figures.txt")
+
+
+def record(case, text):
+    os.makedirs(os.path.dirname(FIGURES), exist_ok=True)
+    with open(FIGURES, "a") as handle:
+        handle.write("%s %s: %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), case, text))
+
+
+def _two_hosts_with_containers(lab, cluster):
+    hosts = [lab.add_host(), lab.add_host()]
+    agents = [cluster.agent(host) for host in hosts]
+    subnets = [IPNetwork(agent.wait_env()).cidr for agent in agents]
+    for agent, other in ((agents[0], subnets[1]), (agents[1], subnets[0])):
+        wait_for(lambda: str(other) in agent.routes(), what="route to %s" % other)
+    containers = [lab.add_container(host, "%s/20" % (subnet.network + 1)) for host, subnet in zip(hosts, subnets)]
+    return hosts, agents, subnets, containers
+
+
+def test_etcd_outage_loses_no_ping_and_health_returns(lab, cluster):
+    hosts, agents, subnets, containers = _two_hosts_with_containers(lab, cluster)
+    routes_before = [agent.routes() for agent in agents]
+    pinger = Pinger(containers[0].ns, containers[1].address, count=int((OUTAGE + 8) / 0.1), interval=0.1)
+    time.sleep(2)
+    cluster.stop_etcd()
+    for agent in agents:
+        wait_for(lambda: agent.healthz()[0] == 503, 10, what="%s unhealthy without etcd" % agent.host.name)
+    time.sleep(max(0, OUTAGE - 2))
+    cluster.start_etcd()
+    returned = time.monotonic()
+    for agent in agents:
+        wait_for(lambda: agent.healthz()[0] == 200, 5, what="%s healthy within 5 s of etcd's return" % agent.host.name)
+    recovered = time.monotonic() - returned
+    sent, replies = pinger.result()
+    record("etcd outage %d s" % OUTAGE, "%d/%d pings answered; both agents healthy %.2f s after etcd returned"
+           % (replies, sent, recovered))
+    assert replies == sent
+    assert [IPNetwork(agent.env()["FLANNEL_SUBNET"]).cidr for agent in agents] == subnets
+    assert [agent.routes() for agent in agents] == routes_before
+    for agent in agents:
+        assert "removed route" not in agent.log and "removed stale" not in agent.log
+
+
+def test_agent_sigkill_and_restart_loses_no_ping(lab, cluster):
+    hosts, agents, subnets, containers = _two_hosts_with_containers(lab, cluster)
+    mac = agents[0].state()["device"]["mac"]
+    pinger = Pinger(containers[0].ns, containers[1].address, count=60, interval=0.1)
+    time.sleep(1)
+    agents[0].stop(signal.SIGKILL)
+    restarted = cluster.agent(hosts[0])
+    started = time.monotonic()
+    wait_for(lambda: restarted.healthz()[0] == 200, 15, what="restarted agent healthy")
+    took = time.monotonic() - started
+    sent, replies = pinger.result()
+    record("agent SIGKILL + restart", "%d/%d pings answered; healthy again after %.2f s; same subnet and MAC"
+           % (replies, sent, took))
+    assert replies == sent
+    assert IPNetwork(restarted.env()["FLANNEL_SUBNET"]).cidr == subnets[0]
+    assert restarted.state()["device"]["mac"] == mac
+
+
+def _time_until_unrouted(agent, subnet, limit):
+    started = time.monotonic()
+    wait_for(lambda: str(subnet) not in agent.routes(), limit, interval=0.01, what="route to %s removed" % subnet)
+    return time.monotonic() - started
+
+
+def test_lease_deleted_by_hand_peers_unroute_within_a_second(lab, cluster):
+    hosts, agents, subnets, containers = _two_hosts_with_containers(lab, cluster)
+    agents[0].process.send_signal(signal.SIGSTOP)  # keep the owner from re-acquiring before the peer is checked
+    cluster.registry.delete_lease(cluster.registry.get_lease(subnets[0]))
+    took = _time_until_unrouted(agents[1], subnets[0], 1.0)
+    agents[0].process.send_signal(signal.SIGCONT)
+    wait_for(lambda: cluster.registry.get_lease(subnets[0]), 10, what="owner re-acquiring the same subnet")
+    wait_for(lambda: str(subnets[0]) in agents[1].routes(), 5, what="peer routing it again")
+    record("lease deleted by hand", "peer removed the route after %.3f s; owner re-acquired %s" % (took, subnets[0]))
+
+
+def test_lease_expired_peers_unroute_and_owner_reacquires(lab, cluster):
+    hosts, agents, subnets, containers = _two_hosts_with_containers(lab, cluster)
+    agents[0].process.send_signal(signal.SIGSTOP)
+    lease = cluster.registry.get_lease(subnets[0])
+    cluster.registry.update_lease(lease, lease.attrs, 2)  # a 2 s TTL the frozen owner cannot renew
+    index = cluster.registry.list_leases().index
+    expired_at = None
+    deadline = time.monotonic() + 10
+    while expired_at is None and time.monotonic() < deadline:
+        events, index = cluster.registry.watch_leases(index, 1)[:2]
+        if any(event.removed and event.subnet == subnets[0] for event in events):
+            expired_at = time.monotonic()
+    assert expired_at is not None, "etcd never expired the lease"
+    took = (time.monotonic() - expired_at) + _time_until_unrouted(agents[1], subnets[0], 1.0)
+    agents[0].process.send_signal(signal.SIGCONT)
+    wait_for(lambda: cluster.registry.get_lease(subnets[0]), 10, what="owner re-acquiring after expiry")
+    assert cluster.registry.get_lease(subnets[0]).attrs.public_ip == hosts[0].address
+    record("lease expired (2 s TTL)", "peer removed the route %.3f s after etcd's expire event; owner re-acquired %s"
+           % (took, subnets[0]))
+
+
+def test_many_agents_started_at_once_get_distinct_subnets(lab, agent_path):
+    with Cluster(lab, agent_path) as cluster:
+        hosts = [lab.add_host() for _number in range(MANY_AGENTS)]
+        started = time.monotonic()
+        agents = [cluster.agent(host, "-reconcile-interval=60") for host in hosts]
+        subnets = [IPNetwork(agent.wait_env(timeout=300)).cidr for agent in agents]
+        took = time.monotonic() - started
+        leases = cluster.registry.list_leases().leases
+        record("%d agents at once" % MANY_AGENTS, "%d distinct subnets, all written %.1f s after the start"
+               % (len(set(subnets)), took))
+        assert len(set(subnets)) == MANY_AGENTS == len(leases)
+        assert sorted(lease.attrs.public_ip for lease in leases) == sorted(host.address for host in hosts)
+
+
+def test_out_of_subnets_retries_at_a_bounded_rate(lab, agent_path):
+    config = ('{"Network": "10.0.0.0/16", "SubnetLen": 24, "SubnetMin": "10.0.1.0", "SubnetMax": "10.0.2.0", '
+              '"Backend": {"Type": "vxlan"}}')
+    with Cluster(lab, agent_path, config=config) as cluster:
+        first, second = cluster.agent(lab.add_host()), cluster.agent(lab.add_host())
+        subnets = [IPNetwork(agent.wait_env()).cidr for agent in (first, second)]
+        extra = cluster.agent(lab.add_host())
+        wait_for(lambda: "out of subnets" in extra.log, what="out of subnets")
+        time.sleep(12)
+        attempts = extra.log.count("out of subnets: every /24 between 10.0.1.0 and 10.0.2.0 is leased")
+        record("out of subnets", "%d attempts in the first ~12 s (backoff 1, 2, 4, 8 ... 30 s)" % attempts)
+        assert 2 <= attempts <= 5
+        assert extra.healthz()[0] == 503 and first.healthz()[0] == 200 and second.healthz()[0] == 200
+        assert str(subnets[1]) in first.routes(vni=1) and str(subnets[0]) in second.routes(vni=1)
