@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 AGENT_SOURCES := $(shell find plugins/module_utils/flannel -name '*.py') tools/build_agent.py
 
-.PHONY: help venv prereqs agent lab-prereqs lab lab-nodes lab-destroy test test-python lint sanity test-lab bench-agent clean
+.PHONY: test-reliability help venv prereqs agent lab-prereqs lab lab-nodes lab-destroy test test-python lint sanity test-lab bench-agent clean
 
 help:
 	@echo "make lab          bring up the two-node lab and provision it (prints the verify table)"
@@ -24,11 +24,13 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 
 venv: $(VENV)/.installed
 
-# Host packages for the tests (etcd for the registry/agent tests) and the lab (docker engine).
+# Host packages for the tests (etcd for the registry/agent tests, shellcheck for sanity) and the
+# lab (docker engine).
 prereqs:
 	bash lab/ensure-docker.sh
-	command -v etcd >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	  apt-get install -y -qq --no-install-recommends etcd-server etcd-client; }
+	command -v etcd >/dev/null && command -v shellcheck >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  etcd-server etcd-client shellcheck; }
 
 build/flanneld.pyz: $(VENV)/.installed $(AGENT_SOURCES)
 	$(PY) tools/build_agent.py $@
@@ -57,6 +59,10 @@ lint: venv
 
 sanity: venv
 	bash tools/run-sanity.sh
+
+# The long reliability cases: a 60 s etcd outage and 100 agents started at once.
+test-reliability: prereqs venv
+	NETLAB_ETCD_OUTAGE=60 NETLAB_MANY_AGENTS=100 $(PY) -m pytest tests/agent/test_reliability.py -q
 
 test-lab: lab-nodes agent
 	molecule test --all

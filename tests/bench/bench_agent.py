@@ -58,8 +58,11 @@ def new_route_destinations(data):
 
 
 def measure_joins(cluster, sockets, joins, first_octet):
-    """Write `joins` fake peer leases one at a time; per join, the slowest watcher's latency (ms)."""
-    slowest = []
+    """Write `joins` fake peer leases one at a time.
+
+    Returns (per join the slowest watcher's latency, per join the etcd write's own duration), in ms.
+    """
+    slowest, writes = [], []
     for number in range(joins):
         subnet = IPNetwork("10.%d.%d.0/20" % (first_octet + number // 16, (number % 16) * 16))
         attrs = LeaseAttrs("172.31.250.%d" % (100 + number % 100), "vxlan", "0e:00:00:00:%02x:%02x"
@@ -67,6 +70,7 @@ def measure_joins(cluster, sockets, joins, first_octet):
         pending = dict((sock.fileno(), sock) for sock in sockets)
         started = time.perf_counter()
         cluster.registry.create_lease(subnet, attrs, 600)
+        writes.append((time.perf_counter() - started) * 1000)
         latest = started
         deadline = started + 10
         while pending and time.perf_counter() < deadline:
@@ -80,7 +84,7 @@ def measure_joins(cluster, sockets, joins, first_octet):
             raise SystemExit("join %d: %d agents never programmed %s" % (number, len(pending), subnet))
         slowest.append((latest - started) * 1000)
         time.sleep(0.02)
-    return slowest
+    return slowest, writes
 
 
 def percentile(values, fraction):
@@ -119,6 +123,8 @@ def main():
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--idle-seconds", type=float, default=20)
     args = parser.parse_args()
+    print("machine: %d cores, load average %s at start" % (os.cpu_count(), " ".join(
+        "%.2f" % value for value in os.getloadavg())))
     agent_path = build_agent(tempfile.mkdtemp(prefix="netlab-bench-"))
     lab = Lab()
     try:
@@ -129,19 +135,21 @@ def main():
             rss, cpu = process_figures(agent_pid(single), args.idle_seconds)
             print("agent RSS after start-up: %.1f MB; idle CPU over %.0f s: %.3f %% of one core"
                   % (rss, args.idle_seconds, cpu))
-            report("lease write -> route, 1 watching agent", measure_joins(
-                cluster, [route_socket(hosts[0].ns)], args.joins, 20))
+            latencies, writes = measure_joins(cluster, [route_socket(hosts[0].ns)], args.joins, 20)
+            report("etcd lease write alone (part of the above)", writes)
+            report("lease write -> route, 1 watching agent", latencies)
             others = [cluster.agent(host) for host in hosts[1:]]
             for agent in others:
                 wait_for(lambda: agent.healthz()[0] == 200, 120, what="%s healthy" % agent.host.name)
             sockets = [route_socket(host.ns) for host in hosts]
             report("lease write -> route, slowest of %d agents" % len(sockets),
-                   measure_joins(cluster, sockets, args.joins, 40))
+                   measure_joins(cluster, sockets, args.joins, 40)[0])
             rss_all = [process_figures(agent_pid(agent), 0.01)[0] for agent in [single] + others]
             print("agent RSS with %d peers: median %.1f MB, max %.1f MB"
                   % (len(hosts) - 1 + 2 * args.joins, statistics.median(rss_all), max(rss_all)))
     finally:
         lab.cleanup()
+        print("load average at the end: %s" % " ".join("%.2f" % value for value in os.getloadavg()))
 
 
 if __name__ == "__main__":
