@@ -2,13 +2,12 @@
 
 The certificates are made the way the etcd role makes them on the controller (EC P-256, one CA,
 certificates with serverAuth+clientAuth and IP SANs, a client-only certificate for the agents).
-The servers reuse tests/conftest.py's EtcdServer and tests/agent/cluster.py's Cluster: TLS
+The servers reuse tests/etcdserver.py's EtcdServer and tests/agent/cluster.py's Cluster: TLS
 reaches etcd through its ETCD_* environment variables, and the readiness probes present the
 client certificate through urllib's global opener while the server starts.
 """
 
 import contextlib
-import importlib.util
 import os
 import ssl
 import subprocess
@@ -20,18 +19,10 @@ import pytest
 HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(TESTS, "agent"))
+sys.path.insert(0, TESTS)
 
 
-def _load_root_conftest():
-    # pytest imports every conftest.py as "conftest" and drops the previous one from
-    # sys.modules, so the top-level one is loaded here under its own name.
-    spec = importlib.util.spec_from_file_location("netlab_tests_conftest", os.path.join(TESTS, "conftest.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-EtcdServer = _load_root_conftest().EtcdServer
+from etcdserver import EtcdServer  # noqa: E402  (tests/ is on sys.path)
 
 
 class Pki:
