@@ -52,7 +52,7 @@ lab-destroy:
 	bash lab/nodes.sh destroy
 
 test-python: prereqs venv
-	$(PY) -m pytest tests/unit tests/etcd tests/agent -q
+	$(PY) -m pytest tests/unit tests/etcd tests/agent tests/integration -q
 
 lint: venv
 	ansible-lint

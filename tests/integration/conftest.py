@@ -1,0 +1,20 @@
+"""Integration fixtures: the shared two-node lab (see labtools.py)."""
+
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from labtools import ensure_lab, lab_lock, run  # noqa: E402  (needs the path above)
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The provisioned lab; returns the lock context manager to hold around each case."""
+    if run(["docker", "info"], check=False).returncode != 0:
+        pytest.fail("no docker engine answers: run `make lab-prereqs` (lab/ensure-docker.sh) first")
+    with lab_lock():
+        ensure_lab()
+    return lab_lock

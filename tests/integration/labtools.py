@@ -1,0 +1,153 @@
+"""Helpers of the integration tests: ansible-playbook runs, the shared two-node lab, state snapshots.
+
+The lab (docker-node1/2 on the docker network `netlab`, 192.168.205.0/24) is shared with other
+sessions: every step that runs against it holds /tmp/netlab-lab.lock (the lock `flock(1)` takes)
+from the "before" snapshot to the "after" snapshot, and brings the lab up and provisions it
+(lab/nodes.sh up, playbooks/site.yml) when it finds it missing. Traffic goes only to the lab
+network's node addresses and to loopback.
+"""
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.dirname(sys.executable)
+LOCK = "/tmp/netlab-lab.lock"
+LAB_NETWORK = "netlab"
+LAB_SUBNET = "192.168.205.0/24"
+NODES = {"docker-node1": "192.168.205.10", "docker-node2": "192.168.205.11"}
+TLS_INVENTORY = os.path.join(ROOT, "extensions", "molecule", "tls", "inventory")
+PLAYBOOKS = os.path.join(ROOT, "tests", "integration", "playbooks")
+
+
+def run(argv, check=True, timeout=600, **kwargs):
+    result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            timeout=timeout, check=False, **kwargs)
+    if check and result.returncode != 0:
+        raise AssertionError("%s failed (%d):\n%s" % (" ".join(argv), result.returncode, result.stdout[-4000:]))
+    return result
+
+
+def ansible_playbook(args, extra_vars=None, inventories=(), timeout=600):
+    """Run ansible-playbook from the checkout; returns (rc, output with whitespace runs collapsed)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+               ANSIBLE_FORCE_COLOR="0", ANSIBLE_CALLBACK_RESULT_FORMAT="json",
+               PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    argv = [os.path.join(BIN, "ansible-playbook")]
+    for inventory in inventories:
+        argv += ["-i", inventory]
+    if extra_vars is not None:
+        argv += ["-e", json.dumps(extra_vars)]
+    result = run(argv + list(args), check=False, timeout=timeout, env=env, cwd=ROOT)
+    return result.returncode, re.sub(r"\s+", " ", result.stdout)
+
+
+@contextlib.contextmanager
+def lab_lock():
+    with open(LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def docker_exec(node, script, stdin=None):
+    return run(["docker", "exec", "-i", node, "sh", "-c", script], input=stdin).stdout
+
+
+# Read inside a node: the v2 keyspace under the flannel prefix, over http or (when the lab runs
+# etcd on TLS) https with the member certificate the etcd role installs.
+ETCD_DUMP = r"""
+import json, re, ssl, urllib.request
+env = open("/etc/default/etcd").read()
+url = re.search(r'ETCD_ADVERTISE_CLIENT_URLS="?([^",\s]+)', env).group(1)
+context = None
+if url.startswith("https"):
+    context = ssl.create_default_context(cafile="/etc/etcd/pki/ca.pem")
+    context.load_cert_chain("/etc/etcd/pki/member.pem", "/etc/etcd/pki/member-key.pem")
+keys = {}
+def walk(node):
+    if node.get("dir"):
+        for child in node.get("nodes", []):
+            walk(child)
+    else:
+        keys[node["key"]] = node.get("value")
+try:
+    answer = urllib.request.urlopen(url + "/v2/keys/coreos.com/network?recursive=true&sorted=true&quorum=true",
+                                    context=context, timeout=10)
+    walk(json.load(answer)["node"])
+except urllib.error.HTTPError as error:
+    if error.code != 404:
+        raise
+print(json.dumps(keys, sort_keys=True))
+"""
+
+# Read inside a node: what the roles manage on it.
+HOST_STATE = r"""
+for f in /etc/docker/daemon.json /etc/systemd/system/flanneld.service /etc/default/flanneld /etc/default/etcd \
+         /etc/systemd/system/docker.service.d/60-netlab-forward.conf /etc/sysctl.d/60-netlab-forward.conf \
+         /run/flannel/subnet.env; do
+  printf '%s ' "$f"; if [ -e "$f" ]; then sha256sum < "$f" | cut -c1-16; else echo absent; fi
+done
+for u in etcd flanneld docker; do echo "$u $(systemctl is-active $u)"; done
+ip -d link show flannel.100 2>&1 | sed 's/ qdisc.*//'
+ip -4 -br addr show dev docker0
+iptables -w -S FORWARD
+echo "masquerade rules: $(iptables -w -t nat -S POSTROUTING | grep -c 'flanneld masq')"
+"""
+
+
+def lab_snapshot():
+    """{'etcd': {key: value}, node: host state text} for the whole lab."""
+    snapshot = {"etcd": json.loads(docker_exec("docker-node1", "python3 -", stdin=ETCD_DUMP))}
+    for node in NODES:
+        snapshot[node] = docker_exec(node, HOST_STATE)
+    return snapshot
+
+
+def lab_inventories():
+    """The lab inventory, plus the TLS scenario's when the lab's etcd serves https."""
+    inventories = [os.path.join(ROOT, "inventories", "lab")]
+    env = docker_exec("docker-node1", "cat /etc/default/etcd")
+    if "ETCD_LISTEN_CLIENT_URLS=\"https" in env and os.path.isdir(TLS_INVENTORY):
+        inventories.append(TLS_INVENTORY)
+    return inventories
+
+
+def _lab_network_ok():
+    result = run(["docker", "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", LAB_NETWORK],
+                 check=False)
+    return result.returncode == 0 and result.stdout.strip() == LAB_SUBNET
+
+
+def _lab_ready():
+    if not _lab_network_ok():
+        return False
+    for node in NODES:
+        state = run(["docker", "inspect", "-f", "{{.State.Running}}", node], check=False)
+        if state.stdout.strip() != "true":
+            return False
+        active = run(["docker", "exec", node, "systemctl", "is-active", "etcd", "flanneld", "docker"], check=False)
+        if active.stdout.split() != ["active"] * 3:
+            return False
+    return True
+
+
+def ensure_lab():
+    """Bring the lab up and provision it when it is not (call with the lock held)."""
+    if _lab_ready():
+        return
+    run(["bash", os.path.join(ROOT, "lab", "nodes.sh"), "up"], timeout=900,
+        env=dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", "")))
+    if not _lab_network_ok():
+        raise AssertionError("docker network %s is not %s after nodes.sh up" % (LAB_NETWORK, LAB_SUBNET))
+    rc, output = ansible_playbook([os.path.join(ROOT, "playbooks", "site.yml")], inventories=lab_inventories(),
+                                  timeout=1200)
+    if rc != 0:
+        raise AssertionError("site.yml failed while provisioning the lab:\n" + output[-4000:])

@@ -1,0 +1,284 @@
+"""Bad inputs are rejected with a message naming the key and the rule; nothing changes.
+
+Issue 5: "a table of at least 30 bad inputs (network config JSON, role variables, module
+arguments, agent flags): each rejected with a message naming the key and the rule; etcd and hosts
+unchanged afterwards (checked, not assumed)."
+
+Network config JSON and agent flags are covered where they are parsed, by reference:
+  * tests/unit/agent/test_config.py::test_bad_config_names_key_and_rule: 33 bad network configs
+    (not JSON, not an object, Network missing/not a CIDR/too small, SubnetLen, SubnetMin/Max out of
+    range or off boundary, udp/unknown backend, VNI, Port, GBP, DirectRouting, ...), each naming
+    the key and the rule; the action plugin reuses that parser (cases R1-R3, M1-M2 below show it
+    end to end);
+  * tests/unit/agent/test_cli.py::test_usage_errors_name_the_flag (9 flags) and
+    test_bad_environment_value_names_the_variable (1): the agent exits 2 naming the flag.
+
+This file adds 45 cases run through ansible-playbook:
+
+Role variables, against the lab (docker-node1 and docker-node2; site.yml or one role on docker-node1):
+  id   run        input                                              message names          rule
+  R1   site.yml   network_config_flannel.Network "10.0.0.0"          network_config_flannel.Network   must be an IPv4 CIDR
+  R2   site.yml   network_config_flannel.Backend.VNI 0               network_config_flannel.Backend.VNI  between 1 and 16777215
+  R3   site.yml   network_config_flannel.Backend.Type udp            network_config_flannel.Backend.Type  not supported
+  R4   site.yml   network_config_flannel.SubnetLen "20"              network_config_flannel.SubnetLen  must be an integer
+  R5   site.yml   flanneld_iface [eth9]                              flanneld_iface         not an interface of the host
+  R6   network_config  network_config_flannel "10.0.0.0/8" (a str)   network_config_flannel  convert to dict
+  R7   network_config  network_config_etcd_client_port "abc"         network_config_etcd_client_port  convert to int
+  R8   network_config  network_config_etcd_group nosuchgroup         network_config_etcd_group  has no hosts  (known gap, xfail)
+  R9   network_config  network_config_etcd_endpoints "x" (a dict)    network_config_etcd_endpoints  convert to list
+  R10  flanneld   flanneld_healthz_port "abc"                        flanneld_healthz_port  convert to int
+  R11  flanneld   flanneld_ip_masq "maybe"                           flanneld_ip_masq       convert to bool
+  R12  flanneld   flanneld_reconcile_interval "often"                flanneld_reconcile_interval  convert to int
+  R13  flanneld   flanneld_subnet_lease_renew_margin "soon"          flanneld_subnet_lease_renew_margin  convert to int
+  R14  flanneld   flanneld_etcd_certfile without flanneld_etcd_keyfile  flanneld_etcd_certfile and flanneld_etcd_keyfile  set together
+  R15  flanneld   flanneld_etcd_endpoints [http://192.168.205.10:1]  flanneld_etcd_endpoints  etcd unreachable
+  R16  flanneld   flanneld_iface_regex {"a": "b"} (a dict)           flanneld_iface_regex   convert to list
+  R17  docker     docker_bip 10.0.0.1 (no prefix)                    docker_bip             ADDRESS/PREFIX
+  R18  docker     docker_mtu 20                                      docker_mtu             between 68 and 65535
+  R19  docker     docker_mtu "big"                                   docker_mtu             whole number
+  R20  docker     docker_ip_masq maybe                               docker_ip_masq         auto, true or false
+  R21  docker     docker_daemon_options "x"                          docker_daemon_options  convert to dict
+  R22  docker     docker_ready_retries "many"                        docker_ready_retries   convert to int
+  R23  forward    forward_mode bogus                                 forward_mode           must be one of
+  R24  forward    forward_networks [not-a-cidr]                      forward_networks       ADDRESS/PREFIX
+  R25  forward    forward_mode rules, forward_networks []            forward_networks       needs at least one
+  R26  forward    forward_docker_dropin "perhaps"                    forward_docker_dropin  convert to bool
+  R27  forward    forward_remove_policy REJECT                       forward_remove_policy  must be one of
+  R28  etcd       etcd_install_method snap                           etcd_install_method    must be one of
+  R29  etcd       etcd_client_port "abc"                             etcd_client_port       convert to int
+  R30  etcd       etcd_enable_v2 "perhaps"                           etcd_enable_v2         convert to bool
+  R31  etcd       etcd_extra_env "x"                                 etcd_extra_env         convert to dict
+  R32  etcd       etcd_address_variable no_such_var                  no_such_var            every member needs it  (known gap, xfail)
+
+Module arguments, on the controller (connection local) against the tests' own etcd (seeded with a
+config and a lease):
+  M1   network_config  config "{not json"                            config                 not valid JSON
+  M2   network_config  config.Backend.VNI 16777216, config_name net  net.Backend.VNI        between 1 and 16777215
+  M3   network_config  bogus: 1                                      bogus                  Invalid options
+  M4   network_config  report_leases "perhaps"                       report_leases          convert to bool
+  M5   lease           state present                                 state                  must be one of
+  M6   lease           timeout "soon"                                timeout                convert to float
+  M7   lease           cert_file without key_file                    cert_file, key_file    required together
+  M8   lease_info      bogus: 1                                      bogus                  Unsupported parameters
+  M9   lease_info      endpoints {} (a dict)                         endpoints              convert to list
+  M10  overlay_info    vni "abc"                                     vni                    convert to int
+  M11  overlay_info    peers "x"                                     peers                  dict
+  M12  overlay_info    bogus: 1                                      bogus                  Unsupported parameters
+  M13  overlay_info    neither vni nor device                        vni, device            one of them is required
+
+Each case fails (rc != 0), its output contains every expected fragment, and a snapshot taken
+before equals one taken after: on the lab the etcd keyspace under /coreos.com/network (v2 API,
+recursive, read inside a node) and each node's daemon.json, flanneld unit and environment, etcd
+environment, forward drop-in and sysctl file, subnet.env, etcd/flanneld/docker activity,
+`ip -d link show flannel.100`, docker0's address, the FORWARD chain and the masquerade rule
+count; on the controller the tests' etcd keyspace and the controller's flannel.* links.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+
+import pytest
+
+from labtools import PLAYBOOKS, ROOT, ansible_playbook, ensure_lab, lab_inventories, lab_snapshot
+
+SITE = os.path.join(ROOT, "playbooks", "site.yml")
+ROLE = os.path.join(PLAYBOOKS, "role.yml")
+LAB_CONFIG = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0",
+              "Backend": {"Type": "vxlan", "VNI": 100, "Port": 8472}}
+
+
+def backend(**changes):
+    config = json.loads(json.dumps(LAB_CONFIG))
+    config["Backend"].update(changes)
+    return config
+
+
+def config_with(**changes):
+    config = json.loads(json.dumps(LAB_CONFIG))
+    config.update(changes)
+    return config
+
+
+# (id, playbook or role name, extra vars, fragments the output must contain)
+ROLE_CASES = [
+    ("R1", "site", {"network_config_flannel": config_with(Network="10.0.0.0")},
+     ["network_config_flannel.Network: must be an IPv4 CIDR"]),
+    ("R2", "site", {"network_config_flannel": backend(VNI=0)},
+     ["network_config_flannel.Backend.VNI: must be between 1 and 16777215"]),
+    ("R3", "site", {"network_config_flannel": backend(Type="udp")},
+     ["network_config_flannel.Backend.Type: backend type udp is not supported"]),
+    ("R4", "site", {"network_config_flannel": config_with(SubnetLen="20")},
+     ["network_config_flannel.SubnetLen: must be an integer"]),
+    ("R5", "site", {"flanneld_iface": ["eth9"]},
+     ["flanneld_iface: none of eth9 is an interface name or IPv4 address of this host"]),
+    ("R6", "network_config", {"network_config_flannel": "10.0.0.0/8"},
+     ["network_config_flannel", "unable to convert to dict"]),
+    ("R7", "network_config", {"network_config_etcd_client_port": "abc"},
+     ["network_config_etcd_client_port", "unable to convert to int"]),
+    ("R8", "network_config", {"network_config_etcd_group": "nosuchgroup"},
+     ["network_config_etcd_group: the inventory group 'nosuchgroup' has no hosts"]),
+    ("R9", "network_config", {"network_config_etcd_endpoints": {"url": "x"}},
+     ["network_config_etcd_endpoints", "unable to convert to list"]),
+    ("R10", "flanneld", {"flanneld_healthz_port": "abc"},
+     ["flanneld_healthz_port", "unable to convert to int"]),
+    ("R11", "flanneld", {"flanneld_ip_masq": "maybe"},
+     ["flanneld_ip_masq", "unable to convert to bool"]),
+    ("R12", "flanneld", {"flanneld_reconcile_interval": "often"},
+     ["flanneld_reconcile_interval", "unable to convert to int"]),
+    ("R13", "flanneld", {"flanneld_subnet_lease_renew_margin": "soon"},
+     ["flanneld_subnet_lease_renew_margin", "unable to convert to int"]),
+    ("R14", "flanneld", {"flanneld_etcd_certfile": "/etc/flannel/client.pem"},
+     ["flanneld_etcd_certfile and flanneld_etcd_keyfile must be set together"]),
+    ("R15", "flanneld", {"flanneld_etcd_endpoints": ["http://192.168.205.10:1"]},
+     ["flanneld_etcd_endpoints (http://192.168.205.10:1)"]),
+    ("R16", "flanneld", {"flanneld_iface_regex": {"a": "b"}},
+     ["flanneld_iface_regex", "unable to convert to list"]),
+    ("R17", "docker", {"docker_bip": "10.0.0.1"},
+     ["docker_bip (10.0.0.1): must be ADDRESS/PREFIX"]),
+    ("R18", "docker", {"docker_mtu": 20},
+     ["docker_mtu (20): must be a whole number between 68 and 65535"]),
+    ("R19", "docker", {"docker_mtu": "big"},
+     ["docker_mtu (big): must be a whole number between 68 and 65535"]),
+    ("R20", "docker", {"docker_ip_masq": "maybe"},
+     ["docker_ip_masq (maybe): must be auto, true or false"]),
+    ("R21", "docker", {"docker_daemon_options": "x"},
+     ["docker_daemon_options", "unable to convert to dict"]),
+    ("R22", "docker", {"docker_ready_retries": "many"},
+     ["docker_ready_retries", "unable to convert to int"]),
+    ("R23", "forward", {"forward_mode": "bogus"},
+     ["forward_mode must be one of: policy, rules, got: bogus"]),
+    ("R24", "forward", {"forward_networks": ["not-a-cidr"]},
+     ["forward_networks (not-a-cidr): every entry must be an IPv4 network ADDRESS/PREFIX"]),
+    ("R25", "forward", {"forward_mode": "rules", "forward_networks": []},
+     ["forward_networks", "rules mode needs at least one"]),
+    ("R26", "forward", {"forward_docker_dropin": "perhaps"},
+     ["forward_docker_dropin", "unable to convert to bool"]),
+    ("R27", "forward", {"forward_remove_policy": "REJECT"},
+     ["forward_remove_policy must be one of", "got: REJECT"]),
+    ("R28", "etcd", {"etcd_install_method": "snap"},
+     ["etcd_install_method must be one of: package, release, got: snap"]),
+    ("R29", "etcd", {"etcd_client_port": "abc"},
+     ["etcd_client_port", "unable to convert to int"]),
+    ("R30", "etcd", {"etcd_enable_v2": "perhaps"},
+     ["etcd_enable_v2", "unable to convert to bool"]),
+    ("R31", "etcd", {"etcd_extra_env": "x"},
+     ["etcd_extra_env", "unable to convert to dict"]),
+    ("R32", "etcd", {"etcd_address_variable": "no_such_var"},
+     ["every member of it needs the inventory variable 'no_such_var'"]),
+]
+
+
+# Known gaps, kept visible: the role's argument validation templates the defaults derived from
+# the inventory (network_config_etcd_endpoints from groups[network_config_etcd_group], etcd_data_dir
+# from every member's etcd_address_variable) before the role's own check can name the variable, so
+# the run fails (and changes nothing) with a bare Jinja error. strict: once the defaults are
+# guarded, these cases pass and the marker must go.
+KNOWN_GAPS = {
+    "R8": "network_config defaults: groups[network_config_etcd_group] is templated before the group check",
+    "R32": "etcd vars: hostvars[...][etcd_address_variable] is templated before the address check",
+}
+ROLE_PARAMS = [pytest.param(*case, id=case[0],
+                            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[case[0]])] if case[0] in KNOWN_GAPS else [])
+               for case in ROLE_CASES]
+
+
+@pytest.mark.parametrize("case_id, target, extra_vars, fragments", ROLE_PARAMS)
+def test_bad_role_variable_is_rejected_and_changes_nothing(lab, case_id, target, extra_vars, fragments):
+    if target == "site":
+        playbook, variables = SITE, dict(extra_vars)
+    else:
+        playbook = ROLE
+        variables = dict(extra_vars, integration_role=target, integration_hosts="docker-node1")
+    with lab():
+        ensure_lab()
+        before = lab_snapshot()
+        rc, output = ansible_playbook([playbook], extra_vars=variables, inventories=lab_inventories())
+        after = lab_snapshot()
+    assert rc != 0, "%s: %s was accepted:\n%s" % (case_id, extra_vars, output[-3000:])
+    for fragment in fragments:
+        assert fragment in output, "%s: %r not in the output:\n%s" % (case_id, fragment, output[-3000:])
+    assert after == before, "%s changed the lab" % case_id
+
+
+# ---- module arguments, on the controller against the tests' etcd ----------------------------
+
+SEED_LEASE = ("10.20.16.0-20", {"PublicIP": "192.168.205.99", "BackendType": "vxlan",
+                                "BackendData": {"VtepMAC": "02:00:00:00:00:99"}})
+
+
+def etcd_put(endpoint, key, value):
+    body = urllib.parse.urlencode({"value": value}).encode()
+    request = urllib.request.Request(endpoint + "/v2/keys" + key, data=body, method="PUT")
+    urllib.request.urlopen(request, timeout=5).read()
+
+
+def etcd_dump(endpoint):
+    keys = {}
+
+    def walk(node):
+        if node.get("dir"):
+            for child in node.get("nodes", []):
+                walk(child)
+        else:
+            keys[node["key"]] = node.get("value")
+    answer = urllib.request.urlopen(endpoint + "/v2/keys/?recursive=true&sorted=true", timeout=5)
+    walk(json.load(answer)["node"])
+    return keys
+
+
+def controller_state():
+    links = subprocess.run(["ip", "-j", "link", "show", "type", "vxlan"], stdout=subprocess.PIPE, text=True,
+                           check=True).stdout
+    flannel = sorted(link["ifname"] for link in json.loads(links or "[]") if link["ifname"].startswith("flannel."))
+    return {"flannel_links": flannel, "subnet_env": os.path.exists("/run/flannel/subnet.env")}
+
+
+# (id, module, arguments (endpoints/prefix added for the etcd modules), fragments)
+MODULE_CASES = [
+    ("M1", "network_config", {"config": "{not json"}, ["config: is not valid JSON"]),
+    ("M2", "network_config", {"config": backend(VNI=16777216), "config_name": "net"},
+     ["net.Backend.VNI: must be between 1 and 16777215"]),
+    ("M3", "network_config", {"config": LAB_CONFIG, "bogus": 1}, ["Invalid options", "bogus"]),
+    ("M4", "network_config", {"config": LAB_CONFIG, "report_leases": "perhaps"},
+     ["report_leases", "unable to convert to bool"]),
+    ("M5", "lease", {"state": "present", "public_ip": ["192.168.205.99"]},
+     ["value of state must be one of: absent, got: present"]),
+    ("M6", "lease", {"public_ip": ["192.168.205.99"], "timeout": "soon"},
+     ["timeout", "unable to convert to float"]),
+    ("M7", "lease", {"public_ip": ["192.168.205.99"], "cert_file": "/nonexistent/client.pem"},
+     ["parameters are required together: cert_file, key_file"]),
+    ("M8", "lease_info", {"bogus": 1}, ["Unsupported parameters", "bogus"]),
+    ("M9", "lease_info", {"endpoints": {"a": "b"}}, ["endpoints", "unable to convert to list"]),
+    ("M10", "overlay_info", {"vni": "abc"}, ["vni", "unable to convert to int"]),
+    ("M11", "overlay_info", {"vni": 100, "peers": "x"}, ["peers", "dict"]),
+    ("M12", "overlay_info", {"vni": 100, "bogus": 1}, ["Unsupported parameters", "bogus"]),
+    ("M13", "overlay_info", {"subnet_file": "/run/flannel/subnet.env"}, ["one of the following is required: vni, device"]),
+]
+
+
+@pytest.mark.parametrize("case_id, module, arguments, fragments", MODULE_CASES,
+                         ids=[case[0] for case in MODULE_CASES])
+def test_bad_module_argument_is_rejected_and_changes_nothing(etcd_endpoint, tmp_path, case_id, module, arguments,
+                                                             fragments):
+    etcd_put(etcd_endpoint, "/coreos.com/network/config", json.dumps(LAB_CONFIG))
+    etcd_put(etcd_endpoint, "/coreos.com/network/subnets/" + SEED_LEASE[0], json.dumps(SEED_LEASE[1]))
+    if module != "overlay_info":
+        arguments = dict({"endpoints": [etcd_endpoint], "prefix": "/coreos.com/network"}, **arguments)
+    playbook = tmp_path / "module.yml"
+    # JSON is YAML: the arguments are written literally, not templated.
+    playbook.write_text(json.dumps([{
+        "name": "Call one module with the arguments under test", "hosts": "localhost", "connection": "local",
+        "gather_facts": False, "vars": {"ansible_python_interpreter": sys.executable},
+        "tasks": [{"name": "Call netlab.flannel." + module, "netlab.flannel." + module: arguments}]}]))
+    before = (etcd_dump(etcd_endpoint), controller_state())
+    rc, output = ansible_playbook([str(playbook)], inventories=["localhost,"])
+    after = (etcd_dump(etcd_endpoint), controller_state())
+    assert rc != 0, "%s: %s was accepted:\n%s" % (case_id, arguments, output[-3000:])
+    for fragment in fragments:
+        assert fragment in output, "%s: %r not in the output:\n%s" % (case_id, fragment, output[-3000:])
+    assert before[0]["/coreos.com/network/subnets/" + SEED_LEASE[0]], "the seeded lease is missing"
+    assert after == before, "%s changed etcd or the controller" % case_id
