@@ -1,6 +1,5 @@
 """A throw-away etcd (v2 API on) for tests: plain on loopback, or TLS through ETCD_* variables."""
 
-import os
 import shutil
 import socket
 import subprocess

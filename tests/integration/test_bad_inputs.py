@@ -13,7 +13,7 @@ Network config JSON and agent flags are covered where they are parsed, by refere
   * tests/unit/agent/test_cli.py::test_usage_errors_name_the_flag (9 flags) and
     test_bad_environment_value_names_the_variable (1): the agent exits 2 naming the flag.
 
-This file adds 45 cases run through ansible-playbook:
+This file adds 48 cases run through ansible-playbook:
 
 Role variables, against the lab (docker-node1 and docker-node2; site.yml or one role on docker-node1):
   id   run        input                                              message names          rule
@@ -24,7 +24,7 @@ Role variables, against the lab (docker-node1 and docker-node2; site.yml or one 
   R5   site.yml   flanneld_iface [eth9]                              flanneld_iface         not an interface of the host
   R6   network_config  network_config_flannel "10.0.0.0/8" (a str)   network_config_flannel  convert to dict
   R7   network_config  network_config_etcd_client_port "abc"         network_config_etcd_client_port  convert to int
-  R8   network_config  network_config_etcd_group nosuchgroup         network_config_etcd_group  has no hosts  (known gap, xfail)
+  R8   network_config  network_config_etcd_group nosuchgroup         network_config_etcd_group  has no hosts
   R9   network_config  network_config_etcd_endpoints "x" (a dict)    network_config_etcd_endpoints  convert to list
   R10  flanneld   flanneld_healthz_port "abc"                        flanneld_healthz_port  convert to int
   R11  flanneld   flanneld_ip_masq "maybe"                           flanneld_ip_masq       convert to bool
@@ -48,7 +48,10 @@ Role variables, against the lab (docker-node1 and docker-node2; site.yml or one 
   R29  etcd       etcd_client_port "abc"                             etcd_client_port       convert to int
   R30  etcd       etcd_enable_v2 "perhaps"                           etcd_enable_v2         convert to bool
   R31  etcd       etcd_extra_env "x"                                 etcd_extra_env         convert to dict
-  R32  etcd       etcd_address_variable no_such_var                  no_such_var            every member needs it  (known gap, xfail)
+  R32  etcd       etcd_address_variable no_such_var                  no_such_var            every member needs it
+  R33  flanneld   flanneld_subnet_lease_renew_margin 0               flanneld_subnet_lease_renew_margin  between 1 and 1439
+  R34  flanneld   flanneld_healthz_port 70000                        flanneld_healthz_port  between 0 (off) and 65535
+  R35  flanneld   flanneld_reconcile_interval 0                      flanneld_reconcile_interval  above 0 seconds
 
 Module arguments, on the controller (connection local) against the tests' own etcd (seeded with a
 config and a lease):
@@ -169,21 +172,16 @@ ROLE_CASES = [
      ["etcd_extra_env", "unable to convert to dict"]),
     ("R32", "etcd", {"etcd_address_variable": "no_such_var"},
      ["every member of it needs the inventory variable 'no_such_var'"]),
+    ("R33", "flanneld", {"flanneld_subnet_lease_renew_margin": 0},
+     ["flanneld_subnet_lease_renew_margin: must be between 1 and 1439 minutes"]),
+    ("R34", "flanneld", {"flanneld_healthz_port": 70000},
+     ["flanneld_healthz_port: must be between 0 (off) and 65535"]),
+    ("R35", "flanneld", {"flanneld_reconcile_interval": 0},
+     ["flanneld_reconcile_interval: must be above 0 seconds"]),
 ]
 
 
-# Known gaps, kept visible: the role's argument validation templates the defaults derived from
-# the inventory (network_config_etcd_endpoints from groups[network_config_etcd_group], etcd_data_dir
-# from every member's etcd_address_variable) before the role's own check can name the variable, so
-# the run fails (and changes nothing) with a bare Jinja error. strict: once the defaults are
-# guarded, these cases pass and the marker must go.
-KNOWN_GAPS = {
-    "R8": "network_config defaults: groups[network_config_etcd_group] is templated before the group check",
-    "R32": "etcd vars: hostvars[...][etcd_address_variable] is templated before the address check",
-}
-ROLE_PARAMS = [pytest.param(*case, id=case[0],
-                            marks=[pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[case[0]])] if case[0] in KNOWN_GAPS else [])
-               for case in ROLE_CASES]
+ROLE_PARAMS = [pytest.param(*case, id=case[0]) for case in ROLE_CASES]
 
 
 @pytest.mark.parametrize("case_id, target, extra_vars, fragments", ROLE_PARAMS)

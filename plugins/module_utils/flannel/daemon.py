@@ -170,6 +170,15 @@ class Agent:
         for change in ensure_masquerade(self.config.network, self.lease.subnet):
             LOG.info("ip-masq: %s", change)
 
+    def _remove_masquerade(self, subnet):
+        """Drop the rules naming a subnet this host no longer holds."""
+        if not self.options.ip_masq:
+            return
+        from .ipmasq import remove_masquerade
+
+        for change in remove_masquerade(self.config.network, subnet):
+            LOG.info("ip-masq: %s", change)
+
     def _schedule_renewal(self):
         if self.lease.is_reservation:
             self.renew_at = None  # operator reservations never expire and are never renewed
@@ -253,6 +262,7 @@ class Agent:
             return
         if lease.subnet != old_subnet:
             LOG.warning("lease moved from %s to %s", old_subnet, lease.subnet)
+            self._remove_masquerade(old_subnet)
         self._install_lease(lease)
         self._resync()
 
