@@ -47,6 +47,7 @@ lab-nodes: lab-prereqs venv
 lab: lab-nodes agent
 	ansible-playbook playbooks/site.yml -i inventories/lab
 	ansible-playbook playbooks/verify.yml -i inventories/lab
+	ansible-playbook extensions/molecule/default/capture.yml -i inventories/lab
 
 lab-destroy:
 	bash lab/nodes.sh destroy
