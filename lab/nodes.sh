@@ -60,11 +60,19 @@ wait_node() {  # name address
 up() {
   docker image inspect "$NODE_IMAGE" >/dev/null 2>&1 || "$LAB_DIR/build-images.sh"
   ensure_network
-  local opts nodes name addr state
+  local opts nodes name addr state image
   mapfile -t opts < <("$LAB_DIR/node-options.sh")
   nodes=$(inventory_nodes)
+  image=$(docker image inspect -f '{{.Id}}' "$NODE_IMAGE")
   while read -r name addr; do
     state=$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null) || state=absent
+    # A node from an older image (another checkout's ssh key, another package set) is replaced:
+    # reusing it would leave a node this checkout cannot log in to.
+    if [ "$state" != absent ] && [ "$(docker inspect -f '{{.Image}}' "$name")" != "$image" ]; then
+      docker rm -f "$name" >/dev/null
+      echo "nodes: removed $name (made from an older image)"
+      state=absent
+    fi
     case $state in
       true) ;;
       false) docker start "$name" >/dev/null && echo "nodes: started $name" ;;
