@@ -17,6 +17,8 @@ help:
 	@echo "make lab-destroy  remove every container, network and image the lab made"
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
+	python3 -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv; }
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-test.txt
