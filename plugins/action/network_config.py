@@ -41,11 +41,6 @@ def _plain(value):
     return json.loads(json.dumps(value))
 
 
-def error_message(name, key, rule):
-    """'<name>.<key>: <rule>', or '<name>: <rule>' when the whole config is at fault."""
-    return "%s: %s" % (name if key == "config" else "%s.%s" % (name, key), rule)
-
-
 def validate_config(config, name):
     """(effective config dict, None) or (None, failure dict) for a config given as dict or JSON text."""
     missing = missing_libraries(["netaddr"])
@@ -67,7 +62,7 @@ def validate_config(config, name):
     try:
         return parse_network_config(data).as_dict(), None
     except ConfigError as err:
-        return None, dict(failed=True, key=err.key, rule=err.rule, msg=error_message(name, err.key, err.rule))
+        return None, dict(failed=True, key=err.key, rule=err.rule, msg=err.under(name))
 
 
 class ActionModule(ActionBase):

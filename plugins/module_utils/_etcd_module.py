@@ -6,7 +6,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import missing_libraries
@@ -46,6 +48,22 @@ def open_registry(module):
         endpoints=params["endpoints"], prefix=params["prefix"], ca_file=params["ca_file"],
         cert_file=params["cert_file"], key_file=params["key_file"], username=params["username"],
         password=params["password"], timeout=params["timeout"])
+
+
+@contextlib.contextmanager
+def etcd_failures(module, result=None):
+    """Fail the module, naming the endpoints and the cause, when etcd cannot serve a request.
+
+    `result` (a dict the block may still fill in) is returned with the failure.
+    """
+    endpoints = ", ".join(module.params["endpoints"])
+    try:
+        yield
+    except registry.RegistryError as err:
+        module.fail_json(msg="etcd at %s: %s" % (endpoints, err), **(result or {}))
+    except registry.etcd.EtcdException as err:  # refused writes, authentication, TLS
+        module.fail_json(msg="etcd at %s: %s: %s" % (endpoints, type(err).__name__, err),
+                         exception=traceback.format_exc(), **(result or {}))
 
 
 def lease_to_dict(lease, prefix_registry):

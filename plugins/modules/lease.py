@@ -76,12 +76,12 @@ removed:
       modified_index: 42
 """
 
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netlab.flannel.plugins.module_utils._etcd_module import (
     ETCD_ARGUMENT_SPEC,
     ETCD_REQUIRED_TOGETHER,
+    etcd_failures,
     lease_to_dict,
     open_registry,
     require_libraries,
@@ -100,9 +100,7 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec, required_together=ETCD_REQUIRED_TOGETHER,
                            required_one_of=[("public_ip", "subnet")], supports_check_mode=True)
     require_libraries(module)
-    import etcd
     from netaddr import AddrFormatError, IPAddress, IPNetwork
-    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import RegistryError
 
     if not module.params["public_ip"] and not module.params["subnet"]:
         module.fail_json(msg="one of public_ip or subnet must name at least one lease")
@@ -119,9 +117,8 @@ def main():
         return lease.attrs.public_ip in public_ips or lease.subnet in subnets
 
     registry = open_registry(module)
-    endpoints = ", ".join(module.params["endpoints"])
     removed, before_keys = {}, None
-    try:
+    with etcd_failures(module):
         for dummy in range(ATTEMPTS):
             listing = registry.list_leases()
             if before_keys is None:
@@ -143,11 +140,6 @@ def main():
         else:
             module.fail_json(msg="leases kept changing while being removed (is the agent still running?): %s"
                              % ", ".join(str(lease.subnet) for lease in targets))
-    except RegistryError as err:
-        module.fail_json(msg="etcd at %s: %s" % (endpoints, err))
-    except etcd.EtcdException as err:
-        module.fail_json(msg="etcd at %s: %s: %s" % (endpoints, type(err).__name__, err),
-                         exception=traceback.format_exc())
 
     result = dict(changed=bool(removed), removed=[removed[key] for key in sorted(removed)])
     if module._diff and removed:

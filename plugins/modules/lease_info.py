@@ -98,12 +98,12 @@ config_error:
   sample: "/coreos.com/network/config does not exist in etcd (written with the v3 API? flannel reads v2)"
 """
 
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netlab.flannel.plugins.module_utils._etcd_module import (
     ETCD_ARGUMENT_SPEC,
     ETCD_REQUIRED_TOGETHER,
+    etcd_failures,
     lease_to_dict,
     open_registry,
     require_libraries,
@@ -114,30 +114,22 @@ def main():
     module = AnsibleModule(argument_spec=dict(ETCD_ARGUMENT_SPEC), required_together=ETCD_REQUIRED_TOGETHER,
                            supports_check_mode=True)
     require_libraries(module)
-    import etcd
     from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import (
         ConfigError,
         parse_network_config,
     )
     from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
         ConfigMissing,
-        RegistryError,
     )
 
     registry = open_registry(module)
-    endpoints = ", ".join(module.params["endpoints"])
-    try:
+    with etcd_failures(module):
         listing = registry.list_leases()
         config, config_error = None, None
         try:
             config = parse_network_config(registry.get_config()).as_dict()
         except (ConfigMissing, ConfigError) as err:
             config_error = str(err)
-    except RegistryError as err:
-        module.fail_json(msg="etcd at %s: %s" % (endpoints, err))
-    except etcd.EtcdException as err:
-        module.fail_json(msg="etcd at %s: %s: %s" % (endpoints, type(err).__name__, err),
-                         exception=traceback.format_exc())
     leases = sorted(listing.leases, key=lambda lease: (lease.subnet.first, lease.subnet.prefixlen))
     module.exit_json(
         changed=False,

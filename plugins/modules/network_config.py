@@ -152,12 +152,12 @@ leases:
 """
 
 import json
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netlab.flannel.plugins.module_utils._etcd_module import (
     ETCD_ARGUMENT_SPEC,
     ETCD_REQUIRED_TOGETHER,
+    etcd_failures,
     open_registry,
     pretty_json,
     require_libraries,
@@ -193,31 +193,27 @@ def main():
                            supports_check_mode=True)
     require_libraries(module)
     # Imported after the library check: these need netaddr and python-etcd.
-    import etcd
     from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import (
         ConfigError,
         parse_network_config,
     )
     from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
         ConfigMissing,
-        RegistryError,
     )
 
     name = module.params["config_name"]
     try:
         desired = parse_network_config(module.params["config"])
     except ConfigError as err:
-        where = name if err.key == "config" else "%s.%s" % (name, err.key)
-        module.fail_json(msg="%s: %s" % (where, err.rule), key=err.key, rule=err.rule)
+        module.fail_json(msg=err.under(name), key=err.key, rule=err.rule)
     result = dict(changed=False, config=desired.as_dict())
     if module.params["validate_only"]:
         module.exit_json(**result)
 
     value = _desired_value(module.params["config"])
     registry = open_registry(module)
-    endpoints = ", ".join(module.params["endpoints"])
     result.update(key=registry.config_key, value=value, previous=None)
-    try:
+    with etcd_failures(module, result):
         try:
             result["previous"] = registry.get_config()
         except ConfigMissing:
@@ -237,11 +233,6 @@ def main():
                                       before=_diff_text(result["previous"]), after=_diff_text(value))
             if not module.check_mode:
                 registry.put_config(value)
-    except RegistryError as err:
-        module.fail_json(msg="etcd at %s: %s" % (endpoints, err), **result)
-    except etcd.EtcdException as err:  # refused writes, authentication, TLS
-        module.fail_json(msg="etcd at %s: %s: %s" % (endpoints, type(err).__name__, err),
-                         exception=traceback.format_exc(), **result)
     module.exit_json(**result)
 
 

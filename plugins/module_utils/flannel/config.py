@@ -26,6 +26,11 @@ class ConfigError(ValueError):
         self.key = key
         self.rule = rule
 
+    def under(self, name):
+        """The message for a config held in variable `name`: '<name>.<key>: <rule>' ('<name>: ...'
+        when the whole document is at fault)."""
+        return "%s: %s" % (name if self.key == "config" else "%s.%s" % (name, self.key), self.rule)
+
 
 class BackendConfig:
     """The Backend object: its type and the vxlan options (ignored by host-gw)."""
