@@ -30,9 +30,9 @@ venv: $(VENV)/.installed
 # lab (docker engine).
 prereqs:
 	bash lab/ensure-docker.sh
-	command -v etcd >/dev/null && command -v shellcheck >/dev/null || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	  etcd-server etcd-client shellcheck; }
+	command -v etcd >/dev/null && command -v shellcheck >/dev/null && command -v ethtool >/dev/null || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	  etcd-server etcd-client shellcheck ethtool; }
 
 build/flanneld.pyz: $(VENV)/.installed $(AGENT_SOURCES)
 	$(PY) tools/build_agent.py $@

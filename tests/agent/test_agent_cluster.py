@@ -1,5 +1,6 @@
 """The agent end to end: real processes (the built zipapp) on namespace hosts, a real etcd."""
 
+import os
 import signal
 
 from netaddr import IPNetwork
@@ -50,6 +51,18 @@ def test_three_hosts_lease_program_and_ping_across_vxlan(lab, cluster):
     assert ping(first.ns, third.address, count=3) and ping(third.ns, first.address, count=1)
     for agent in agents:
         assert agent.healthz()[0] == 200
+    # The offload decision is logged at start-up; this kernel (5.7 or newer) keeps the default.
+    assert "tx checksum offload on flannel.100: on (auto: kernel %s is 5.7 or newer" % os.uname().release \
+        in agents[0].log
+
+
+def test_vxlan_offload_flag_off_reaches_the_device(lab, cluster):
+    host = lab.add_host()
+    agent = cluster.agent(host, "-vxlan-offload=off")
+    agent.wait_env()
+    shown = host.run(["ethtool", "-k", "flannel.100"]).stdout
+    assert "tx-checksum-ip-generic: off" in shown and "tx-tcp-segmentation: off" in shown
+    assert "tx checksum offload on flannel.100: off (set by -vxlan-offload=off)" in agent.log
 
 
 def test_late_joiner_is_routed_and_bad_keys_do_not_stall_the_watch(lab, cluster):

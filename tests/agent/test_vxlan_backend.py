@@ -245,25 +245,49 @@ def test_device_set_down_is_brought_up_by_sync(nodes):
 
 
 INSIDE_NAMESPACE = r"""
+import subprocess
 import sys
 sys.path.insert(0, sys.argv[1])
 from pyroute2.ethtool import Ethtool
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import netlink
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import VxlanBackend
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
+
+def features():
+    found = Ethtool().get_features("flannel.1").features
+    return " ".join("%s=%s" % (name, "on" if found[name].enable else "off")
+                    for name in ("tx-checksum-ip-generic", "tx-tcp-segmentation"))
+
 config = parse_network_config({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan", "VNI": 1}})
-backend = VxlanBackend(config, netlink.select_interface(), sys.argv[2])  # its own IPRoute
-changes = backend.setup()["changes"]
-feature = Ethtool().get_features("flannel.1").features["tx-checksum-ip-generic"]
-print(changes[-1], "enabled" if feature.enable else "disabled")
+backend = VxlanBackend(config, netlink.select_interface(), sys.argv[2], offload=sys.argv[3])  # own IPRoute
+setup_changes = backend.setup()["changes"]
+backend.configure_lease("10.5.1.0/24")
+print("setup", [c for c in setup_changes if "checksum" in c], features())
+# Someone flips the feature behind the agent's back: the reconcile puts the chosen state back.
+flipped = "off" if backend.offload else "on"
+subprocess.run(["ethtool", "-K", "flannel.1", "tx-checksum-ip-generic", flipped], check=True,
+               stdout=subprocess.DEVNULL)
+print("flipped", features())
+print("sync", [c for c in backend.sync({}) if "checksum" in c], features())
 """
 
 
-def test_own_namespace_backend_turns_tx_checksum_offload_off(three_hosts):
+def _offload_run(host, choice):
     import os
     import sys
-    host = three_hosts[0]
     collections = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                ".collections")
-    shown = host.run([sys.executable, "-c", INSIDE_NAMESPACE, collections, host.address]).stdout
-    assert shown.strip() == "set flannel.1 tx-checksum-ip-generic off disabled"
+    return host.run([sys.executable, "-c", INSIDE_NAMESPACE, collections, host.address, choice]).stdout
+
+
+@pytest.mark.parametrize("choice,state", [("off", "off"), ("on", "on"), ("auto", "on")])
+def test_vxlan_offload_choice_is_applied_and_kept_by_reconcile(three_hosts, choice, state):
+    """auto on this kernel (5.7 or newer) keeps the kernel's default, on; segmentation offload
+    follows the checksum feature; a flip behind the agent's back is undone by sync()."""
+    shown = _offload_run(three_hosts[0], choice).splitlines()
+    other = "off" if state == "on" else "on"
+    changed = ["set flannel.1 tx-checksum-ip-generic off"] if state == "off" else []
+    assert shown[0] == "setup %r tx-checksum-ip-generic=%s tx-tcp-segmentation=%s" % (changed, state, state)
+    assert shown[1] == "flipped tx-checksum-ip-generic=%s tx-tcp-segmentation=%s" % (other, other)
+    assert shown[2] == ("sync ['set flannel.1 tx-checksum-ip-generic %s'] "
+                        "tx-checksum-ip-generic=%s tx-tcp-segmentation=%s" % (state, state, state))

@@ -49,6 +49,11 @@ def _positive(value):
         raise ValueError("must be above 0 seconds, got %d" % value)
 
 
+def _offload_choice(value):
+    if value not in ("auto", "on", "off"):
+        raise ValueError("must be auto, on or off")
+
+
 FLAGS = [
     Flag("etcd-endpoints", "http://127.0.0.1:2379", "comma-separated list of etcd endpoints"),
     Flag("etcd-prefix", "/coreos.com/network", "etcd prefix of the network config and leases"),
@@ -71,6 +76,9 @@ FLAGS = [
          kind=int, check=_port),
     Flag("reconcile-interval", 10, "seconds between checks that re-create data-plane entries "
                                    "removed behind the agent's back", kind=int, check=_positive),
+    Flag("vxlan-offload", "auto", "tx checksum offload on the vxlan device: auto (on, but off on "
+                                  "kernels before 5.7, whose checksums break under NAT), on or off",
+         check=_offload_choice),
     Flag("host-id", "", "identity of this host, to detect two hosts using one public IP "
                         "(default: /etc/machine-id)"),
     Flag("version", False, "print the version and exit", kind=bool),

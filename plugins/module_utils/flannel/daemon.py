@@ -43,11 +43,14 @@ def default_host_id():
     return socket.gethostname()
 
 
-def make_backend(config, iface, public_ip):
+def make_backend(config, iface, public_ip, options):
     if config.backend.type == "vxlan":
         from .backends.vxlan import VxlanBackend
 
-        return VxlanBackend(config, iface, public_ip)
+        backend = VxlanBackend(config, iface, public_ip, offload=options.vxlan_offload)
+        LOG.info("tx checksum offload on %s: %s (%s)", backend.device_name,
+                 "on" if backend.offload else "off", backend.offload_reason)
+        return backend
     from .backends.host_gw import HostGwBackend
 
     return HostGwBackend(config, iface, public_ip)
@@ -206,7 +209,7 @@ class Agent:
         public_ip = self.options.public_ip or str(iface.address)
         LOG.info("using interface %s (%s), public IP %s", iface.name, iface.address, public_ip)
         try:
-            self.backend = make_backend(self.config, iface, public_ip)
+            self.backend = make_backend(self.config, iface, public_ip, self.options)
             self.backend_info = self.backend.setup()
         except BackendError as err:
             LOG.error("backend %s: %s", self.config.backend.type, err)

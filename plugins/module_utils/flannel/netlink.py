@@ -331,19 +331,32 @@ def format_route(route, name=None):
     return text + " onlink" if route.onlink else text
 
 
-def disable_tx_checksum_offload(ifname):
-    """Turn off tx-checksum-ip-generic on a device of the CURRENT namespace (ethtool ioctl),
-    the workaround for the kernel bug that corrupts VXLAN UDP checksums (complaint 7).
-    Returns True when it changed something."""
+def tx_checksum_offload(ifname):
+    """Whether tx-checksum-ip-generic is on for a device of the CURRENT namespace (ethtool
+    ioctl), or None when the device does not offer the feature."""
     from pyroute2.ethtool import Ethtool  # imported here: only the agent needs it
+
+    ethtool = Ethtool()
+    try:
+        feature = ethtool.get_features(ifname).features.get(TX_CSUM_FEATURE)
+        return None if feature is None else bool(feature.enable)
+    finally:
+        ethtool.close()
+
+
+def set_tx_checksum_offload(ifname, enabled):
+    """Turn tx-checksum-ip-generic on or off for a device of the CURRENT namespace. Only that
+    feature is written, so the kernel brings back the segmentation offloads that depend on it
+    when it is turned on again. Returns True when it changed something."""
+    from pyroute2.ethtool import Ethtool
 
     ethtool = Ethtool()
     try:
         features = ethtool.get_features(ifname)
         feature = features.features.get(TX_CSUM_FEATURE)
-        if feature is None or not feature.enable:
+        if feature is None or bool(feature.enable) == bool(enabled):
             return False
-        feature.enable = False
+        feature.enable = bool(enabled)
         ethtool.set_features(ifname, features)
         return True
     finally:

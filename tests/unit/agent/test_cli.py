@@ -44,11 +44,18 @@ def test_repeatable_and_environment():
     (["-iface"], "flag -iface needs a value"),
     (["stray"], "unexpected argument 'stray'"),
     (["-reconcile-interval=0"], "-reconcile-interval: must be above 0"),
+    (["-vxlan-offload=maybe"], "invalid value 'maybe' for -vxlan-offload: must be auto, on or off"),
 ])
 def test_usage_errors_name_the_flag(argv, message):
     with pytest.raises(UsageError) as caught:
         parse_args(argv, environ={})
     assert message in str(caught.value)
+
+
+def test_vxlan_offload_flag_and_environment():
+    assert parse_args([], environ={}).vxlan_offload == "auto"
+    assert parse_args([], environ={"FLANNELD_VXLAN_OFFLOAD": "off"}).vxlan_offload == "off"
+    assert parse_args(["-vxlan-offload", "on"], environ={"FLANNELD_VXLAN_OFFLOAD": "off"}).vxlan_offload == "on"
 
 
 def test_bad_environment_value_names_the_variable():

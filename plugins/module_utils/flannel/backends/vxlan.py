@@ -1,8 +1,11 @@
 """The vxlan backend (flanneld v0.9+ static programming), with these fixes over upstream:
 a deterministic VTEP MAC (complaint 6), the MTU set on the device (10), only flannel-network
 addresses replaced on the device (9), stale neighbour/FDB/route entries removed and a deleted
-device recreated (6, 8), tx checksum offload off on the device (7).
+device recreated (6, 8), and tx checksum offload chosen per kernel (see decide_offload).
 """
+
+import os
+import re
 
 from .. import netlink
 from .base import BackendError, PeerEntries, RouteBackend
@@ -13,13 +16,43 @@ except ImportError:  # reported by the caller through missing_libraries()
     IPNetwork = None
 
 VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
+OFFLOAD_CHOICES = ("auto", "on", "off")
+# Kernels before 5.7 send VXLAN packets with a wrong UDP checksum when NAT with --random-fully
+# rewrites their source port after the checksum was offloaded; 5.7 fixed it.
+OFFLOAD_FIXED_IN = (5, 7)
+
+
+def kernel_version(release=None):
+    """(major, minor) of a kernel release string such as '6.18.44-fc', or None if unreadable."""
+    match = re.match(r"(\d+)\.(\d+)", release if release is not None else os.uname().release)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def decide_offload(choice, release=None):
+    """(enabled, reason) for tx checksum offload on the vxlan device.
+
+    `auto` keeps the kernel's default (on) and turns it off only where the checksum bug exists
+    (kernels before 5.7); `on` and `off` are the operator's word."""
+    if choice not in OFFLOAD_CHOICES:
+        raise ValueError("vxlan offload must be one of %s, got %r" % (", ".join(OFFLOAD_CHOICES), choice))
+    if choice != "auto":
+        return choice == "on", "set by -vxlan-offload=%s" % choice
+    version = kernel_version(release)
+    shown = release if release is not None else os.uname().release
+    if version is None:
+        return True, "auto: kernel release %r unreadable, keeping the kernel's default" % shown
+    if version < OFFLOAD_FIXED_IN:
+        return False, ("auto: kernel %s is older than 5.7, whose VXLAN checksums break under NAT "
+                       "with --random-fully" % shown)
+    return True, "auto: kernel %s is 5.7 or newer, keeping the kernel's default" % shown
 
 
 class VxlanBackend(RouteBackend):
     backend_type = "vxlan"
 
-    def __init__(self, config, iface, public_ip, ipr=None):
+    def __init__(self, config, iface, public_ip, ipr=None, offload="auto"):
         super().__init__(config, iface, public_ip, ipr)
+        self.offload, self.offload_reason = decide_offload(offload)
         backend = config.backend
         self.vni = backend.vni
         self.device_name = "flannel.%d" % self.vni
@@ -57,7 +90,7 @@ class VxlanBackend(RouteBackend):
                               self.wanted_device["port"], ", gbp" if self.wanted_device["gbp"] else ""))
         self.device_index = index
         changes.extend(self._ensure_mac_and_mtu())
-        changes.extend(self._disable_tx_checksum_offload())
+        changes.extend(self._ensure_offload())
         return {"backend_type": self.backend_type, "vtep_mac": self.vtep_mac, "mtu": self.mtu,
                 "changes": changes}
 
@@ -98,6 +131,7 @@ class VxlanBackend(RouteBackend):
                 "device_index": self.device_index, "vni": self.vni, "vtep_mac": self.vtep_mac,
                 "mtu": self.mtu, "port": self.wanted_device["port"], "gbp": self.wanted_device["gbp"],
                 "direct_routing": bool(self.config.backend.direct_routing),
+                "tx_checksum_offload": "on" if self.offload else "off",
                 "interface": self.iface.name, "interface_address": self.iface.address,
                 "public_ip": self.public_ip, "subnet": str(self.subnet) if self.subnet else None,
                 "peers": len(self._programmed)}
@@ -111,19 +145,21 @@ class VxlanBackend(RouteBackend):
             self.log.warning("%s disappeared or was replaced; recreating it", self.device_name)
             self._programmed = {}  # its neighbours, FDB entries and routes went with it
             return self.setup()["changes"] + self.configure_lease(self.subnet)
-        return self.configure_lease(self.subnet)
+        return self.configure_lease(self.subnet) + self._ensure_offload()
 
-    def _disable_tx_checksum_offload(self):
+    def _ensure_offload(self):
+        """Hold tx checksum offload in the chosen state (after creation and at every reconcile)."""
         # ethtool acts on the current namespace only: with a caller's ipr (maybe a NetNS) the
         # device may live elsewhere, so only the backend's own IPRoute implies it is here.
         if not self._own_ipr:
             return []
+        state = "on" if self.offload else "off"
         try:
-            if netlink.disable_tx_checksum_offload(self.device_name):
-                return ["set %s %s off" % (self.device_name, netlink.TX_CSUM_FEATURE)]
-        except Exception as error:  # an old kernel or driver: the overlay still works
-            self.log.warning("cannot turn off %s on %s: %s", netlink.TX_CSUM_FEATURE,
-                             self.device_name, error)
+            if netlink.set_tx_checksum_offload(self.device_name, self.offload):
+                return ["set %s %s %s" % (self.device_name, netlink.TX_CSUM_FEATURE, state)]
+        except Exception as error:  # a driver without the ioctl: the overlay still works
+            self._warn_once(("offload", state), "cannot set %s %s on %s: %s",
+                            netlink.TX_CSUM_FEATURE, state, self.device_name, error)
         return []
 
     def _ensure_mac_and_mtu(self):
