@@ -14,26 +14,26 @@ import json
 
 from ansible.errors import AnsibleActionFail
 from ansible.plugins.action import ActionBase
+from ansible_collections.netlab.flannel.plugins.module_utils._etcd_module import (
+    ETCD_ARGUMENT_SPEC,
+    ETCD_OPTION_NAMES,
+    ETCD_REQUIRED_TOGETHER,
+)
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import missing_libraries
 
 MODULE = "netlab.flannel.network_config"
 LEASES_MODULE = "netlab.flannel.lease_info"
-ETCD_OPTIONS = ("endpoints", "prefix", "ca_file", "cert_file", "key_file", "username", "password", "timeout")
 
 ARGUMENT_SPEC = dict(
     config=dict(type="raw", required=True),
     report_leases=dict(type="bool", default=False),
     validate_only=dict(type="bool", default=False),
     config_name=dict(type="str", default="config"),
-    endpoints=dict(type="list", elements="str"),
-    prefix=dict(type="str"),
-    ca_file=dict(type="path"),
-    cert_file=dict(type="path"),
-    key_file=dict(type="path"),
-    username=dict(type="str"),
-    password=dict(type="str", no_log=True),
-    timeout=dict(type="float"),
 )
+# The modules' etcd options without their defaults: an option the task leaves unset is not
+# passed on, so the module (and any module_defaults for it) decides.
+ARGUMENT_SPEC.update((name, dict((key, value) for key, value in spec.items() if key != "default"))
+                     for name, spec in ETCD_ARGUMENT_SPEC.items())
 
 
 def _plain(value):
@@ -79,7 +79,7 @@ class ActionModule(ActionBase):
         try:
             dummy, args = self.validate_argument_spec(
                 argument_spec=ARGUMENT_SPEC,
-                required_together=[("cert_file", "key_file"), ("username", "password")])
+                required_together=ETCD_REQUIRED_TOGETHER)
         except AnsibleActionFail as err:
             result.update(err.result)
             return result
@@ -92,7 +92,7 @@ class ActionModule(ActionBase):
             result.update(changed=False, config=effective)
             return result
 
-        etcd_args = dict((name, args[name]) for name in ETCD_OPTIONS if args[name] is not None)
+        etcd_args = dict((name, args[name]) for name in ETCD_OPTION_NAMES if args[name] is not None)
         config = args["config"] if isinstance(args["config"], (str, bytes)) else _plain(args["config"])
         module_args = dict(etcd_args, config=config, config_name=args["config_name"])
         try:

@@ -54,16 +54,6 @@ def test_remove_masquerade_deletes_only_ours(host):
     assert ipmasq.remove_masquerade(NETWORK, OWN_SUBNET, prefix=prefix(host)) == []
 
 
-def test_forward_accept_rules(host):
-    assert len(ipmasq.ensure_forward_accept(NETWORK, prefix=prefix(host))) == 2
-    assert listed(host, "filter", "FORWARD") == [
-        '-A FORWARD -s 10.7.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT',
-        '-A FORWARD -d 10.7.0.0/16 -m comment --comment "flanneld forward" -j ACCEPT']
-    assert ipmasq.ensure_forward_accept(NETWORK, prefix=prefix(host)) == []
-    assert len(ipmasq.remove_forward_accept(NETWORK, prefix=prefix(host))) == 2
-    assert listed(host, "filter", "FORWARD") == []
-
-
 def test_masquerade_lets_a_container_reach_a_host_without_overlay_routes(lab, host):
     other = lab.add_host()
     container = lab.add_container(host, OWN_SUBNET)

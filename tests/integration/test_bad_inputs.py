@@ -5,12 +5,13 @@ arguments, agent flags): each rejected with a message naming the key and the rul
 unchanged afterwards (checked, not assumed)."
 
 Network config JSON and agent flags are covered where they are parsed, by reference:
-  * tests/unit/agent/test_config.py::test_bad_config_names_key_and_rule: 33 bad network configs
+  * tests/unit/agent/test_config.py::test_each_rule_names_its_key: 31 bad network configs
     (not JSON, not an object, Network missing/not a CIDR/too small, SubnetLen, SubnetMin/Max out of
     range or off boundary, udp/unknown backend, VNI, Port, GBP, DirectRouting, ...), each naming
     the key and the rule; the action plugin reuses that parser (cases R1-R3, M1-M2 below show it
     end to end);
-  * tests/unit/agent/test_cli.py::test_usage_errors_name_the_flag (9 flags) and
+  * tests/unit/agent/test_cli.py::test_usage_errors_name_the_flag (9 cases: an unknown flag, a
+    missing value, a stray argument and 6 bad values of 4 flags) and
     test_bad_environment_value_names_the_variable (1): the agent exits 2 naming the flag.
 
 This file adds 48 cases run through ansible-playbook:

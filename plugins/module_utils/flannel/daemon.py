@@ -16,7 +16,7 @@ import time
 from . import missing_libraries
 from .config import ConfigError, parse_network_config
 from .healthz import notify_systemd, start_health_server
-from .lease import LEASE_TTL, LeaseAttrs, LeaseError, OutOfSubnets, acquire_lease
+from .lease import LEASE_TTL, LeaseAttrs, LeaseError, acquire_lease
 from .registry import EtcdRegistry, IndexCleared, RegistryError, RegistryUnavailable
 from .subnet_env import previous_subnet, render_subnet_env, write_subnet_env
 
@@ -142,9 +142,7 @@ class Agent:
                     continue
                 return acquire_lease(self.registry, self.config, self.attrs, previous_subnet=preferred,
                                      log=LOG.info)
-            except OutOfSubnets as err:
-                reason = "failed to acquire lease: %s" % err
-            except (LeaseError, RegistryError) as err:
+            except (LeaseError, RegistryError) as err:  # OutOfSubnets is a LeaseError
                 reason = "failed to acquire lease: %s" % err
             LOG.error("%s; retrying in %.0f s", reason, delay)
             self._set_health(False, reason)

@@ -4,11 +4,8 @@ import os
 import socket
 import threading
 
-try:
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-    from socketserver import TCPServer, ThreadingMixIn
-except ImportError:  # pragma: no cover - Python 2 is not supported
-    BaseHTTPRequestHandler = HTTPServer = TCPServer = ThreadingMixIn = object
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from socketserver import TCPServer, ThreadingMixIn
 
 
 class _Server(ThreadingMixIn, HTTPServer):

@@ -1,7 +1,10 @@
-"""flanneld's iptables rules: --ip-masq NAT rules and the FORWARD ACCEPT rules (Docker >= 1.13
-sets FORWARD to DROP, complaint 5). iptables has no netlink API, so this runs the iptables
+"""flanneld's --ip-masq NAT rules. iptables has no netlink API, so this runs the iptables
 command (with -w, so a concurrent Docker or kube-proxy holding the xtables lock makes us wait
 instead of fail).
+
+flanneld v0.9.1+ also appends FORWARD ACCEPT rules for the network (Docker >= 1.13 sets the FORWARD
+policy to DROP); this agent leaves FORWARD to the role netlab.flannel.forward, which keeps its
+policy or rules across Docker restarts and removes them on teardown.
 
 Rules are checked with -C. When any of a set is missing they are all deleted and appended again
 in order, as flanneld does: the order of the masquerade rules matters.
@@ -11,7 +14,6 @@ in order, as flanneld does: the order of the masquerade rules matters.
 import subprocess
 
 MASQ_COMMENT = "flanneld masq"
-FORWARD_COMMENT = "flanneld forward"
 MULTICAST = "224.0.0.0/4"
 
 
@@ -31,13 +33,6 @@ def masquerade_rules(network, own_subnet):
     ]
 
 
-def forward_rules(network):
-    """filter FORWARD rules accepting traffic from and to the flannel network."""
-    comment = ["-m", "comment", "--comment", FORWARD_COMMENT]
-    return [["-s", str(network)] + comment + ["-j", "ACCEPT"],
-            ["-d", str(network)] + comment + ["-j", "ACCEPT"]]
-
-
 def ensure_masquerade(network, own_subnet, prefix=(), iptables="iptables"):
     """Make nat POSTROUTING hold the four masquerade rules in order; returns the changes made."""
     return _ensure(prefix, iptables, "nat", "POSTROUTING", masquerade_rules(network, own_subnet))
@@ -46,15 +41,6 @@ def ensure_masquerade(network, own_subnet, prefix=(), iptables="iptables"):
 def remove_masquerade(network, own_subnet, prefix=(), iptables="iptables"):
     """Delete the four masquerade rules where present; returns the changes made."""
     return _remove(prefix, iptables, "nat", "POSTROUTING", masquerade_rules(network, own_subnet))
-
-
-def ensure_forward_accept(network, prefix=(), iptables="iptables"):
-    """Make filter FORWARD accept the flannel network's traffic; returns the changes made."""
-    return _ensure(prefix, iptables, "filter", "FORWARD", forward_rules(network))
-
-
-def remove_forward_accept(network, prefix=(), iptables="iptables"):
-    return _remove(prefix, iptables, "filter", "FORWARD", forward_rules(network))
 
 
 def _run(prefix, iptables, table, action, chain, rule):

@@ -1,16 +1,14 @@
 """etcd v2 access in flannel's layout: <prefix>/config and <prefix>/subnets/A.B.C.D-LEN.
 
-The only module that talks to etcd; the agent, the modules and the action plugin all use it.
+The only module that talks to etcd: the agent and the modules use it (the action plugin reaches
+etcd through the modules).
 Every lease write is conditional (prevExist=false to create, prevIndex to change or delete),
 so two hosts can never silently overwrite each other's lease (upstream #1289).
 """
 
 import json
 
-try:
-    from urllib.parse import urlsplit
-except ImportError:  # pragma: no cover - Python 2 is not supported, kept for import sanity
-    from urlparse import urlsplit
+from urllib.parse import urlsplit
 
 try:
     import etcd
@@ -272,13 +270,3 @@ class EtcdRegistry:
         except ValueError as err:
             return [], next_index, (node.key, str(err))
         return [LeaseEvent(lease.subnet, lease)], next_index, None
-
-    def health(self):
-        """Whether an endpoint answers a quorum read of the subnets dir."""
-        try:
-            self.list_leases()
-        except RegistryError as err:
-            return False, str(err)
-        except etcd.EtcdException as err:
-            return False, "etcd error: %s" % err
-        return True, "ok"

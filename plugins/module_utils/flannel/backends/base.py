@@ -1,5 +1,6 @@
 """What the route-programming backends share: per-peer desired entries, a full reconcile that
-repairs drift (complaint 8), and cheap per-event add/remove driven by what was last programmed.
+repairs drift (entries a NIC flap or network restart removed, which flanneld never restores), and
+cheap per-event add/remove driven by what was last programmed.
 
 A peer needs up to three kernel entries: a permanent neighbour (ip, mac) and an FDB entry
 (mac, dst) on the vxlan device, and a Route. A backend says which, in `_entries_for(lease)`.

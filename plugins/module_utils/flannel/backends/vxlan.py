@@ -1,7 +1,13 @@
 """The vxlan backend (flanneld v0.9+ static programming), with these fixes over upstream:
-a deterministic VTEP MAC (complaint 6), the MTU set on the device (10), only flannel-network
-addresses replaced on the device (9), stale neighbour/FDB/route entries removed and a deleted
-device recreated (6, 8), and tx checksum offload chosen per kernel (see decide_offload).
+- a VTEP MAC derived from the public IP and VNI: upstream's changes at every reboot or device
+  re-creation and leaves peers with stale neighbour and FDB entries;
+- the MTU set on the device (Backend.MTU or the interface's less the VXLAN overhead): upstream's
+  cannot be chosen and is wrong on jumbo or small underlays;
+- only addresses inside the flannel network replaced on the device: upstream crash-loops on
+  "link has incompatible addresses" when dhcpcd or APIPA put one there;
+- stale neighbour/FDB/route entries removed and a deleted device recreated: upstream never
+  restores what a NIC flap or network restart removed;
+- tx checksum offload chosen per kernel (see decide_offload).
 """
 
 import os
@@ -121,8 +127,8 @@ class VxlanBackend(RouteBackend):
         return changes
 
     def sync(self, peers):
-        """Repair the device first (deleted, down, address or MAC lost: complaint 8), then the
-        peers' entries (see RouteBackend.sync). Returns the changes."""
+        """Repair the device first (deleted, down, address or MAC lost, as after a network
+        restart), then the peers' entries (see RouteBackend.sync). Returns the changes."""
         changes = self._repair_device()
         return changes + super().sync(peers)
 
