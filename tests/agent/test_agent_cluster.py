@@ -10,6 +10,9 @@ from netns import ping
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink import deterministic_vtep_mac
 
+# For tests of the watch-event path: the periodic reconcile (every 10 s by default) would repair
+# whatever an event failed to program within a wait_for's 10 s, and hide the failure.
+EVENTS_ONLY = "-reconcile-interval=3600"
 
 def _subnet(agent):
     return IPNetwork(agent.wait_env()).cidr
@@ -21,7 +24,7 @@ def _routed(agent, subnet):
 
 def test_three_hosts_lease_program_and_ping_across_vxlan(lab, cluster):
     hosts = [lab.add_host() for _number in range(3)]
-    agents = [cluster.agent(host) for host in hosts]
+    agents = [cluster.agent(host, EVENTS_ONLY) for host in hosts]
     subnets = [_subnet(agent) for agent in agents]
     assert len(set(subnets)) == 3
     for host, agent, subnet in zip(hosts, agents, subnets):
@@ -66,13 +69,13 @@ def test_vxlan_offload_flag_off_reaches_the_device(lab, cluster):
 
 
 def test_late_joiner_is_routed_and_bad_keys_do_not_stall_the_watch(lab, cluster):
-    first = cluster.agent(lab.add_host())
+    first = cluster.agent(lab.add_host(), EVENTS_ONLY)
     first_subnet = _subnet(first)
     wait_for(lambda: first.healthz()[0] == 200, what="first agent healthy")
     raw = cluster.registry._clients[0]
     raw.write("/coreos.com/network/subnets/not-a-subnet", "junk")
     raw.write("/coreos.com/network/subnets/10.77.0.0-20", "{broken json")
-    late = cluster.agent(lab.add_host())
+    late = cluster.agent(lab.add_host(), EVENTS_ONLY)
     late_subnet = _subnet(late)
     wait_for(lambda: _routed(first, late_subnet), what="first agent routing the late joiner")
     wait_for(lambda: _routed(late, first_subnet), what="late joiner routing the first agent")
@@ -81,7 +84,7 @@ def test_late_joiner_is_routed_and_bad_keys_do_not_stall_the_watch(lab, cluster)
 
 
 def test_deleted_lease_is_unrouted_by_peers_and_reacquired_by_owner(lab, cluster):
-    owner, peer = cluster.agent(lab.add_host()), cluster.agent(lab.add_host())
+    owner, peer = cluster.agent(lab.add_host(), EVENTS_ONLY), cluster.agent(lab.add_host(), EVENTS_ONLY)
     subnet, peer_subnet = _subnet(owner), _subnet(peer)
     wait_for(lambda: _routed(peer, subnet), what="peer routing the owner")
     wait_for(lambda: _routed(owner, peer_subnet), what="owner routing the peer")
@@ -125,7 +128,7 @@ def test_route_deleted_by_hand_comes_back(lab, cluster):
 
 
 def test_changed_vtep_mac_is_reprogrammed(lab, cluster):
-    watcher = cluster.agent(lab.add_host())
+    watcher = cluster.agent(lab.add_host(), EVENTS_ONLY)
     _subnet(watcher)
     from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs
 
