@@ -1,0 +1,240 @@
+"""The daemon's event handling (Agent._apply, _resync, _reacquire, _acquire) against an in-memory
+registry and a backend that records what it was asked to program: pure logic, no etcd, no kernel.
+The real registry and backends are tested in tests/etcd and tests/agent."""
+
+import pytest
+from netaddr import IPNetwork
+
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.cli import parse_args
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.daemon import Agent
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import (
+    Lease, LeaseAttrs, OutOfSubnets)
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
+    LeaseEvent, LeaseListing, RegistryUnavailable)
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.subnet_env import read_subnet_env
+
+CONFIG = parse_network_config('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", '
+                              '"SubnetMax": "10.99.0.0", "Backend": {"Type": "vxlan", "VNI": 100}}')
+OWN = LeaseAttrs("192.168.205.10", "vxlan", "0e:00:00:00:00:10")
+OWN_SUBNET = IPNetwork("10.20.0.0/20")
+PEER_SUBNET = IPNetwork("10.30.0.0/20")
+PEER = LeaseAttrs("192.168.205.11", "vxlan", "0e:00:00:00:00:11")
+PEER_NEW_MAC = LeaseAttrs("192.168.205.11", "vxlan", "0e:00:00:00:00:99")
+INTRUDER = LeaseAttrs("192.168.205.12", "vxlan", "0e:00:00:00:00:12")
+
+
+class FakeRegistry:
+    """etcd's v2 semantics for leases in a dict: compare-and-swap on a modified index."""
+
+    config_key = "/coreos.com/network/config"
+
+    def __init__(self):
+        self.leases = {}  # subnet -> Lease
+        self.index = 100
+        self.skipped = []
+        self.failures = []  # exceptions raised, one per call, by the next create_lease calls
+
+    def _store(self, subnet, attrs, ttl):
+        self.index += 1
+        self.leases[subnet] = Lease(subnet, attrs, ttl=ttl, modified_index=self.index)
+        return self.leases[subnet]
+
+    def list_leases(self):
+        return LeaseListing(sorted(self.leases.values(), key=lambda lease: lease.subnet), self.index,
+                            list(self.skipped))
+
+    def create_lease(self, subnet, attrs, ttl):
+        if self.failures:
+            raise self.failures.pop(0)
+        return None if subnet in self.leases else self._store(subnet, attrs, ttl)
+
+    def update_lease(self, lease, attrs, ttl):
+        current = self.leases.get(lease.subnet)
+        if current is None or current.modified_index != lease.modified_index:
+            return None
+        return self._store(lease.subnet, attrs, ttl)
+
+    def delete_lease(self, lease):
+        return self.leases.pop(lease.subnet, None) is not None
+
+    def claim_public_ip(self, public_ip, host_id, ttl):
+        return None
+
+
+class RecordingBackend:
+    """Holds what a real backend would have programmed: subnet -> the peer's attrs."""
+
+    def __init__(self):
+        self.programmed = {}
+        self.calls = []
+        self.own_subnets = []
+
+    def configure_lease(self, subnet):
+        self.own_subnets.append(subnet)
+        return []
+
+    def sync(self, peers):
+        self.calls.append(("sync", sorted(str(subnet) for subnet in peers)))
+        self.programmed = dict((subnet, lease.attrs) for subnet, lease in peers.items())
+        return []
+
+    def add_peer(self, lease):
+        self.calls.append(("add_peer", str(lease.subnet)))
+        self.programmed[lease.subnet] = lease.attrs
+        return ["added %s" % lease.subnet]
+
+    def remove_peer(self, subnet):
+        self.calls.append(("remove_peer", str(subnet)))
+        self.programmed.pop(subnet, None)
+        return ["removed %s" % subnet]
+
+
+@pytest.fixture
+def registry():
+    return FakeRegistry()
+
+
+@pytest.fixture
+def agent(registry, tmp_path):
+    """An agent that holds OWN_SUBNET and has listed one peer, PEER_SUBNET."""
+    options = parse_args(["-subnet-file=%s" % (tmp_path / "subnet.env"), "-host-id=test"], environ={})
+    running = Agent(options, registry, clock=lambda: 1000.0)
+    running._wait = lambda seconds: False  # retries go on at once instead of sleeping
+    running.config = CONFIG
+    running.backend = RecordingBackend()
+    running.backend_info = {"mtu": 1450}
+    running.attrs = OWN
+    registry._store(PEER_SUBNET, PEER, 86400)
+    running._install_lease(registry._store(OWN_SUBNET, OWN, 86400))
+    running._resync()
+    running.backend.calls = []
+    return running
+
+
+def _event(registry, subnet, attrs):
+    """The event etcd sends for a write of `attrs` at `subnet` (None: a removal)."""
+    if attrs is None:
+        registry.leases.pop(subnet, None)
+        return LeaseEvent(subnet, None)
+    return LeaseEvent(subnet, registry._store(subnet, attrs, 86400))
+
+
+# ---- _apply: one watch event -------------------------------------------------------------------
+
+def test_new_peer_is_programmed(agent, registry):
+    subnet = IPNetwork("10.40.0.0/20")
+    agent._apply(_event(registry, subnet, INTRUDER))
+    assert agent.backend.calls == [("add_peer", "10.40.0.0/20")]
+    assert agent.backend.programmed[subnet] == INTRUDER and agent.peers[subnet].attrs == INTRUDER
+
+
+def test_peer_with_changed_attributes_is_reprogrammed(agent, registry):
+    agent._apply(_event(registry, PEER_SUBNET, PEER_NEW_MAC))
+    assert agent.backend.calls == [("add_peer", str(PEER_SUBNET))]
+    assert agent.backend.programmed[PEER_SUBNET] == PEER_NEW_MAC
+
+
+def test_peer_renewal_programs_nothing(agent, registry):
+    agent._apply(_event(registry, PEER_SUBNET, PEER))
+    assert agent.backend.calls == []
+    assert agent.peers[PEER_SUBNET].modified_index == registry.leases[PEER_SUBNET].modified_index
+
+
+def test_removed_peer_is_unprogrammed(agent, registry):
+    agent._apply(_event(registry, PEER_SUBNET, None))
+    assert agent.backend.calls == [("remove_peer", str(PEER_SUBNET))]
+    assert agent.backend.programmed == {} and agent.peers == {}
+
+
+def test_removal_of_an_unknown_subnet_changes_nothing(agent, registry):
+    agent._apply(_event(registry, IPNetwork("10.40.0.0/20"), None))
+    assert agent.backend.calls == [] and list(agent.peers) == [PEER_SUBNET]
+
+
+def test_own_renewal_only_reschedules(agent, registry):
+    agent.renew_at = None
+    event = _event(registry, OWN_SUBNET, OWN)
+    agent._apply(event)
+    assert agent.lease is event.lease and agent.renew_at == 1000.0 + 86400 - 3600
+    assert agent.backend.calls == [] and agent.backend.own_subnets == [OWN_SUBNET]
+
+
+def test_own_lease_removed_is_reacquired_with_the_same_subnet(agent, registry):
+    agent._apply(_event(registry, OWN_SUBNET, None))
+    assert registry.leases[OWN_SUBNET].attrs == OWN
+    assert agent.lease is registry.leases[OWN_SUBNET]
+    assert agent.backend.own_subnets == [OWN_SUBNET, OWN_SUBNET]
+    assert agent.health() == (True, "lease 10.20.0.0/20, 1 peers")
+
+
+def test_own_lease_overwritten_moves_to_a_free_subnet(agent, registry):
+    agent._apply(_event(registry, OWN_SUBNET, INTRUDER))
+    assert registry.leases[OWN_SUBNET].attrs == INTRUDER  # the other host's lease is left alone
+    moved = agent.lease.subnet
+    assert moved not in (OWN_SUBNET, PEER_SUBNET) and registry.leases[moved].attrs == OWN
+    assert agent.backend.own_subnets[-1] == moved
+    assert read_subnet_env(agent.options.subnet_file)["FLANNEL_SUBNET"] == "%s/20" % (moved.network + 1)
+    assert agent.peers[OWN_SUBNET].attrs == INTRUDER  # and the intruder is now a peer
+    assert agent.backend.programmed[OWN_SUBNET] == INTRUDER
+
+
+# ---- _resync: a full re-listing ----------------------------------------------------------------
+
+def test_resync_programs_the_difference_and_marks_healthy(agent, registry, caplog):
+    registry._store(PEER_SUBNET, PEER_NEW_MAC, 86400)
+    added = IPNetwork("10.40.0.0/20")
+    registry._store(added, INTRUDER, 86400)
+    registry.skipped = [("/coreos.com/network/subnets/junk", "not a subnet lease key")]
+    agent._set_health(False, "etcd unreachable")
+    agent._needs_resync = True
+    caplog.set_level("INFO", logger="flanneld")
+    agent._resync()
+    agent._resync()
+    assert agent.backend.calls == [("sync", [str(PEER_SUBNET), str(added)])] * 2
+    assert agent.backend.programmed == {PEER_SUBNET: PEER_NEW_MAC, added: INTRUDER}
+    assert agent.index == registry.index and agent._needs_resync is False
+    assert agent.reconcile_at == 1000.0 + agent.options.reconcile_interval
+    assert agent.health() == (True, "lease 10.20.0.0/20, 2 peers")
+    messages = [record.getMessage() for record in caplog.records]
+    assert messages.count("skipping /coreos.com/network/subnets/junk: not a subnet lease key") == 1
+    assert "peer changed: 10.30.0.0/20 now %s" % PEER_NEW_MAC in messages
+    assert "peer added: 10.40.0.0/20 at 192.168.205.12" in messages
+
+
+def test_resync_drops_vanished_peers(agent, registry):
+    del registry.leases[PEER_SUBNET]
+    agent._resync()
+    assert agent.peers == {} and agent.backend.programmed == {}
+
+
+def test_resync_reacquires_a_vanished_own_lease(agent, registry):
+    del registry.leases[OWN_SUBNET]
+    agent._resync()
+    assert registry.leases[OWN_SUBNET].attrs == OWN and agent.lease is registry.leases[OWN_SUBNET]
+
+
+def test_resync_moves_off_an_own_lease_taken_by_another_host(agent, registry):
+    registry._store(OWN_SUBNET, INTRUDER, 86400)
+    agent._resync()
+    assert agent.lease.subnet != OWN_SUBNET and registry.leases[agent.lease.subnet].attrs == OWN
+    assert agent.backend.programmed[OWN_SUBNET] == INTRUDER
+
+
+# ---- _reacquire and _acquire -------------------------------------------------------------------
+
+def test_reacquire_stopped_keeps_everything(agent, registry):
+    del registry.leases[OWN_SUBNET]
+    held = agent.lease
+    agent._stop.set()
+    agent._reacquire("own lease vanished")
+    assert agent.lease is held and OWN_SUBNET not in registry.leases
+    assert agent.health() == (False, "own lease vanished")
+
+
+@pytest.mark.parametrize("failure", [OutOfSubnets(CONFIG), RegistryUnavailable("connection refused")])
+def test_acquire_retries_after_a_failure(agent, registry, failure):
+    del registry.leases[OWN_SUBNET]
+    registry.failures = [failure]
+    lease = agent._acquire(OWN_SUBNET)
+    assert lease is registry.leases[OWN_SUBNET] and registry.failures == []
