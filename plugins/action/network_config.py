@@ -29,6 +29,7 @@ ARGUMENT_SPEC = dict(
     report_leases=dict(type="bool", default=False),
     validate_only=dict(type="bool", default=False),
     config_name=dict(type="str", default="config"),
+    host_addresses=dict(type="dict", default={}),
 )
 # The modules' etcd options without their defaults: an option the task leaves unset is not
 # passed on, so the module (and any module_defaults for it) decides.
@@ -41,28 +42,45 @@ def _plain(value):
     return json.loads(json.dumps(value))
 
 
-def validate_config(config, name):
-    """(effective config dict, None) or (None, failure dict) for a config given as dict or JSON text."""
+def _failure(err, name):
+    return dict(failed=True, key=err.key, rule=err.rule, msg=err.under(name))
+
+
+def check_config_bounds(config, name):
+    """A failure dict when the config is too big or too deep to pass through Ansible's argument
+    validation (which deep-copies it), else None."""
+    if missing_libraries(["netaddr"]):
+        return None  # validate_config reports it
+    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import ConfigError, check_bounds
+
+    try:
+        check_bounds(config)
+    except ConfigError as err:
+        return _failure(err, name)
+    return None
+
+
+def validate_config(config, name, host_addresses=None):
+    """(effective config dict, None) or (None, failure dict) for a config given as dict or JSON text.
+
+    Size and depth are checked before anything walks the data, so a hostile value fails here.
+    """
     missing = missing_libraries(["netaddr"])
     if missing:
         return None, dict(failed=True, msg="the controller needs the Python library %s to validate %s"
                                            % (" and ".join(missing), name))
     from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import (
         ConfigError,
+        check_host_addresses,
         parse_network_config,
     )
 
-    if isinstance(config, (str, bytes)):
-        data = config
-    elif isinstance(config, dict):
-        data = _plain(config)
-    else:
-        rule = "must be a dictionary or JSON text, got %s" % type(config).__name__
-        return None, dict(failed=True, key="config", rule=rule, msg="%s: %s" % (name, rule))
     try:
-        return parse_network_config(data).as_dict(), None
+        parsed = parse_network_config(config)
+        check_host_addresses(parsed, host_addresses)
+        return parsed.as_dict(), None
     except ConfigError as err:
-        return None, dict(failed=True, key=err.key, rule=err.rule, msg=err.under(name))
+        return None, _failure(err, name)
 
 
 class ActionModule(ActionBase):
@@ -76,6 +94,11 @@ class ActionModule(ActionBase):
         result = super().run(tmp, task_vars)
         del tmp
 
+        name = self._task.args.get("config_name")
+        failure = check_config_bounds(self._task.args.get("config"), name if isinstance(name, str) else "config")
+        if failure:
+            result.update(failure)
+            return result
         try:
             dummy, args = self.validate_argument_spec(
                 argument_spec=ARGUMENT_SPEC,
@@ -84,7 +107,7 @@ class ActionModule(ActionBase):
             result.update(err.result)
             return result
 
-        effective, failure = validate_config(args["config"], args["config_name"])
+        effective, failure = validate_config(args["config"], args["config_name"], args["host_addresses"])
         if failure:
             result.update(failure)
             return result
@@ -94,7 +117,8 @@ class ActionModule(ActionBase):
 
         etcd_args = dict((name, args[name]) for name in ETCD_OPTION_NAMES if args[name] is not None)
         config = args["config"] if isinstance(args["config"], (str, bytes)) else _plain(args["config"])
-        module_args = dict(etcd_args, config=config, config_name=args["config_name"])
+        module_args = dict(etcd_args, config=config, config_name=args["config_name"],
+                           host_addresses=_plain(args["host_addresses"]))
         try:
             result.update(self._execute_module(module_name=MODULE, module_args=module_args,
                                                task_vars=task_vars))

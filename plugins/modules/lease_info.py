@@ -127,7 +127,8 @@ def main():
         listing = registry.list_leases()
         config, config_error = None, None
         try:
-            config = parse_network_config(registry.get_config()).as_dict()
+            # As the agent reads it: keys another tool added are ignored.
+            config = parse_network_config(registry.get_config(), strict=False).as_dict()
         except (ConfigMissing, ConfigError) as err:
             config_error = str(err)
     leases = sorted(listing.leases, key=lambda lease: (lease.subnet.first, lease.subnet.prefixlen))

@@ -12,6 +12,10 @@ version_added: 1.0.0
 description:
   - Validates a flannel network config (C(Network), C(SubnetLen), C(SubnetMin), C(SubnetMax), C(Backend))
     with the same code the netlab.flannel agent uses, then stores it at C(<prefix>/config) in etcd.
+  - Keys are case-insensitive, as flanneld reads them; an unknown key is refused, naming the closest known
+    key. C(Network) must be a network address (no host bits, no surrounding whitespace) in IPv4 unicast
+    space, not C(0.0.0.0/0), loopback, link-local, multicast or reserved. The config may be at most 64 KiB
+    of JSON and nest at most 8 levels.
   - The stored config is compared semantically with the desired one (flanneld's defaults applied,
     keys case-insensitive, key order and spacing ignored); it is written only when they differ.
   - An action plugin of the same name runs on the controller first. It validates the config before
@@ -59,6 +63,13 @@ options:
       - Handled by the action plugin.
     type: str
     default: config
+  host_addresses:
+    description:
+      - The hosts' own addresses, as host name to address (for example every inventory host's lab address).
+      - A C(Network) that contains one of them is refused, naming the host, before anything is written.
+      - Values that are not IPv4 addresses (host names, empty strings) are skipped.
+    type: dict
+    default: {}
 author:
   - netlab.flannel developers (@netlab)
 seealso:
@@ -135,7 +146,7 @@ previous_error:
   description: Why the previously stored text is not a valid config (it is then replaced).
   returned: when the stored config was invalid
   type: str
-  sample: "Backend.Type: unknown backend type: udp2"
+  sample: 'Backend.Type: unknown backend type: "udp2"; use one of: vxlan, host-gw'
 leases:
   description: The leases under C(<prefix>/subnets), as M(netlab.flannel.lease_info) returns them.
   returned: when O(report_leases=true)
@@ -187,6 +198,7 @@ def main():
         report_leases=dict(type="bool", default=False),
         validate_only=dict(type="bool", default=False),
         config_name=dict(type="str", default="config"),
+        host_addresses=dict(type="dict", default={}),
     )
     argument_spec.update(ETCD_ARGUMENT_SPEC)
     module = AnsibleModule(argument_spec=argument_spec, required_together=ETCD_REQUIRED_TOGETHER,
@@ -195,6 +207,7 @@ def main():
     # Imported after the library check: these need netaddr and python-etcd.
     from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import (
         ConfigError,
+        check_host_addresses,
         parse_network_config,
     )
     from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
@@ -204,6 +217,7 @@ def main():
     name = module.params["config_name"]
     try:
         desired = parse_network_config(module.params["config"])
+        check_host_addresses(desired, module.params["host_addresses"])
     except ConfigError as err:
         module.fail_json(msg=err.under(name), key=err.key, rule=err.rule)
     result = dict(changed=False, config=desired.as_dict())
@@ -220,7 +234,8 @@ def main():
             pass
         if result["previous"] is not None:
             try:
-                same = parse_network_config(result["previous"]).as_dict() == desired.as_dict()
+                # Read as the agent reads it: keys another tool added do not make it different.
+                same = parse_network_config(result["previous"], strict=False).as_dict() == desired.as_dict()
             except ConfigError as err:
                 same = False
                 result["previous_error"] = str(err)

@@ -1,11 +1,15 @@
 """The flannel network config stored at <prefix>/config: parsing, defaults and validation.
 
-Rules follow flanneld v0.10 (same defaults, same messages), plus the checks upstream misses:
-SubnetMin > SubnetMax, VNI and Port ranges, unsupported backend types, wrong JSON types.
-Every error names the offending key, so callers can report it as is.
+Rules follow flanneld v0.10 (same defaults, same messages, keys case-insensitive as Go's
+encoding/json matches them), plus the checks upstream misses: bounded size and nesting, unknown
+keys, a Network of IPv4 unicast space given as a network address, SubnetMin > SubnetMax, VNI and
+Port ranges, unsupported backend types, wrong JSON types.
+Every error names the offending key and the rule, so callers can report it as is.
 """
 
+import difflib
 import json
+import re
 
 try:
     from netaddr import AddrFormatError, IPAddress, IPNetwork
@@ -16,6 +20,24 @@ except ImportError:  # reported by the caller through missing_libraries()
 SUPPORTED_BACKENDS = ("vxlan", "host-gw")
 VXLAN_DEFAULT_PORT = 8472
 VNI_MAX = 2 ** 24 - 1
+
+# A network config is a few hundred bytes, two levels deep (the config and its Backend); the
+# bounds leave room for configs written by other tools and stop a huge or deeply nested value
+# before it costs memory or recursion.
+MAX_CONFIG_BYTES = 64 * 1024
+MAX_DEPTH = 8
+
+CONFIG_KEYS = ("Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend")
+BACKEND_KEYS = {"vxlan": ("Type", "VNI", "Port", "GBP", "DirectRouting", "MTU"), "host-gw": ("Type",)}
+ALL_BACKEND_KEYS = ("Type", "VNI", "Port", "GBP", "DirectRouting", "MTU")
+
+# IPv4 space that is not unicast host space: an overlay there would break the hosts.
+NOT_UNICAST = (("0.0.0.0/8", "'this network'"), ("127.0.0.0/8", "loopback"), ("169.254.0.0/16", "link-local"),
+               ("224.0.0.0/4", "multicast"), ("240.0.0.0/4", "reserved and broadcast"))
+_DOTTED_QUAD = r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}"
+_CIDR = re.compile(r"%s/(?:0|[1-9][0-9]?)\Z" % _DOTTED_QUAD)
+_ADDRESS = re.compile(r"%s\Z" % _DOTTED_QUAD)
+_MAX_WARNINGS = 10
 
 
 class ConfigError(ValueError):
@@ -67,6 +89,7 @@ class NetworkConfig:
         self.subnet_min = subnet_min
         self.subnet_max = subnet_max
         self.backend = backend
+        self.warnings = []  # keys ignored by a non-strict parse, one message each
 
     @property
     def subnet_size(self):
@@ -100,48 +123,233 @@ class NetworkConfig:
         return "NetworkConfig(%s)" % json.dumps(self.as_dict(), sort_keys=True)
 
 
-def _fold_keys(data, where):
-    """Go's encoding/json matches keys case-insensitively; fold them to lower case."""
-    if not isinstance(data, dict):
-        raise ConfigError(where, "must be a JSON object")
-    return dict((str(key).lower(), value) for key, value in data.items())
+def _kind(value):
+    """How a value reads in JSON/YAML terms (never an internal Python class name)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return "a value that is not JSON data"
+
+
+def _shown(value, limit=60):
+    """A value as JSON text, quoted so that an empty or blank string is visible; cut when long."""
+    try:
+        text = json.dumps(value)
+    except (TypeError, ValueError):  # not JSON data, or an integer too long to print
+        text = _kind(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _key_name(key):
+    """A key as written when it reads plainly, else quoted (an empty or odd key stays visible)."""
+    return key if re.match(r"[A-Za-z0-9_-]{1,40}\Z", key) else _shown(key, limit=40)
+
+
+def _text_depth(text, limit):
+    """How deep objects and arrays nest in JSON text, counted up to limit + 1 without decoding it."""
+    depth = deepest = 0
+    for token in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
+        bracket = token.group()
+        if bracket in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+            if deepest > limit:
+                break
+        elif bracket in "]}":
+            depth -= 1
+    return deepest
+
+
+def _data_depth(data, limit):
+    """How deep dicts and lists nest in decoded data, counted up to limit + 1 (no recursion, so a
+    self-referencing structure ends too)."""
+    deepest = 0
+    pending = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, (list, tuple)):
+            children = value
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            break
+        pending.extend((child, depth + 1) for child in children)
+    return deepest
+
+
+def _too_deep():
+    return ConfigError("config", "nests objects and lists more than %d levels deep (a network config "
+                                 "needs 2: the config and its Backend)" % MAX_DEPTH)
+
+
+def _too_big(size):
+    return ConfigError("config", "is %d bytes of JSON, above the limit of %d bytes (a network config "
+                                 "is a few hundred)" % (size, MAX_CONFIG_BYTES))
+
+
+class _JSONObject(dict):
+    """A decoded JSON object that remembers the keys given more than once (json keeps the last)."""
+
+    repeated = ()
+
+
+def _object_from_pairs(pairs):
+    decoded = _JSONObject(pairs)
+    if len(decoded) < len(pairs):
+        seen = set()
+        decoded.repeated = [key for key, dummy in pairs if key in seen or seen.add(key)]
+    return decoded
+
+
+def check_bounds(data):
+    """Refuse a config (JSON text or decoded data) too big or too deeply nested to handle, before
+    anything walks it recursively (json, copy.deepcopy, templating)."""
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
+    if isinstance(data, str):
+        if len(data) > MAX_CONFIG_BYTES:  # characters: a cheap lower bound of the byte count
+            raise _too_big(len(data.encode("utf-8", "surrogatepass")))
+        size = len(data.encode("utf-8", "surrogatepass"))
+        if size > MAX_CONFIG_BYTES:
+            raise _too_big(size)
+        if _text_depth(data, MAX_DEPTH) > MAX_DEPTH:
+            raise _too_deep()
+        return
+    if _data_depth(data, MAX_DEPTH) > MAX_DEPTH:
+        raise _too_deep()
+    try:
+        size = len(json.dumps(data, separators=(",", ":")).encode("utf-8", "surrogatepass"))
+    except (TypeError, ValueError):
+        raise ConfigError("config", "must be JSON data (objects, lists, strings, numbers, booleans, null)")
+    if size > MAX_CONFIG_BYTES:
+        raise _too_big(size)
+
+
+def _decode(data):
+    """The config as decoded JSON data, its size and depth checked first."""
+    check_bounds(data)
+    if isinstance(data, bytes):
+        data = data.decode("utf-8", "replace")
+    if isinstance(data, str):
+        try:
+            return json.loads(data, object_pairs_hook=_object_from_pairs)
+        except ValueError as err:
+            raise ConfigError("config", "is not valid JSON: %s" % err)
+    return data
+
+
+class _Reader:
+    """Folds an object's keys as Go's encoding/json matches them (case-insensitively) and deals
+    with keys flannel does not know: refused (strict) or noted in `warnings` and ignored."""
+
+    def __init__(self, strict):
+        self.strict = strict
+        self.warnings = []
+        self.ignored = 0
+
+    def note(self, key, rule):
+        if self.strict:
+            raise ConfigError(key, rule)
+        self.ignored += 1
+        if len(self.warnings) < _MAX_WARNINGS:
+            self.warnings.append("%s: %s, ignored" % (key, rule))
+
+    def fields(self, data, where, known):
+        """{lower-case key: value} of the known keys of the object `data` found at `where`."""
+        if not isinstance(data, dict):
+            if where == "config":
+                raise ConfigError("config", "must be a JSON object (a dictionary) or JSON text of one, got %s"
+                                  % _kind(data))
+            raise ConfigError(where, "must be a JSON object, got %s" % _kind(data))
+        prefix = "" if where == "config" else where + "."
+        spelled = dict((name.lower(), name) for name in known)
+        fields, given = {}, {}
+        for key in getattr(data, "repeated", ()):
+            self.note(prefix + _key_name(key), "given more than once (the last one counts)")
+        for key, value in data.items():
+            key = _key_name(str(key))
+            folded = key.lower()
+            if folded not in spelled:
+                close = difflib.get_close_matches(folded, spelled, n=1, cutoff=0.6)
+                hint = 'did you mean "%s"? ' % spelled[close[0]] if close else ""
+                self.note(prefix + key, "unknown key (%sknown keys: %s)" % (hint, ", ".join(known)))
+                continue
+            if folded in given:
+                self.note(prefix + key, "given twice, as %s and %s: keys are case-insensitive (the last one "
+                                        "counts)" % (given[folded], key))
+            given[folded] = key
+            fields[folded] = value
+        return fields
+
+    def summary(self):
+        extra = self.ignored - len(self.warnings)
+        return self.warnings + (["and %d more such keys, ignored" % extra] if extra > 0 else [])
 
 
 def _integer(value, key):
     # bool is an int subclass in Python, but JSON true is not a number.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, "must be an integer, got %s" % json.dumps(value))
+        raise ConfigError(key, "must be an integer, got %s" % _shown(value))
     return value
 
 
 def _boolean(value, key):
     if not isinstance(value, bool):
-        raise ConfigError(key, "must be true or false, got %s" % json.dumps(value))
+        raise ConfigError(key, "must be true or false, got %s" % _shown(value))
     return value
 
 
-def _ipv4_network(value, key):
-    if not isinstance(value, str) or "/" not in value:
-        raise ConfigError(key, "must be an IPv4 CIDR such as 10.0.0.0/8, got %s" % json.dumps(value))
+def _text(value, key, example):
+    if not isinstance(value, str):
+        raise ConfigError(key, "must be %s, got %s" % (example, _shown(value)))
+    if value != value.strip():
+        raise ConfigError(key, "must not have surrounding whitespace, got %s" % _shown(value))
+    return value
+
+
+def _network(value):
+    example = "an IPv4 CIDR such as 10.0.0.0/8"
+    text = _text(value, "Network", example)
     try:
-        network = IPNetwork(value, flags=0)
+        if not _CIDR.match(text):
+            raise ValueError(text)
+        network = IPNetwork(text, flags=0)
     except (AddrFormatError, ValueError, TypeError):
-        raise ConfigError(key, "must be an IPv4 CIDR such as 10.0.0.0/8, got %s" % json.dumps(value))
-    if network.version != 4:
-        raise ConfigError(key, "must be an IPv4 CIDR, got %s" % json.dumps(value))
-    return network.cidr  # host bits masked, as Go's net.ParseCIDR does
+        raise ConfigError("Network", "must be %s, got %s" % (example, _shown(value)))
+    if network.ip != network.network:
+        raise ConfigError("Network", "%s has host bits set: must be a network address, such as %s"
+                          % (text, network.cidr))
+    if network.prefixlen == 0:
+        raise ConfigError("Network", "0.0.0.0/0 is the whole address space, the hosts' own addresses "
+                                     "included: give the overlay a range of its own, such as 10.0.0.0/8")
+    for block, name in NOT_UNICAST:
+        block = IPNetwork(block)
+        if network.first <= block.last and block.first <= network.last:
+            raise ConfigError("Network", "%s overlaps the %s range %s: must be IPv4 unicast space "
+                                         "(not loopback, link-local, multicast or reserved)" % (text, name, block))
+    return network
 
 
 def _ipv4_address(value, key):
+    text = _text(value, key, "an IPv4 address")
     try:
-        if not isinstance(value, str):
-            raise TypeError(value)
-        address = IPAddress(value, flags=0)
+        if not _ADDRESS.match(text):
+            raise ValueError(text)
+        return IPAddress(text, flags=0)
     except (AddrFormatError, ValueError, TypeError):
-        raise ConfigError(key, "must be an IPv4 address, got %s" % json.dumps(value))
-    if address.version != 4:
-        raise ConfigError(key, "must be an IPv4 address, got %s" % json.dumps(value))
-    return address
+        raise ConfigError(key, "must be an IPv4 address, got %s" % _shown(value))
 
 
 def _subnet_len(fields, network):
@@ -168,17 +376,24 @@ def _bound(fields, key, network, subnet_len, default):
     return address
 
 
-def _backend(value):
-    fields = _fold_keys(value, "Backend") if value is not None else {}
+def _backend(value, reader):
+    fields = reader.fields(value, "Backend", ALL_BACKEND_KEYS) if value is not None else {}
     type_name = fields.get("type", "udp")  # flanneld's default when Backend or Type is absent
     if not isinstance(type_name, str):
-        raise ConfigError("Backend.Type", "must be a string, got %s" % json.dumps(type_name))
+        raise ConfigError("Backend.Type", "must be a string, got %s" % _shown(type_name))
     type_name = type_name.lower()
     if type_name == "udp":
         raise ConfigError("Backend.Type", "backend type udp is not supported by this agent; "
                                           "use one of: %s" % ", ".join(SUPPORTED_BACKENDS))
     if type_name not in SUPPORTED_BACKENDS:
-        raise ConfigError("Backend.Type", "unknown backend type: %s" % type_name)
+        raise ConfigError("Backend.Type", "unknown backend type: %s; use one of: %s"
+                          % (_shown(type_name), ", ".join(SUPPORTED_BACKENDS)))
+    known = BACKEND_KEYS[type_name]
+    spelled = dict((name.lower(), name) for name in ALL_BACKEND_KEYS)
+    for folded in [name for name in fields if spelled[name] not in known]:
+        reader.note("Backend." + spelled[folded], "not an option of backend %s (its keys: %s)"
+                    % (type_name, ", ".join(known)))
+        del fields[folded]
     if type_name != "vxlan":
         return BackendConfig(type_name)
     vni = _integer(fields.get("vni", 1), "Backend.VNI")
@@ -200,23 +415,20 @@ def _backend(value):
                          mtu=mtu)
 
 
-def parse_network_config(data):
-    """Parse and validate a network config given as JSON text (str/bytes) or an already-decoded dict.
+def parse_network_config(data, strict=True):
+    """Parse and validate a network config given as JSON text (str/bytes) or already-decoded data.
 
-    Returns a NetworkConfig with flanneld's defaults applied; raises ConfigError naming the key.
+    Returns a NetworkConfig with flanneld's defaults applied; raises ConfigError naming the key and
+    the rule. strict=False is the agent's mode, for configs written by other tools: unknown keys
+    (and keys given twice) are ignored and listed in the result's `warnings` instead of refused.
     """
-    if isinstance(data, bytes):
-        data = data.decode("utf-8", "replace")
-    if isinstance(data, str):
-        try:
-            data = json.loads(data)
-        except ValueError as err:
-            raise ConfigError("config", "is not valid JSON: %s" % err)
-    fields = _fold_keys(data, "config")
+    reader = _Reader(strict)
+    fields = reader.fields(_decode(data), "config", CONFIG_KEYS)
     if fields.get("network") in (None, ""):
+        ignored = "; ignored keys: %s" % "; ".join(reader.summary()) if reader.ignored else ""
         raise ConfigError("Network", "is required: please define a correct Network parameter "
-                                     "in the flannel config (an IPv4 CIDR such as 10.0.0.0/8)")
-    network = _ipv4_network(fields["network"], "Network")
+                                     "in the flannel config (an IPv4 CIDR such as 10.0.0.0/8)" + ignored)
+    network = _network(fields["network"])
     subnet_len = _subnet_len(fields, network)
     size = 1 << (32 - subnet_len)
     subnet_min = _bound(fields, "SubnetMin", network, subnet_len,
@@ -226,4 +438,23 @@ def parse_network_config(data):
     if subnet_min > subnet_max:
         raise ConfigError("SubnetMin", "SubnetMin %s is above SubnetMax %s: no subnet can be leased"
                           % (subnet_min, subnet_max))
-    return NetworkConfig(network, subnet_len, subnet_min, subnet_max, _backend(fields.get("backend")))
+    config = NetworkConfig(network, subnet_len, subnet_min, subnet_max, _backend(fields.get("backend"), reader))
+    config.warnings = reader.summary()
+    return config
+
+
+def check_host_addresses(config, host_addresses):
+    """Refuse a Network that contains one of the hosts' own addresses ({host name: address}):
+    its routes would capture the hosts' own traffic. Values that are not IPv4 addresses (host
+    names, empty strings) are skipped."""
+    for host, address in sorted((host_addresses or {}).items()):
+        address = str(address).strip()
+        if not _ADDRESS.match(address):
+            continue
+        try:
+            address = IPAddress(address, flags=0)
+        except (AddrFormatError, ValueError):  # 999.1.1.1
+            continue
+        if address in config.network:
+            raise ConfigError("Network", "%s contains the address %s of host %s: the overlay must not cover "
+                                         "the hosts' own network" % (config.network, address, host))

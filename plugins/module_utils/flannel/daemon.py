@@ -108,7 +108,11 @@ class Agent:
         last_reason = None
         while not self._stop.is_set():
             try:
-                return parse_network_config(self.registry.get_config())
+                # Not strict: keys written by other tools are warned about, not refused.
+                config = parse_network_config(self.registry.get_config(), strict=False)
+                for warning in config.warnings:
+                    LOG.warning("network config at %s: %s", self.registry.config_key, warning)
+                return config
             except ConfigError as err:
                 reason = "network config at %s rejected: %s" % (self.registry.config_key, err)
             except RegistryError as err:

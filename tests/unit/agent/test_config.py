@@ -1,9 +1,11 @@
 """Network config rules: flanneld v0.10's defaults and messages, plus the stricter checks."""
 
+import json
+
 import pytest
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import (
-    ConfigError, parse_network_config)
+    MAX_CONFIG_BYTES, MAX_DEPTH, ConfigError, check_host_addresses, parse_network_config)
 
 TUTORIAL = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", '
             '"SubnetMax": "10.99.0.0", "Backend": {"Type": "vxlan", "VNI": 100, "Port": 8472}}')
@@ -28,8 +30,10 @@ def test_default_subnet_len(network, subnet_len):
     assert parse_network_config({"Network": network, "Backend": {"Type": "host-gw"}}).subnet_len == subnet_len
 
 
-def test_host_bits_of_network_are_masked():
-    assert str(parse_network_config({"Network": "10.1.2.3/16", "Backend": {"Type": "vxlan"}}).network) == "10.1.0.0/16"
+def test_public_unicast_space_is_a_valid_network():
+    # flannel users do run overlays in public space they own; only non-unicast space is refused.
+    assert str(parse_network_config({"Network": "100.64.0.0/10", "Backend": {"Type": "host-gw"}}).network) \
+        == "100.64.0.0/10"
 
 
 def test_semantically_equal_configs_compare_equal():
@@ -42,7 +46,7 @@ def test_semantically_equal_configs_compare_equal():
 
 @pytest.mark.parametrize("document, key, rule", [
     ("not json", "config", "is not valid JSON"),
-    ("[1, 2]", "config", "must be a JSON object"),
+    ("[1, 2]", "config", "must be a JSON object (a dictionary) or JSON text of one, got a list"),
     ({}, "Network", "is required"),
     ({"Network": ""}, "Network", "is required"),
     ({"Network": "10.0.0.0"}, "Network", "must be an IPv4 CIDR"),
@@ -65,9 +69,17 @@ def test_semantically_equal_configs_compare_equal():
      "is above SubnetMax"),
     ({"Network": "10.0.0.0/8"}, "Backend.Type", "backend type udp is not supported"),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": "udp"}}, "Backend.Type", "backend type udp is not supported"),
-    ({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan2"}}, "Backend.Type", "unknown backend type: vxlan2"),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan2"}}, "Backend.Type",
+     'unknown backend type: "vxlan2"; use one of: vxlan, host-gw'),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": ""}}, "Backend.Type", 'unknown backend type: ""'),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": " vxlan"}}, "Backend.Type", 'unknown backend type: " vxlan"'),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": 3}}, "Backend.Type", "must be a string"),
-    ({"Network": "10.0.0.0/8", "Backend": "vxlan"}, "Backend", "must be a JSON object"),
+    ({"Network": "10.0.0.0/8", "Backend": "vxlan"}, "Backend", "must be a JSON object, got a string"),
+    (["10.0.0.0/8"], "config", "must be a JSON object (a dictionary) or JSON text of one, got a list"),
+    ('"10.0.0.0/8"', "config", "must be a JSON object (a dictionary) or JSON text of one, got a string"),
+    (None, "config", "got null"),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan", "Learning": True}}, "Backend.Learning",
+     "unknown key (known keys: Type, VNI, Port, GBP, DirectRouting, MTU)"),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan", "VNI": 0}}, "Backend.VNI", "must be between 1 and 16777215"),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan", "VNI": 16777216}}, "Backend.VNI",
      "must be between 1 and 16777215"),
@@ -96,3 +108,227 @@ def test_compatibility_rule():
     assert not config.is_compatible(IPNetwork("10.99.16.0/20"))
     assert not config.is_compatible(IPNetwork("10.10.0.0/24"))
     assert len(list(config.candidate_subnets())) == (99 - 10) * 16 + 1
+
+
+# ---- bounded size and depth ------------------------------------------------------------------
+
+def nested(depth):
+    """depth levels of objects: the config object, then {"x": {...}} inside it."""
+    inner = {}
+    for dummy in range(depth - 1):
+        inner = {"x": inner}
+    return inner
+
+
+@pytest.mark.parametrize("as_text", [True, False])
+def test_ten_thousand_levels_of_nesting_name_the_rule(as_text):
+    document = "[" * 10000 + "]" * 10000 if as_text else nested(10000)
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config(document)
+    assert caught.value.key == "config"
+    assert caught.value.rule.startswith("nests objects and lists more than %d levels deep" % MAX_DEPTH)
+
+
+@pytest.mark.parametrize("as_text", [True, False])
+def test_depth_limit_is_exact(as_text):
+    # MAX_DEPTH levels are read (the unknown key is refused, not the depth); one more is not.
+    at_limit = dict(TUTORIAL_DICT, Extra=nested(MAX_DEPTH - 1))
+    over = dict(TUTORIAL_DICT, Extra=nested(MAX_DEPTH))
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config(json.dumps(at_limit) if as_text else at_limit)
+    assert caught.value.key == "Extra"
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config(json.dumps(over) if as_text else over)
+    assert caught.value.key == "config" and "levels deep" in caught.value.rule
+
+
+def test_brackets_inside_strings_do_not_count_as_depth():
+    config = dict(TUTORIAL_DICT, Backend={"Type": "vxlan", "VNI": 100})
+    text = json.dumps(config)[:-1] + ', "Notes": "%s"}' % ("[{" * 100 + '\\" ]]')
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config(text)
+    assert caught.value.key == "Notes"  # reached the key check: the depth was right
+
+
+def test_self_referencing_data_is_too_deep_not_endless():
+    loop = {"Network": "10.0.0.0/8"}
+    loop["Backend"] = loop
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config(loop)
+    assert "levels deep" in caught.value.rule
+
+
+@pytest.mark.parametrize("as_text", [True, False])
+def test_several_megabytes_are_refused_by_size(as_text):
+    big = dict(TUTORIAL_DICT, Backend={"Type": "vxlan", "VNI": 100, "Padding": "x" * (3 * 1024 * 1024)})
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config(json.dumps(big) if as_text else big)
+    assert caught.value.key == "config"
+    assert caught.value.rule.startswith("is %d bytes of JSON, above the limit of %d bytes"
+                                        % (len(json.dumps(big, separators=(",", ":")) if not as_text
+                                               else json.dumps(big)), MAX_CONFIG_BYTES))
+
+
+def test_size_limit_counts_bytes_not_characters():
+    padding = "\u00e9" * (MAX_CONFIG_BYTES // 2)  # two bytes each in UTF-8
+    text = json.dumps(dict(TUTORIAL_DICT, Notes=padding), ensure_ascii=False)
+    assert len(text) < MAX_CONFIG_BYTES < len(text.encode())
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config(text)
+    assert caught.value.key == "config" and "above the limit" in caught.value.rule
+
+
+def test_data_that_is_not_json_is_named():
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config({"Network": "10.0.0.0/8", "Backend": {"Type": {1, 2}}})
+    assert caught.value.key == "config"
+    assert caught.value.rule.startswith("must be JSON data")
+
+
+def test_long_values_are_cut_in_messages():
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config({"Network": "10." + "9" * 5000})
+    assert caught.value.key == "Network"
+    assert len(str(caught.value)) < 200
+
+
+# ---- unknown keys ----------------------------------------------------------------------------
+
+TUTORIAL_DICT = json.loads(TUTORIAL)
+
+
+@pytest.mark.parametrize("document, key, rule", [
+    (dict(TUTORIAL_DICT, Netwrok="10.0.0.0/8"), "Netwrok",
+     'unknown key (did you mean "Network"? known keys: Network, SubnetLen, SubnetMin, SubnetMax, Backend)'),
+    (dict(TUTORIAL_DICT, Backend={"Type": "vxlan", "VNl": 100}), "Backend.VNl",
+     'unknown key (did you mean "VNI"? known keys: Type, VNI, Port, GBP, DirectRouting, MTU)'),
+    (dict(TUTORIAL_DICT, Backend={"Typ": "vxlan"}), "Backend.Typ", 'unknown key (did you mean "Type"?'),
+    (dict(TUTORIAL_DICT, subnet_len=24), "subnet_len", 'did you mean "SubnetLen"?'),
+    (dict(TUTORIAL_DICT, EnableIPv6=True), "EnableIPv6",
+     "unknown key (known keys: Network, SubnetLen, SubnetMin, SubnetMax, Backend)"),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": "host-gw", "VNI": 100}}, "Backend.VNI",
+     "not an option of backend host-gw (its keys: Type)"),
+    (dict(TUTORIAL_DICT, network="10.0.0.0/16"), "network",
+     "given twice, as Network and network: keys are case-insensitive (the last one counts)"),
+    ('{"Network": "10.0.0.0/8", "Network": "10.0.0.0/16", "Backend": {"Type": "host-gw"}}', "Network",
+     "given more than once (the last one counts)"),
+])
+def test_unknown_and_repeated_keys_are_refused_naming_the_closest_key(document, key, rule):
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config(document)
+    assert caught.value.key == key
+    assert rule in caught.value.rule
+
+
+def test_unknown_key_is_reported_before_the_network_it_misspells():
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config({"Netwrok": "10.0.0.0/8", "Backend": {"Type": "vxlan"}})
+    assert caught.value.key == "Netwrok"
+
+
+def test_keys_stay_case_insensitive():
+    config = parse_network_config({"NETWORK": "10.0.0.0/8", "backend": {"TYPE": "vxlan", "vni": 7, "gbp": True}})
+    assert config.backend.vni == 7 and config.backend.gbp is True and config.warnings == []
+
+
+def test_agent_mode_warns_and_ignores_unknown_keys():
+    document = dict(TUTORIAL_DICT, Netwrok="192.168.0.0/16", EnableIPv6=False,
+                    Backend={"Type": "vxlan", "VNI": 100, "Port": 8472, "VNl": 5})
+    config = parse_network_config(json.dumps(document), strict=False)
+    assert config == parse_network_config(TUTORIAL)
+    assert config.backend.vni == 100
+    assert sorted(config.warnings) == sorted([
+        'Netwrok: unknown key (did you mean "Network"? known keys: Network, SubnetLen, SubnetMin, SubnetMax, '
+        'Backend), ignored',
+        "EnableIPv6: unknown key (known keys: Network, SubnetLen, SubnetMin, SubnetMax, Backend), ignored",
+        'Backend.VNl: unknown key (did you mean "VNI"? known keys: Type, VNI, Port, GBP, DirectRouting, MTU), '
+        'ignored'])
+
+
+def test_agent_mode_keeps_the_last_of_repeated_keys_as_flanneld():
+    text = '{"network": "10.1.0.0/16", "Network": "10.2.0.0/16", "Backend": {"Type": "host-gw", "VNI": 1}}'
+    config = parse_network_config(text, strict=False)
+    assert str(config.network) == "10.2.0.0/16"
+    assert config.warnings == [
+        "Network: given twice, as network and Network: keys are case-insensitive (the last one counts), ignored",
+        "Backend.VNI: not an option of backend host-gw (its keys: Type), ignored"]
+
+
+def test_agent_mode_caps_the_warnings():
+    document = dict(TUTORIAL_DICT, **dict(("Junk%d" % number, number) for number in range(50)))
+    config = parse_network_config(document, strict=False)
+    assert len(config.warnings) == 11
+    assert config.warnings[-1] == "and 40 more such keys, ignored"
+
+
+def test_agent_mode_names_the_ignored_key_when_network_is_missing():
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config({"Netwrok": "10.0.0.0/8", "Backend": {"Type": "vxlan"}}, strict=False)
+    assert caught.value.key == "Network"
+    assert 'is required' in caught.value.rule and 'Netwrok: unknown key (did you mean "Network"?' in caught.value.rule
+
+
+def test_agent_mode_still_applies_every_value_rule():
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config({"Network": "10.1.2.3/8", "Backend": {"Type": "vxlan"}, "Extra": 1}, strict=False)
+    assert caught.value.key == "Network" and "host bits" in caught.value.rule
+
+
+# ---- Network ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("network, rule", [
+    ("10.1.2.3/8", "10.1.2.3/8 has host bits set: must be a network address, such as 10.0.0.0/8"),
+    ("10.0.0.0/8 ", 'must not have surrounding whitespace, got "10.0.0.0/8 "'),
+    (" 10.0.0.0/8", 'must not have surrounding whitespace, got " 10.0.0.0/8"'),
+    ("10.0.0.0/ 8", "must be an IPv4 CIDR such as 10.0.0.0/8"),
+    ("10.0.0.0/08", "must be an IPv4 CIDR such as 10.0.0.0/8"),
+    ("010.0.0.0/8", "must be an IPv4 CIDR such as 10.0.0.0/8"),
+    ("10/8", "must be an IPv4 CIDR such as 10.0.0.0/8"),
+    ("10.0.0.0/33", "must be an IPv4 CIDR such as 10.0.0.0/8"),
+    ("0.0.0.0/0", "0.0.0.0/0 is the whole address space"),
+    ("0.0.0.0/8", "0.0.0.0/8 overlaps the 'this network' range 0.0.0.0/8"),
+    ("127.0.0.0/8", "127.0.0.0/8 overlaps the loopback range 127.0.0.0/8: must be IPv4 unicast space"),
+    ("127.1.0.0/16", "overlaps the loopback range"),
+    ("64.0.0.0/2", "64.0.0.0/2 overlaps the loopback range 127.0.0.0/8"),
+    ("169.254.0.0/16", "169.254.0.0/16 overlaps the link-local range 169.254.0.0/16"),
+    ("224.0.0.0/4", "224.0.0.0/4 overlaps the multicast range 224.0.0.0/4"),
+    ("239.1.0.0/16", "overlaps the multicast range"),
+    ("240.0.0.0/8", "240.0.0.0/8 overlaps the reserved and broadcast range 240.0.0.0/4"),
+    ("128.0.0.0/1", "overlaps the link-local range"),
+])
+def test_network_must_be_a_unicast_network_address(network, rule):
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config({"Network": network, "Backend": {"Type": "vxlan"}})
+    assert caught.value.key == "Network"
+    assert rule in caught.value.rule
+
+
+@pytest.mark.parametrize("key, value, rule", [
+    ("SubnetMin", " 10.10.0.0", 'must not have surrounding whitespace, got " 10.10.0.0"'),
+    ("SubnetMax", "10.99.0.0\n", 'must not have surrounding whitespace, got "10.99.0.0\\n"'),
+    ("SubnetMin", "10.010.0.0", "must be an IPv4 address"),
+])
+def test_bounds_are_addresses_without_whitespace(key, value, rule):
+    with pytest.raises(ConfigError) as caught:
+        parse_network_config(dict(TUTORIAL_DICT, **{key: value}))
+    assert caught.value.key == key
+    assert rule in caught.value.rule
+
+
+# ---- the hosts' own addresses ----------------------------------------------------------------
+
+def test_network_containing_a_host_address_is_refused_naming_the_host():
+    config = parse_network_config({"Network": "192.168.0.0/16", "Backend": {"Type": "vxlan"}})
+    with pytest.raises(ConfigError) as caught:
+        check_host_addresses(config, {"docker-node1": "192.168.205.10", "docker-node2": "192.168.205.11"})
+    assert caught.value.key == "Network"
+    assert caught.value.rule == ("192.168.0.0/16 contains the address 192.168.205.10 of host docker-node1: "
+                                 "the overlay must not cover the hosts' own network")
+
+
+def test_host_addresses_outside_the_network_and_host_names_pass():
+    config = parse_network_config(TUTORIAL)
+    check_host_addresses(config, {"docker-node1": "192.168.205.10", "named": "docker-node2", "none": "",
+                                  "six": "fd00::1", "decimal": "167772161", "nothing": None})
+    check_host_addresses(config, {})
+    check_host_addresses(config, None)
