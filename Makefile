@@ -55,7 +55,7 @@ lab-destroy:
 	bash lab/nodes.sh destroy
 
 test-python: prereqs venv
-	$(PY) -m pytest tests/unit tests/etcd tests/agent tests/integration -q
+	$(PY) -m pytest tests/unit tests/etcd tests/agent tests/integration -q -rs
 
 lint: venv
 	ansible-lint

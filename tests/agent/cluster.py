@@ -23,6 +23,19 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TUTORIAL_CONFIG = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", '
                    '"SubnetMax": "10.99.0.0", "Backend": {"Type": "vxlan", "VNI": 100, "Port": 8472}}')
 HEALTHZ_PORT = 8471
+# Upstream flanneld v0.10.0, the reference for mixed clusters and side-by-side benchmarks. It lives
+# beside the project (never inside it); NETLAB_UPSTREAM_FLANNELD points elsewhere (e.g. from a worktree).
+UPSTREAM_FLANNELD = os.environ.get("NETLAB_UPSTREAM_FLANNELD") or os.path.join(
+    os.path.dirname(ROOT), "shared", "upstream", "flanneld-v0.10.0")
+AGENT_KINDS = ("ours", "upstream")
+
+
+def upstream_absent_reason():
+    """Why upstream flanneld cannot be run here, or None when it can."""
+    if os.access(UPSTREAM_FLANNELD, os.X_OK):
+        return None
+    return ("upstream flanneld v0.10.0 is absent: no executable at %s (set NETLAB_UPSTREAM_FLANNELD to "
+            "its path)" % UPSTREAM_FLANNELD)
 
 
 def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
@@ -45,20 +58,28 @@ def build_agent(directory):
 
 
 class AgentProcess:
-    """One agent on one Lab host; its subnet file and log live in a per-host directory."""
+    """One agent on one Lab host: ours (the zipapp) or upstream flanneld (`kind`).
 
-    def __init__(self, cluster, host, flags):
-        self.cluster, self.host, self.flags = cluster, host, flags
+    Both get the same flags (upstream's spelling; extra `flags` must suit the kind) and the host's
+    one subnet file, which a later agent on the same host reads, as after a package swap on a real
+    host. Each process has its own log.
+    """
+
+    def __init__(self, cluster, host, flags, kind="ours"):
+        if kind not in AGENT_KINDS:
+            raise ValueError("kind must be one of %s, not %r" % (", ".join(AGENT_KINDS), kind))
+        self.cluster, self.host, self.flags, self.kind = cluster, host, flags, kind
         self.directory = os.path.join(cluster.workdir, host.name)
         os.makedirs(self.directory, exist_ok=True)
         self.subnet_file = os.path.join(self.directory, "subnet.env")
-        self.log_path = os.path.join(self.directory, "agent.log")
+        self.log_path = os.path.join(self.directory, "%s-%d.log" % (kind, len(cluster.agents)))
         self.process = None
 
     def start(self):
-        argv = ["ip", "netns", "exec", self.host.ns, sys.executable, self.cluster.agent_path,
-                "-etcd-endpoints=" + self.cluster.endpoint, "-iface=eth0", "-subnet-file=" + self.subnet_file,
-                "-healthz-ip=" + self.host.address, "-healthz-port=%d" % HEALTHZ_PORT] + list(self.flags)
+        program = [sys.executable, self.cluster.agent_path] if self.kind == "ours" else [UPSTREAM_FLANNELD]
+        argv = ["ip", "netns", "exec", self.host.ns] + program + [
+            "-etcd-endpoints=" + self.cluster.endpoint, "-iface=eth0", "-subnet-file=" + self.subnet_file,
+            "-healthz-ip=" + self.host.address, "-healthz-port=%d" % HEALTHZ_PORT] + list(self.flags)
         log = open(self.log_path, "a")
         self.process = subprocess.Popen(argv, stdout=log, stderr=log)
         log.close()
@@ -81,6 +102,15 @@ class AgentProcess:
     def wait_env(self, timeout=15):
         return wait_for(lambda: self.env().get("FLANNEL_SUBNET"), timeout,
                         what="%s subnet.env (log:\n%s)" % (self.host.name, self.log))
+
+    def wait_ready(self, timeout=20):
+        """Wait until the agent holds its lease and runs its backend. Ours says so on /healthz;
+        upstream's /healthz answers 200 from start-up, so its log's renewal line tells instead."""
+        if self.kind == "ours":
+            return wait_for(lambda: self.healthz()[0] == 200, timeout, what="%s agent healthy (log:\n%s)"
+                            % (self.host.name, self.log))
+        return wait_for(lambda: "to renew lease" in self.log, timeout,
+                        what="%s upstream flanneld running its backend (log:\n%s)" % (self.host.name, self.log))
 
     def healthz(self):
         """(status, body) of GET /healthz, or (None, error) when nothing answers."""
@@ -148,10 +178,17 @@ class Cluster:
             self.etcd.terminate()
             self.etcd.wait(10)
 
-    def agent(self, host, *flags):
-        agent = AgentProcess(self, host, flags).start()
+    def agent(self, host, *flags, kind="ours"):
+        """Start an agent of `kind` (ours or upstream) on `host` with extra `flags`."""
+        agent = AgentProcess(self, host, flags, kind).start()
         self.agents.append(agent)
         return agent
+
+    def lease_value(self, subnet_cidr):
+        """The lease's value exactly as its writer stored it in etcd."""
+        subnet = __import__("netaddr").IPNetwork(subnet_cidr)
+        return self.registry._clients[0].read("/coreos.com/network/subnets/%s-%d"
+                                              % (subnet.ip, subnet.prefixlen)).value
 
     def lease_json(self, subnet_cidr):
         return self.registry.get_lease(__import__("netaddr").IPNetwork(subnet_cidr)).attrs.to_json()
@@ -166,5 +203,5 @@ class Cluster:
         shutil.rmtree(logs, ignore_errors=True)
         os.makedirs(logs)
         for agent in self.agents:
-            shutil.copy(agent.log_path, os.path.join(logs, "%s-%d.log" % (agent.host.name, self.agents.index(agent))))
+            shutil.copy(agent.log_path, os.path.join(logs, agent.host.name + "-" + os.path.basename(agent.log_path)))
         shutil.rmtree(self.workdir, ignore_errors=True)

@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from cluster import Cluster, build_agent  # noqa: E402  (needs the path above)
+from cluster import Cluster, build_agent, upstream_absent_reason  # noqa: E402  (needs the path above)
 from netns import Lab  # noqa: E402
 
 
@@ -40,3 +40,11 @@ def cluster(lab, agent_path, request):
     """etcd in the lab's LAN namespace with the tutorial's network config; agents started on demand."""
     with Cluster(lab, agent_path, name=request.node.name) as running:
         yield running
+
+
+@pytest.fixture
+def upstream():
+    """Skips the test, saying where the binary was looked for, when upstream flanneld is absent."""
+    reason = upstream_absent_reason()
+    if reason:
+        pytest.skip(reason)
