@@ -41,7 +41,7 @@ options:
       - >-
         The network config, as a dictionary or as JSON text, in flannel's spelling
         (for example V({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan"}})).
-      - Supported backends are V(vxlan) and V(host-gw).
+      - Supported backends are V(vxlan), V(host-gw) and V(udp) (the default when C(Backend) is absent, as in flanneld).
       - It is stored as compact JSON of exactly the keys given; defaults are not added to it.
     type: raw
     required: true
@@ -146,7 +146,7 @@ previous_error:
   description: Why the previously stored text is not a valid config (it is then replaced).
   returned: when the stored config was invalid
   type: str
-  sample: 'Backend.Type: unknown backend type: "udp2"; use one of: vxlan, host-gw'
+  sample: 'Backend.Type: unknown backend type: "udp2"; use one of: vxlan, host-gw, udp'
 leases:
   description: The leases under C(<prefix>/subnets), as M(netlab.flannel.lease_info) returns them.
   returned: when O(report_leases=true)

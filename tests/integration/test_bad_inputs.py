@@ -20,7 +20,7 @@ Role variables, against the lab (docker-node1 and docker-node2; site.yml or one 
   id   run        input                                              message names          rule
   R1   site.yml   network_config_flannel.Network "10.0.0.0"          network_config_flannel.Network   must be an IPv4 CIDR
   R2   site.yml   network_config_flannel.Backend.VNI 0               network_config_flannel.Backend.VNI  between 1 and 16777215
-  R3   site.yml   network_config_flannel.Backend.Type udp            network_config_flannel.Backend.Type  not supported
+  R3   site.yml   network_config_flannel.Backend.Type udp2           network_config_flannel.Backend.Type  unknown backend type
   R4   site.yml   network_config_flannel.SubnetLen "20"              network_config_flannel.SubnetLen  must be an integer
   R5   site.yml   flanneld_iface [eth9]                              flanneld_iface         not an interface of the host
   R6   network_config  network_config_flannel "10.0.0.0/8" (a str)   network_config_flannel  convert to dict
@@ -113,8 +113,8 @@ ROLE_CASES = [
      ["network_config_flannel.Network: must be an IPv4 CIDR"]),
     ("R2", "site", {"network_config_flannel": backend(VNI=0)},
      ["network_config_flannel.Backend.VNI: must be between 1 and 16777215"]),
-    ("R3", "site", {"network_config_flannel": backend(Type="udp")},
-     ["network_config_flannel.Backend.Type: backend type udp is not supported"]),
+    ("R3", "site", {"network_config_flannel": backend(Type="udp2")},
+     ["network_config_flannel.Backend.Type: unknown backend type: \"udp2\""]),
     ("R4", "site", {"network_config_flannel": config_with(SubnetLen="20")},
      ["network_config_flannel.SubnetLen: must be an integer"]),
     ("R5", "site", {"flanneld_iface": ["eth9"]},

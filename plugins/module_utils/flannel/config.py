@@ -17,8 +17,9 @@ except ImportError:  # reported by the caller through missing_libraries()
     AddrFormatError = ValueError
     IPAddress = IPNetwork = None
 
-SUPPORTED_BACKENDS = ("vxlan", "host-gw")
+SUPPORTED_BACKENDS = ("vxlan", "host-gw", "udp")
 VXLAN_DEFAULT_PORT = 8472
+UDP_DEFAULT_PORT = 8285
 VNI_MAX = 2 ** 24 - 1
 
 # A network config is a few hundred bytes, two levels deep (the config and its Backend); the
@@ -28,7 +29,8 @@ MAX_CONFIG_BYTES = 64 * 1024
 MAX_DEPTH = 8
 
 CONFIG_KEYS = ("Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend")
-BACKEND_KEYS = {"vxlan": ("Type", "VNI", "Port", "GBP", "DirectRouting", "MTU"), "host-gw": ("Type",)}
+BACKEND_KEYS = {"vxlan": ("Type", "VNI", "Port", "GBP", "DirectRouting", "MTU"), "host-gw": ("Type",),
+                "udp": ("Type", "Port")}
 ALL_BACKEND_KEYS = ("Type", "VNI", "Port", "GBP", "DirectRouting", "MTU")
 
 # IPv4 space that is not unicast host space: an overlay there would break the hosts.
@@ -55,7 +57,7 @@ class ConfigError(ValueError):
 
 
 class BackendConfig:
-    """The Backend object: its type and the vxlan options (ignored by host-gw)."""
+    """The Backend object: its type, the vxlan options, and Port for udp (host-gw has none)."""
 
     def __init__(self, type_name, vni=1, port=0, gbp=False, direct_routing=False, mtu=None):
         self.type = type_name
@@ -71,6 +73,8 @@ class BackendConfig:
         return self.port or VXLAN_DEFAULT_PORT
 
     def as_dict(self):
+        if self.type == "udp":
+            return {"Type": "udp", "Port": self.port}
         if self.type != "vxlan":
             return {"Type": self.type}
         data = {"Type": "vxlan", "VNI": self.vni, "Port": self.port,
@@ -382,9 +386,6 @@ def _backend(value, reader):
     if not isinstance(type_name, str):
         raise ConfigError("Backend.Type", "must be a string, got %s" % _shown(type_name))
     type_name = type_name.lower()
-    if type_name == "udp":
-        raise ConfigError("Backend.Type", "backend type udp is not supported by this agent; "
-                                          "use one of: %s" % ", ".join(SUPPORTED_BACKENDS))
     if type_name not in SUPPORTED_BACKENDS:
         raise ConfigError("Backend.Type", "unknown backend type: %s; use one of: %s"
                           % (_shown(type_name), ", ".join(SUPPORTED_BACKENDS)))
@@ -394,6 +395,11 @@ def _backend(value, reader):
         reader.note("Backend." + spelled[folded], "not an option of backend %s (its keys: %s)"
                     % (type_name, ", ".join(known)))
         del fields[folded]
+    if type_name == "udp":
+        port = _integer(fields.get("port", UDP_DEFAULT_PORT), "Backend.Port")
+        if not 1 <= port <= 65535:
+            raise ConfigError("Backend.Port", "must be between 1 and 65535, got %d" % port)
+        return BackendConfig("udp", port=port)
     if type_name != "vxlan":
         return BackendConfig(type_name)
     vni = _integer(fields.get("vni", 1), "Backend.VNI")

@@ -51,6 +51,10 @@ def make_backend(config, iface, public_ip, options):
         LOG.info("tx checksum offload on %s: %s (%s)", backend.device_name,
                  "on" if backend.offload else "off", backend.offload_reason)
         return backend
+    if config.backend.type == "udp":
+        from .backends.udp import UdpBackend
+
+        return UdpBackend(config, iface, public_ip)
     from .backends.host_gw import HostGwBackend
 
     return HostGwBackend(config, iface, public_ip)

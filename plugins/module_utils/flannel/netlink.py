@@ -299,6 +299,14 @@ def routes_via(index, ipr=None, inside=None):
 
 
 @optional_ipr
+def link_route_destinations(index, ipr=None):
+    """'a.b.c.d/len' of every main-table IPv4 route out of link `index`, the kernel's own included."""
+    return set("%s/%d" % (msg.get_attr("RTA_DST") or "0.0.0.0", msg["dst_len"])
+               for msg in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE)
+               if msg.get_attr("RTA_OIF") == index and (msg.get_attr("RTA_TABLE") or msg["table"]) == MAIN_TABLE)
+
+
+@optional_ipr
 def replace_route(route, ipr=None):
     dst = IPNetwork(route.dst)
     ipr.route("replace", dst=str(dst.ip), dst_len=dst.prefixlen, gateway=route.gateway,

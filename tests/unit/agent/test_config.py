@@ -25,6 +25,13 @@ def test_upstream_example_defaults_lower_case_keys():
     assert config.backend.type == "vxlan" and config.backend.vni == 1 and config.backend.dst_port == 8472
 
 
+def test_no_backend_means_udp_on_port_8285_as_upstream():
+    assert parse_network_config({"Network": "10.0.0.0/8"}).as_dict()["Backend"] == {"Type": "udp", "Port": 8285}
+    assert parse_network_config({"Network": "10.0.0.0/8", "Backend": {}}).backend.port == 8285
+    config = parse_network_config({"Network": "10.0.0.0/8", "Backend": {"type": "UDP", "port": 7890}})
+    assert (config.backend.type, config.backend.port) == ("udp", 7890)
+
+
 @pytest.mark.parametrize("network, subnet_len", [("10.0.0.0/22", 24), ("10.0.0.0/23", 25), ("10.0.0.0/28", 30)])
 def test_default_subnet_len(network, subnet_len):
     assert parse_network_config({"Network": network, "Backend": {"Type": "host-gw"}}).subnet_len == subnet_len
@@ -67,10 +74,11 @@ def test_semantically_equal_configs_compare_equal():
     ({"Network": "10.0.0.0/8", "SubnetMin": "10.0.0.x"}, "SubnetMin", "must be an IPv4 address"),
     ({"Network": "10.0.0.0/8", "SubnetMin": "10.9.0.0", "SubnetMax": "10.8.0.0"}, "SubnetMin",
      "is above SubnetMax"),
-    ({"Network": "10.0.0.0/8"}, "Backend.Type", "backend type udp is not supported"),
-    ({"Network": "10.0.0.0/8", "Backend": {"Type": "udp"}}, "Backend.Type", "backend type udp is not supported"),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": "udp", "Port": 0}}, "Backend.Port",
+     "must be between 1 and 65535, got 0"),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": "udp", "Port": "8285"}}, "Backend.Port", "must be an integer"),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan2"}}, "Backend.Type",
-     'unknown backend type: "vxlan2"; use one of: vxlan, host-gw'),
+     'unknown backend type: "vxlan2"; use one of: vxlan, host-gw, udp'),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": ""}}, "Backend.Type", 'unknown backend type: ""'),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": " vxlan"}}, "Backend.Type", 'unknown backend type: " vxlan"'),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": 3}}, "Backend.Type", "must be a string"),

@@ -60,7 +60,7 @@ def assert_valid(config):
     assert network.prefixlen + 2 <= config.subnet_len <= 30
     assert config.subnet_min in network and config.subnet_max in network
     assert config.subnet_min <= config.subnet_max
-    assert config.backend.type in ("vxlan", "host-gw")
+    assert config.backend.type in ("vxlan", "host-gw", "udp")
     assert parse_network_config(json.dumps(config.as_dict())) == config  # what it stores, it reads back
 
 

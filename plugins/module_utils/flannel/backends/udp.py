@@ -1,0 +1,348 @@
+"""The udp backend, as flanneld v0.10's: TUN device `flannel0` addressed with the lease's first
+address and the Network's prefix, MTU = interface MTU - 28, the whole Network routed through it,
+and a UDP socket on <interface IP>:<Backend.Port> (8285). Each IP packet read from the device is
+sent, as the whole UDP payload, to the PublicIP:Port of the peer holding the destination subnet.
+The lease carries only {"PublicIP": ...} (no BackendType), as upstream writes it.
+
+The forwarding runs in worker processes (udp_proxy.Worker), one per CPU, each with its own TUN
+queue and its own SO_REUSEPORT socket. The agent only sends them route tables, so etcd being
+down or slow never touches forwarding. Workers die with the agent (PR_SET_PDEATHSIG); the device
+is persistent, so during a restart the Network stays routed into it and not to the default
+route, and the next agent attaches to it again.
+"""
+
+import ctypes
+import errno
+import logging
+import os
+import signal
+import socket
+
+from .. import netlink
+from . import tun, udp_proxy
+from .base import BackendError
+
+try:
+    from netaddr import IPAddress, IPNetwork
+except ImportError:  # reported by the caller through missing_libraries()
+    IPAddress = IPNetwork = None
+
+DEVICE_NAME = "flannel0"
+UDP_OVERHEAD = 28  # outer IPv4 20 + UDP 8
+PR_SET_PDEATHSIG = 1
+SOCKET_BUFFER = 4 << 20
+
+
+def udp_peer_type(backend_type):
+    """Whether a lease's BackendType names a udp peer: upstream's udp leases have none."""
+    return backend_type in (None, "", "udp")
+
+
+def worker_count():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+class UdpBackend:
+    backend_type = "udp"
+
+    def __init__(self, config, iface, public_ip, ipr=None, workers=None):
+        self.config = config
+        self.iface = netlink.Interface(*iface)
+        self.public_ip = str(IPAddress(public_ip))
+        self.port = config.backend.port
+        self.mtu = self.iface.mtu - UDP_OVERHEAD
+        self.workers = workers or worker_count()
+        self.log = logging.getLogger("flannel.backend.udp")
+        self._own_ipr = ipr is None
+        self.ipr = ipr if ipr is not None else netlink.IPRoute()
+        self.device_index = None
+        self.subnet = None
+        self.tun_fds = []
+        self.sockets = []
+        self.controls = []  # agent's ends of the SOCK_SEQPACKET pairs, one per worker
+        self.pids = []
+        self.counters = udp_proxy.CounterBlock(self.workers)
+        self._routes = {}  # subnet (str) -> peer PublicIP: what the workers were last sent
+        self._reported = dict.fromkeys(udp_proxy.COUNTERS, 0)
+        self._warned = set()
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def setup(self):
+        """Open (create or re-attach) flannel0 and bind the UDP sockets; returns
+        {"backend_type": None (no BackendType in the lease), "vtep_mac": None, "mtu", "changes"}."""
+        changes = []
+        existed = netlink.link_index(DEVICE_NAME, self.ipr) is not None
+        try:
+            self.tun_fds = tun.open_queues(DEVICE_NAME, self.workers)
+        except tun.TunError as error:
+            if error.errno != errno.EINVAL:
+                raise BackendError(str(error))
+            self.log.warning("%s; recreating it", error)
+            self.ipr.link("del", index=netlink.link_index(DEVICE_NAME, self.ipr))
+            changes.append("removed incompatible %s" % DEVICE_NAME)
+            existed = False
+            self.tun_fds = tun.open_queues(DEVICE_NAME, self.workers)
+        except OSError as error:
+            raise BackendError("cannot open TUN device %s: %s" % (DEVICE_NAME, error))
+        self.device_index = netlink.link_index(DEVICE_NAME, self.ipr)
+        if not existed:
+            changes.append("created %s (tun, no packet information, %d queues)" % (DEVICE_NAME, self.workers))
+        try:
+            self.sockets = [self._bind() for _worker in range(self.workers)]
+        except OSError as error:
+            self._close_data_plane()
+            raise BackendError("cannot bind UDP %s:%d: %s%s" % (
+                self.iface.address, self.port, error.strerror or error,
+                " (another flanneld with the udp backend?)" if error.errno == errno.EADDRINUSE else ""))
+        changes.extend(self._ensure_mtu())
+        return {"backend_type": None, "vtep_mac": None, "mtu": self.mtu, "changes": changes}
+
+    def _bind(self):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
+            sock.setsockopt(socket.SOL_SOCKET, option, SOCKET_BUFFER)
+        sock.bind((self.iface.address, self.port))
+        return sock
+
+    def configure_lease(self, subnet):
+        """Address flannel0 with <subnet first address>/<Network prefix>, bring it up, route the
+        Network through it, and (re)start the workers. Returns the changes."""
+        if self.device_index is None:
+            raise BackendError("configure_lease() called before setup()")
+        self.subnet = IPNetwork(str(subnet)).cidr
+        changes = self._ensure_address() + self._ensure_up() + self._ensure_route()
+        if not self.pids:
+            self._start_workers()
+            changes.append("started %d forwarding worker%s on UDP %s:%d" % (
+                self.workers, "" if self.workers == 1 else "s", self.iface.address, self.port))
+        self._send_routes()
+        return changes
+
+    def _wanted_address(self):
+        return "%s/%d" % (self.subnet.ip, self.config.network.prefixlen)
+
+    def _ensure_address(self):
+        wanted = self._wanted_address()
+        changes = []
+        for address in netlink.addresses_of(self.device_index, self.ipr):
+            if address == wanted:
+                wanted = None
+            elif IPNetwork(address).ip in self.config.network:
+                network = IPNetwork(address)
+                self.ipr.addr("del", index=self.device_index, address=str(network.ip),
+                              prefixlen=network.prefixlen)
+                changes.append("removed old address %s from %s" % (address, DEVICE_NAME))
+        if wanted:
+            self.ipr.addr("add", index=self.device_index, address=str(self.subnet.ip),
+                          prefixlen=self.config.network.prefixlen)
+            changes.append("added address %s to %s" % (wanted, DEVICE_NAME))
+        return changes
+
+    def _ensure_up(self):
+        if netlink.link_attributes(self.device_index, self.ipr)["state"] == "up":
+            return []
+        self.ipr.link("set", index=self.device_index, state="up")
+        return ["set %s up" % DEVICE_NAME]
+
+    def _ensure_mtu(self):
+        current = netlink.link_attributes(self.device_index, self.ipr)["mtu"]
+        if current == self.mtu:
+            return []
+        self.ipr.link("set", index=self.device_index, mtu=self.mtu)
+        return ["set %s mtu %d (was %d)" % (DEVICE_NAME, self.mtu, current)]
+
+    def _ensure_route(self):
+        """The Network through flannel0 (the address's prefix route is it; added if removed)."""
+        network = self.config.network
+        if str(network) in netlink.link_route_destinations(self.device_index, self.ipr):
+            return []
+        self.ipr.route("replace", dst=str(network.ip), dst_len=network.prefixlen, oif=self.device_index,
+                       table=netlink.MAIN_TABLE)
+        return ["added route %s dev %s" % (network, DEVICE_NAME)]
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    def _start_workers(self):
+        self.pids = [None] * self.workers
+        self.controls = [None] * self.workers
+        for slot in range(self.workers):
+            self._start_worker(slot)
+
+    def _start_worker(self, slot):
+        if self.controls[slot] is not None:
+            self.controls[slot].close()
+        agent_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        agent_end.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        network = (int(self.config.network.ip), int(self.config.network.netmask))
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the worker: no logging (a lock may be held by another agent thread)
+            status = 0
+            try:
+                agent_end.close()
+                ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+                if os.getppid() != parent:
+                    os._exit(0)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                udp_proxy.Worker(self.tun_fds[slot], self.sockets[slot], worker_end, network,
+                                 int(IPNetwork("0.0.0.0/%d" % self.config.subnet_len).netmask),
+                                 self.counters, slot).run()
+            except BaseException as error:  # noqa: B036 -- a worker must never return into the agent
+                os.write(2, ("udp worker %d failed: %r\n" % (slot, error)).encode())
+                status = 1
+            finally:
+                os._exit(status)
+        worker_end.close()
+        self.pids[slot] = pid
+        self.controls[slot] = agent_end
+
+    def _reap_workers(self):
+        """Restart workers that died; returns the changes."""
+        changes = []
+        for slot, pid in enumerate(self.pids):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = pid, 0
+            if done:
+                self.log.error("udp worker %d (pid %d) exited (status %d); restarting it", slot, pid, status)
+                self._start_worker(slot)
+                self._send_routes(only=slot)
+                changes.append("restarted forwarding worker %d" % slot)
+        return changes
+
+    def _stop_workers(self):
+        for control in self.controls:
+            try:
+                control.send(udp_proxy.COMMAND_STOP)
+            except OSError:
+                pass
+        for pid in self.pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+            except (OSError, ChildProcessError):
+                pass
+        for control in self.controls:
+            control.close()
+        self.pids, self.controls = [], []
+
+    def _send_routes(self, only=None):
+        routes = [(int(IPNetwork(subnet).ip), IPNetwork(subnet).prefixlen, int(IPAddress(ip)), self.port)
+                  for subnet, ip in sorted(self._routes.items())]
+        message = udp_proxy.pack_routes(routes)
+        for slot, control in enumerate(self.controls):
+            if only is not None and slot != only:
+                continue
+            try:
+                control.send(message)
+            except OSError as error:  # a dead worker: _reap_workers restarts it with the table
+                self.log.warning("cannot send routes to udp worker %d: %s", slot, error)
+
+    # -- peers -----------------------------------------------------------------------------------
+
+    def _peer_ip(self, lease):
+        subnet = IPNetwork(str(lease.subnet)).cidr
+        if self.subnet is not None and subnet == self.subnet:
+            return None
+        if not udp_peer_type(lease.attrs.backend_type):
+            key = (str(subnet), lease.attrs.backend_type)
+            if key not in self._warned:
+                self._warned.add(key)
+                self.log.warning("ignoring lease %s: backend type %s is not udp", subnet, lease.attrs.backend_type)
+            return None
+        return lease.attrs.public_ip
+
+    def sync(self, peers):
+        """Repair the device, restart dead workers, send the whole table if it changed, and log
+        new drops. Returns the repairs and table changes."""
+        changes = self._repair()
+        wanted = {}
+        for subnet, lease in peers.items():
+            ip = self._peer_ip(lease)
+            if ip is not None:
+                wanted[str(IPNetwork(str(subnet)).cidr)] = ip
+        for subnet in sorted(set(self._routes) - set(wanted)):
+            changes.append("removed udp route %s" % subnet)
+        for subnet, ip in sorted(wanted.items()):
+            if self._routes.get(subnet) != ip:
+                changes.append("udp route %s via %s:%d" % (subnet, ip, self.port))
+        if wanted != self._routes:
+            self._routes = wanted
+            self._send_routes()
+        self._report_drops()
+        return changes
+
+    def add_peer(self, lease):
+        ip = self._peer_ip(lease)
+        if ip is None:
+            return self.remove_peer(lease.subnet)
+        subnet = str(IPNetwork(str(lease.subnet)).cidr)
+        if self._routes.get(subnet) == ip:
+            return []
+        verb = "updated" if subnet in self._routes else "added"
+        self._routes[subnet] = ip
+        self._send_routes()
+        return ["%s udp route %s via %s:%d" % (verb, subnet, ip, self.port)]
+
+    def remove_peer(self, subnet):
+        subnet = str(IPNetwork(str(subnet)).cidr)
+        if self._routes.pop(subnet, None) is None:
+            return []
+        self._send_routes()
+        return ["removed udp route %s" % subnet]
+
+    # -- upkeep ----------------------------------------------------------------------------------
+
+    def _repair(self):
+        if self.subnet is None:
+            return []
+        if netlink.link_index(DEVICE_NAME, self.ipr) != self.device_index:
+            self.log.warning("%s disappeared or was replaced; recreating it", DEVICE_NAME)
+            self._close_data_plane()
+            info = self.setup()
+            return info["changes"] + self.configure_lease(self.subnet)
+        return (self._ensure_mtu() + self._ensure_address() + self._ensure_up() + self._ensure_route()
+                + self._reap_workers())
+
+    def counts(self):
+        return self.counters.totals()
+
+    def _report_drops(self):
+        totals = self.counts()
+        for name, what in (("no_route", "to subnets with no lease"),
+                           ("malformed_udp", "received malformed (short or not IPv4)"),
+                           ("outside_network", "received for addresses outside %s" % self.config.network),
+                           ("ttl_expired", "with an expired TTL")):
+            new = totals[name] - self._reported[name]
+            if new > 0:
+                self.log.warning("udp: dropped %d packet%s %s (%d in all)", new, "" if new == 1 else "s",
+                                 what, totals[name])
+        self._reported = totals
+
+    def describe(self):
+        return {"backend_type": self.backend_type, "device": DEVICE_NAME, "device_index": self.device_index,
+                "mtu": self.mtu, "port": self.port, "workers": self.workers,
+                "interface": self.iface.name, "interface_address": self.iface.address,
+                "public_ip": self.public_ip, "subnet": str(self.subnet) if self.subnet else None,
+                "peers": len(self._routes), "counters": self.counts()}
+
+    def _close_data_plane(self):
+        self._stop_workers()
+        for sock in self.sockets:
+            sock.close()
+        for fd in self.tun_fds:
+            os.close(fd)
+        self.sockets, self.tun_fds = [], []
+
+    def close(self):
+        """Stop forwarding; the device, its address and route stay for the next agent."""
+        self._close_data_plane()
+        if self._own_ipr:
+            self.ipr.close()
