@@ -102,3 +102,17 @@ def test_off_link_peer_is_logged_and_others_still_programmed(backends, caplog):
     assert "host-gw needs every host on one layer-2 network" in caplog.text
     assert changes == ["removed stale route 10.6.3.0/24 via 172.31.250.13 dev eth0"]
     assert routes(first) == [("10.6.2.0/24", "172.31.250.12")]
+
+
+def test_leases_outside_the_network_or_over_this_host_program_nothing(lab, backends, caplog):
+    first = backends[0][0]
+    before = lab.hosts[0].run(["ip", "-j", "route", "show"]).stdout
+    with caplog.at_level(logging.WARNING):
+        changes = first.add_peer(host_gw_lease("172.31.250.0/24", "172.31.250.12"))
+        changes += first.add_peer(host_gw_lease("10.6.0.0/16", "172.31.250.12"))
+        changes += first.add_peer(host_gw_lease("10.6.4.0/24", "10.6.9.1"))
+    assert changes == []
+    assert "172.31.250.0/24 is outside the flannel network 10.6.0.0/16" in caplog.text
+    assert "10.6.0.0/16 overlaps this host's own subnet 10.6.1.0/24" in caplog.text
+    assert "PublicIP 10.6.9.1 is not an IPv4 address outside the flannel network" in caplog.text
+    assert lab.hosts[0].run(["ip", "-j", "route", "show"]).stdout == before

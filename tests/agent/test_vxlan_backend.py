@@ -291,3 +291,40 @@ def test_vxlan_offload_choice_is_applied_and_kept_by_reconcile(three_hosts, choi
     assert shown[1] == "flipped tx-checksum-ip-generic=%s tx-tcp-segmentation=%s" % (other, other)
     assert shown[2] == ("sync ['set flannel.1 tx-checksum-ip-generic %s'] "
                         "tx-checksum-ip-generic=%s tx-tcp-segmentation=%s" % (state, state, state))
+
+
+def kernel_routes(host):
+    """Every main-table IPv4 route of a host, as iproute2 shows it (an independent oracle)."""
+    return sorted(route["dst"] for route in json.loads(host.run(["ip", "-j", "route", "show"]).stdout))
+
+
+@pytest.mark.parametrize("by_event", [False, True], ids=["sync", "add_peer"])
+def test_leases_that_would_steer_traffic_elsewhere_program_nothing(nodes, by_event, caplog):
+    first, second, third = nodes
+    first.host.run(["ip", "addr", "add", "10.5.8.1/32", "dev", "lo"])  # a host address inside the Network
+    before = kernel_routes(first.host)
+    mac = "02:00:00:00:09:09"
+    hostile = {
+        "192.168.0.0/24": (lease("192.168.0.0/24", "172.31.250.99", mac), "outside the flannel network"),
+        "0.0.0.0/0": (lease("0.0.0.0/0", "172.31.250.99", mac), "outside the flannel network"),
+        "10.5.0.0/16": (lease("10.5.0.0/16", "172.31.250.99", mac), "overlaps this host's own subnet"),
+        "10.5.1.128/25": (lease("10.5.1.128/25", "172.31.250.99", mac), "overlaps this host's own subnet"),
+        "10.5.8.0/24": (lease("10.5.8.0/24", "172.31.250.99", mac), "contains this host's address 10.5.8.1"),
+        "10.5.4.0/24": (lease("10.5.4.0/24", "10.5.9.9", mac), "PublicIP 10.5.9.9 is not an IPv4 address outside"),
+        "10.5.5.0/24": (lease("10.5.5.0/24", first.host.address, mac), "is this host's own address"),
+        "10.5.6.0/24": (lease("10.5.6.0/24", "172.31.250.99", "zz:zz"), 'VtepMAC "zz:zz" is not a MAC'),
+        "10.5.7.0/24": (lease("10.5.7.0/24", "172.31.250.99", "01:00:5e:00:00:01"), "is a multicast MAC"),
+    }
+    with caplog.at_level(logging.WARNING):
+        if by_event:
+            changes = sum((first.backend.add_peer(item) for item, _words in hostile.values()), [])
+        else:
+            peers = dict(peers_of(first, nodes), **dict((key, item) for key, (item, _words) in hostile.items()))
+            changes = first.backend.sync(peers)
+    assert changes == []
+    for subnet, (_item, words) in hostile.items():
+        assert "ignoring lease %s: " % IPNetwork(subnet) in caplog.text and words in caplog.text, subnet
+    state = first.state()
+    assert [route["dst"] for route in state["routes"]] == ["10.5.2.0/24", "10.5.3.0/24"]
+    assert [entry["mac"] for entry in state["fdb"]] == sorted([second.info["vtep_mac"], third.info["vtep_mac"]])
+    assert kernel_routes(first.host) == before

@@ -110,13 +110,17 @@ def test_watch_reports_changes_and_moves_past_bad_keys(registry, raw):
     raw.write(PREFIX + "/subnets/10.40.0.0-20", "{not json")
     lease = registry.create_lease(IPNetwork("10.41.0.0/20"), _attrs(12), 600)
     seen, skipped = [], []
-    while len(seen) < 1:
+    while not seen:
         events, index, bad = registry.watch_leases(index, 2)
         seen.extend(events)
         if bad:
             skipped.append(bad[0])
     assert skipped == [PREFIX + "/subnets/garbage", PREFIX + "/subnets/10.40.0.0-20"]
-    assert seen[0].subnet == lease.subnet and seen[0].lease.attrs == _attrs(12)
+    # A lease key given a bad value no longer holds a usable lease: it reads as a removal.
+    assert seen[0].subnet == IPNetwork("10.40.0.0/20") and seen[0].removed
+    events, index = registry.watch_leases(index, 2)[:2]
+    seen.extend(events)
+    assert seen[1].subnet == lease.subnet and seen[1].lease.attrs == _attrs(12)
     registry.delete_lease(registry.get_lease(lease.subnet))
     events, index = registry.watch_leases(index, 2)[:2]
     assert events[0].removed and events[0].subnet == lease.subnet

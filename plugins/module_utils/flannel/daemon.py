@@ -17,7 +17,7 @@ from . import missing_libraries
 from .config import ConfigError, parse_network_config
 from .healthz import notify_systemd, start_health_server
 from .lease import LEASE_TTL, LeaseAttrs, LeaseError, acquire_lease
-from .registry import EtcdRegistry, IndexCleared, RegistryError, RegistryUnavailable
+from .registry import EtcdRegistry, IndexCleared, RegistryAuthError, RegistryError, RegistryUnavailable
 from .subnet_env import previous_subnet, render_subnet_env, write_subnet_env
 
 LOG = logging.getLogger("flanneld")
@@ -81,7 +81,7 @@ class Agent:
         self._stop = threading.Event()
         self._in_watch = False
         self._needs_resync = False  # set when etcd was unreachable: re-list before watching again
-        self._warned_keys = set()
+        self._skipped = set()  # (key, reason) of every bad lease seen: each is logged once
         self.host_id = options.host_id or default_host_id()
         # Refreshed at every reconcile, so a replaced host waits at most this long for the IP.
         self.claim_ttl = max(30, 3 * options.reconcile_interval)
@@ -100,6 +100,19 @@ class Agent:
         self._stop.set()
         if self._in_watch:
             raise Stopping()
+
+    def hangup(self, *_signal_args):
+        """SIGHUP: re-list the leases and reconcile the data plane at the next step."""
+        LOG.info("SIGHUP: re-listing leases and reconciling the data plane")
+        self._needs_resync = True
+        self.reconcile_at = 0.0
+
+    def _skip(self, key, reason):
+        """A lease that fails its checks: logged once, counted, never used."""
+        if (key, reason) not in self._skipped:
+            self._skipped.add((key, reason))
+            # A key is anyone's text: escaped, so that it can never forge a log line.
+            LOG.warning("skipping %s: %s", str(key)[:200].encode("unicode_escape").decode("ascii"), reason)
 
     def _wait(self, seconds):
         """Sleep that ends early on stop; True when stopping."""
@@ -235,11 +248,9 @@ class Agent:
 
     def _resync(self):
         """Re-list all leases, program the difference, and mark the agent healthy."""
-        listing = self.registry.list_leases()
+        listing = self.registry.list_leases(self.config)
         for key, reason in listing.skipped:
-            if key not in self._warned_keys:
-                LOG.warning("skipping %s: %s", key, reason)
-                self._warned_keys.add(key)
+            self._skip(key, reason)
         own = [lease for lease in listing.leases if lease.subnet == self.lease.subnet]
         if not own or own[0].attrs != self.attrs:
             self._reacquire("own lease %s %s" % (self.lease.subnet, "vanished" if not own else "was taken"))
@@ -260,7 +271,8 @@ class Agent:
         self.index = listing.index
         self._needs_resync = False
         self.reconcile_at = self.clock() + self.options.reconcile_interval
-        self._set_health(True, "lease %s, %d peers" % (self.lease.subnet, len(self.peers)))
+        skipped = ", %d bad leases skipped" % len(self._skipped) if self._skipped else ""
+        self._set_health(True, "lease %s, %d peers%s" % (self.lease.subnet, len(self.peers), skipped))
 
     def _reacquire(self, why):
         LOG.warning("%s; re-acquiring a lease (same subnet if free)", why)
@@ -353,12 +365,11 @@ class Agent:
         try:
             if self._stop.is_set():
                 return
-            events, self.index, skipped = self.registry.watch_leases(self.index, wait)
+            events, self.index, skipped = self.registry.watch_leases(self.index, wait, self.config)
         finally:
             self._in_watch = False
-        if skipped and skipped[0] not in self._warned_keys:
-            LOG.warning("skipping %s: %s", skipped[0], skipped[1])
-            self._warned_keys.add(skipped[0])
+        if skipped:
+            self._skip(*skipped)
         for event in events:
             self._apply(event)
 
@@ -369,9 +380,10 @@ class Agent:
             except IndexCleared as err:
                 LOG.info("watch resync: %s", err)
                 self._needs_resync = True
-            except RegistryUnavailable as err:
-                # The data plane stays as it is: only the control plane is down.
-                self._set_health(False, "etcd unreachable: %s" % err)
+            except RegistryError as err:
+                # The data plane stays as it is: only the control plane is down or refusing us.
+                unreachable = isinstance(err, RegistryUnavailable) and not isinstance(err, RegistryAuthError)
+                self._set_health(False, ("etcd unreachable: %s" if unreachable else "etcd error: %s") % err)
                 self._needs_resync = True
                 # A refused connection costs nothing, so retry every second, as flanneld does.
                 if self._wait(ETCD_RETRY):
@@ -427,4 +439,5 @@ def run_agent(options):
     agent = Agent(options, registry)
     signal.signal(signal.SIGTERM, agent.stop)
     signal.signal(signal.SIGINT, agent.stop)
+    signal.signal(signal.SIGHUP, agent.hangup)
     return agent.run()

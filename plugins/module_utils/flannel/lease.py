@@ -17,7 +17,18 @@ except ImportError:  # reported by the caller through missing_libraries()
 LEASE_TTL = 24 * 3600
 MAX_CANDIDATES = 100
 RACE_RETRIES = 10
+# flanneld's leases are under 200 bytes and two levels deep; anything far larger is not a lease,
+# and the bounds keep a hostile value from costing memory or a RecursionError in the parser.
+MAX_LEASE_BYTES = 4096
+MAX_LEASE_DEPTH = 8
+# The backend types flanneld v0.10.0 registers (its backend packages: alivpc, alloc, awsvpc,
+# extension, gce, hostgw, ipip, udp, vxlan). A lease without BackendType is a udp lease.
+KNOWN_BACKEND_TYPES = ("ali-vpc", "alloc", "aws-vpc", "extension", "gce", "host-gw", "ipip", "udp", "vxlan")
+# 0.0.0.0/8 (this network), 127.0.0.0/8 (loopback), 224.0.0.0/4 (multicast) and 240.0.0.0/4
+# (reserved, with the broadcast address): no host can be reached at any of them.
+_NOT_UNICAST = ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4")
 _KEY_PATTERN = re.compile(r"^(\d+\.\d+\.\d+\.\d+)-(\d+)$")
+_MAC_PATTERN = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 
 
 class LeaseError(Exception):
@@ -36,15 +47,72 @@ def subnet_key(subnet):
 
 
 def parse_subnet_key(key):
-    """The subnet named by a lease key (its last path element); ValueError when it is not one."""
-    name = key.rsplit("/", 1)[-1]
+    """The subnet named by a lease key (its last path element); ValueError when it is not one.
+
+    Only flannel's own spelling is a key: no host bits, no leading zeros. Another spelling of a
+    subnet would be read from one key and updated or deleted at another.
+    """
+    name = str(key).rsplit("/", 1)[-1]
     match = _KEY_PATTERN.match(name)
     if not match or int(match.group(2)) > 32:
-        raise ValueError("not a subnet lease key: %r" % key)
+        raise ValueError("not a subnet lease key (A.B.C.D-LEN): %r" % key)
     try:
-        return IPNetwork("%s/%s" % match.groups(), flags=0).cidr
+        subnet = IPNetwork("%s/%s" % match.groups(), flags=0)
     except Exception:
-        raise ValueError("not a subnet lease key: %r" % key)
+        raise ValueError("not a subnet lease key (A.B.C.D-LEN): %r" % key)
+    if subnet_key(subnet.cidr) != name:
+        raise ValueError("not a subnet lease key: %r is not written as flannel writes %s"
+                         % (key, subnet_key(subnet.cidr)))
+    return subnet.cidr
+
+
+def ipv4_unicast_problem(text):
+    """Why `text` is not an IPv4 unicast address a host can be reached at, or None."""
+    try:
+        if not isinstance(text, str):
+            raise TypeError(text)
+        address = IPAddress(text, flags=0)
+    except Exception:
+        return "%s is not an IPv4 address" % json.dumps(text, default=str)[:80]
+    if address.version != 4:
+        return "%s is not an IPv4 address (the data plane is IPv4)" % text
+    for block in _NOT_UNICAST:
+        if address in IPNetwork(block):
+            return "%s is not a unicast address (it is in %s)" % (text, block)
+    return None
+
+
+def unicast_mac_problem(text):
+    """Why `text` is not a unicast MAC written aa:bb:cc:dd:ee:ff, or None."""
+    if not isinstance(text, str) or not _MAC_PATTERN.match(text):
+        return "%s is not a MAC address (aa:bb:cc:dd:ee:ff)" % json.dumps(text, default=str)[:80]
+    if int(text[:2], 16) & 1:
+        return "%s is a multicast MAC address" % text
+    if text == "00:00:00:00:00:00":
+        return "%s is the all-zero MAC address" % text
+    return None
+
+
+def _json_depth_exceeds(text, limit):
+    """Whether JSON text nests objects/arrays deeper than `limit` (strings are skipped)."""
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
 
 
 class LeaseAttrs:
@@ -58,7 +126,7 @@ class LeaseAttrs:
     def to_json(self):
         """Byte-for-byte what flanneld's Go json.Marshal writes (field order, no spaces)."""
         data = {"PublicIP": self.public_ip}
-        if self.backend_type:
+        if self.backend_type and self.backend_type != "udp":  # flanneld's udp backend writes none
             data["BackendType"] = self.backend_type
         if self.vtep_mac:
             data["BackendData"] = {"VtepMAC": self.vtep_mac}
@@ -66,23 +134,49 @@ class LeaseAttrs:
 
     @classmethod
     def from_json(cls, text):
-        """Parse a lease value; ValueError names what is wrong with it."""
+        """Parse and check a lease value as read from etcd; ValueError names the field and rule.
+
+        Keys match case-insensitively, as Go's encoding/json does. A missing BackendType reads
+        as "udp" (flanneld's udp backend writes none); a VtepMAC, where present, must be a
+        unicast MAC, and a vxlan lease must have one.
+        """
+        if isinstance(text, bytes):
+            text = text.decode("utf-8", "replace")
+        if not isinstance(text, str):
+            raise ValueError("lease value is not text")
+        size = len(text.encode("utf-8"))
+        if size > MAX_LEASE_BYTES:
+            raise ValueError("lease value is %d bytes, above the limit of %d" % (size, MAX_LEASE_BYTES))
+        if _json_depth_exceeds(text, MAX_LEASE_DEPTH):
+            raise ValueError("lease value nests deeper than %d levels" % MAX_LEASE_DEPTH)
         try:
             data = json.loads(text)
-        except (TypeError, ValueError) as err:
+        except ValueError as err:
             raise ValueError("lease value is not JSON: %s" % err)
         if not isinstance(data, dict):
             raise ValueError("lease value is not a JSON object")
         fields = dict((str(k).lower(), v) for k, v in data.items())
-        try:
-            public_ip = IPAddress(fields.get("publicip"), flags=0)
-        except Exception:
-            raise ValueError("lease PublicIP is not an IP address: %r" % fields.get("publicip"))
-        backend_data = fields.get("backenddata") or {}
+        problem = ipv4_unicast_problem(fields.get("publicip"))
+        if problem:
+            raise ValueError("lease PublicIP: %s" % problem)
+        backend_type = fields.get("backendtype")
+        if backend_type in (None, ""):
+            backend_type = "udp"
+        if backend_type not in KNOWN_BACKEND_TYPES:
+            raise ValueError("lease BackendType %s is not a flannel backend (%s)"
+                             % (json.dumps(backend_type)[:80], ", ".join(KNOWN_BACKEND_TYPES)))
+        backend_data = fields.get("backenddata")
         mac = None
         if isinstance(backend_data, dict):
             mac = dict((str(k).lower(), v) for k, v in backend_data.items()).get("vtepmac")
-        return cls(str(public_ip), fields.get("backendtype") or None, mac or None)
+        elif backend_type == "vxlan" and backend_data is not None:
+            raise ValueError("lease BackendData is not a JSON object")
+        if mac is not None or backend_type == "vxlan":
+            problem = unicast_mac_problem(mac)
+            if problem:
+                raise ValueError("lease VtepMAC: %s" % problem)
+            mac = mac.lower()
+        return cls(fields["publicip"], backend_type, mac)
 
     def __eq__(self, other):
         return isinstance(other, LeaseAttrs) and self.to_json() == other.to_json()
@@ -116,9 +210,32 @@ class Lease:
         return "Lease(%s, %r, ttl=%r, index=%r)" % (self.subnet, self.attrs, self.ttl, self.modified_index)
 
 
-def free_subnets(config, leases, limit=MAX_CANDIDATES):
-    """The first `limit` subnets of the config's range that overlap no lease, in address order."""
-    taken = sorted((lease.subnet.first, lease.subnet.last) for lease in leases)
+def lease_problem(lease, config):
+    """Why a parsed lease cannot be used under `config`, or None: its key must be a subnet of
+    the Network with the configured SubnetLen, and its PublicIP outside the overlay."""
+    subnet = lease.subnet
+    if subnet.prefixlen != config.subnet_len or subnet not in config.network:
+        return ("subnet %s is not a /%d inside the Network %s"
+                % (subnet, config.subnet_len, config.network))
+    if IPAddress(lease.attrs.public_ip) in config.network:
+        return "PublicIP %s is inside the overlay network %s" % (lease.attrs.public_ip, config.network)
+    return None
+
+
+def is_leasable_key(subnet, config):
+    """Whether a key's subnet can be a lease under `config` (inside the Network, SubnetLen)."""
+    return subnet.prefixlen == config.subnet_len and subnet in config.network
+
+
+def free_subnets(config, taken, limit=MAX_CANDIDATES):
+    """The first `limit` subnets of the config's range that no key holds, in address order.
+
+    `taken` holds leases or subnets. Keys that cannot be leases under this config (another
+    length, outside the Network) are ignored: they block no candidate's key, and a junk key
+    covering the whole space must not exhaust it.
+    """
+    subnets = (item.subnet if isinstance(item, Lease) else item for item in taken)
+    taken = sorted((subnet.first, subnet.last) for subnet in subnets if is_leasable_key(subnet, config))
     free = []
     position = 0
     for candidate in config.candidate_subnets():
@@ -144,8 +261,9 @@ def acquire_lease(registry, config, attrs, previous_subnet=None, rng=None, log=N
     rng = rng or random.SystemRandom()
     log = log or (lambda message: None)
     for _attempt in range(RACE_RETRIES):
-        leases = registry.list_leases().leases
-        mine = [lease for lease in leases if lease.attrs.public_ip == attrs.public_ip]
+        # Not checked against the config: a lease of ours that no longer fits it is deleted below.
+        listing = registry.list_leases()
+        mine = [lease for lease in listing.leases if lease.attrs.public_ip == attrs.public_ip]
         for lease in mine:
             if config.is_compatible(lease.subnet):
                 log("found lease %s for current IP %s, reusing" % (lease.subnet, attrs.public_ip))
@@ -156,7 +274,7 @@ def acquire_lease(registry, config, attrs, previous_subnet=None, rng=None, log=N
             log("lease %s for current IP does not fit the network config, deleting it" % lease.subnet)
             registry.delete_lease(lease)
         else:
-            subnet = _pick_subnet(config, leases, previous_subnet, rng, log)
+            subnet = _pick_subnet(config, listing.taken, previous_subnet, rng, log)
             created = registry.create_lease(subnet, attrs, LEASE_TTL)
             if created is not None:
                 log("acquired lease %s" % subnet)
@@ -165,16 +283,17 @@ def acquire_lease(registry, config, attrs, previous_subnet=None, rng=None, log=N
     raise LeaseError("Max retries reached trying to acquire a subnet")
 
 
-def _pick_subnet(config, leases, previous_subnet, rng, log):
+def _pick_subnet(config, taken, previous_subnet, rng, log):
+    """`taken`: the subnets of every key under subnets/, valid leases or not (a key with a bad
+    value still stops a create at that key)."""
     if previous_subnet is not None:
         if not config.is_compatible(previous_subnet):
             log("previous subnet %s does not fit the network config, ignoring it" % previous_subnet)
-        elif any(lease.subnet.first <= previous_subnet.last and lease.subnet.last >= previous_subnet.first
-                 for lease in leases):
+        elif previous_subnet in taken:
             log("previous subnet %s is held by another host, not taking it" % previous_subnet)
         else:
             return previous_subnet
-    free = free_subnets(config, leases)
+    free = free_subnets(config, taken)
     if not free:
         raise OutOfSubnets(config)
     return rng.choice(free)

@@ -175,6 +175,12 @@ def select_interface(ifaces=(), iface_regexes=(), ipr=None):
         return chosen(index)
 
 
+def local_ipv4_addresses(ipr=None):
+    """Every IPv4 address of every interface, as a set of IPAddress."""
+    with session(ipr) as ipr:
+        return set(IPAddress(address) for addresses in _ipv4_addresses(ipr).values() for address in addresses)
+
+
 def interface_has_address(ip, index=None, ipr=None):
     """Whether `ip` is an IPv4 address of interface `index` (of any interface when None)."""
     with session(ipr) as ipr:

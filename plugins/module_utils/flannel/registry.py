@@ -15,7 +15,7 @@ try:
 except ImportError:  # reported by the caller through missing_libraries()
     etcd = None
 
-from .lease import Lease, LeaseAttrs, parse_subnet_key, subnet_key
+from .lease import Lease, LeaseAttrs, is_leasable_key, lease_problem, parse_subnet_key, subnet_key
 
 DEFAULT_PREFIX = "/coreos.com/network"
 DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)
@@ -30,6 +30,11 @@ class RegistryUnavailable(RegistryError):
     """No endpoint answered."""
 
 
+class RegistryAuthError(RegistryUnavailable):
+    """etcd refused the credentials (wrong user or password, or no permission on the prefix).
+    Retried like an outage: an operator may fix the user while the agent waits."""
+
+
 class ConfigMissing(RegistryError):
     """There is no <prefix>/config key."""
 
@@ -39,12 +44,15 @@ class IndexCleared(RegistryError):
 
 
 class LeaseListing:
-    """All parseable leases, etcd's index at the time of the listing, and what was skipped."""
+    """The valid leases, etcd's index at the time of the listing, what was skipped
+    ([(key, reason)]), and the subnets of every key named like a lease, valid or not (`taken`:
+    a key with a bad value still stops another host from creating that key)."""
 
-    def __init__(self, leases, index, skipped):
+    def __init__(self, leases, index, skipped, taken=None):
         self.leases = leases
         self.index = index
         self.skipped = skipped
+        self.taken = taken if taken is not None else [lease.subnet for lease in leases]
 
 
 class LeaseEvent:
@@ -132,6 +140,20 @@ class EtcdRegistry:
             except etcd.EtcdConnectionFailed as err:
                 last_error = err
                 self._current = (self._current + 1) % len(self._clients)
+            except (etcd.EtcdKeyNotFound, etcd.EtcdAlreadyExist, etcd.EtcdCompareFailed,
+                    etcd.EtcdEventIndexCleared):
+                raise  # answers about the keys, which the callers handle
+            except etcd.EtcdInsufficientPermissions as err:
+                raise RegistryAuthError("etcd at %s refused access to %s: %s (check -etcd-username and "
+                                        "-etcd-password, and the user's role)"
+                                        % (client.base_uri, self.prefix, _root_cause(err)))
+            except (etcd.EtcdKeyError, etcd.EtcdValueError) as err:
+                # e.g. <prefix>/subnets written as a plain key: only an operator can fix that.
+                raise RegistryError("etcd refused an operation under %s: %s" % (self.prefix, err))
+            except etcd.EtcdException as err:
+                # Anything else (a leader election, an undecodable answer) is etcd not serving now.
+                last_error = err
+                self._current = (self._current + 1) % len(self._clients)
         raise RegistryUnavailable("no etcd endpoint answered (%s): %s"
                                   % (", ".join(c.base_uri for c in self._clients), _root_cause(last_error)))
 
@@ -150,25 +172,33 @@ class EtcdRegistry:
 
     # ---- leases ---------------------------------------------------------------------------
 
-    def _lease_from_node(self, node):
+    def _lease_from_node(self, node, config=None):
+        """The checked lease of an etcd node; ValueError says why it is not one. With `config`,
+        also the checks that need it (see lease.lease_problem)."""
         subnet = parse_subnet_key(node.key)
         attrs = LeaseAttrs.from_json(node.value)
-        return Lease(subnet, attrs, ttl=node.ttl, modified_index=node.modifiedIndex)
+        lease = Lease(subnet, attrs, ttl=node.ttl, modified_index=node.modifiedIndex)
+        problem = lease_problem(lease, config) if config is not None else None
+        if problem:
+            raise ValueError(problem)
+        return lease
 
-    def list_leases(self):
+    def list_leases(self, config=None):
+        """Every lease under subnets/, checked (against `config` when given)."""
         try:
             result = self._call(lambda c: c.read(self.subnets_key, recursive=True, quorum=True))
         except etcd.EtcdKeyNotFound as err:
-            return LeaseListing([], int((err.payload or {}).get("index", 0)), [])
-        leases, skipped = [], []
+            return LeaseListing([], int((err.payload or {}).get("index", 0)), [], [])
+        leases, skipped, taken = [], [], []
         for node in result.leaves:
             if node.dir or node.key == self.subnets_key:
                 continue
             try:
-                leases.append(self._lease_from_node(node))
+                taken.append(parse_subnet_key(node.key))
+                leases.append(self._lease_from_node(node, config))
             except ValueError as err:
                 skipped.append((node.key, str(err)))
-        return LeaseListing(leases, result.etcd_index, skipped)
+        return LeaseListing(leases, result.etcd_index, skipped, taken)
 
     def get_lease(self, subnet):
         """The lease for a subnet, or None."""
@@ -244,11 +274,13 @@ class EtcdRegistry:
                 continue
         raise RegistryError("could not claim %s: it changed three times in a row" % key)
 
-    def watch_leases(self, after_index, timeout):
+    def watch_leases(self, after_index, timeout, config=None):
         """Wait up to `timeout` s for the next change after `after_index`.
 
-        Returns (events, next_index, skipped): at most one event; `skipped` names an event
-        that could not be parsed (the watch moves past it instead of stalling, upstream PR #1368).
+        Returns (events, next_index, skipped): at most one event; `skipped` is (key, reason) for
+        a change that is not a valid lease (the watch moves past it instead of stalling, upstream
+        PR #1368). A lease key that could hold a lease under `config` but was given a bad value
+        also yields a removal: what it held before can no longer be trusted.
         Raises IndexCleared when etcd no longer has that history.
         """
         try:
@@ -264,9 +296,14 @@ class EtcdRegistry:
         if node.key == self.subnets_key:
             raise IndexCleared("%s itself changed (%s)" % (self.subnets_key, node.action))
         try:
-            if node.action in _REMOVAL_ACTIONS:
-                return [LeaseEvent(parse_subnet_key(node.key), None)], next_index, None
-            lease = self._lease_from_node(node)
+            subnet = parse_subnet_key(node.key)
         except ValueError as err:
             return [], next_index, (node.key, str(err))
+        if node.action in _REMOVAL_ACTIONS:
+            return [LeaseEvent(subnet, None)], next_index, None
+        try:
+            lease = self._lease_from_node(node, config)
+        except ValueError as err:
+            removed = [LeaseEvent(subnet, None)] if config is None or is_leasable_key(subnet, config) else []
+            return removed, next_index, (node.key, str(err))
         return [LeaseEvent(lease.subnet, lease)], next_index, None

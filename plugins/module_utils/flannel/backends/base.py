@@ -41,6 +41,7 @@ class RouteBackend:
         self.subnet = None
         self._programmed = {}  # subnet (str) -> PeerEntries last written for that peer
         self._warned = set()
+        self._local_addresses = set()  # this host's IPv4 addresses, refreshed by sync/add_peer
 
     def close(self):
         if self._own_ipr:
@@ -66,6 +67,7 @@ class RouteBackend:
 
         Idempotent; returns one human-readable string per change (empty: nothing was wrong).
         """
+        self._local_addresses = netlink.local_ipv4_addresses(self.ipr)
         desired = {}
         for subnet, lease in peers.items():
             entries = self._wanted(lease)
@@ -121,6 +123,7 @@ class RouteBackend:
     def add_peer(self, lease):
         """Program one peer (new or changed lease) without dumping kernel tables; returns changes."""
         key = str(lease.subnet)
+        self._local_addresses = netlink.local_ipv4_addresses(self.ipr)
         entries = self._wanted(lease)
         if entries is None:
             return self.remove_peer(lease.subnet)
@@ -157,9 +160,36 @@ class RouteBackend:
     # -- helpers ---------------------------------------------------------------------------------
 
     def _wanted(self, lease):
-        if self.subnet is not None and IPNetwork(str(lease.subnet)) == self.subnet:
+        subnet = IPNetwork(str(lease.subnet)).cidr
+        if self.subnet is not None and subnet == self.subnet:
             return None  # our own lease is never a peer
+        problem = self._scope_problem(subnet, lease.attrs.public_ip)
+        if problem:
+            self._warn_once((str(subnet), problem), "ignoring lease %s: %s", subnet, problem)
+            return None
         return self._entries_for(lease)
+
+    def _scope_problem(self, subnet, public_ip):
+        """Why no route, neighbour or FDB entry may be programmed for a peer with this subnet and
+        PublicIP, or None. Checked here, whatever parsed the lease, so that no key can steer
+        traffic for prefixes outside the flannel network or for this host's own addresses."""
+        network = self.config.network
+        if subnet not in network:
+            return "subnet %s is outside the flannel network %s" % (subnet, network)
+        if self.subnet is not None and (subnet.first <= self.subnet.last and self.subnet.first <= subnet.last):
+            return "subnet %s overlaps this host's own subnet %s" % (subnet, self.subnet)
+        own = sorted(address for address in self._local_addresses if address in subnet)
+        if own:
+            return "subnet %s contains this host's address %s" % (subnet, own[0])
+        try:
+            gateway = IPAddress(public_ip)
+        except Exception:
+            return "PublicIP %r is not an IP address" % (public_ip,)
+        if gateway.version != 4 or gateway in network:
+            return "PublicIP %s is not an IPv4 address outside the flannel network" % public_ip
+        if gateway in self._local_addresses or str(gateway) == self.public_ip:
+            return "PublicIP %s is this host's own address" % public_ip
+        return None
 
     def _remove_leftovers(self, old, new):
         """Delete the old entries of a peer that its new entries no longer cover."""

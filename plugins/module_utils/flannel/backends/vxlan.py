@@ -14,6 +14,7 @@ import os
 import re
 
 from .. import netlink
+from ..lease import unicast_mac_problem
 from .base import BackendError, PeerEntries, RouteBackend
 
 try:
@@ -199,6 +200,10 @@ class VxlanBackend(RouteBackend):
                 return PeerEntries(None, None, netlink.Route(str(subnet), attrs.public_ip, oif, False))
         if not attrs.vtep_mac:
             self._warn_once((str(subnet), None), "ignoring lease %s: it has no VtepMAC", subnet)
+            return None
+        problem = unicast_mac_problem(attrs.vtep_mac)
+        if problem:
+            self._warn_once((str(subnet), attrs.vtep_mac), "ignoring lease %s: VtepMAC %s", subnet, problem)
             return None
         mac = attrs.vtep_mac.lower()
         gateway = str(subnet.ip)

@@ -1,0 +1,131 @@
+"""Leases written by anyone: the registry checks every one against the config before it is used,
+junk cannot exhaust the subnet space, and etcd's own refusals become RegistryErrors."""
+
+import json
+import random
+import urllib.request
+
+import etcd
+import pytest
+from netaddr import IPNetwork
+
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs, acquire_lease
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
+    EtcdRegistry, RegistryAuthError, RegistryError)
+from etcdserver import EtcdServer
+
+PREFIX = "/coreos.com/network"
+CONFIG = parse_network_config({"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0",
+                               "SubnetMax": "10.99.0.0", "Backend": {"Type": "vxlan", "VNI": 100}})
+GOOD = '{"PublicIP":"192.168.205.20","BackendType":"vxlan","BackendData":{"VtepMAC":"0e:00:00:00:00:20"}}'
+# key -> (value, words the skip reason must hold)
+HOSTILE = {
+    "10.20.0.0-20": ('{"PublicIP":"192.168.205.21","BackendType":"vxlan","BackendData":{"VtepMAC":"zz:zz"}}',
+                     'VtepMAC: "zz:zz" is not a MAC address'),
+    "192.168.0.0-24": (GOOD, "subnet 192.168.0.0/24 is not a /20 inside the Network 10.0.0.0/8"),
+    "0.0.0.0-0": (GOOD, "subnet 0.0.0.0/0 is not a /20 inside the Network"),
+    "10.0.0.0-8": (GOOD, "subnet 10.0.0.0/8 is not a /20 inside the Network"),
+    "10.21.0.0-20": ('{"PublicIP":"10.1.2.3","BackendType":"vxlan","BackendData":{"VtepMAC":"0e:00:00:00:00:21"}}',
+                     "PublicIP 10.1.2.3 is inside the overlay network 10.0.0.0/8"),
+    "10.22.0.0-20": ('{"PublicIP":"192.168.205.22","BackendType":"nope"}', 'BackendType "nope" is not a flannel'),
+    "10.23.0.0-20": ("[" * 5000 + "]" * 5000, "above the limit of 4096"),
+    "10.24.0.0-20": ('{"PublicIP":"fe80::1","BackendType":"host-gw"}', "not an IPv4 address"),
+    "10.25.7.0-20": (GOOD, "10.25.7.0-20' is not written as flannel writes 10.25.0.0-20"),
+}
+
+
+@pytest.fixture
+def registry(etcd_endpoint):
+    return EtcdRegistry(etcd_endpoint)
+
+
+@pytest.fixture
+def raw(etcd_endpoint):
+    host, port = etcd_endpoint.rsplit("/", 1)[1].split(":")
+    return etcd.Client(host=host, port=int(port))
+
+
+def _write_hostile(raw):
+    for key, (value, _reason) in HOSTILE.items():
+        raw.write("%s/subnets/%s" % (PREFIX, key), value)
+    raw.write(PREFIX + "/subnets/10.30.0.0-20", GOOD)
+
+
+def test_listing_under_the_config_keeps_only_valid_leases(registry, raw):
+    _write_hostile(raw)
+    listing = registry.list_leases(CONFIG)
+    assert [str(lease.subnet) for lease in listing.leases] == ["10.30.0.0/20"]
+    reasons = dict((key.rsplit("/", 1)[1], reason) for key, reason in listing.skipped)
+    assert sorted(reasons) == sorted(HOSTILE)
+    for key, (_value, words) in HOSTILE.items():
+        assert words in reasons[key], (key, reasons[key])
+    # Every key named like a subnet counts as taken, whatever its value.
+    assert "10.20.0.0/20" in [str(subnet) for subnet in listing.taken]
+
+
+def test_watch_under_the_config_skips_and_unroutes(registry, raw):
+    raw.write(PREFIX + "/subnets/10.20.0.0-20", GOOD)
+    index = registry.list_leases(CONFIG).index
+    raw.write(PREFIX + "/subnets/10.20.0.0-20", HOSTILE["10.20.0.0-20"][0])
+    events, index, skipped = registry.watch_leases(index, 2, CONFIG)
+    assert [(str(event.subnet), event.removed) for event in events] == [("10.20.0.0/20", True)]
+    assert "VtepMAC" in skipped[1]
+    raw.write(PREFIX + "/subnets/192.168.0.0-24", GOOD)
+    events, index, skipped = registry.watch_leases(index, 2, CONFIG)
+    assert events == [] and "not a /20 inside the Network" in skipped[1]
+
+
+def test_junk_cannot_exhaust_the_space_or_stop_acquisition(registry, raw):
+    _write_hostile(raw)
+    attrs = LeaseAttrs("192.168.205.40", "vxlan", "0e:00:00:00:00:40")
+    # The previous subnet's key holds junk: it cannot be created, so another one is taken.
+    lease = acquire_lease(registry, CONFIG, attrs, previous_subnet=IPNetwork("10.20.0.0/20"), rng=random.Random(1))
+    assert lease.subnet != IPNetwork("10.20.0.0/20") and CONFIG.is_compatible(lease.subnet)
+    assert str(lease.subnet) not in ("10.21.0.0/20", "10.22.0.0/20", "10.23.0.0/20", "10.24.0.0/20", "10.30.0.0/20")
+
+
+def test_subnets_written_as_a_plain_key_is_a_registry_error(registry, raw):
+    raw.write(PREFIX + "/subnets", "not a directory")
+    attrs = LeaseAttrs("192.168.205.40", "vxlan", "0e:00:00:00:00:40")
+    with pytest.raises(RegistryError) as caught:
+        acquire_lease(registry, CONFIG, attrs)
+    assert "etcd refused an operation under /coreos.com/network" in str(caught.value)
+
+
+def _auth_call(server, method, path, body=None, user=None):
+    request = urllib.request.Request(server.endpoint + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    if user:
+        import base64
+
+        request.add_header("Authorization", "Basic " + base64.b64encode(user.encode()).decode())
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.read()
+
+
+@pytest.fixture(scope="module")
+def auth_etcd():
+    """An etcd of its own with v2 authentication on: root/rootpw, and the guest role stripped."""
+    server = EtcdServer().start()
+    try:
+        _auth_call(server, "PUT", "/v2/auth/users/root", {"user": "root", "password": "rootpw"})
+        _auth_call(server, "PUT", "/v2/auth/enable")
+        _auth_call(server, "PUT", "/v2/auth/roles/guest",
+                   {"role": "guest", "revoke": {"kv": {"read": ["/*"], "write": ["/*"]}}}, user="root:rootpw")
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("username, password", [("root", "wrong"), (None, None), ("nobody", "x")])
+def test_refused_credentials_are_a_one_line_registry_auth_error(auth_etcd, username, password):
+    registry = EtcdRegistry(auth_etcd.endpoint, username=username, password=password, timeout=2)
+    for call in (registry.get_config, registry.list_leases, lambda: registry.watch_leases(0, 0.5)):
+        with pytest.raises(RegistryAuthError) as caught:
+            call()
+        message = str(caught.value)
+        assert "refused access to /coreos.com/network" in message and "-etcd-password" in message
+        assert "\n" not in message and "wrong" not in message
+    right = EtcdRegistry(auth_etcd.endpoint, username="root", password="rootpw")
+    assert right.list_leases().leases == []

@@ -1,0 +1,240 @@
+"""Property-based tests: whatever anyone writes under <prefix>/subnets, the lease parser either
+returns a lease that fits the Network or says why not, and the agent's event handling never
+programs a route, neighbour or FDB entry outside the Network or over this host.
+
+The registry and the agent are the real ones; only etcd's answers (python-etcd's own EtcdResult)
+and the kernel tables (a dict standing in for netlink) are simulated, as this is pure logic.
+"""
+
+import json
+import string
+
+import etcd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from netaddr import IPAddress, IPNetwork
+
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel import netlink
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.base import RouteBackend
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.host_gw import HostGwBackend
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import VxlanBackend
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.daemon import Agent
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import (
+    KNOWN_BACKEND_TYPES, Lease, LeaseAttrs, ipv4_unicast_problem, unicast_mac_problem)
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import EtcdRegistry
+
+PREFIX = "/coreos.com/network"
+VXLAN = parse_network_config({"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0",
+                              "SubnetMax": "10.99.0.0", "Backend": {"Type": "vxlan", "VNI": 100}})
+HOST_GW = parse_network_config({"Network": "10.6.0.0/16", "Backend": {"Type": "host-gw"}})
+PUBLIC_IP = "192.168.205.10"
+SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+# ---- strategies ----------------------------------------------------------------------------------
+
+octet = st.integers(0, 255)
+dotted = st.tuples(octet, octet, octet, octet).map(lambda parts: "%d.%d.%d.%d" % parts)
+addresses = st.one_of(dotted, st.sampled_from(["10.10.0.5", "10.0.0.1", PUBLIC_IP, "192.168.205.11",
+                                                 "127.0.0.1", "0.0.0.0", "255.255.255.255", "224.0.0.5",
+                                                 "2001:db8::1", "::ffff:10.0.0.1", " 1.2.3.4", "1.2.3"]))
+
+
+def _near_network(config):
+    """Keys aimed at the Network: the right length, a wrong one, or covering it."""
+    network = config.network
+    inside = st.integers(0, network.size - 1).map(lambda offset: IPAddress(network.first + offset))
+    return st.tuples(inside, st.sampled_from([config.subnet_len] * 4 + [0, 8, network.prefixlen, 24, 32])).map(
+        lambda pair: "%s-%d" % (IPNetwork("%s/%d" % pair).cidr.ip, pair[1]))
+
+
+def keys(config):
+    return st.one_of(
+        _near_network(config),
+        st.tuples(dotted, st.integers(0, 40)).map(lambda pair: "%s-%d" % pair),
+        st.text(alphabet=string.printable, max_size=30),
+        st.sampled_from(["", "0.0.0.0-0", "10.10.0.0-20", "10.10.0.5-20", "010.10.0.0-20", "10.10.0.0-020"]),
+    ).map(lambda name: "%s/subnets/%s" % (PREFIX, name))
+
+
+macs = st.one_of(
+    st.binary(min_size=6, max_size=6).map(lambda raw: ":".join("%02x" % byte for byte in raw)),
+    st.sampled_from(["zz:zz", "", "ff:ff:ff:ff:ff:ff", "00:00:00:00:00:00", "0E:00:00:00:00:01",
+                     "0e-00-00-00-00-01", "0e:00:00:00:00:01:02"]),
+    st.integers(), st.none(), st.text(max_size=20))
+json_leaves = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False), st.text(max_size=10))
+any_json = st.recursive(json_leaves, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                             st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                        max_leaves=20)
+lease_objects = st.fixed_dictionaries({}, optional={
+    "PublicIP": st.one_of(addresses, any_json),
+    "BackendType": st.one_of(st.sampled_from(KNOWN_BACKEND_TYPES + ("VXLAN", "", "hostgw")), any_json),
+    "BackendData": st.one_of(st.fixed_dictionaries({}, optional={"VtepMAC": macs, "vtepmac": macs}), any_json),
+    "extra": any_json,
+})
+values = st.one_of(lease_objects.map(lambda value: json.dumps(value)), any_json.map(json.dumps),
+                   st.text(max_size=60), st.integers(1, 3000).map(lambda depth: "[" * depth + "]" * depth))
+
+
+def node(key, value, action="set", index=7):
+    return etcd.EtcdResult(action=action, node={"key": key, "value": value, "modifiedIndex": index, "ttl": 600})
+
+
+def registry():
+    return EtcdRegistry("http://127.0.0.1:1")  # never contacted: answers come from FakeClient
+
+
+# ---- the parser ----------------------------------------------------------------------------------
+
+@SETTINGS
+@given(keys(VXLAN), values)
+def test_any_key_and_value_yield_a_lease_inside_the_network_or_a_value_error(key, value):
+    try:
+        lease = registry()._lease_from_node(node(key, value), VXLAN)
+    except ValueError as error:
+        assert str(error) and "\n" not in str(error)
+        return
+    assert lease.subnet in VXLAN.network and lease.subnet.prefixlen == VXLAN.subnet_len
+    assert "%s/subnets/%s-%d" % (PREFIX, lease.subnet.ip, lease.subnet.prefixlen) == key
+    assert ipv4_unicast_problem(lease.attrs.public_ip) is None
+    assert IPAddress(lease.attrs.public_ip) not in VXLAN.network
+    assert lease.attrs.backend_type in KNOWN_BACKEND_TYPES
+    if lease.attrs.backend_type == "vxlan" or lease.attrs.vtep_mac is not None:
+        assert unicast_mac_problem(lease.attrs.vtep_mac) is None
+
+
+@SETTINGS
+@given(values)
+def test_a_parsed_value_writes_back_as_it_reads(value):
+    try:
+        attrs = LeaseAttrs.from_json(value)
+    except ValueError:
+        return
+    assert LeaseAttrs.from_json(attrs.to_json()) == attrs
+
+
+# ---- the agent's event handling ------------------------------------------------------------------
+
+class FakeKernel:
+    """The three tables the backends write, standing in for netlink."""
+
+    LOCAL = {IPAddress(PUBLIC_IP), IPAddress("10.10.0.0"), IPAddress("10.10.0.1"), IPAddress("10.50.0.1"),
+             IPAddress("10.6.1.1"), IPAddress("10.6.9.1")}
+
+    def __init__(self, monkeypatch):
+        self.routes, self.neighbours, self.fdb = {}, {}, set()
+        patches = {
+            "local_ipv4_addresses": lambda ipr=None: set(self.LOCAL),
+            "routes_via": lambda index, ipr=None, inside=None: [
+                route for route in self.routes.values()
+                if route.index == index and (inside is None or IPNetwork(route.dst) in inside)],
+            "permanent_neighbours": lambda index, ipr=None: dict(self.neighbours),
+            "fdb_entries": lambda index, ipr=None: sorted(self.fdb),
+            "replace_route": lambda route, ipr=None: self.routes.__setitem__((route.dst, route.index), route),
+            "delete_route": lambda route, ipr=None: self.routes.pop((route.dst, route.index), None),
+            "replace_neighbour": lambda index, ip, mac, ipr=None: self.neighbours.__setitem__(ip, mac),
+            "delete_neighbour": lambda index, ip, ipr=None: self.neighbours.pop(ip, None),
+            "replace_fdb": lambda index, mac, dst, ipr=None: self.fdb.add((mac, dst)),
+            "delete_fdb": lambda index, mac, dst, ipr=None: self.fdb.discard((mac, dst)),
+            "direct_route": lambda ip, ipr=None: None,
+        }
+        for name, function in patches.items():
+            monkeypatch.setattr(netlink, name, function)
+
+    def assert_in_scope(self, config, own_subnet):
+        for route in self.routes.values():
+            dst = IPNetwork(route.dst)
+            assert dst in config.network and dst.prefixlen == config.subnet_len, route
+            assert not (dst.first <= own_subnet.last and own_subnet.first <= dst.last), route
+            assert not any(address in dst for address in self.LOCAL), route
+        for ip, mac in self.neighbours.items():
+            assert IPAddress(ip) in config.network and unicast_mac_problem(mac) is None
+        for mac, dst in self.fdb:
+            assert IPAddress(dst) not in config.network and IPAddress(dst) not in self.LOCAL
+            assert unicast_mac_problem(mac) is None
+
+
+class FakeClient:
+    """Answers the agent's watch with the next prepared etcd result."""
+
+    base_uri = "http://fake"
+
+    def __init__(self, results):
+        self.results = list(results)
+
+    def read(self, key, **params):
+        assert params.get("wait"), "only the watch is expected"
+        return self.results.pop(0)
+
+
+class Options:
+    host_id = "test"
+    reconcile_interval = 3600
+    subnet_lease_renew_margin = 60
+    ip_masq = False
+    subnet_file = "/nonexistent/subnet.env"
+
+
+def _agent(config, backend_class, events):
+    agent = Agent(Options(), registry())
+    agent.registry._clients = [FakeClient(events)]
+    agent.config = config
+    own_subnet = IPNetwork("%s/%d" % (config.subnet_min, config.subnet_len))
+    agent.backend = backend_class(config, ("eth0", 2, PUBLIC_IP, 1500), PUBLIC_IP, ipr=object())
+    agent.backend.device_index = 3
+    agent.backend.subnet = own_subnet
+    agent.attrs = LeaseAttrs(PUBLIC_IP, agent.backend.backend_type, "0e:00:00:00:00:10")
+    agent.lease = Lease(own_subnet, agent.attrs, ttl=600)
+    agent.renew_at, agent.reconcile_at = None, float("inf")
+    agent.reacquired = []
+    agent._reacquire = agent.reacquired.append  # etcd work, outside this test's scope
+    return agent
+
+
+actions = st.sampled_from(["set", "create", "update", "compareAndSwap", "delete", "expire", "compareAndDelete"])
+
+
+def _events(config):
+    return st.lists(st.tuples(keys(config), values, actions), min_size=1, max_size=12).map(
+        lambda items: [node(key, value, action, index) for index, (key, value, action) in enumerate(items, 1)])
+
+
+def _run(config, backend_class, events):
+    with pytest.MonkeyPatch.context() as monkeypatch:  # fresh for every generated example
+        kernel = FakeKernel(monkeypatch)
+        agent = _agent(config, backend_class, events)
+        for _event in events:
+            agent._step()
+            kernel.assert_in_scope(config, agent.lease.subnet)
+        # A full resync from what the agent holds must agree (the device repair is left out).
+        RouteBackend.sync(agent.backend, agent.peers)
+        kernel.assert_in_scope(config, agent.lease.subnet)
+        assert agent.index == len(events)
+
+
+@settings(SETTINGS, max_examples=150)
+@given(events=_events(VXLAN))
+def test_vxlan_agent_never_programs_outside_the_network(events):
+    _run(VXLAN, VxlanBackend, events)
+
+
+@settings(SETTINGS, max_examples=150)
+@given(events=_events(HOST_GW))
+def test_host_gw_agent_never_programs_outside_the_network(events):
+    _run(HOST_GW, HostGwBackend, events)
+
+
+def test_valid_peer_is_programmed_and_a_bad_overwrite_unprograms_it(monkeypatch):
+    """The properties above must not pass by programming nothing at all."""
+    good = '{"PublicIP":"192.168.205.11","BackendType":"vxlan","BackendData":{"VtepMAC":"0e:00:00:00:00:11"}}'
+    bad = '{"PublicIP":"192.168.205.11","BackendType":"vxlan","BackendData":{"VtepMAC":"zz:zz"}}'
+    key = PREFIX + "/subnets/10.20.0.0-20"
+    kernel = FakeKernel(monkeypatch)
+    agent = _agent(VXLAN, VxlanBackend, [node(key, good, index=1), node(key, bad, index=2)])
+    agent._step()
+    assert [route.dst for route in kernel.routes.values()] == ["10.20.0.0/20"]
+    assert kernel.fdb == {("0e:00:00:00:00:11", "192.168.205.11")}
+    agent._step()
+    assert kernel.routes == {} and kernel.fdb == set() and kernel.neighbours == {}
+    assert agent.peers == {} and [key for key, _reason in agent._skipped] == [key]
