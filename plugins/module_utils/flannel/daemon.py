@@ -271,7 +271,7 @@ class Agent:
         self.index = listing.index
         self._needs_resync = False
         self.reconcile_at = self.clock() + self.options.reconcile_interval
-        skipped = ", %d bad leases skipped" % len(self._skipped) if self._skipped else ""
+        skipped = ", bad leases skipped: %d" % len(self._skipped) if self._skipped else ""
         self._set_health(True, "lease %s, %d peers%s" % (self.lease.subnet, len(self.peers), skipped))
 
     def _reacquire(self, why):

@@ -40,7 +40,7 @@ class FakeRegistry:
         self.leases[subnet] = Lease(subnet, attrs, ttl=ttl, modified_index=self.index)
         return self.leases[subnet]
 
-    def list_leases(self):
+    def list_leases(self, config=None):
         return LeaseListing(sorted(self.leases.values(), key=lambda lease: lease.subnet), self.index,
                             list(self.skipped))
 
@@ -195,7 +195,7 @@ def test_resync_programs_the_difference_and_marks_healthy(agent, registry, caplo
     assert agent.backend.programmed == {PEER_SUBNET: PEER_NEW_MAC, added: INTRUDER}
     assert agent.index == registry.index and agent._needs_resync is False
     assert agent.reconcile_at == 1000.0 + agent.options.reconcile_interval
-    assert agent.health() == (True, "lease 10.20.0.0/20, 2 peers")
+    assert agent.health() == (True, "lease 10.20.0.0/20, 2 peers, bad leases skipped: 1")
     messages = [record.getMessage() for record in caplog.records]
     assert messages.count("skipping /coreos.com/network/subnets/junk: not a subnet lease key") == 1
     assert "peer changed: 10.30.0.0/20 now %s" % PEER_NEW_MAC in messages
