@@ -14,6 +14,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink imp
 # whatever an event failed to program within a wait_for's 10 s, and hide the failure.
 EVENTS_ONLY = "-reconcile-interval=3600"
 
+
 def _subnet(agent):
     return IPNetwork(agent.wait_env()).cidr
 
