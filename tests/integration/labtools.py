@@ -23,6 +23,10 @@ LAB_SUBNET = "192.168.205.0/24"
 NODES = {"docker-node1": "192.168.205.10", "docker-node2": "192.168.205.11"}
 TLS_INVENTORY = os.path.join(ROOT, "extensions", "molecule", "tls", "inventory")
 PLAYBOOKS = os.path.join(ROOT, "tests", "integration", "playbooks")
+# Upstream flanneld v0.10.0, for comparison only: beside the project (never inside it);
+# NETLAB_UPSTREAM_FLANNELD points elsewhere (e.g. from a git worktree).
+UPSTREAM_FLANNELD = os.environ.get("NETLAB_UPSTREAM_FLANNELD") or os.path.join(
+    os.path.dirname(ROOT), "shared", "upstream", "flanneld-v0.10.0")
 
 
 def run(argv, check=True, timeout=600, **kwargs):

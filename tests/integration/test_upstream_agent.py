@@ -1,0 +1,107 @@
+"""The flanneld role deploys upstream flanneld v0.10.0 instead of the collection's agent, and back.
+
+On the lab (under its lock): site.yml with flanneld_upstream_binary, then verify.yml; site.yml
+without it, verify.yml, and a second site.yml that changes nothing. Each host keeps its subnet
+through both switches, and the agent that runs is the one asked for (the unit's ExecStart and
+the running process's executable). Skipped, saying where the binary was looked for, when it is
+absent. A bad path is refused before any host changes.
+"""
+
+import json
+import os
+import re
+
+import pytest
+
+from labtools import (NODES, PLAYBOOKS, ROOT, UPSTREAM_FLANNELD, ansible_playbook, docker_exec, ensure_lab,
+                      lab_inventories, lab_snapshot)
+
+SITE = os.path.join(ROOT, "playbooks", "site.yml")
+VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")
+ROLE = os.path.join(PLAYBOOKS, "role.yml")
+INSTALL_DIR = "/usr/local/lib/netlab-flannel"
+
+needs_upstream = pytest.mark.skipif(
+    not os.access(UPSTREAM_FLANNELD, os.X_OK),
+    reason="upstream flanneld v0.10.0 is absent: no executable at %s (set NETLAB_UPSTREAM_FLANNELD to its path); "
+           "the switch to upstream flanneld and back is not tested" % UPSTREAM_FLANNELD)
+
+# Inside a node: the unit's command line and the executable of the process systemd runs for it.
+AGENT_STATE = r"""
+sed -n '/^ExecStart=/,/^[A-Z]/p' /etc/systemd/system/flanneld.service | grep -v '^TimeoutStartSec'
+pid=$(systemctl show -p MainPID --value flanneld)
+echo "active=$(systemctl is-active flanneld) exe=$(readlink /proc/$pid/exe)"
+ls /usr/local/lib/netlab-flannel
+"""
+
+
+def subnets(snapshot):
+    """{public IP: subnet} from the leases in a lab snapshot's etcd keyspace."""
+    found = {}
+    for key, value in snapshot["etcd"].items():
+        if "/subnets/" in key:
+            found[json.loads(value)["PublicIP"]] = key.rsplit("/", 1)[1]
+    return found
+
+
+def changed_counts(output):
+    return {host: int(changed) for host, changed in re.findall(r"(\S+) : ok=\d+ changed=(\d+)", output)}
+
+
+def run_ok(playbook, extra_vars=None):
+    rc, output = ansible_playbook([playbook], extra_vars=extra_vars, inventories=lab_inventories(), timeout=1200)
+    assert rc == 0, "%s %s failed:\n%s" % (os.path.basename(playbook), extra_vars or "", output[-4000:])
+    return output
+
+
+def assert_agent(kind):
+    for node in NODES:
+        state = docker_exec(node, AGENT_STATE)
+        if kind == "upstream":
+            assert "ExecStart=%s/flanneld \\" % INSTALL_DIR in state, "%s: %s" % (node, state)
+            assert "-reconcile-interval" not in state, "%s: an option upstream refuses: %s" % (node, state)
+            assert "active=active exe=%s/flanneld\n" % INSTALL_DIR in state, "%s: %s" % (node, state)
+            assert state.strip().endswith("\nflanneld"), "%s: the zipapp was left: %s" % (node, state)
+        else:
+            assert "flanneld.pyz" in state.split("ExecStart=")[1].split("\n")[0], "%s: %s" % (node, state)
+            assert "-reconcile-interval" in state, "%s: %s" % (node, state)
+            assert re.search(r"active=active exe=/usr/bin/python3", state), "%s: %s" % (node, state)
+            assert state.strip().endswith("\nflanneld.pyz"), "%s: upstream's binary was left: %s" % (node, state)
+
+
+@needs_upstream
+def test_switch_to_upstream_flanneld_and_back_keeps_each_hosts_subnet(lab):
+    with lab():
+        ensure_lab()
+        before = subnets(lab_snapshot())
+        assert len(before) == len(NODES), before
+        try:
+            # Relative to the directory ansible-playbook runs in (the checkout), as documented.
+            run_ok(SITE, {"flanneld_upstream_binary": os.path.relpath(UPSTREAM_FLANNELD, ROOT)})
+            assert_agent("upstream")
+            assert subnets(lab_snapshot()) == before, "a subnet changed when switching to upstream"
+            run_ok(VERIFY)
+        finally:
+            # Back to the collection's agent even when a check above failed: the lab is shared.
+            run_ok(SITE)
+        assert_agent("ours")
+        assert subnets(lab_snapshot()) == before, "a subnet changed when switching back"
+        run_ok(VERIFY)
+        again = changed_counts(run_ok(SITE))
+    assert set(again) == set(NODES) and set(again.values()) == {0}, "second run changed something: %s" % again
+
+
+def test_missing_upstream_binary_is_refused_before_any_change(lab):
+    missing = "/nonexistent/flanneld-v0.10.0"
+    with lab():
+        ensure_lab()
+        before = lab_snapshot()
+        rc, output = ansible_playbook([ROLE], extra_vars={"integration_role": "flanneld",
+                                                          "integration_hosts": "docker-node1",
+                                                          "flanneld_upstream_binary": missing},
+                                      inventories=lab_inventories())
+        after = lab_snapshot()
+    assert rc != 0, output[-3000:]
+    assert "flanneld_upstream_binary (%s, resolved to %s): must be an executable file on the controller" % (
+        missing, missing) in output, output[-3000:]
+    assert before == after
