@@ -69,12 +69,26 @@ def assert_agent(kind):
             assert state.strip().endswith("\nflanneld.pyz"), "%s: upstream's binary was left: %s" % (node, state)
 
 
+def forward_rules():
+    return {node: docker_exec(node, "iptables -w -S FORWARD").splitlines() for node in NODES}
+
+
+def drop_upstream_forward_rules(rules_before):
+    """Upstream leaves its two FORWARD rules (-s/-d Network -j ACCEPT) when it stops (see the role's
+    README): remove the ones that were not there before, so that the shared lab is as it was."""
+    for node, before in rules_before.items():
+        for rule in docker_exec(node, "iptables -w -S FORWARD").splitlines():
+            if rule not in before and re.match(r"-A FORWARD -[sd] \S+ -j ACCEPT$", rule):
+                docker_exec(node, "iptables -w -D %s" % rule[len("-A "):])
+
+
 @needs_upstream
 def test_switch_to_upstream_flanneld_and_back_keeps_each_hosts_subnet(lab):
     with lab():
         ensure_lab()
         before = subnets(lab_snapshot())
         assert len(before) == len(NODES), before
+        rules_before = forward_rules()
         try:
             # Relative to the directory ansible-playbook runs in (the checkout), as documented.
             run_ok(SITE, {"flanneld_upstream_binary": os.path.relpath(UPSTREAM_FLANNELD, ROOT)})
@@ -84,6 +98,7 @@ def test_switch_to_upstream_flanneld_and_back_keeps_each_hosts_subnet(lab):
         finally:
             # Back to the collection's agent even when a check above failed: the lab is shared.
             run_ok(SITE)
+            drop_upstream_forward_rules(rules_before)
         assert_agent("ours")
         assert subnets(lab_snapshot()) == before, "a subnet changed when switching back"
         run_ok(VERIFY)
