@@ -16,6 +16,9 @@ description:
   - With O(peers), compares the kernel with what the agent must have programmed for each peer's lease
     (route C(<subnet> via <subnet address> onlink), neighbour C(<subnet address> lladdr <VtepMAC>),
     FDB C(<VtepMAC> dst <PublicIP>)) and reports each missing or stale entry in RV(drift).
+    The expected entries come from the agent's own vxlan backend, so the two cannot disagree.
+  - With O(direct_routing), a peer whose public IP is on a link of this host is expected to have
+    only the route C(<subnet> via <PublicIP>) on that link, as the agent programs it.
   - Changes nothing.
 extends_documentation_fragment:
   - netlab.flannel._attributes
@@ -37,6 +40,13 @@ options:
       - Only C(subnet), C(public_ip) and C(vtep_mac) are used; a lease of this host's own subnet is ignored.
     type: list
     elements: dict
+  direct_routing:
+    description:
+      - The network config's C(Backend.DirectRouting), as M(netlab.flannel.lease_info) returns it in
+        RV(netlab.flannel.lease_info#module:config).
+      - Only used with O(peers).
+    type: bool
+    default: false
 requirements:
   - pyroute2 >= 0.7.2 and netaddr >= 0.8.0 on the host.
 author:
@@ -124,7 +134,9 @@ lease:
   sample: {network: 10.0.0.0/8, subnet: 10.15.64.0/20, address: 10.15.64.1/20, mtu: 1450, ipmasq: false,
            vtep_mac: 9e:61:5b:8a:30:10}
 peers:
-  description: Per peer lease, whether each expected kernel entry is present.
+  description:
+    - Per peer lease, whether each expected kernel entry is present.
+    - V(null) for an entry the peer does not need (a DirectRouting peer on the same link needs only its route).
   returned: when O(peers) is given
   type: list
   elements: dict
@@ -145,7 +157,9 @@ in_sync:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel import missing_libraries
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel import missing_libraries, netlink
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import peer_entries
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import unicast_mac_problem
 
 
 def _lease(subnet_env, device, ip_network):
@@ -163,38 +177,77 @@ def _lease(subnet_env, device, ip_network):
                 vtep_mac=device["mac"] if device else None)
 
 
-def compare_peers(state, peers, own_subnet, ip_network):
-    """(per-peer status, drift lines) for the expected vxlan entries of each peer lease."""
-    routes = dict((route["dst"], route) for route in state["routes"])
+def _route_text(route):
+    return "route %s via %s%s" % (route.dst, route.gateway, " onlink" if route.onlink else "")
+
+
+def compare_peers(state, peers, own_subnet, ip_network, direct_routing=False, onlink=None, external_routes=()):
+    """(per-peer status, drift lines): the kernel against what the vxlan backend programs for each
+    peer lease (vxlan.peer_entries).
+
+    `state` is netlink.overlay_state()'s. With `direct_routing`, `onlink` maps a peer's public IP
+    to the link it is directly reachable on (absent or None: not on-link) and `external_routes`
+    holds the netlink.Route entries of those links inside the flannel network.
+    """
+    device_index = (state.get("device") or {}).get("index")
+    kernel_routes = [netlink.Route(route["dst"], route["gateway"], device_index, route["onlink"])
+                     for route in state["routes"]] + list(external_routes)
     neighbours = dict((entry["ip"], entry["mac"]) for entry in state["neighbours"])
     fdb = set((entry["mac"].lower(), entry["dst"]) for entry in state["fdb"])
-    status, drift, expected_dsts = [], [], set()
+    status, drift, expected = [], [], set()
     for peer in peers:
         subnet = ip_network(peer["subnet"]).cidr
         if own_subnet is not None and subnet == own_subnet:
             continue
-        mac = (peer.get("vtep_mac") or "").lower()
         public_ip = peer.get("public_ip")
-        gateway = str(subnet.ip)
-        expected_dsts.add(str(subnet))
         label = "%s (%s)" % (subnet, public_ip)
-        route = routes.get(str(subnet))
-        route_ok = bool(route and route["gateway"] == gateway and route["onlink"])
+        onlink_index = (onlink or {}).get(public_ip) if direct_routing else None
+        entries = peer_entries(subnet, public_ip, peer.get("vtep_mac"), direct_routing, device_index, onlink_index)
+        if entries is None:
+            problem = unicast_mac_problem(peer["vtep_mac"]) if peer.get("vtep_mac") else "missing"
+            drift.append("%s: VtepMAC %s, so the agent programs nothing for it" % (label, problem))
+            status.append(dict(subnet=str(subnet), public_ip=public_ip, route=None, neighbour=None, fdb=None))
+            continue
+        route = entries.route
+        expected.add((route.dst, route.index))
+        route_ok = route in kernel_routes
         if not route_ok:
-            drift.append("%s: %s route %s via %s onlink" % (
-                label, "no" if route is None else "wrong", subnet, gateway))
-        neighbour_ok = neighbours.get(gateway, "").lower() == mac
-        if not neighbour_ok:
-            drift.append("%s: %s neighbour %s lladdr %s" % (
-                label, "no" if gateway not in neighbours else "wrong", gateway, mac))
-        fdb_ok = (mac, public_ip) in fdb
-        if not fdb_ok:
-            drift.append("%s: no FDB entry %s dst %s" % (label, mac, public_ip))
+            same_link = [found for found in kernel_routes if (found.dst, found.index) == (route.dst, route.index)]
+            drift.append("%s: %s %s" % (label, "wrong" if same_link else "no", _route_text(route)))
+        neighbour_ok = None
+        if entries.neighbour:
+            ip, mac = entries.neighbour
+            neighbour_ok = neighbours.get(ip, "").lower() == mac
+            if not neighbour_ok:
+                drift.append("%s: %s neighbour %s lladdr %s" % (label, "no" if ip not in neighbours else "wrong", ip, mac))
+        fdb_ok = None
+        if entries.fdb:
+            fdb_ok = entries.fdb in fdb
+            if not fdb_ok:
+                drift.append("%s: no FDB entry %s dst %s" % ((label,) + entries.fdb))
         status.append(dict(subnet=str(subnet), public_ip=public_ip, route=route_ok, neighbour=neighbour_ok,
                            fdb=fdb_ok))
-    for dst in sorted(set(routes) - expected_dsts):
-        drift.append("route %s via %s matches no peer lease" % (dst, routes[dst]["gateway"]))
+    for route in sorted(kernel_routes, key=lambda found: (found.dst, found.index or 0)):
+        if (route.dst, route.index) not in expected:
+            drift.append("route %s via %s matches no peer lease" % (route.dst, route.gateway))
     return status, drift
+
+
+def direct_routing_view(peers, state, network, ip_network):
+    """(onlink, external_routes) for compare_peers, read from the kernel: the link each peer's
+    public IP is directly reachable on, and the routes of those links and of the device's own
+    link (the links the backend's direct routes use) inside `network`, else to a peer subnet."""
+    subnets = set(str(ip_network(peer["subnet"]).cidr) for peer in peers)
+    with netlink.session() as ipr:
+        onlink = dict((peer["public_ip"], netlink.direct_route(peer["public_ip"], ipr)) for peer in peers)
+        links = set(index for index in onlink.values() if index is not None)
+        if state["device"] and state["device"].get("link_index"):
+            links.add(state["device"]["link_index"])
+        routes = []
+        for index in sorted(links):
+            routes.extend(route for route in netlink.routes_via(index, ipr, inside=network)
+                          if network is not None or route.dst in subnets)
+    return onlink, routes
 
 
 def main():
@@ -204,6 +257,7 @@ def main():
             device=dict(type="str"),
             subnet_file=dict(type="path", default="/run/flannel/subnet.env"),
             peers=dict(type="list", elements="dict"),
+            direct_routing=dict(type="bool", default=False),
         ),
         required_one_of=[("vni", "device")],
         mutually_exclusive=[("vni", "device")],
@@ -213,7 +267,6 @@ def main():
     if missing:
         module.fail_json(msg=missing_required_lib(" and ".join(missing)))
     from netaddr import AddrFormatError, IPNetwork
-    from ansible_collections.netlab.flannel.plugins.module_utils.flannel import netlink
     from ansible_collections.netlab.flannel.plugins.module_utils.flannel.subnet_env import read_subnet_env
 
     if module.params["vni"] is not None and not 1 <= module.params["vni"] <= 2 ** 24 - 1:
@@ -232,11 +285,20 @@ def main():
                          % (module.params["subnet_file"], subnet_env.get("FLANNEL_SUBNET"), err))
     result = dict(state, changed=False, subnet_env=subnet_env, lease=lease)
     if module.params["peers"] is not None:
+        peers, direct_routing = module.params["peers"], module.params["direct_routing"]
         try:
             own = IPNetwork(lease["subnet"]) if lease else None
-            result["peers"], result["drift"] = compare_peers(state, module.params["peers"], own, IPNetwork)
+            onlink, external_routes = {}, []
+            if direct_routing:
+                network = IPNetwork(lease["network"]) if lease and lease["network"] else None
+                onlink, external_routes = direct_routing_view(peers, state, network, IPNetwork)
+            result["peers"], result["drift"] = compare_peers(state, peers, own, IPNetwork, direct_routing, onlink,
+                                                             external_routes)
         except (AddrFormatError, KeyError, ValueError, TypeError) as err:
             module.fail_json(msg="peers: each item needs subnet, public_ip and vtep_mac: %s" % err)
+        except netlink.NetlinkError as err:
+            module.fail_json(msg="reading the routes to the peers failed: %s" % err,
+                             exception=traceback.format_exc())
         result["in_sync"] = not result["drift"]
     module.exit_json(**result)
 

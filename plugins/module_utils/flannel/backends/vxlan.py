@@ -54,6 +54,27 @@ def decide_offload(choice, release=None):
     return True, "auto: kernel %s is 5.7 or newer, keeping the kernel's default" % shown
 
 
+def peer_entries(subnet, public_ip, vtep_mac, direct_routing, device_index, onlink_index=None):
+    """The kernel entries one vxlan peer's lease needs: PeerEntries, or None when it needs VXLAN
+    entries but has no VtepMAC or one that is not a unicast MAC (lease.unicast_mac_problem).
+
+    Pure; the backend and netlab.flannel.overlay_info both use it, so the check can never expect
+    other entries than the agent programs. With `direct_routing` (Backend.DirectRouting) and the
+    peer's public IP directly reachable on link `onlink_index` (netlink.direct_route), the peer
+    gets only a route via its public IP on that link. Otherwise a permanent neighbour
+    (<subnet address>, VtepMAC) and an FDB entry (VtepMAC, public IP) on the device
+    `device_index`, and an onlink route via <subnet address> through the device.
+    """
+    subnet = IPNetwork(str(subnet)).cidr
+    if direct_routing and onlink_index is not None:
+        return PeerEntries(None, None, netlink.Route(str(subnet), public_ip, onlink_index, False))
+    if not vtep_mac or unicast_mac_problem(vtep_mac):
+        return None
+    mac = vtep_mac.lower()
+    gateway = str(subnet.ip)
+    return PeerEntries((gateway, mac), (mac, public_ip), netlink.Route(str(subnet), gateway, device_index, True))
+
+
 class VxlanBackend(RouteBackend):
     backend_type = "vxlan"
 
@@ -194,18 +215,14 @@ class VxlanBackend(RouteBackend):
             self._warn_once((str(subnet), attrs.backend_type),
                             "ignoring lease %s: backend type %s is not vxlan", subnet, attrs.backend_type)
             return None
-        if self.config.backend.direct_routing:
-            oif = netlink.direct_route(attrs.public_ip, self.ipr)
-            if oif is not None:
-                return PeerEntries(None, None, netlink.Route(str(subnet), attrs.public_ip, oif, False))
-        if not attrs.vtep_mac:
-            self._warn_once((str(subnet), None), "ignoring lease %s: it has no VtepMAC", subnet)
-            return None
-        problem = unicast_mac_problem(attrs.vtep_mac)
-        if problem:
-            self._warn_once((str(subnet), attrs.vtep_mac), "ignoring lease %s: VtepMAC %s", subnet, problem)
-            return None
-        mac = attrs.vtep_mac.lower()
-        gateway = str(subnet.ip)
-        return PeerEntries((gateway, mac), (mac, attrs.public_ip),
-                           netlink.Route(str(subnet), gateway, self.device_index, True))
+        direct_routing = self.config.backend.direct_routing
+        onlink_index = netlink.direct_route(attrs.public_ip, self.ipr) if direct_routing else None
+        entries = peer_entries(subnet, attrs.public_ip, attrs.vtep_mac, direct_routing, self.device_index,
+                               onlink_index)
+        if entries is None:
+            problem = unicast_mac_problem(attrs.vtep_mac) if attrs.vtep_mac else None
+            if problem:
+                self._warn_once((str(subnet), attrs.vtep_mac), "ignoring lease %s: VtepMAC %s", subnet, problem)
+            else:
+                self._warn_once((str(subnet), None), "ignoring lease %s: it has no VtepMAC", subnet)
+        return entries

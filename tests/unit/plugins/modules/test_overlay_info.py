@@ -58,6 +58,19 @@ def test_stale_entries_are_reported():
     ]
 
 
+def test_peer_without_a_usable_vtep_mac_expects_nothing():
+    missing = dict(PEER, vtep_mac=None)
+    multicast = dict(PEER, subnet="10.20.0.0/20", vtep_mac="01:00:5e:00:00:01")
+    status, drift = compare_peers(PROGRAMMED, [missing, multicast], None, IPNetwork)
+    assert drift == [
+        "10.13.48.0/20 (192.168.205.11): VtepMAC missing, so the agent programs nothing for it",
+        "10.20.0.0/20 (192.168.205.11): VtepMAC 01:00:5e:00:00:01 is a multicast MAC address, so the agent "
+        "programs nothing for it",
+        "route 10.13.48.0/20 via 10.13.48.0 matches no peer lease",
+    ]
+    assert [entry["route"] for entry in status] == [None, None]
+
+
 # ---- the module on a real kernel, inside a private network namespace --------------------------
 
 RUNNER = """
@@ -139,3 +152,66 @@ def test_module_rejects_bad_vni(netns):
     result = run_in(netns, dict(vni=0))
     assert result["failed"] is True
     assert result["msg"] == "vni: must be between 1 and 16777215, got 0"
+
+
+# ---- DirectRouting: the module expects what the real backend programs --------------------------
+
+ONLINK_PEER = {"subnet": "10.13.48.0/20", "public_ip": "192.0.2.11", "vtep_mac": "2a:11:3b:5c:6d:7e"}
+OFFLINK_PEER = {"subnet": "10.14.0.0/20", "public_ip": "192.168.205.11", "vtep_mac": "2a:11:3b:5c:6d:7f"}
+
+
+def test_direct_routing_peer_on_the_same_link_needs_only_its_route(netns, tmp_path):
+    from pyroute2 import NetNS
+
+    from ansible_collections.netlab.flannel.plugins.module_utils.flannel import netlink
+    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import VxlanBackend
+    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
+    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import Lease, LeaseAttrs
+
+    ip(netns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
+    ip(netns, "addr", "add", "192.0.2.10/24", "dev", "eth0")
+    ip(netns, "link", "set", "eth0-peer", "up")
+    ip(netns, "link", "set", "eth0", "up")
+    config = parse_network_config({"Network": "10.0.0.0/8", "SubnetLen": 20,
+                                   "Backend": {"Type": "vxlan", "VNI": 100, "DirectRouting": True}})
+    ipr = NetNS(netns)
+    try:
+        backend = VxlanBackend(config, netlink.select_interface(["eth0"], ipr=ipr), "192.0.2.10", ipr=ipr)
+        backend.setup()
+        backend.configure_lease(IPNetwork(SELF["subnet"]))
+        peers = dict((IPNetwork(peer["subnet"]), Lease(IPNetwork(peer["subnet"]),
+                                                       LeaseAttrs(peer["public_ip"], "vxlan", peer["vtep_mac"])))
+                     for peer in (ONLINK_PEER, OFFLINK_PEER))
+        assert sorted(backend.sync(peers)) == [
+            "added fdb 2a:11:3b:5c:6d:7f dst 192.168.205.11",
+            "added neighbour 10.14.0.0 lladdr 2a:11:3b:5c:6d:7f",
+            "added route 10.13.48.0/20 via 192.0.2.11 dev eth0",
+            "added route 10.14.0.0/20 via 10.14.0.0 dev flannel.100 onlink"]
+        subnet_file = tmp_path / "subnet.env"
+        subnet_file.write_text("FLANNEL_NETWORK=10.0.0.0/8\nFLANNEL_SUBNET=10.15.64.1/20\nFLANNEL_MTU=1450\n")
+        args = dict(vni=100, subnet_file=str(subnet_file), peers=[SELF, ONLINK_PEER, OFFLINK_PEER],
+                    direct_routing=True)
+
+        result = run_in(netns, args)
+        assert result["in_sync"] is True, result["drift"]
+        assert result["peers"] == [
+            dict(subnet="10.13.48.0/20", public_ip="192.0.2.11", route=True, neighbour=None, fdb=None),
+            dict(subnet="10.14.0.0/20", public_ip="192.168.205.11", route=True, neighbour=True, fdb=True)]
+
+        # Without DirectRouting the on-link peer would need the three VXLAN entries instead.
+        assert run_in(netns, dict(args, direct_routing=False))["drift"] == [
+            "10.13.48.0/20 (192.0.2.11): no route 10.13.48.0/20 via 10.13.48.0 onlink",
+            "10.13.48.0/20 (192.0.2.11): no neighbour 10.13.48.0 lladdr 2a:11:3b:5c:6d:7e",
+            "10.13.48.0/20 (192.0.2.11): no FDB entry 2a:11:3b:5c:6d:7e dst 192.0.2.11"]
+
+        # Drift: the direct route goes missing, and a stale VXLAN route for that peer appears.
+        ip(netns, "route", "del", "10.13.48.0/20", "via", "192.0.2.11", "dev", "eth0")
+        ip(netns, "route", "add", "10.13.48.0/20", "via", "10.13.48.0", "dev", "flannel.100", "onlink")
+        assert run_in(netns, args)["drift"] == [
+            "10.13.48.0/20 (192.0.2.11): no route 10.13.48.0/20 via 192.0.2.11",
+            "route 10.13.48.0/20 via 10.13.48.0 matches no peer lease"]
+        assert sorted(backend.sync(peers)) == ["added route 10.13.48.0/20 via 192.0.2.11 dev eth0",
+                                               "removed stale route 10.13.48.0/20 via 10.13.48.0 dev flannel.100 onlink"]
+        assert run_in(netns, args)["in_sync"] is True
+    finally:
+        ipr.close()
