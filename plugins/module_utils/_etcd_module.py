@@ -10,7 +10,7 @@ import contextlib
 import json
 import traceback
 
-from ansible.module_utils.basic import missing_required_lib
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import missing_libraries
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import registry
 
@@ -28,11 +28,15 @@ ETCD_REQUIRED_TOGETHER = [("cert_file", "key_file"), ("username", "password")]
 ETCD_OPTION_NAMES = tuple(ETCD_ARGUMENT_SPEC)
 
 
-def require_libraries(module):
-    """Fail the module cleanly when python-etcd or netaddr is missing on the target."""
+def etcd_module(argument_spec=None, **kwargs):
+    """The AnsibleModule of an etcd module: its own options plus the etcd ones, check mode
+    supported, failed cleanly when python-etcd or netaddr is missing on the target."""
+    module = AnsibleModule(argument_spec=dict(argument_spec or {}, **ETCD_ARGUMENT_SPEC),
+                           required_together=ETCD_REQUIRED_TOGETHER, supports_check_mode=True, **kwargs)
     missing = missing_libraries(["etcd", "netaddr"])
     if missing:
         module.fail_json(msg=missing_required_lib(" and ".join(missing)))
+    return module
 
 
 def open_registry(module):

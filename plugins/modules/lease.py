@@ -77,14 +77,11 @@ removed:
 """
 
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netlab.flannel.plugins.module_utils._etcd_module import (
-    ETCD_ARGUMENT_SPEC,
-    ETCD_REQUIRED_TOGETHER,
     etcd_failures,
+    etcd_module,
     lease_to_dict,
     open_registry,
-    require_libraries,
 )
 
 ATTEMPTS = 5
@@ -96,10 +93,7 @@ def main():
         public_ip=dict(type="list", elements="str", default=[]),
         subnet=dict(type="list", elements="str", default=[]),
     )
-    argument_spec.update(ETCD_ARGUMENT_SPEC)
-    module = AnsibleModule(argument_spec=argument_spec, required_together=ETCD_REQUIRED_TOGETHER,
-                           required_one_of=[("public_ip", "subnet")], supports_check_mode=True)
-    require_libraries(module)
+    module = etcd_module(argument_spec, required_one_of=[("public_ip", "subnet")])
     from netaddr import AddrFormatError, IPAddress, IPNetwork
 
     if not module.params["public_ip"] and not module.params["subnet"]:

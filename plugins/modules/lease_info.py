@@ -99,21 +99,16 @@ config_error:
 """
 
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netlab.flannel.plugins.module_utils._etcd_module import (
-    ETCD_ARGUMENT_SPEC,
-    ETCD_REQUIRED_TOGETHER,
     etcd_failures,
+    etcd_module,
     lease_to_dict,
     open_registry,
-    require_libraries,
 )
 
 
 def main():
-    module = AnsibleModule(argument_spec=dict(ETCD_ARGUMENT_SPEC), required_together=ETCD_REQUIRED_TOGETHER,
-                           supports_check_mode=True)
-    require_libraries(module)
+    module = etcd_module()
     from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import (
         ConfigError,
         parse_network_config,

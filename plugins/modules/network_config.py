@@ -164,14 +164,11 @@ leases:
 
 import json
 
-from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.netlab.flannel.plugins.module_utils._etcd_module import (
-    ETCD_ARGUMENT_SPEC,
-    ETCD_REQUIRED_TOGETHER,
     etcd_failures,
+    etcd_module,
     open_registry,
     pretty_json,
-    require_libraries,
 )
 
 
@@ -200,10 +197,7 @@ def main():
         config_name=dict(type="str", default="config"),
         host_addresses=dict(type="dict", default={}),
     )
-    argument_spec.update(ETCD_ARGUMENT_SPEC)
-    module = AnsibleModule(argument_spec=argument_spec, required_together=ETCD_REQUIRED_TOGETHER,
-                           supports_check_mode=True)
-    require_libraries(module)
+    module = etcd_module(argument_spec)
     # Imported after the library check: these need netaddr and python-etcd.
     from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import (
         ConfigError,

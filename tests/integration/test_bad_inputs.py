@@ -85,6 +85,7 @@ import sys
 import urllib.parse
 import urllib.request
 
+import etcd
 import pytest
 
 from labtools import PLAYBOOKS, ROOT, ansible_playbook, ensure_lab, lab_inventories, lab_snapshot
@@ -216,17 +217,10 @@ def etcd_put(endpoint, key, value):
 
 
 def etcd_dump(endpoint):
-    keys = {}
-
-    def walk(node):
-        if node.get("dir"):
-            for child in node.get("nodes", []):
-                walk(child)
-        else:
-            keys[node["key"]] = node.get("value")
-    answer = urllib.request.urlopen(endpoint + "/v2/keys/?recursive=true&sorted=true", timeout=5)
-    walk(json.load(answer)["node"])
-    return keys
+    """Every key of the tests' etcd with its value."""
+    url = urllib.parse.urlsplit(endpoint)
+    listing = etcd.Client(host=url.hostname, port=url.port, protocol=url.scheme).read("/", recursive=True, sorted=True)
+    return dict((node.key, node.value) for node in listing.leaves if not node.dir)
 
 
 def controller_state():
