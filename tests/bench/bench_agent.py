@@ -1,9 +1,12 @@
-"""make bench-agent: lease-write-to-route latency, fan-out to many agents, agent RSS and idle CPU.
+"""make bench-agent: lease-write-to-route latency, fan-out to many agents, agent RSS and idle CPU,
+for our agent and upstream flanneld v0.10.0 in the same run, with the ratio ours / upstream.
 
-Prints figures; asserts nothing about speed. Method (also in BENCHMARKS.md): agents are the built
-zipapp running in namespace hosts, etcd runs in the LAN namespace, peers are fake leases written
-with the registry. A netlink socket opened inside each watching host's namespace timestamps the
-RTM_NEWROUTE for the peer's subnet; latency = that time minus the time just before the etcd write.
+Prints figures; asserts nothing about speed. Method (also in BENCHMARKS.md): agents (the built
+zipapp, or upstream's binary) run in namespace hosts, etcd runs in the LAN namespace, peers are
+fake leases written with the registry. A netlink socket opened inside each watching host's
+namespace timestamps the RTM_NEWROUTE for the peer's subnet; latency = that time minus the time
+just before the etcd write. Each kind of agent gets a lab and an etcd of its own, one after the
+other. Without upstream's binary its column is skipped with a message saying where it was looked for.
 """
 
 import argparse
@@ -18,7 +21,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "agent"))
 sys.path.insert(0, os.path.join(HERE, "..", "..", ".collections"))  # the checkout as netlab.flannel
-from cluster import Cluster, build_agent, wait_for  # noqa: E402
+from cluster import AGENT_KINDS, Cluster, build_agent, upstream_absent_reason  # noqa: E402
 from netns import Lab  # noqa: E402
 from pyroute2 import netns as pyroute2_netns  # noqa: E402
 from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
@@ -108,13 +111,68 @@ def process_figures(pid, idle_seconds):
 
 
 def agent_pid(agent):
-    """The Python process under `ip netns exec` (exec replaces it, so it is the same PID)."""
+    """The agent's process under `ip netns exec` (exec replaces it, so it is the same PID)."""
     return agent.process.pid
 
 
-def report(title, values):
-    print("%-44s n=%-4d p50=%7.2f ms  p99=%7.2f ms  max=%7.2f ms"
-          % (title, len(values), statistics.median(values), percentile(values, 0.99), max(values)))
+def summary(values):
+    return {"n": len(values), "p50": statistics.median(values), "p99": percentile(values, 0.99),
+            "max": max(values)}
+
+
+def report(kind, title, values):
+    figures = summary(values)
+    print("%-8s %-44s n=%-4d p50=%7.2f ms  p99=%7.2f ms  max=%7.2f ms"
+          % (kind, title, figures["n"], figures["p50"], figures["p99"], figures["max"]))
+    return figures
+
+
+def bench(kind, agent_path, args):
+    """Every figure for one kind of agent, in a lab and an etcd of its own."""
+    figures = {}
+    lab = Lab()
+    try:
+        with Cluster(lab, agent_path, name="bench-" + kind) as cluster:
+            hosts = [lab.add_host() for _number in range(args.agents)]
+            single = cluster.agent(hosts[0], kind=kind)
+            single.wait_ready(20)
+            figures["rss"], figures["cpu"] = process_figures(agent_pid(single), args.idle_seconds)
+            print("%-8s agent RSS after start-up: %.1f MB; idle CPU over %.0f s: %.3f %% of one core"
+                  % (kind, figures["rss"], args.idle_seconds, figures["cpu"]))
+            latencies, writes = measure_joins(cluster, [route_socket(hosts[0].ns)], args.joins, 20)
+            figures["write"] = report(kind, "etcd lease write alone (part of the above)", writes)
+            figures["one"] = report(kind, "lease write -> route, 1 watching agent", latencies)
+            others = [cluster.agent(host, kind=kind) for host in hosts[1:]]
+            for agent in others:
+                agent.wait_ready(120)
+            sockets = [route_socket(host.ns) for host in hosts]
+            figures["many"] = report(kind, "lease write -> route, slowest of %d agents" % len(sockets),
+                                     measure_joins(cluster, sockets, args.joins, 40)[0])
+            rss_all = [process_figures(agent_pid(agent), 0.01)[0] for agent in [single] + others]
+            figures["rss_peers"] = statistics.median(rss_all)
+            print("%-8s agent RSS with %d peers: median %.1f MB, max %.1f MB"
+                  % (kind, len(hosts) - 1 + 2 * args.joins, figures["rss_peers"], max(rss_all)))
+    finally:
+        lab.cleanup()
+    return figures
+
+
+def comparison(results, args):
+    """The side-by-side table: one row per figure, ours, upstream and ours / upstream."""
+    rows = [("lease write -> route, 1 watcher, p50 (ms)", lambda f: f["one"]["p50"]),
+            ("lease write -> route, 1 watcher, p99 (ms)", lambda f: f["one"]["p99"]),
+            ("lease write -> route, slowest of %d, p50 (ms)" % args.agents, lambda f: f["many"]["p50"]),
+            ("lease write -> route, slowest of %d, p99 (ms)" % args.agents, lambda f: f["many"]["p99"]),
+            ("RSS after start-up (MB)", lambda f: f["rss"]),
+            ("RSS with peers programmed, median (MB)", lambda f: f["rss_peers"]),
+            ("idle CPU (% of one core)", lambda f: f["cpu"])]
+    print("\n%-48s %10s %10s %16s" % ("figure", "ours", "upstream", "ours / upstream"))
+    for title, pick in rows:
+        ours = pick(results["ours"]) if "ours" in results else None
+        upstream = pick(results["upstream"]) if "upstream" in results else None
+        ratio = "%.2f" % (ours / upstream) if ours is not None and upstream else "-"
+        print("%-48s %10s %10s %16s" % (title, "-" if ours is None else "%.2f" % ours,
+                                         "-" if upstream is None else "%.2f" % upstream, ratio))
 
 
 def main():
@@ -122,34 +180,23 @@ def main():
     parser.add_argument("--joins", type=int, default=60)
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--idle-seconds", type=float, default=20)
+    parser.add_argument("--kinds", default=",".join(AGENT_KINDS),
+                        help="which agents to measure, in this order (default: %(default)s)")
     args = parser.parse_args()
+    kinds = args.kinds.split(",")
+    if any(kind not in AGENT_KINDS for kind in kinds):
+        parser.error("--kinds: each must be one of %s, not %r" % (", ".join(AGENT_KINDS), args.kinds))
     print("machine: %d cores, load average %s at start" % (os.cpu_count(), " ".join(
         "%.2f" % value for value in os.getloadavg())))
     agent_path = build_agent(tempfile.mkdtemp(prefix="netlab-bench-"))
-    lab = Lab()
-    try:
-        with Cluster(lab, agent_path) as cluster:
-            hosts = [lab.add_host() for _number in range(args.agents)]
-            single = cluster.agent(hosts[0])
-            wait_for(lambda: single.healthz()[0] == 200, 20, what="first agent healthy")
-            rss, cpu = process_figures(agent_pid(single), args.idle_seconds)
-            print("agent RSS after start-up: %.1f MB; idle CPU over %.0f s: %.3f %% of one core"
-                  % (rss, args.idle_seconds, cpu))
-            latencies, writes = measure_joins(cluster, [route_socket(hosts[0].ns)], args.joins, 20)
-            report("etcd lease write alone (part of the above)", writes)
-            report("lease write -> route, 1 watching agent", latencies)
-            others = [cluster.agent(host) for host in hosts[1:]]
-            for agent in others:
-                wait_for(lambda: agent.healthz()[0] == 200, 120, what="%s healthy" % agent.host.name)
-            sockets = [route_socket(host.ns) for host in hosts]
-            report("lease write -> route, slowest of %d agents" % len(sockets),
-                   measure_joins(cluster, sockets, args.joins, 40)[0])
-            rss_all = [process_figures(agent_pid(agent), 0.01)[0] for agent in [single] + others]
-            print("agent RSS with %d peers: median %.1f MB, max %.1f MB"
-                  % (len(hosts) - 1 + 2 * args.joins, statistics.median(rss_all), max(rss_all)))
-    finally:
-        lab.cleanup()
-        print("load average at the end: %s" % " ".join("%.2f" % value for value in os.getloadavg()))
+    results = {}
+    for kind in kinds:
+        if kind == "upstream" and upstream_absent_reason():
+            print("upstream column skipped: %s" % upstream_absent_reason())
+            continue
+        results[kind] = bench(kind, agent_path, args)
+        print("load average after %s: %s" % (kind, " ".join("%.2f" % value for value in os.getloadavg())))
+    comparison(results, args)
 
 
 if __name__ == "__main__":
