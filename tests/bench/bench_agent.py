@@ -95,19 +95,26 @@ def percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
+def cpu_seconds(pid):
+    """CPU time the process's live threads have run so far, in ns resolution (schedstat), not the
+    10 ms ticks of /proc/<pid>/stat, which round a Go agent's per-event work to zero."""
+    total = 0
+    for task in os.listdir("/proc/%d/task" % pid):
+        try:
+            with open("/proc/%d/task/%s/schedstat" % (pid, task)) as handle:
+                total += int(handle.read().split()[0])
+        except FileNotFoundError:  # the thread ended meanwhile
+            pass
+    return total / 1e9
+
+
 def process_figures(pid, idle_seconds):
+    """(RSS in MB, CPU used over `idle_seconds` in % of one core)."""
     with open("/proc/%d/status" % pid) as handle:
         rss = [int(line.split()[1]) for line in handle if line.startswith("VmRSS")][0]
-
-    def cpu_ticks():
-        with open("/proc/%d/stat" % pid) as handle:
-            fields = handle.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
-
-    before = cpu_ticks()
+    before = cpu_seconds(pid)
     time.sleep(idle_seconds)
-    used = (cpu_ticks() - before) / os.sysconf("SC_CLK_TCK")
-    return rss / 1024.0, 100.0 * used / idle_seconds
+    return rss / 1024.0, 100.0 * (cpu_seconds(pid) - before) / idle_seconds
 
 
 def agent_pid(agent):
@@ -146,12 +153,22 @@ def bench(kind, agent_path, args):
             for agent in others:
                 agent.wait_ready(120)
             sockets = [route_socket(host.ns) for host in hosts]
+            everyone = [single] + others
+            cpu_before = sum(cpu_seconds(agent_pid(agent)) for agent in everyone)
             figures["many"] = report(kind, "lease write -> route, slowest of %d agents" % len(sockets),
                                      measure_joins(cluster, sockets, args.joins, 40)[0])
-            rss_all = [process_figures(agent_pid(agent), 0.01)[0] for agent in [single] + others]
+            # All CPU the agents used while the joins ran (periodic work included), per agent and join.
+            figures["cpu_per_event"] = 1000.0 * (sum(cpu_seconds(agent_pid(agent)) for agent in everyone)
+                                                 - cpu_before) / (len(everyone) * args.joins)
+            print("%-8s CPU per lease event per agent during those joins: %.2f ms" % (kind, figures["cpu_per_event"]))
+            rss_all = [process_figures(agent_pid(agent), 0.01)[0] for agent in everyone]
             figures["rss_peers"] = statistics.median(rss_all)
+            peers = len(hosts) - 1 + 2 * args.joins
             print("%-8s agent RSS with %d peers: median %.1f MB, max %.1f MB"
-                  % (kind, len(hosts) - 1 + 2 * args.joins, figures["rss_peers"], max(rss_all)))
+                  % (kind, peers, figures["rss_peers"], max(rss_all)))
+            figures["cpu_peers"] = process_figures(agent_pid(single), args.idle_seconds)[1]
+            print("%-8s idle CPU with %d peers over %.0f s: %.3f %% of one core"
+                  % (kind, peers, args.idle_seconds, figures["cpu_peers"]))
     finally:
         lab.cleanup()
     return figures
@@ -163,16 +180,18 @@ def comparison(results, args):
             ("lease write -> route, 1 watcher, p99 (ms)", lambda f: f["one"]["p99"]),
             ("lease write -> route, slowest of %d, p50 (ms)" % args.agents, lambda f: f["many"]["p50"]),
             ("lease write -> route, slowest of %d, p99 (ms)" % args.agents, lambda f: f["many"]["p99"]),
+            ("CPU per lease event per agent (ms)", lambda f: f["cpu_per_event"]),
             ("RSS after start-up (MB)", lambda f: f["rss"]),
             ("RSS with peers programmed, median (MB)", lambda f: f["rss_peers"]),
-            ("idle CPU (% of one core)", lambda f: f["cpu"])]
+            ("idle CPU, no peers (% of one core)", lambda f: f["cpu"]),
+            ("idle CPU, peers programmed (% of one core)", lambda f: f["cpu_peers"])]
     print("\n%-48s %10s %10s %16s" % ("figure", "ours", "upstream", "ours / upstream"))
     for title, pick in rows:
         ours = pick(results["ours"]) if "ours" in results else None
         upstream = pick(results["upstream"]) if "upstream" in results else None
         ratio = "%.2f" % (ours / upstream) if ours is not None and upstream else "-"
-        print("%-48s %10s %10s %16s" % (title, "-" if ours is None else "%.2f" % ours,
-                                         "-" if upstream is None else "%.2f" % upstream, ratio))
+        print("%-48s %10s %10s %16s" % (title, "-" if ours is None else "%.3f" % ours,
+                                         "-" if upstream is None else "%.3f" % upstream, ratio))
 
 
 def main():
