@@ -182,6 +182,33 @@ def test_vxlan_host_moved_from_upstream_to_ours_and_back_keeps_its_subnet(lab, c
     assert all(_pings_both_ways(containers[0], other) for other in containers[1:])
 
 
+def test_host_gw_host_moved_from_upstream_to_ours_and_back_keeps_its_subnet(lab, agent_path):
+    with Cluster(lab, agent_path, config=HOST_GW_CONFIG, name="mixed-move-host-gw") as cluster:
+        mover_host, ours_host, upstream_host = lab.add_host(), lab.add_host(), lab.add_host()
+        mover = cluster.agent(mover_host, kind="upstream")
+        observers = [cluster.agent(ours_host), cluster.agent(upstream_host, kind="upstream")]
+        subnet = _subnet(mover)
+        value = cluster.lease_value(str(subnet))
+        containers = [_container(lab, host, _subnet(agent)) for host, agent in
+                      ((mover_host, mover), (ours_host, observers[0]), (upstream_host, observers[1]))]
+        for observer in observers:
+            wait_for(lambda: _host_gw_route(mover_host, subnet) in _host_gw_routes(observer),
+                     what="%s observer routing the upstream mover" % observer.kind)
+        assert all(_pings_both_ways(containers[0], other) for other in containers[1:])
+        for kind in ("ours", "upstream"):
+            assert mover.stop(signal.SIGTERM) == 0
+            mover = cluster.agent(mover_host, kind=kind)
+            mover.wait_ready()
+            # host-gw leases carry no backend data: both agents write the same value.
+            assert _subnet(mover) == subnet and cluster.lease_value(str(subnet)) == value
+            for observer in observers:
+                assert _host_gw_route(mover_host, subnet) in _host_gw_routes(observer)
+            reused = "found lease %s for current IP %s, reusing" if kind == "ours" else \
+                "Found lease (%s) for current IP (%s), reusing"
+            assert reused % (subnet, mover_host.address) in mover.log
+            assert all(_pings_both_ways(containers[0], other) for other in containers[1:])
+
+
 def test_deleted_lease_upstream_exits_0_and_ours_reacquires(lab, cluster):
     hosts = [lab.add_host(), lab.add_host()]
     upstream, ours = cluster.agent(hosts[0], "-v=2", kind="upstream"), cluster.agent(hosts[1])
