@@ -82,7 +82,8 @@ def test_regex_matches_addresses_before_names():
 def test_no_match_gives_flanneld_message():
     with pytest.raises(netlink.InterfaceError) as error:
         choose(["eth9"], ["^wlan"])
-    assert str(error.value) == netlink.NO_INTERFACE_MESSAGE
+    assert str(error.value).startswith(netlink.NO_INTERFACE_MESSAGE + " (-iface eth9, -iface-regex ^wlan; ")
+    assert str(error.value).endswith("this host has: lo 127.0.0.1, eth0 192.168.1.5, eth1 10.1.0.7 169.254.3.3)")
 
 
 def test_no_default_route_and_no_address_errors():

@@ -5,9 +5,18 @@ A flag given on the command line wins over its FLANNELD_<FLAG> environment varia
 """
 
 import os
+import re
 import sys
+import tempfile
 
 from . import VERSION
+from .lease import ipv4_unicast_problem
+from .registry import parse_endpoints
+
+try:
+    from netaddr import IPAddress
+except ImportError:  # reported by the agent through missing_libraries()
+    IPAddress = None
 
 USAGE_EXIT = 2
 
@@ -49,14 +58,51 @@ def _positive(value):
         raise ValueError("must be above 0 seconds, got %d" % value)
 
 
+def _public_ip(value):
+    problem = value and ipv4_unicast_problem(value)
+    if problem:
+        raise ValueError("must be an IPv4 unicast address other hosts reach this one at: %s" % problem)
+
+
+def _listen_ip(value):
+    try:
+        if IPAddress(value, flags=0).version == 4:
+            return
+    except Exception:
+        pass
+    raise ValueError("must be an IPv4 address to listen on, such as 0.0.0.0 or 127.0.0.1")
+
+
+def _endpoints(value):
+    parse_endpoints(value)
+
+
+def _regex(value):
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise ValueError("not a regular expression: %s" % err)
+
+
+_PREFIX_PATTERN = re.compile(r"^/?([A-Za-z0-9_~-][A-Za-z0-9._~-]*/?)+$")
+
+
+def _etcd_prefix(value):
+    segments = value.strip("/").split("/")
+    if not _PREFIX_PATTERN.match(value) or any(segment in (".", "..") for segment in segments):
+        raise ValueError("must be a key path of letters, digits and . _ ~ - such as /coreos.com/network")
+
+
 def _offload_choice(value):
     if value not in ("auto", "on", "off"):
         raise ValueError("must be auto, on or off")
 
 
 FLAGS = [
-    Flag("etcd-endpoints", "http://127.0.0.1:2379", "comma-separated list of etcd endpoints"),
-    Flag("etcd-prefix", "/coreos.com/network", "etcd prefix of the network config and leases"),
+    Flag("etcd-endpoints", "http://127.0.0.1:2379", "comma-separated list of etcd endpoints",
+         check=_endpoints),
+    Flag("etcd-prefix", "/coreos.com/network", "etcd prefix of the network config and leases",
+         check=_etcd_prefix),
     Flag("etcd-cafile", "", "SSL Certificate Authority file used to secure etcd communication"),
     Flag("etcd-certfile", "", "SSL certification file used to secure etcd communication"),
     Flag("etcd-keyfile", "", "SSL key file used to secure etcd communication"),
@@ -65,13 +111,13 @@ FLAGS = [
     Flag("iface", [], "interface to use (IP or name) for inter-host communication; repeatable",
          repeated=True),
     Flag("iface-regex", [], "regex matched against interface IPs, then names; repeatable",
-         repeated=True),
-    Flag("public-ip", "", "IP accessible by other nodes for inter-host communication"),
+         repeated=True, check=_regex),
+    Flag("public-ip", "", "IP accessible by other nodes for inter-host communication", check=_public_ip),
     Flag("subnet-file", "/run/flannel/subnet.env", "filename where env variables are written"),
     Flag("subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires",
          kind=int, check=_minutes),
     Flag("ip-masq", False, "set up IP masquerade for traffic leaving the flannel network", kind=bool),
-    Flag("healthz-ip", "0.0.0.0", "the IP address for the healthz server to listen on"),
+    Flag("healthz-ip", "0.0.0.0", "the IP address for the healthz server to listen on", check=_listen_ip),
     Flag("healthz-port", 0, "the port for the healthz server to listen on (0 disables it)",
          kind=int, check=_port),
     Flag("reconcile-interval", 10, "seconds between checks that re-create data-plane entries "
@@ -174,6 +220,34 @@ def parse_args(argv, environ=None):
     return Options(values)
 
 
+def _readable_file(options, attribute):
+    path = getattr(options, attribute)
+    if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+        raise UsageError("invalid value %r for -%s: not a readable file" % (path, attribute.replace("_", "-")))
+
+
+def check_files(options):
+    """The flags that name files, checked before anything is written anywhere: the TLS files are
+    readable, and the subnet file's directory exists (it is made if missing) and takes a new file
+    (otherwise the lease would be written to etcd first and left behind)."""
+    for attribute in ("etcd_cafile", "etcd_certfile", "etcd_keyfile"):
+        _readable_file(options, attribute)
+    if options.etcd_keyfile and not options.etcd_certfile:
+        raise UsageError("flag -etcd-keyfile needs -etcd-certfile (the certificate of that key)")
+    path = options.subnet_file
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UsageError("invalid value %r for -subnet-file: it is a directory" % path)
+    try:
+        os.makedirs(directory, 0o755, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".subnet.env.", dir=directory)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as err:
+        raise UsageError("invalid value %r for -subnet-file: cannot write a file in %s: %s"
+                         % (path, directory, err.strerror or err))
+
+
 def usage_text():
     lines = ["usage: flanneld [flags]  (python3 flanneld.pyz [flags])", ""]
     for flag in FLAGS:
@@ -197,6 +271,11 @@ def main(argv=None, environ=None):
     if options.version:
         sys.stdout.write("%s\n" % VERSION)
         return 0
+    try:
+        check_files(options)
+    except UsageError as err:
+        sys.stderr.write("flanneld: %s\n" % err)
+        return USAGE_EXIT
     from .daemon import run_agent
 
     return run_agent(options)

@@ -71,6 +71,7 @@ class Agent:
         self.config = None
         self.backend = None
         self.backend_info = None
+        self.iface = None
         self.attrs = None
         self.lease = None
         self.peers = {}
@@ -81,6 +82,7 @@ class Agent:
         self._stop = threading.Event()
         self._in_watch = False
         self._needs_resync = False  # set when etcd was unreachable: re-list before watching again
+        self._refused_delay = ETCD_RETRY
         self._skipped = set()  # (key, reason) of every bad lease seen: each is logged once
         self.host_id = options.host_id or default_host_id()
         # Refreshed at every reconcile, so a replaced host waits at most this long for the IP.
@@ -124,6 +126,7 @@ class Agent:
         """Poll <prefix>/config until it is valid; None when stopped first."""
         last_reason = None
         while not self._stop.is_set():
+            refused = False
             try:
                 # Not strict: keys written by other tools are warned about, not refused.
                 config = parse_network_config(self.registry.get_config(), strict=False)
@@ -134,12 +137,21 @@ class Agent:
                 reason = "network config at %s rejected: %s" % (self.registry.config_key, err)
             except RegistryError as err:
                 reason = "cannot fetch network config: %s" % err
+                refused = isinstance(err, RegistryAuthError)
             if reason != last_reason:
-                LOG.error("%s; retrying every second", reason)
+                LOG.error("%s; retrying %s", reason,
+                          "with backoff (1, 2, 4 ... %.0f s)" % MAX_BACKOFF if refused else "every second")
                 last_reason = reason
             self._set_health(False, reason)
-            self._wait(1.0)
+            self._wait(self._refused_backoff() if refused else 1.0)
         return None
+
+    def _refused_backoff(self):
+        """Seconds to wait after etcd refused our credentials: 1, 2, 4 ... MAX_BACKOFF (reset by
+        a successful re-list). Credentials are fixed by a person, not by a quick retry."""
+        delay = self._refused_delay
+        self._refused_delay = min(delay * 2, MAX_BACKOFF)
+        return delay
 
     def _claim_public_ip(self):
         """Reason the public IP cannot be used by this host, or None once it is held."""
@@ -214,17 +226,12 @@ class Agent:
     def start(self):
         """Everything before the watch loop; returns an exit status or None to go on."""
         from .backends.base import BackendError
-        from .netlink import InterfaceError, select_interface
 
+        iface = self.iface
         self.config = self._fetch_config()
         if self.config is None:
             return 0
         LOG.info("network config: %s", self.config)
-        try:
-            iface = select_interface(self.options.iface, self.options.iface_regex)
-        except InterfaceError as err:
-            LOG.error("%s", err)
-            return 1
         public_ip = self.options.public_ip or str(iface.address)
         LOG.info("using interface %s (%s), public IP %s", iface.name, iface.address, public_ip)
         try:
@@ -240,7 +247,11 @@ class Agent:
         if lease is None:
             return 0
         self._install_lease(lease)
-        self._resync()
+        try:
+            self._resync()
+        except RegistryError as err:  # etcd went away after the lease was taken: the loop retries
+            self._set_health(False, "etcd error: %s" % err)
+            self._needs_resync = True
         notify_systemd()
         return None
 
@@ -270,6 +281,7 @@ class Agent:
             LOG.info("programmed: %s", change)
         self.index = listing.index
         self._needs_resync = False
+        self._refused_delay = ETCD_RETRY
         self.reconcile_at = self.clock() + self.options.reconcile_interval
         skipped = ", bad leases skipped: %d" % len(self._skipped) if self._skipped else ""
         self._set_health(True, "lease %s, %d peers%s" % (self.lease.subnet, len(self.peers), skipped))
@@ -382,11 +394,12 @@ class Agent:
                 self._needs_resync = True
             except RegistryError as err:
                 # The data plane stays as it is: only the control plane is down or refusing us.
-                unreachable = isinstance(err, RegistryUnavailable) and not isinstance(err, RegistryAuthError)
+                refused = isinstance(err, RegistryAuthError)
+                unreachable = isinstance(err, RegistryUnavailable) and not refused
                 self._set_health(False, ("etcd unreachable: %s" if unreachable else "etcd error: %s") % err)
                 self._needs_resync = True
                 # A refused connection costs nothing, so retry every second, as flanneld does.
-                if self._wait(ETCD_RETRY):
+                if self._wait(self._refused_backoff() if refused else ETCD_RETRY):
                     break
             except Stopping:
                 raise
@@ -397,10 +410,36 @@ class Agent:
                 if self._wait(1.0):
                     break
 
+    def _choose_interface(self):
+        """Pick the external interface before etcd is asked anything; an exit status when none
+        fits (2 when -iface or -iface-regex named no interface here), else None."""
+        from .netlink import InterfaceError, select_interface
+
+        try:
+            self.iface = select_interface(self.options.iface, self.options.iface_regex)
+        except InterfaceError as err:
+            flags = "/".join(name for name, given in (("-iface", self.options.iface),
+                                                      ("-iface-regex", self.options.iface_regex)) if given)
+            if flags:
+                sys.stderr.write("flanneld: invalid value for flag %s: %s\n" % (flags, err))
+                return 2
+            LOG.error("%s", err)
+            return 1
+        return None
+
     def run(self):
+        status = self._choose_interface()
+        if status is not None:
+            return status
         server = None
         if self.options.healthz_port:
-            server = start_health_server(self.options.healthz_ip, self.options.healthz_port, self.health)
+            try:
+                server = start_health_server(self.options.healthz_ip, self.options.healthz_port, self.health)
+            except OSError as err:
+                sys.stderr.write("flanneld: invalid value for flag -healthz-ip/-healthz-port: cannot listen on "
+                                 "%s:%d: %s\n" % (self.options.healthz_ip, self.options.healthz_port,
+                                                   err.strerror or err))
+                return 2
         try:
             status = self.start()
             if status is not None:

@@ -167,7 +167,11 @@ def select_interface(ifaces=(), iface_regexes=(), ipr=None):
                 if regex.search(name) and addresses.get(index):
                     return chosen(index)
         if ifaces or iface_regexes:
-            raise InterfaceError(NO_INTERFACE_MESSAGE)
+            given = ["-iface %s" % value for value in ifaces] + ["-iface-regex %s" % value for value in iface_regexes]
+            present = ["%s %s" % (name, " ".join(addresses.get(index, [])) or "(no IPv4 address)")
+                       for index, (name, _mtu) in sorted(links.items())]
+            raise InterfaceError("%s (%s; this host has: %s)"
+                                 % (NO_INTERFACE_MESSAGE, ", ".join(given), ", ".join(present)))
         index = _default_route_index(ipr)
         if index is None:
             raise InterfaceError("failed to get default interface: no default route; "

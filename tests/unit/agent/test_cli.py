@@ -45,6 +45,22 @@ def test_repeatable_and_environment():
     (["stray"], "unexpected argument 'stray'"),
     (["-reconcile-interval=0"], "-reconcile-interval: must be above 0"),
     (["-vxlan-offload=maybe"], "invalid value 'maybe' for -vxlan-offload: must be auto, on or off"),
+    (["-public-ip=not-an-ip"], "for -public-ip: must be an IPv4 unicast address other hosts reach this one at: "
+                               '"not-an-ip" is not an IPv4 address'),
+    (["-public-ip=2001:db8::1"], "-public-ip: must be an IPv4 unicast address other hosts reach this one at: "
+                                 "2001:db8::1 is not an IPv4 address (the data plane is IPv4)"),
+    (["-public-ip=127.0.0.1"], "127.0.0.1 is not a unicast address (it is in 127.0.0.0/8)"),
+    (["-public-ip=224.0.0.1"], "224.0.0.1 is not a unicast address (it is in 224.0.0.0/4)"),
+    (["-public-ip=0.0.0.0"], "0.0.0.0 is not a unicast address (it is in 0.0.0.0/8)"),
+    (["-public-ip= 192.168.205.10"], "for -public-ip: must be an IPv4 unicast address"),
+    (["-healthz-ip=not-an-ip"], "for -healthz-ip: must be an IPv4 address to listen on"),
+    (["-healthz-ip=::1"], "for -healthz-ip: must be an IPv4 address to listen on"),
+    (["-iface-regex=(eth"], "for -iface-regex: not a regular expression: missing ), unterminated subpattern"),
+    (["-etcd-prefix="], "for -etcd-prefix: must be a key path"),
+    (["-etcd-prefix=/a b"], "for -etcd-prefix: must be a key path"),
+    (["-etcd-prefix=/x/../y"], "for -etcd-prefix: must be a key path"),
+    (["-etcd-prefix=/x?recursive=true"], "for -etcd-prefix: must be a key path"),
+    (["-etcd-endpoints=ftp://x"], "for -etcd-endpoints: etcd endpoint 'ftp://x' must look like http://HOST:PORT"),
 ])
 def test_usage_errors_name_the_flag(argv, message):
     with pytest.raises(UsageError) as caught:
@@ -71,3 +87,47 @@ def test_main_exit_codes(capsys):
     assert main(["-help"], environ={}) == 0
     assert "-subnet-lease-renew-margin" in capsys.readouterr().out
     assert main(["-etcd-endpoints=ftp://x"], environ={}) == 2
+
+
+def test_prefixes_in_use_are_accepted():
+    for prefix in ("/coreos.com/network", "coreos.com/network/", "/netlab_test-1/net~work"):
+        assert parse_args(["-etcd-prefix=" + prefix], environ={}).etcd_prefix == prefix
+
+
+def _main_error(capsys, argv):
+    assert main(argv, environ={}) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("flanneld: ")
+    return err
+
+
+@pytest.mark.parametrize("name, make, message", [
+    ("parent is a file", lambda tmp: str(tmp / "file" / "subnet.env"), "cannot write a file in"),
+    ("a directory", lambda tmp: str(tmp), "it is a directory"),
+    ("read-only sysfs", lambda tmp: "/sys/subnet.env", "cannot write a file in /sys"),
+])
+def test_unwritable_subnet_file_is_refused_before_anything_runs(capsys, tmp_path, name, make, message):
+    (tmp_path / "file").write_text("x")
+    path = make(tmp_path)
+    err = _main_error(capsys, ["-subnet-file=" + path, "-etcd-endpoints=http://127.0.0.1:1"])
+    assert "invalid value %r for -subnet-file" % path in err and message in err
+    assert sorted(item.name for item in tmp_path.iterdir()) == ["file"]  # no probe left behind
+
+
+def test_subnet_file_directory_is_made_when_missing(tmp_path):
+    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.cli import check_files
+
+    path = tmp_path / "run" / "flannel" / "subnet.env"
+    check_files(parse_args(["-subnet-file=%s" % path], environ={}))
+    assert list(path.parent.iterdir()) == []
+
+
+def test_tls_files_must_be_readable(capsys, tmp_path):
+    subnet_file = "-subnet-file=%s" % (tmp_path / "subnet.env")
+    missing = str(tmp_path / "missing.pem")
+    err = _main_error(capsys, [subnet_file, "-etcd-cafile=" + missing])
+    assert "invalid value %r for -etcd-cafile: not a readable file" % missing in err
+    key = tmp_path / "key.pem"
+    key.write_text("key")
+    err = _main_error(capsys, [subnet_file, "-etcd-keyfile=%s" % key])
+    assert "flag -etcd-keyfile needs -etcd-certfile" in err

@@ -18,6 +18,7 @@ from netaddr import IPAddress, IPNetwork
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import netlink
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.base import RouteBackend
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.host_gw import HostGwBackend
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.udp import UdpBackend
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import VxlanBackend
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.daemon import Agent
@@ -29,6 +30,8 @@ PREFIX = "/coreos.com/network"
 VXLAN = parse_network_config({"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0",
                               "SubnetMax": "10.99.0.0", "Backend": {"Type": "vxlan", "VNI": 100}})
 HOST_GW = parse_network_config({"Network": "10.6.0.0/16", "Backend": {"Type": "host-gw"}})
+UDP = parse_network_config({"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0",
+                            "SubnetMax": "10.99.0.0", "Backend": {"Type": "udp"}})
 PUBLIC_IP = "192.168.205.10"
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -181,7 +184,8 @@ def _agent(config, backend_class, events):
     agent.registry._clients = [FakeClient(events)]
     agent.config = config
     own_subnet = IPNetwork("%s/%d" % (config.subnet_min, config.subnet_len))
-    agent.backend = backend_class(config, ("eth0", 2, PUBLIC_IP, 1500), PUBLIC_IP, ipr=object())
+    extra = {"workers": 1} if backend_class is UdpBackend else {}
+    agent.backend = backend_class(config, ("eth0", 2, PUBLIC_IP, 1500), PUBLIC_IP, ipr=object(), **extra)
     agent.backend.device_index = 3
     agent.backend.subnet = own_subnet
     agent.attrs = LeaseAttrs(PUBLIC_IP, agent.backend.backend_type, "0e:00:00:00:00:10")
@@ -225,6 +229,23 @@ def test_host_gw_agent_never_programs_outside_the_network(events):
     _run(HOST_GW, HostGwBackend, events)
 
 
+@settings(SETTINGS, max_examples=100)
+@given(events=_events(UDP))
+def test_udp_agent_never_forwards_outside_the_network(events):
+    """udp has no kernel entry per peer: its workers' forwarding table must stay in scope."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        kernel = FakeKernel(monkeypatch)
+        agent = _agent(UDP, UdpBackend, events)
+        for _event in events:
+            agent._step()
+            for subnet, public_ip in agent.backend._routes.items():
+                kernel.routes[(subnet, 0)] = netlink.Route(subnet, public_ip, 0, False)
+                kernel.fdb.add(("0e:00:00:00:00:01", public_ip))  # the check for a gateway's scope
+            kernel.assert_in_scope(UDP, agent.lease.subnet)
+            kernel.routes.clear()
+            kernel.fdb.clear()
+
+
 def test_valid_peer_is_programmed_and_a_bad_overwrite_unprograms_it(monkeypatch):
     """The properties above must not pass by programming nothing at all."""
     good = '{"PublicIP":"192.168.205.11","BackendType":"vxlan","BackendData":{"VtepMAC":"0e:00:00:00:00:11"}}'
@@ -238,3 +259,14 @@ def test_valid_peer_is_programmed_and_a_bad_overwrite_unprograms_it(monkeypatch)
     agent._step()
     assert kernel.routes == {} and kernel.fdb == set() and kernel.neighbours == {}
     assert agent.peers == {} and [key for key, _reason in agent._skipped] == [key]
+
+
+def test_udp_valid_peer_is_forwarded_and_one_over_this_host_is_not():
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        FakeKernel(monkeypatch)
+        events = [node(PREFIX + "/subnets/10.20.0.0-20", '{"PublicIP":"192.168.205.11"}', index=1),
+                  node(PREFIX + "/subnets/10.50.0.0-20", '{"PublicIP":"192.168.205.12"}', index=2)]
+        agent = _agent(UDP, UdpBackend, events)
+        agent._step()
+        agent._step()
+        assert agent.backend._routes == {"10.20.0.0/20": "192.168.205.11"}  # 10.50.0.1 is this host's

@@ -20,6 +20,30 @@ except ImportError:  # reported by the caller through missing_libraries()
 PeerEntries = collections.namedtuple("PeerEntries", "neighbour fdb route")
 
 
+def peer_scope_problem(network, own_subnet, own_public_ip, local_addresses, subnet, public_ip):
+    """Why no route, neighbour, FDB entry or forwarding entry may be made for a peer with this
+    subnet and PublicIP, or None. Every backend asks this, whatever parsed the lease, so that no
+    key can steer traffic for prefixes outside the flannel network or for this host's own
+    addresses. `local_addresses`: this host's IPv4 addresses (IPAddress)."""
+    subnet = IPNetwork(str(subnet)).cidr
+    if subnet not in network:
+        return "subnet %s is outside the flannel network %s" % (subnet, network)
+    if own_subnet is not None and (subnet.first <= own_subnet.last and own_subnet.first <= subnet.last):
+        return "subnet %s overlaps this host's own subnet %s" % (subnet, own_subnet)
+    own = sorted(address for address in local_addresses if address in subnet)
+    if own:
+        return "subnet %s contains this host's address %s" % (subnet, own[0])
+    try:
+        gateway = IPAddress(public_ip)
+    except Exception:
+        return "PublicIP %r is not an IP address" % (public_ip,)
+    if gateway.version != 4 or gateway in network:
+        return "PublicIP %s is not an IPv4 address outside the flannel network" % public_ip
+    if gateway in local_addresses or str(gateway) == own_public_ip:
+        return "PublicIP %s is this host's own address" % public_ip
+    return None
+
+
 class BackendError(Exception):
     """The backend cannot run with this host's configuration; the message says why."""
 
@@ -163,33 +187,12 @@ class RouteBackend:
         subnet = IPNetwork(str(lease.subnet)).cidr
         if self.subnet is not None and subnet == self.subnet:
             return None  # our own lease is never a peer
-        problem = self._scope_problem(subnet, lease.attrs.public_ip)
+        problem = peer_scope_problem(self.config.network, self.subnet, self.public_ip, self._local_addresses,
+                                     subnet, lease.attrs.public_ip)
         if problem:
             self._warn_once((str(subnet), problem), "ignoring lease %s: %s", subnet, problem)
             return None
         return self._entries_for(lease)
-
-    def _scope_problem(self, subnet, public_ip):
-        """Why no route, neighbour or FDB entry may be programmed for a peer with this subnet and
-        PublicIP, or None. Checked here, whatever parsed the lease, so that no key can steer
-        traffic for prefixes outside the flannel network or for this host's own addresses."""
-        network = self.config.network
-        if subnet not in network:
-            return "subnet %s is outside the flannel network %s" % (subnet, network)
-        if self.subnet is not None and (subnet.first <= self.subnet.last and self.subnet.first <= subnet.last):
-            return "subnet %s overlaps this host's own subnet %s" % (subnet, self.subnet)
-        own = sorted(address for address in self._local_addresses if address in subnet)
-        if own:
-            return "subnet %s contains this host's address %s" % (subnet, own[0])
-        try:
-            gateway = IPAddress(public_ip)
-        except Exception:
-            return "PublicIP %r is not an IP address" % (public_ip,)
-        if gateway.version != 4 or gateway in network:
-            return "PublicIP %s is not an IPv4 address outside the flannel network" % public_ip
-        if gateway in self._local_addresses or str(gateway) == self.public_ip:
-            return "PublicIP %s is this host's own address" % public_ip
-        return None
 
     def _remove_leftovers(self, old, new):
         """Delete the old entries of a peer that its new entries no longer cover."""

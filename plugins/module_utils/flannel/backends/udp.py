@@ -20,7 +20,7 @@ import socket
 
 from .. import netlink
 from . import tun, udp_proxy
-from .base import BackendError
+from .base import BackendError, peer_scope_problem
 
 try:
     from netaddr import IPAddress, IPNetwork
@@ -247,7 +247,7 @@ class UdpBackend:
 
     # -- peers -----------------------------------------------------------------------------------
 
-    def _peer_ip(self, lease):
+    def _peer_ip(self, lease, local_addresses):
         subnet = IPNetwork(str(lease.subnet)).cidr
         if self.subnet is not None and subnet == self.subnet:
             return None
@@ -257,6 +257,13 @@ class UdpBackend:
                 self._warned.add(key)
                 self.log.warning("ignoring lease %s: backend type %s is not udp", subnet, lease.attrs.backend_type)
             return None
+        problem = peer_scope_problem(self.config.network, self.subnet, self.public_ip, local_addresses,
+                                     subnet, lease.attrs.public_ip)
+        if problem:
+            if (str(subnet), problem) not in self._warned:
+                self._warned.add((str(subnet), problem))
+                self.log.warning("ignoring lease %s: %s", subnet, problem)
+            return None
         return lease.attrs.public_ip
 
     def sync(self, peers):
@@ -264,8 +271,9 @@ class UdpBackend:
         new drops. Returns the repairs and table changes."""
         changes = self._repair()
         wanted = {}
+        local_addresses = netlink.local_ipv4_addresses(self.ipr)
         for subnet, lease in peers.items():
-            ip = self._peer_ip(lease)
+            ip = self._peer_ip(lease, local_addresses)
             if ip is not None:
                 wanted[str(IPNetwork(str(subnet)).cidr)] = ip
         for subnet in sorted(set(self._routes) - set(wanted)):
@@ -280,7 +288,7 @@ class UdpBackend:
         return changes
 
     def add_peer(self, lease):
-        ip = self._peer_ip(lease)
+        ip = self._peer_ip(lease, netlink.local_ipv4_addresses(self.ipr))
         if ip is None:
             return self.remove_peer(lease.subnet)
         subnet = str(IPNetwork(str(lease.subnet)).cidr)
