@@ -283,8 +283,15 @@ class Agent:
         self._needs_resync = False
         self._refused_delay = ETCD_RETRY
         self.reconcile_at = self.clock() + self.options.reconcile_interval
+        self._report_healthy()
+
+    def _report_healthy(self):
         skipped = ", bad leases skipped: %d" % len(self._skipped) if self._skipped else ""
-        self._set_health(True, "lease %s, %d peers%s" % (self.lease.subnet, len(self.peers), skipped))
+        reason = "lease %s, %d peers%s" % (self.lease.subnet, len(self.peers), skipped)
+        if self._health[0]:
+            self._health = (True, reason)  # counts change with events: not worth a log line each
+        else:
+            self._set_health(True, reason)
 
     def _reacquire(self, why):
         LOG.warning("%s; re-acquiring a lease (same subnet if free)", why)
@@ -384,6 +391,8 @@ class Agent:
             self._skip(*skipped)
         for event in events:
             self._apply(event)
+        if self._health[0] and (skipped or events):
+            self._report_healthy()
 
     def loop(self):
         while not self._stop.is_set():
@@ -436,9 +445,9 @@ class Agent:
             try:
                 server = start_health_server(self.options.healthz_ip, self.options.healthz_port, self.health)
             except OSError as err:
+                where = "%s:%d" % (self.options.healthz_ip, self.options.healthz_port)
                 sys.stderr.write("flanneld: invalid value for flag -healthz-ip/-healthz-port: cannot listen on "
-                                 "%s:%d: %s\n" % (self.options.healthz_ip, self.options.healthz_port,
-                                                   err.strerror or err))
+                                 "%s: %s\n" % (where, err.strerror or err))
                 return 2
         try:
             status = self.start()

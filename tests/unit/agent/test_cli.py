@@ -103,7 +103,7 @@ def _main_error(capsys, argv):
 
 @pytest.mark.parametrize("name, make, message", [
     ("parent is a file", lambda tmp: str(tmp / "file" / "subnet.env"), "cannot write a file in"),
-    ("a directory", lambda tmp: str(tmp), "it is a directory"),
+    ("a directory", str, "it is a directory"),
     ("read-only sysfs", lambda tmp: "/sys/subnet.env", "cannot write a file in /sys"),
 ])
 def test_unwritable_subnet_file_is_refused_before_anything_runs(capsys, tmp_path, name, make, message):
