@@ -9,6 +9,7 @@ from netaddr import IPNetwork
 
 from cluster import wait_for
 from netns import Pinger
+from test_reliability import record
 
 PREFIX = "/coreos.com/network/subnets/"
 GOOD = '{"PublicIP":"172.31.250.99","BackendType":"vxlan","BackendData":{"VtepMAC":"0e:00:00:00:00:99"}}'
@@ -58,6 +59,8 @@ def test_hostile_leases_while_pinging_change_nothing_and_a_new_host_joins(lab, c
     for agent in agents:
         wait_for(lambda: joined in agent.routes(), what="route to the new host")
     sent, replies = pinger.result()
+    record("%d hostile leases while pinging" % len(HOSTILE),
+           "%d/%d pings answered; 3 agents healthy; new host got %s" % (replies, sent, joined))
     assert replies == sent, "%d/%d pings answered" % (replies, sent)
     everyone = agents + [newcomer]
     for agent in everyone:

@@ -4,6 +4,7 @@ traceback from any of it."""
 
 import base64
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -45,12 +46,13 @@ def _keys(cluster):
 def test_bad_flag_is_one_line_status_2_and_etcd_is_untouched(lab, cluster, flag, message):
     host = lab.add_host()
     before = _keys(cluster)
+    subnet_file = "-subnet-file=" + os.path.join(cluster.workdir, host.name, "subnet.env")
     argv = ["ip", "netns", "exec", host.ns, sys.executable, cluster.agent_path, "-etcd-endpoints=" + cluster.endpoint,
-            "-subnet-file=/tmp/netlab-agentin-%s/subnet.env" % lab.tag, "-healthz-port=8471", flag]
+            "-healthz-port=8471", flag]
     if not flag.startswith("-iface"):
         argv.append("-iface=eth0")
-    if flag.startswith("-subnet-file"):
-        argv.remove("-subnet-file=/tmp/netlab-agentin-%s/subnet.env" % lab.tag)
+    if not flag.startswith("-subnet-file"):
+        argv.append(subnet_file)
     result = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, check=False,
                             timeout=30)
     assert result.returncode == 2, result.stderr
