@@ -18,19 +18,14 @@ from ansible_collections.netlab.flannel.plugins.module_utils._etcd_module import
     ETCD_ARGUMENT_SPEC,
     ETCD_OPTION_NAMES,
     ETCD_REQUIRED_TOGETHER,
+    NETWORK_CONFIG_ARGUMENT_SPEC,
 )
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import missing_libraries
 
 MODULE = "netlab.flannel.network_config"
 LEASES_MODULE = "netlab.flannel.lease_info"
 
-ARGUMENT_SPEC = dict(
-    config=dict(type="raw", required=True),
-    report_leases=dict(type="bool", default=False),
-    validate_only=dict(type="bool", default=False),
-    config_name=dict(type="str", default="config"),
-    host_addresses=dict(type="dict", default={}),
-)
+ARGUMENT_SPEC = dict(NETWORK_CONFIG_ARGUMENT_SPEC)
 # The modules' etcd options without their defaults: an option the task leaves unset is not
 # passed on, so the module (and any module_defaults for it) decides.
 ARGUMENT_SPEC.update((name, dict((key, value) for key, value in spec.items() if key != "default"))

@@ -26,6 +26,15 @@ ETCD_ARGUMENT_SPEC = dict(
 )
 ETCD_REQUIRED_TOGETHER = [("cert_file", "key_file"), ("username", "password")]
 ETCD_OPTION_NAMES = tuple(ETCD_ARGUMENT_SPEC)
+# netlab.flannel.network_config's own options, checked by its action plugin on the controller and
+# again by the module on the host.
+NETWORK_CONFIG_ARGUMENT_SPEC = dict(
+    config=dict(type="raw", required=True),
+    report_leases=dict(type="bool", default=False),
+    validate_only=dict(type="bool", default=False),
+    config_name=dict(type="str", default="config"),
+    host_addresses=dict(type="dict", default={}),
+)
 
 
 def etcd_module(argument_spec=None, **kwargs):

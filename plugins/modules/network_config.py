@@ -165,6 +165,7 @@ leases:
 import json
 
 from ansible_collections.netlab.flannel.plugins.module_utils._etcd_module import (
+    NETWORK_CONFIG_ARGUMENT_SPEC,
     etcd_failures,
     etcd_module,
     open_registry,
@@ -190,14 +191,7 @@ def _diff_text(text):
 
 
 def main():
-    argument_spec = dict(
-        config=dict(type="raw", required=True),
-        report_leases=dict(type="bool", default=False),
-        validate_only=dict(type="bool", default=False),
-        config_name=dict(type="str", default="config"),
-        host_addresses=dict(type="dict", default={}),
-    )
-    module = etcd_module(argument_spec)
+    module = etcd_module(NETWORK_CONFIG_ARGUMENT_SPEC)
     # Imported after the library check: these need netaddr and python-etcd.
     from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import (
         ConfigError,

@@ -5,7 +5,6 @@ import json
 import random
 import urllib.request
 
-import etcd
 import pytest
 from netaddr import IPNetwork
 
@@ -33,17 +32,6 @@ HOSTILE = {
     "10.24.0.0-20": ('{"PublicIP":"fe80::1","BackendType":"host-gw"}', "not an IPv4 address"),
     "10.25.7.0-20": (GOOD, "10.25.7.0-20' is not written as flannel writes 10.25.0.0-20"),
 }
-
-
-@pytest.fixture
-def registry(etcd_endpoint):
-    return EtcdRegistry(etcd_endpoint)
-
-
-@pytest.fixture
-def raw(etcd_endpoint):
-    host, port = etcd_endpoint.rsplit("/", 1)[1].split(":")
-    return etcd.Client(host=host, port=int(port))
 
 
 def _write_hostile(raw):

@@ -2,7 +2,6 @@
 
 import random
 
-import etcd
 import pytest
 from netaddr import IPNetwork
 
@@ -19,17 +18,6 @@ CONFIG = parse_network_config({"Network": "10.0.0.0/8", "SubnetLen": 20, "Subnet
 
 def _attrs(last_octet):
     return LeaseAttrs("192.168.205.%d" % last_octet, "vxlan", "0e:00:00:00:00:%02x" % last_octet)
-
-
-@pytest.fixture
-def registry(etcd_endpoint):
-    return EtcdRegistry(etcd_endpoint)
-
-
-@pytest.fixture
-def raw(etcd_endpoint):
-    host, port = etcd_endpoint.rsplit("/", 1)[1].split(":")
-    return etcd.Client(host=host, port=int(port))
 
 
 def test_leases_are_distinct_and_stored_exactly_as_flanneld(registry, raw):
