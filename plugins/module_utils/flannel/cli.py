@@ -6,6 +6,7 @@ A flag given on the command line wins over its FLANNELD_<FLAG> environment varia
 
 import os
 import re
+import ssl
 import sys
 import tempfile
 
@@ -234,6 +235,21 @@ def check_files(options):
         _readable_file(options, attribute)
     if options.etcd_keyfile and not options.etcd_certfile:
         raise UsageError("flag -etcd-keyfile needs -etcd-certfile (the certificate of that key)")
+    # Loaded once here as the TLS client will load them, so a wrong file is named now, not
+    # found as an "etcd unreachable" later.
+    context = ssl.create_default_context()
+    try:
+        if options.etcd_cafile:
+            context.load_verify_locations(cafile=options.etcd_cafile)
+    except (ssl.SSLError, ValueError) as err:
+        raise UsageError("invalid value %r for -etcd-cafile: not a PEM CA certificate (%s)"
+                         % (options.etcd_cafile, err))
+    try:
+        if options.etcd_certfile:
+            context.load_cert_chain(options.etcd_certfile, options.etcd_keyfile or None)
+    except (ssl.SSLError, ValueError) as err:
+        raise UsageError("invalid value %r for -etcd-certfile/-etcd-keyfile: not a PEM certificate and its "
+                         "private key (%s)" % (options.etcd_certfile, err))
     path = options.subnet_file
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):

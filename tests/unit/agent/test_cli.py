@@ -131,3 +131,7 @@ def test_tls_files_must_be_readable(capsys, tmp_path):
     key.write_text("key")
     err = _main_error(capsys, [subnet_file, "-etcd-keyfile=%s" % key])
     assert "flag -etcd-keyfile needs -etcd-certfile" in err
+    err = _main_error(capsys, [subnet_file, "-etcd-cafile=%s" % key])
+    assert "invalid value %r for -etcd-cafile: not a PEM CA certificate" % str(key) in err
+    err = _main_error(capsys, [subnet_file, "-etcd-certfile=%s" % key, "-etcd-keyfile=%s" % key])
+    assert "for -etcd-certfile/-etcd-keyfile: not a PEM certificate and its private key" in err
