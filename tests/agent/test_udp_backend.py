@@ -34,6 +34,48 @@ def _containers(lab, hosts, subnets):
     return [lab.add_container(host, "%s/20" % (subnet.network + 1)) for host, subnet in zip(hosts, subnets)]
 
 
+RECEIVER = r"""
+import hashlib, socket, sys
+server = socket.socket()
+server.bind((sys.argv[1], 5201))
+server.listen(1)
+print("listening", flush=True)
+connection, _peer = server.accept()
+digest, total = hashlib.sha256(), 0
+while True:
+    data = connection.recv(1 << 16)
+    if not data:
+        break
+    digest.update(data)
+    total += len(data)
+print(total, digest.hexdigest(), flush=True)
+"""
+SENDER = r"""
+import hashlib, os, socket, sys
+data = os.urandom(int(sys.argv[2]) << 20)
+sock = socket.create_connection((sys.argv[1], 5201), timeout=30)
+sock.sendall(data)
+sock.close()
+print(len(data), hashlib.sha256(data).hexdigest(), flush=True)
+"""
+
+
+def _tcp_transfer(source, destination, megabytes=32):
+    """Send random bytes over TCP from one container to another; (sent, received) as (length, sha256)."""
+    receiver = subprocess.Popen(["ip", "netns", "exec", destination.ns, "python3", "-c", RECEIVER, destination.address],
+                                stdout=subprocess.PIPE, universal_newlines=True)
+    try:
+        assert receiver.stdout.readline().strip() == "listening"
+        sent = subprocess.run(["ip", "netns", "exec", source.ns, "python3", "-c", SENDER, destination.address,
+                               str(megabytes)], stdout=subprocess.PIPE, universal_newlines=True, check=True,
+                              timeout=120).stdout.split()
+        received = receiver.communicate(timeout=60)[0].split()
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+    return sent, received
+
+
 def _udp_cluster(lab, agent_path, name, config=UDP_CONFIG):
     return Cluster(lab, agent_path, config=config, name=name)
 
@@ -63,6 +105,11 @@ def test_no_backend_means_udp_lease_device_route_and_ping_both_ways(lab, agent_p
         # TTL 64 - host one forwarding - its proxy - the peer's proxy - host two forwarding
         assert ping(one.ns, two.address, count=3) == [60, 60, 60]
         assert ping(two.ns, one.address, count=3) == [60, 60, 60]
+        # TCP both ways, byte for byte (segments batched with UDP_SEGMENT, merged again on receipt).
+        sent, received = _tcp_transfer(one, two)
+        assert sent == received and sent[0] == str(32 << 20)
+        sent, received = _tcp_transfer(two, one)
+        assert sent == received
         for agent in agents:
             assert agent.healthz()[0] == 200
 
@@ -173,6 +220,9 @@ def test_interop_with_upstream_flanneld_udp(lab, agent_path, request):
         assert ping(two.ns, one.address, count=3) == [60, 60, 60]
         assert ping(one.ns, two.address, count=3) == [60, 60, 60]
         assert "udp route %s via %s:8285" % (upstream_subnet, hosts[1].address) in ours.log
+        for source, destination in ((one, two), (two, one)):
+            sent, received = _tcp_transfer(source, destination, megabytes=8)
+            assert sent == received and sent[0] == str(8 << 20)
 
 
 def test_pings_lost_across_sigkill_restart(lab, agent_path, request):

@@ -211,7 +211,8 @@ class UdpBackend:
             except ChildProcessError:
                 done, status = pid, 0
             if done:
-                self.log.error("udp worker %d (pid %d) exited (status %d); restarting it", slot, pid, status)
+                self.log.error("udp worker %d (pid %d) exited (status %d); restarting it", slot, pid,
+                               os.waitstatus_to_exitcode(status) if status else 0)
                 self._start_worker(slot)
                 self._send_routes(only=slot)
                 changes.append("restarted forwarding worker %d" % slot)

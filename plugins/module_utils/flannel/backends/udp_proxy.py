@@ -20,9 +20,20 @@ import struct
 ROUTE = struct.Struct("!IBIH")  # subnet, prefix length, peer PublicIP, peer port
 COMMAND_ROUTES = b"R"
 COMMAND_STOP = b"S"
-BATCH = 64  # packets read from one side before looking at the other
+BATCH = 64  # packets (or coalesced receives) taken from one side before looking at the other
 BUFFER_SIZE = 65536
 ICMP_TTL = 8  # as flanneld's proxy
+SOL_UDP = 17
+UDP_SEGMENT = 103  # sendmsg: split this buffer into datagrams of this size (Linux 4.18)
+UDP_GRO = 104  # receive consecutive datagrams of one flow in one read, with their size (Linux 5.0)
+GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
+MAX_SEGMENTS = 64
+GSO_LIMIT = 65000  # bytes per UDP_SEGMENT send, below the 65507 a UDP payload may have
+VNET_HEADER_SIZE = 10  # struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+NO_VNET_HEADER = bytes(VNET_HEADER_SIZE)
+VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
+VIRTIO_NET_HDR_GSO_TCPV4 = 1
+TCP_ACK, TCP_PSH = 0x10, 0x08
 
 COUNTERS = ("tun_rx", "udp_tx", "udp_rx", "tun_tx", "no_route", "icmp_sent", "ttl_expired",
             "malformed_tun", "malformed_udp", "outside_network", "send_errors")
@@ -74,16 +85,17 @@ def ipv4_checksum(data):
     return ~(int.from_bytes(data, "big") % 0xFFFF) & 0xFFFF
 
 
-def decrement_ttl(buf):
-    """TTL - 1 with the header checksum patched (RFC 1624); False when the packet must die."""
-    ttl = buf[8]
+def decrement_ttl(buf, offset=0):
+    """TTL - 1 with the header checksum patched (RFC 1624) for the packet at buf[offset:];
+    False when the packet must die."""
+    ttl = buf[offset + 8]
     if ttl <= 1:
         return False
-    buf[8] = ttl - 1
-    check = ((buf[10] << 8) | buf[11]) + 0x100
+    buf[offset + 8] = ttl - 1
+    check = ((buf[offset + 10] << 8) | buf[offset + 11]) + 0x100
     check = (check & 0xFFFF) + (check >> 16)
-    buf[10] = check >> 8
-    buf[11] = check & 0xFF
+    buf[offset + 10] = check >> 8
+    buf[offset + 11] = check & 0xFF
     return True
 
 
@@ -109,13 +121,18 @@ def net_unreachable(offender, length, source):
 
 
 class Worker:
-    """One forwarding loop: `tun_fd` (a TUN queue), `sock` (the bound UDP socket), `control`
-    (the agent's end of a SOCK_SEQPACKET pair), network = (address int, mask int), subnet_mask
-    (the mask of SubnetLen)."""
+    """One forwarding loop: `tun_fd` (a TUN queue opened with IFF_VNET_HDR), `sock` (the bound UDP
+    socket), `control` (the agent's end of a SOCK_SEQPACKET pair), network = (address int, mask
+    int), subnet_mask (the mask of SubnetLen).
+
+    Batching, invisible on the wire: packets read from the TUN queue for one peer, of one size
+    (the last may be shorter), leave in one sendmsg with UDP_SEGMENT, which the kernel splits into
+    one datagram per packet; datagrams that arrive coalesced (UDP_GRO) and are consecutive
+    segments of one TCP connection are written to the TUN queue as one TCP super-packet (a
+    virtio-net header asks the kernel to segment and checksum it when it has to)."""
 
     def __init__(self, tun_fd, sock, control, network, subnet_mask, counters, slot):
         self.tun_fd = tun_fd
-        self.tun = os.fdopen(tun_fd, "rb", buffering=0, closefd=False)  # readinto: no allocation
         self.sock = sock
         self.control = control
         self.network_address, self.network_mask = network
@@ -124,12 +141,20 @@ class Worker:
         self.counts = [0] * len(COUNTERS)
         self.tables = []
         self.running = True
-        self.buffer = bytearray(BUFFER_SIZE)
-        self.view = memoryview(self.buffer)
+        # TUN -> UDP: packets are read back to back into `out` (each after the previous one).
+        self.out = bytearray(GSO_LIMIT + BUFFER_SIZE)
+        self.out_view = memoryview(self.out)
+        self.header_in = bytearray(VNET_HEADER_SIZE)
+        # UDP -> TUN: one (possibly coalesced) receive into `inbound`, super-packets built in `merged`.
+        self.inbound = bytearray(BUFFER_SIZE)
+        self.inbound_view = memoryview(self.inbound)
+        self.merged = bytearray(VNET_HEADER_SIZE + BUFFER_SIZE)
+        self.merged_view = memoryview(self.merged)
 
     def run(self):
         os.set_blocking(self.tun_fd, False)
         self.sock.setblocking(False)
+        self.sock.setsockopt(SOL_UDP, UDP_GRO, 1)
         poller = select.poll()
         for fd in (self.tun_fd, self.sock.fileno(), self.control.fileno()):
             poller.register(fd, select.POLLIN)
@@ -157,60 +182,182 @@ class Worker:
                 return peer
         return None
 
+    # -- TUN -> UDP ------------------------------------------------------------------------------
+
     def _tun_to_udp(self):
-        buf, view, counts = self.buffer, self.view, self.counts
-        readinto, sendto = self.tun.readinto, self.sock.sendto
+        out, view, counts, header = self.out, self.out_view, self.counts, self.header_in
+        readv, fd = os.readv, self.tun_fd
+        offset = count = size = 0  # the batch: `count` packets of `size` bytes in out[:offset]
+        peer = None
+        busy = False
         for _packet in range(BATCH):
-            length = readinto(buf)
-            if not length:
-                return False
+            try:
+                length = readv(fd, [header, view[offset:offset + BUFFER_SIZE]]) - VNET_HEADER_SIZE
+            except BlockingIOError:
+                break
+            busy = True
             counts[0] += 1
-            if length < 20 or buf[0] >> 4 != 4:
+            if length < 20 or out[offset] >> 4 != 4:
                 counts[7] += 1
                 continue
-            destination = (buf[16] << 24) | (buf[17] << 16) | (buf[18] << 8) | buf[19]
-            peer = self._lookup(destination)
-            if peer is None:
+            destination = ((out[offset + 16] << 24) | (out[offset + 17] << 16) | (out[offset + 18] << 8)
+                           | out[offset + 19])
+            target = self._lookup(destination)
+            if target is None:
                 counts[4] += 1
-                reply = net_unreachable(buf, length, struct.pack("!I", destination & self.subnet_mask))
+                reply = net_unreachable(view[offset:offset + length], length,
+                                        struct.pack("!I", destination & self.subnet_mask))
                 if reply is not None:
-                    self._write_tun(reply)
+                    self._write_tun(NO_VNET_HEADER + reply)
                     counts[5] += 1
                 continue
-            if not decrement_ttl(buf):
+            if not decrement_ttl(out, offset):
                 counts[6] += 1
                 continue
-            try:
-                sendto(view[:length], peer)
-                counts[1] += 1
-            except OSError:
-                counts[10] += 1
-        return True
+            if count and (target != peer or length > size):
+                self._send(offset, count, size, peer)  # this packet starts the next batch
+                out[0:length] = bytes(view[offset:offset + length])  # the two may overlap
+                offset = count = 0
+            if not count:
+                peer, size = target, length
+            count += 1
+            offset += length
+            if length < size or count == MAX_SEGMENTS or offset + size > GSO_LIMIT:
+                self._send(offset, count, size, peer)
+                offset = count = 0
+        if count:
+            self._send(offset, count, size, peer)
+        return busy
+
+    def _send(self, length, count, size, peer):
+        try:
+            if count == 1:
+                self.sock.sendto(self.out_view[:length], peer)
+            else:
+                self.sock.sendmsg([self.out_view[:length]], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))],
+                                  0, peer)
+            self.counts[1] += count
+        except OSError:
+            self.counts[10] += count
+
+    # -- UDP -> TUN ------------------------------------------------------------------------------
 
     def _udp_to_tun(self):
-        buf, view, counts = self.buffer, self.view, self.counts
-        recv_into = self.sock.recv_into
+        buf, view, counts = self.inbound, self.inbound_view, self.counts
         address, mask = self.network_address, self.network_mask
-        for _packet in range(BATCH):
+        recvmsg_into = self.sock.recvmsg_into
+        busy = False
+        for _receive in range(BATCH):
             try:
-                length = recv_into(buf)
+                length, ancillary, _flags, _source = recvmsg_into([view], GRO_CMSG_SPACE)
             except BlockingIOError:
-                return False
-            counts[2] += 1
-            if length < 20 or buf[0] & 0xF0 != 0x40 or buf[0] & 0x0F < 5:
+                break
+            busy = True
+            if not length:  # an empty datagram
+                counts[2] += 1
                 counts[8] += 1
                 continue
-            if ((buf[16] << 24) | (buf[17] << 16) | (buf[18] << 8) | buf[19]) & mask != address:
-                counts[9] += 1
-                continue
-            if not decrement_ttl(buf):
-                counts[6] += 1
-                continue
-            if self._write_tun(view[:length]):
-                counts[3] += 1
+            size = length
+            for level, kind, data in ancillary:
+                if level == SOL_UDP and kind == UDP_GRO:
+                    size = struct.unpack("=i", data[:4])[0]
+            run = None  # the TCP segments being merged: [first offset, header length, count, ...]
+            for offset in range(0, length, size):
+                end = min(offset + size, length)
+                counts[2] += 1
+                if end - offset < 20 or buf[offset] & 0xF0 != 0x40 or buf[offset] & 0x0F < 5:
+                    counts[8] += 1
+                    continue
+                if ((buf[offset + 16] << 24) | (buf[offset + 17] << 16) | (buf[offset + 18] << 8)
+                        | buf[offset + 19]) & mask != address:
+                    counts[9] += 1
+                    continue
+                if not decrement_ttl(buf, offset):
+                    counts[6] += 1
+                    continue
+                if run is not None and self._merge(run, offset, end):
+                    continue
+                if run is not None:
+                    self._flush(run)
+                run = self._start_run(offset, end)
+                if run is None:
+                    self._write_tun_from(offset, end)
+            if run is not None:
+                self._flush(run)
+        return busy
+
+    def _start_run(self, offset, end):
+        """A run that TCP segments may join: [offset, end, header length, next seq, segments,
+        payload size, merged length]; None when the packet cannot start one (not TCP, IP
+        options, flags other than ACK)."""
+        buf = self.inbound
+        if buf[offset + 9] != 6 or buf[offset] != 0x45 or end - offset < 40:
+            return None
+        header_length = 20 + (buf[offset + 32] >> 4) * 4
+        payload = end - offset - header_length
+        if payload <= 0 or buf[offset + 33] != TCP_ACK:
+            return None
+        seq = struct.unpack_from("!I", buf, offset + 24)[0]
+        return [offset, end, header_length, (seq + payload) & 0xFFFFFFFF, 1, payload, 0]
+
+    def _merge(self, run, offset, end):
+        """Append the segment at buf[offset:end] to `run` when it continues it; True if so."""
+        buf, view = self.inbound, self.inbound_view
+        first, _first_end, header_length, seq, segments, size, merged = run
+        payload = end - offset - header_length
+        if (payload <= 0 or payload > size or buf[offset] != 0x45 or buf[offset + 9] != 6
+                or buf[offset + 33] not in (TCP_ACK, TCP_ACK | TCP_PSH)
+                or struct.unpack_from("!I", buf, offset + 24)[0] != seq
+                or view[offset + 12:offset + 24] != view[first + 12:first + 24]
+                or view[offset + 28:offset + 33] != view[first + 28:first + 33]
+                or view[offset + 38:offset + header_length] != view[first + 38:first + header_length]
+                or buf[offset + 1] != buf[first + 1] or buf[offset + 6] != buf[first + 6]):
+            return False
+        out = self.merged
+        if segments == 1:  # the second segment: copy the first into the merge buffer
+            merged = VNET_HEADER_SIZE + (run[1] - first)
+            out[VNET_HEADER_SIZE:merged] = view[first:run[1]]
+        out[merged:merged + payload] = view[offset + header_length:end]
+        run[3] = (seq + payload) & 0xFFFFFFFF
+        run[4] = segments + 1
+        run[6] = merged + payload
+        out[VNET_HEADER_SIZE + 33] = buf[offset + 33]  # PSH of the last segment
+        if payload < size or buf[offset + 33] != TCP_ACK:
+            run[5] = -1  # a short or pushed segment ends the run: nothing may follow it
         return True
 
+    def _flush(self, run):
+        first, end, header_length, _seq, segments, size, merged = run
+        if segments == 1:
+            self._write_tun_from(first, end)
+            return
+        out = self.merged
+        if size < 0:
+            size = struct.unpack_from("!H", self.inbound, first + 2)[0] - header_length
+        total = merged - VNET_HEADER_SIZE
+        ip = VNET_HEADER_SIZE
+        struct.pack_into("!H", out, ip + 2, total)
+        out[ip + 10] = out[ip + 11] = 0
+        struct.pack_into("!H", out, ip + 10, ipv4_checksum(self.merged_view[ip:ip + 20]))
+        # The TCP checksum field holds the pseudo-header sum; the kernel completes it (NEEDS_CSUM).
+        words = struct.unpack_from("!HHHH", out, ip + 12)
+        pseudo = sum(words) + 6 + total - 20
+        pseudo = (pseudo & 0xFFFF) + (pseudo >> 16)
+        struct.pack_into("!H", out, ip + 36, (pseudo & 0xFFFF) + (pseudo >> 16))
+        struct.pack_into("<BBHHHH", out, 0, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
+                         header_length, size, 20, 16)
+        if self._write_tun(self.merged_view[:merged]):
+            self.counts[3] += segments
+
+    def _write_tun_from(self, offset, end):
+        try:
+            os.writev(self.tun_fd, [NO_VNET_HEADER, self.inbound_view[offset:end]])
+            self.counts[3] += 1
+        except OSError:
+            self.counts[10] += 1
+
     def _write_tun(self, packet):
+        """Write a packet that already starts with its virtio-net header."""
         try:
             os.write(self.tun_fd, packet)
             return True
