@@ -250,6 +250,9 @@ def _decode(data):
         try:
             return json.loads(data, object_pairs_hook=_object_from_pairs)
         except ValueError as err:
+            if not data.lstrip().startswith("{"):  # such as a bare CIDR given for the whole config
+                raise ConfigError("config", "must be a JSON object (a dictionary) or JSON text of one, got the "
+                                            "text %s" % _shown(data))
             raise ConfigError("config", "is not valid JSON: %s" % err)
     return data
 

@@ -52,7 +52,9 @@ def test_semantically_equal_configs_compare_equal():
 
 
 @pytest.mark.parametrize("document, key, rule", [
-    ("not json", "config", "is not valid JSON"),
+    ("not json", "config", 'must be a JSON object (a dictionary) or JSON text of one, got the text "not json"'),
+    ("10.0.0.0/8", "config", 'got the text "10.0.0.0/8"'),
+    ('{"Network": "10.0.0.0/8",', "config", "is not valid JSON: "),
     ("[1, 2]", "config", "must be a JSON object (a dictionary) or JSON text of one, got a list"),
     ({}, "Network", "is required"),
     ({"Network": ""}, "Network", "is required"),

@@ -72,7 +72,8 @@ def test_invalid_stored_config_is_replaced(etcd_endpoint, run_module):
     put(etcd_endpoint, "not json at all")
     result = run_module("network_config", dict(endpoints=[etcd_endpoint], config=TUTORIAL), diff=True)
     assert result["changed"] is True
-    assert result["previous_error"].startswith("config: is not valid JSON")
+    assert result["previous_error"] == ('config: must be a JSON object (a dictionary) or JSON text of one, '
+                                        'got the text "not json at all"')
     assert result["diff"]["before"] == "not json at all\n"
     assert json.loads(stored(etcd_endpoint)) == TUTORIAL
 
