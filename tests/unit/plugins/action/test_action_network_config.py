@@ -7,6 +7,7 @@ import urllib.parse
 import urllib.request
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 TUTORIAL = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0",
             "SubnetMax": "10.99.0.0", "Backend": {"Type": "vxlan", "VNI": 100, "Port": 8472}}
@@ -196,3 +197,22 @@ def test_unreachable_etcd_is_reported(make_action):
     result = make_action("network_config", dict(config=TUTORIAL, endpoints=[endpoint], timeout=2)).run(task_vars={})
     assert result["failed"] is True
     assert result["msg"].startswith("etcd at %s: no etcd endpoint answered" % endpoint)
+
+
+JSON_DATA = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+                         lambda children: st.lists(children, max_size=4)
+                         | st.dictionaries(st.text(max_size=8), children, max_size=4), max_leaves=30)
+
+
+@settings(max_examples=300, deadline=None)
+@given(JSON_DATA | st.text(max_size=100), st.dictionaries(st.text(max_size=5), st.text(max_size=16), max_size=3))
+def test_any_config_gives_an_effective_config_or_a_named_failure(config, host_addresses):
+    from ansible_collections.netlab.flannel.plugins.action.network_config import check_config_bounds, validate_config
+    failure = check_config_bounds(config, "cfg")
+    if failure is None:
+        effective, failure = validate_config(config, "cfg", host_addresses)
+    if failure is None:
+        assert set(effective) == {"Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend"}
+    else:
+        assert failure["failed"] is True and failure["key"] and failure["rule"]
+        assert failure["msg"].startswith("cfg")
