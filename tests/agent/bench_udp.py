@@ -111,6 +111,32 @@ def report_profiles(profilers):
             print("  %5.1f%%  %s" % (100.0 * count / samples, leaf))
 
 
+def cpu_seconds(pid):
+    """(user, system) CPU seconds of a process and its children (the forwarding workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    user = system = 0.0
+    children = subprocess.run(["pgrep", "-P", str(pid)], stdout=subprocess.PIPE, universal_newlines=True,
+                              check=False).stdout.split()
+    for one in [str(pid)] + children:
+        try:
+            with open("/proc/%s/stat" % one) as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+            user += int(fields[11]) / float(ticks)
+            system += int(fields[12]) / float(ticks)
+        except (IOError, IndexError):
+            pass
+    return user, system
+
+
+def losses(host):
+    """Where packets were lost on a host: flannel0's drop counters and the UDP receive-buffer errors."""
+    stats = json.loads(host.run(["ip", "-s", "-j", "link", "show", "flannel0"]).stdout)[0]["stats64"]
+    udp = host.run(["nstat", "-az", "UdpRcvbufErrors", "UdpSndbufErrors"]).stdout.split()
+    return "flannel0 rx dropped %d, tx dropped %d; %s" % (
+        stats["rx"]["dropped"], stats["tx"]["dropped"],
+        ", ".join("%s %s" % (udp[i], udp[i + 1]) for i in range(len(udp)) if udp[i].startswith("Udp")))
+
+
 def measure(kind, agent_path, seconds, runs):
     lab = Lab(lan_prefix="172.31.249")
     try:
@@ -133,9 +159,14 @@ def measure(kind, agent_path, seconds, runs):
                                                            loaded.extend(rtts(one, two.address, 50, 0.02))))
                 sampler.start()
                 profilers = profile(agents, seconds) if os.environ.get("BENCH_PROFILE") and kind == "ours" else []
+                before = [cpu_seconds(agent.process.pid) for agent in agents]
                 out = run_in(one.ns, ["iperf3", "-c", two.address, "-t", seconds, "-J"]).stdout
+                after = [cpu_seconds(agent.process.pid) for agent in agents]
                 sampler.join()
                 report_profiles(profilers)
+                for side, start, end in zip(("sender", "receiver"), before, after):
+                    print("%-8s %s host's forwarding: %.2f s user + %.2f s system CPU in %d s"
+                          % (kind, side, end[0] - start[0], end[1] - start[1], seconds))
                 report = json.loads(out)
                 results.append(report["end"]["sum_received"]["bits_per_second"] / 1e9)
                 server.wait(10)
@@ -145,6 +176,8 @@ def measure(kind, agent_path, seconds, runs):
             print("%-8s RTT idle: p50 %.0f us, p99 %.0f us; under load: p50 %.0f us, p99 %.0f us"
                   % (kind, percentile(idle, 0.5), percentile(idle, 0.99), percentile(loaded, 0.5),
                      percentile(loaded, 0.99)))
+            for host in hosts:
+                print("%-8s %s: %s" % (kind, host.name, losses(host)))
             print("%-8s RSS under load (agent + workers on the sender): %.1f MB"
                   % (kind, max(rss) / 1024.0 if rss else float("nan")))
             if kind == "ours":

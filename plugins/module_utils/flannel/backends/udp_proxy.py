@@ -34,6 +34,7 @@ NO_VNET_HEADER = bytes(VNET_HEADER_SIZE)
 VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
 VIRTIO_NET_HDR_GSO_TCPV4 = 1
 TCP_ACK, TCP_PSH = 0x10, 0x08
+TCP_MERGEABLE = frozenset((TCP_ACK, TCP_ACK | TCP_PSH))
 
 COUNTERS = ("tun_rx", "udp_tx", "udp_rx", "tun_tx", "no_route", "icmp_sent", "ttl_expired",
             "malformed_tun", "malformed_udp", "outside_network", "send_errors")
@@ -261,10 +262,41 @@ class Worker:
             for level, kind, data in ancillary:
                 if level == SOL_UDP and kind == UDP_GRO:
                     size = struct.unpack("=i", data[:4])[0]
-            run = None  # the TCP segments being merged: [first offset, header length, count, ...]
+            # The run of TCP segments being merged: the first at buf[first:first_end], its header
+            # length, the sequence number the next must carry, and its payload size (0: closed).
+            first = first_end = header_length = seq = payload_size = 0
+            segments = 0
+            merged = VNET_HEADER_SIZE
+            out = self.merged
             for offset in range(0, length, size):
-                end = min(offset + size, length)
+                end = offset + size if offset + size < length else length
                 counts[2] += 1
+                if segments and payload_size:
+                    payload = end - offset - header_length
+                    # The next segment of the run: same addresses, ports, ack, options, IP flags,
+                    # TTL and TOS; only ACK (PSH on the last); full size except the last.
+                    if (0 < payload <= payload_size and buf[offset + 33] in TCP_MERGEABLE
+                            and (buf[offset + 24] << 24 | buf[offset + 25] << 16 | buf[offset + 26] << 8
+                                 | buf[offset + 27]) == seq
+                            and view[offset + 12:offset + 24] == view[first + 12:first + 24]
+                            and view[offset + 28:offset + 33] == view[first + 28:first + 33]
+                            and view[offset + 38:offset + header_length] == view[first + 38:first + header_length]
+                            and view[offset:offset + 2] == view[first:first + 2]
+                            and view[offset + 6:offset + 10] == view[first + 6:first + 10]):
+                        if segments == 1:
+                            merged = VNET_HEADER_SIZE + first_end - first
+                            out[VNET_HEADER_SIZE:merged] = view[first:first_end]
+                        out[merged:merged + payload] = view[offset + header_length:end]
+                        merged += payload
+                        segments += 1
+                        seq = (seq + payload) & 0xFFFFFFFF
+                        out[VNET_HEADER_SIZE + 33] = buf[offset + 33]
+                        if payload < payload_size or buf[offset + 33] != TCP_ACK:
+                            payload_size = 0  # a short or pushed segment closes the run
+                        continue
+                if segments:
+                    self._flush(first, first_end, header_length, segments, merged)
+                    segments = 0
                 if end - offset < 20 or buf[offset] & 0xF0 != 0x40 or buf[offset] & 0x0F < 5:
                     counts[8] += 1
                     continue
@@ -272,71 +304,35 @@ class Worker:
                         | buf[offset + 19]) & mask != address:
                     counts[9] += 1
                     continue
-                if not decrement_ttl(buf, offset):
+                if buf[offset + 8] <= 1:
                     counts[6] += 1
                     continue
-                if run is not None and self._merge(run, offset, end):
-                    continue
-                if run is not None:
-                    self._flush(run)
-                run = self._start_run(offset, end)
-                if run is None:
-                    self._write_tun_from(offset, end)
-            if run is not None:
-                self._flush(run)
+                if buf[offset] == 0x45 and buf[offset + 9] == 6 and end - offset >= 40 \
+                        and buf[offset + 33] == TCP_ACK:
+                    header_length = 20 + (buf[offset + 32] >> 4) * 4
+                    payload_size = end - offset - header_length
+                    if payload_size > 0:  # a data segment: it may start a run
+                        first, first_end, segments = offset, end, 1
+                        seq = (int.from_bytes(view[offset + 24:offset + 28], "big") + payload_size) & 0xFFFFFFFF
+                        continue
+                decrement_ttl(buf, offset)
+                self._write_tun_from(offset, end)
+            if segments:
+                self._flush(first, first_end, header_length, segments, merged)
         return busy
 
-    def _start_run(self, offset, end):
-        """A run that TCP segments may join: [offset, end, header length, next seq, segments,
-        payload size, merged length]; None when the packet cannot start one (not TCP, IP
-        options, flags other than ACK)."""
-        buf = self.inbound
-        if buf[offset + 9] != 6 or buf[offset] != 0x45 or end - offset < 40:
-            return None
-        header_length = 20 + (buf[offset + 32] >> 4) * 4
-        payload = end - offset - header_length
-        if payload <= 0 or buf[offset + 33] != TCP_ACK:
-            return None
-        seq = struct.unpack_from("!I", buf, offset + 24)[0]
-        return [offset, end, header_length, (seq + payload) & 0xFFFFFFFF, 1, payload, 0]
-
-    def _merge(self, run, offset, end):
-        """Append the segment at buf[offset:end] to `run` when it continues it; True if so."""
-        buf, view = self.inbound, self.inbound_view
-        first, _first_end, header_length, seq, segments, size, merged = run
-        payload = end - offset - header_length
-        if (payload <= 0 or payload > size or buf[offset] != 0x45 or buf[offset + 9] != 6
-                or buf[offset + 33] not in (TCP_ACK, TCP_ACK | TCP_PSH)
-                or struct.unpack_from("!I", buf, offset + 24)[0] != seq
-                or view[offset + 12:offset + 24] != view[first + 12:first + 24]
-                or view[offset + 28:offset + 33] != view[first + 28:first + 33]
-                or view[offset + 38:offset + header_length] != view[first + 38:first + header_length]
-                or buf[offset + 1] != buf[first + 1] or buf[offset + 6] != buf[first + 6]):
-            return False
-        out = self.merged
-        if segments == 1:  # the second segment: copy the first into the merge buffer
-            merged = VNET_HEADER_SIZE + (run[1] - first)
-            out[VNET_HEADER_SIZE:merged] = view[first:run[1]]
-        out[merged:merged + payload] = view[offset + header_length:end]
-        run[3] = (seq + payload) & 0xFFFFFFFF
-        run[4] = segments + 1
-        run[6] = merged + payload
-        out[VNET_HEADER_SIZE + 33] = buf[offset + 33]  # PSH of the last segment
-        if payload < size or buf[offset + 33] != TCP_ACK:
-            run[5] = -1  # a short or pushed segment ends the run: nothing may follow it
-        return True
-
-    def _flush(self, run):
-        first, end, header_length, _seq, segments, size, merged = run
+    def _flush(self, first, first_end, header_length, segments, merged):
+        """Write a run: one segment as it came, several as one TCP super-packet."""
         if segments == 1:
-            self._write_tun_from(first, end)
+            decrement_ttl(self.inbound, first)
+            self._write_tun_from(first, first_end)
             return
         out = self.merged
-        if size < 0:
-            size = struct.unpack_from("!H", self.inbound, first + 2)[0] - header_length
-        total = merged - VNET_HEADER_SIZE
         ip = VNET_HEADER_SIZE
+        total = merged - ip
+        payload_size = first_end - first - header_length
         struct.pack_into("!H", out, ip + 2, total)
+        out[ip + 8] -= 1  # TTL, as flanneld's proxy (checked above 1 when the run began)
         out[ip + 10] = out[ip + 11] = 0
         struct.pack_into("!H", out, ip + 10, ipv4_checksum(self.merged_view[ip:ip + 20]))
         # The TCP checksum field holds the pseudo-header sum; the kernel completes it (NEEDS_CSUM).
@@ -345,7 +341,7 @@ class Worker:
         pseudo = (pseudo & 0xFFFF) + (pseudo >> 16)
         struct.pack_into("!H", out, ip + 36, (pseudo & 0xFFFF) + (pseudo >> 16))
         struct.pack_into("<BBHHHH", out, 0, VIRTIO_NET_HDR_F_NEEDS_CSUM, VIRTIO_NET_HDR_GSO_TCPV4,
-                         header_length, size, 20, 16)
+                         header_length, payload_size, 20, 16)
         if self._write_tun(self.merged_view[:merged]):
             self.counts[3] += segments
 
