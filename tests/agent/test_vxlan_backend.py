@@ -328,3 +328,40 @@ def test_leases_that_would_steer_traffic_elsewhere_program_nothing(nodes, by_eve
     assert [route["dst"] for route in state["routes"]] == ["10.5.2.0/24", "10.5.3.0/24"]
     assert [entry["mac"] for entry in state["fdb"]] == sorted([second.info["vtep_mac"], third.info["vtep_mac"]])
     assert kernel_routes(first.host) == before
+
+
+ADDRESS_ADDED_AFTER_SYNC = r"""
+import subprocess
+import sys
+sys.path.insert(0, sys.argv[1])
+from netaddr import IPNetwork
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel import netlink
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import VxlanBackend
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import Lease, LeaseAttrs
+config = parse_network_config({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan", "VNI": 1}})
+backend = VxlanBackend(config, netlink.select_interface(), sys.argv[2])  # its own IPRoute: listens
+backend.setup()
+backend.configure_lease("10.5.1.0/24")
+backend.sync({})
+mac = "02:00:00:00:09:09"
+print("before", backend.add_peer(Lease(IPNetwork("10.5.2.0/24"), LeaseAttrs("172.31.250.99", "vxlan", mac))))
+subprocess.run(["ip", "addr", "add", "10.5.8.1/32", "dev", "lo"], check=True)
+print("after", backend.add_peer(Lease(IPNetwork("10.5.8.0/24"), LeaseAttrs("172.31.250.98", "vxlan", mac))))
+"""
+
+
+def test_address_added_after_the_last_sync_is_seen_by_the_next_event(three_hosts, caplog):
+    """add_peer() re-reads the host's addresses only when the kernel announced a change: an
+    address added after the last sync still keeps a lease over it out of the kernel."""
+    import os
+    import sys
+    host = three_hosts[0]
+    collections = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                               ".collections")
+    result = host.run([sys.executable, "-c", ADDRESS_ADDED_AFTER_SYNC, collections, host.address])
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("before ['added neighbour 10.5.2.0 lladdr 02:00:00:00:09:09'")
+    assert lines[1] == "after []"
+    assert "ignoring lease 10.5.8.0/24: subnet 10.5.8.0/24 contains this host's address 10.5.8.1" in result.stderr
+    assert "10.5.8.0/24" not in host.run(["ip", "route", "show"]).stdout

@@ -12,6 +12,7 @@ import functools
 import hashlib
 import inspect
 import re
+import select
 import socket
 
 try:
@@ -33,6 +34,7 @@ RTNH_F_ONLINK = 0x04
 IFF_UP = 0x1
 MAIN_TABLE = 254
 RTPROT_KERNEL = 2
+RTMGRP_IPV4_IFADDR = 0x10
 LINK_LOCAL = "169.254.0.0/16"
 TX_CSUM_FEATURE = "tx-checksum-ip-generic"
 
@@ -183,6 +185,41 @@ def local_ipv4_addresses(ipr=None):
     """Every IPv4 address of every interface, as a set of IPAddress."""
     with session(ipr) as ipr:
         return set(IPAddress(address) for addresses in _ipv4_addresses(ipr).values() for address in addresses)
+
+
+class LocalAddresses:
+    """This host's IPv4 addresses for the per-event peer checks, re-read only when the kernel
+    announces an address change (a dump per lease event cost a quarter of the agent's CPU per
+    event). With a caller's ipr, which may be another namespace, no announcement can be heard
+    for it, so every call re-reads."""
+
+    def __init__(self, ipr, listen):
+        self.ipr = ipr
+        self._addresses = None
+        self._announcements = None
+        if listen:
+            self._announcements = IPRoute()
+            self._announcements.bind(groups=RTMGRP_IPV4_IFADDR)
+
+    def current(self, reread=False):
+        """The addresses as a set of IPAddress; `reread` forces a dump (resync, reconcile)."""
+        announced = self._drain()  # before the dump: a change during it is seen next time
+        if reread or announced or self._addresses is None or self._announcements is None:
+            self._addresses = local_ipv4_addresses(self.ipr)
+        return self._addresses
+
+    def _drain(self):
+        if self._announcements is None:
+            return False
+        announced = False
+        while select.select([self._announcements.fileno()], [], [], 0)[0]:
+            self._announcements.get()
+            announced = True
+        return announced
+
+    def close(self):
+        if self._announcements is not None:
+            self._announcements.close()
 
 
 def interface_has_address(ip, index=None, ipr=None):

@@ -66,8 +66,10 @@ class RouteBackend:
         self._programmed = {}  # subnet (str) -> PeerEntries last written for that peer
         self._warned = set()
         self._local_addresses = set()  # this host's IPv4 addresses, refreshed by sync/add_peer
+        self._addresses = netlink.LocalAddresses(self.ipr, listen=self._own_ipr)
 
     def close(self):
+        self._addresses.close()
         if self._own_ipr:
             self.ipr.close()
 
@@ -91,7 +93,7 @@ class RouteBackend:
 
         Idempotent; returns one human-readable string per change (empty: nothing was wrong).
         """
-        self._local_addresses = netlink.local_ipv4_addresses(self.ipr)
+        self._local_addresses = self._addresses.current(reread=True)
         desired = {}
         for subnet, lease in peers.items():
             entries = self._wanted(lease)
@@ -147,7 +149,7 @@ class RouteBackend:
     def add_peer(self, lease):
         """Program one peer (new or changed lease) without dumping kernel tables; returns changes."""
         key = str(lease.subnet)
-        self._local_addresses = netlink.local_ipv4_addresses(self.ipr)
+        self._local_addresses = self._addresses.current()
         entries = self._wanted(lease)
         if entries is None:
             return self.remove_peer(lease.subnet)

@@ -66,6 +66,7 @@ class UdpBackend:
         self.pids = []
         self.counters = udp_proxy.CounterBlock(self.workers)
         self._routes = {}  # subnet (str) -> peer PublicIP: what the workers were last sent
+        self._addresses = netlink.LocalAddresses(self.ipr, listen=self._own_ipr)
         self._reported = dict.fromkeys(udp_proxy.COUNTERS, 0)
         self._warned = set()
 
@@ -272,7 +273,7 @@ class UdpBackend:
         new drops. Returns the repairs and table changes."""
         changes = self._repair()
         wanted = {}
-        local_addresses = netlink.local_ipv4_addresses(self.ipr)
+        local_addresses = self._addresses.current(reread=True)
         for subnet, lease in peers.items():
             ip = self._peer_ip(lease, local_addresses)
             if ip is not None:
@@ -289,7 +290,7 @@ class UdpBackend:
         return changes
 
     def add_peer(self, lease):
-        ip = self._peer_ip(lease, netlink.local_ipv4_addresses(self.ipr))
+        ip = self._peer_ip(lease, self._addresses.current())
         if ip is None:
             return self.remove_peer(lease.subnet)
         subnet = str(IPNetwork(str(lease.subnet)).cidr)
@@ -353,5 +354,6 @@ class UdpBackend:
     def close(self):
         """Stop forwarding; the device, its address and route stay for the next agent."""
         self._close_data_plane()
+        self._addresses.close()
         if self._own_ipr:
             self.ipr.close()
