@@ -26,3 +26,11 @@ def etcd_endpoint(etcd_server):
     etcd_server.wipe()
     yield etcd_server.endpoint
     etcd_server.wipe()
+
+
+@pytest.fixture(scope="session")
+def etcd_v3_server():
+    """A second shared test etcd, with the v2 API off: what the v3 registry must work with."""
+    server = EtcdServer(enable_v2=False).start()
+    yield server
+    server.stop()

@@ -1,5 +1,8 @@
-"""A throw-away etcd (v2 API on) for tests: plain on loopback, or TLS through ETCD_* variables."""
+"""A throw-away etcd for tests (v2 API on, or off for the v3 registry): plain on loopback, or TLS
+through ETCD_* variables; and a raw v3 client for writing what the registry never would."""
 
+import base64
+import json
 import shutil
 import socket
 import subprocess
@@ -17,9 +20,10 @@ def _free_port():
 
 
 class EtcdServer:
-    """A single-member etcd with the v2 API on, listening on loopback only."""
+    """A single-member etcd listening on loopback only, with the v2 API on (`enable_v2`) or off."""
 
-    def __init__(self):
+    def __init__(self, enable_v2=True):
+        self.enable_v2 = enable_v2
         self.client_port = _free_port()
         self.peer_port = _free_port()
         self.data_dir = tempfile.mkdtemp(prefix="netlab-etcd-")
@@ -36,7 +40,7 @@ class EtcdServer:
         client_url = self.endpoint
         peer_url = "http://127.0.0.1:%d" % self.peer_port
         self.process = subprocess.Popen(
-            [binary, "--name", "test", "--data-dir", self.data_dir, "--enable-v2=true",
+            [binary, "--name", "test", "--data-dir", self.data_dir, "--enable-v2=%s" % str(self.enable_v2).lower(),
              "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
              "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
              "--initial-cluster", "test=" + peer_url],
@@ -44,7 +48,7 @@ class EtcdServer:
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                urllib.request.urlopen(self.endpoint + "/v2/keys/", timeout=1).read()
+                self.probe()
                 return self
             except OSError:
                 time.sleep(0.1)
@@ -57,11 +61,75 @@ class EtcdServer:
             self.process.wait(10)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
+    def probe(self):
+        """A read that etcd answers only once it serves (v2 keys, or a v3 range)."""
+        if self.enable_v2:
+            urllib.request.urlopen(self.endpoint + "/v2/keys/", timeout=1).read()
+        else:
+            v3_call(self.endpoint, "/v3/kv/range", {"key": _b64("/")})
+
     def wipe(self):
-        """Remove every key written by a test (the v2 keyspace only)."""
+        """Remove every key written by a test (with v2 off, the whole v3 keyspace)."""
+        if not self.enable_v2:
+            try:
+                v3_call(self.endpoint, "/v3/kv/deleterange", {"key": _b64("\0"), "range_end": _b64("\0")})
+            except OSError:
+                pass
+            return
         request = urllib.request.Request(self.endpoint + "/v2/keys/coreos.com?recursive=true",
                                          method="DELETE")
         try:
             urllib.request.urlopen(request, timeout=5).read()
         except OSError:
             pass
+
+
+def _b64(text):
+    return base64.b64encode(text.encode()).decode()
+
+
+def v3_call(endpoint, path, body, timeout=5):
+    """POST to etcd's v3 JSON gateway; the decoded answer."""
+    request = urllib.request.Request(endpoint + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=timeout) as response:
+        return json.loads(response.read().decode())
+
+
+class RawNode:
+    """A key as python-etcd's read() returns it: `value` and `ttl` (None without an etcd lease)."""
+
+    def __init__(self, key, value, ttl):
+        self.key, self.value, self.ttl = key, value, ttl
+
+
+class RawV3Client:
+    """python-etcd's write/read/delete on the v3 API, for tests that write what the registry never would."""
+
+    def __init__(self, endpoint):
+        self.endpoint = endpoint
+
+    def _call(self, path, body):
+        return v3_call(self.endpoint, path, body)
+
+    def write(self, key, value, ttl=None):
+        lease = int(self._call("/v3/lease/grant", {"TTL": ttl})["ID"]) if ttl else 0
+        self._call("/v3/kv/put", {"key": _b64(key), "value": _b64(value), "lease": lease})
+
+    def read(self, key):
+        kvs = self._call("/v3/kv/range", {"key": _b64(key)}).get("kvs")
+        if not kvs:
+            raise KeyError(key)
+        lease = int(kvs[0].get("lease", 0) or 0)
+        ttl = int(self._call("/v3/lease/timetolive", {"ID": lease})["TTL"]) if lease else None
+        return RawNode(key, base64.b64decode(kvs[0].get("value", "")).decode(), ttl)
+
+    def delete(self, key):
+        self._call("/v3/kv/deleterange", {"key": _b64(key)})
+
+    def revision(self):
+        return int(self._call("/v3/kv/range", {"key": _b64("/")})["header"]["revision"])
+
+    def compact(self):
+        """Drop all history before the current revision."""
+        self._call("/v3/kv/compaction", {"revision": self.revision(), "physical": True})

@@ -16,7 +16,8 @@ import urllib.request
 from pyroute2 import netns as pyroute2_netns
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink import overlay_state
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import EtcdRegistry
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import make_registry
+from etcdserver import RawV3Client
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.subnet_env import read_subnet_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -77,7 +78,8 @@ class AgentProcess:
 
     def start(self):
         program = [sys.executable, self.cluster.agent_path] if self.kind == "ours" else [UPSTREAM_FLANNELD]
-        argv = ["ip", "netns", "exec", self.host.ns] + program + [
+        api = ["-etcd-api=v3"] if self.cluster.api == "v3" and self.kind == "ours" else []
+        argv = ["ip", "netns", "exec", self.host.ns] + program + api + [
             "-etcd-endpoints=" + self.cluster.endpoint, "-iface=eth0", "-subnet-file=" + self.subnet_file,
             "-healthz-ip=" + self.host.address, "-healthz-port=%d" % HEALTHZ_PORT] + list(self.flags)
         log = open(self.log_path, "a")
@@ -131,21 +133,24 @@ class AgentProcess:
 
 
 class Cluster:
-    """etcd in the LAN namespace plus agents on hosts; use as a context manager."""
+    """etcd in the LAN namespace plus agents on hosts; use as a context manager. With api="v3",
+    etcd runs with the v2 API off and our agents get -etcd-api=v3."""
 
-    def __init__(self, lab, agent_path, config=TUTORIAL_CONFIG, name="cluster"):
-        self.lab, self.agent_path, self.config, self.name = lab, agent_path, config, name
+    def __init__(self, lab, agent_path, config=TUTORIAL_CONFIG, name="cluster", api="v2"):
+        self.lab, self.agent_path, self.config, self.name, self.api = lab, agent_path, config, name, api
         self.workdir = tempfile.mkdtemp(prefix="netlab-cluster-")
         self.endpoint = "http://%s.1:2379" % lab.lan_prefix
         self.agents = []
         self.etcd = None
         self.registry = None
+        self.raw = None  # python-etcd (v2) or RawV3Client: writes what the registry never would
 
     def __enter__(self):
         pyroute2_netns.pushns(self.lab.lan_ns)
         try:
             self.start_etcd()
-            self.registry = EtcdRegistry(self.endpoint)
+            self.registry = make_registry(self.api, endpoints=self.endpoint)
+            self.raw = self.registry._clients[0] if self.api == "v2" else RawV3Client(self.endpoint)
             if self.config is not None:
                 self.registry.put_config(self.config)
         except BaseException:
@@ -160,7 +165,7 @@ class Cluster:
         log = open(os.path.join(self.workdir, "etcd.log"), "a")
         self.etcd = subprocess.Popen(
             ["ip", "netns", "exec", self.lab.lan_ns, shutil.which("etcd"), "--name", "lan", "--data-dir", data_dir,
-             "--enable-v2=true", "--listen-client-urls", client, "--advertise-client-urls", client,
+             "--enable-v2=%s" % str(self.api == "v2").lower(), "--listen-client-urls", client, "--advertise-client-urls", client,
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "lan=" + peer],
             stdout=log, stderr=log)
         log.close()
@@ -168,7 +173,10 @@ class Cluster:
 
     def _etcd_answers(self):
         try:  # a quorum read: answered only once etcd has a leader, i.e. really serves
-            urllib.request.urlopen(self.endpoint + "/v2/keys/?quorum=true", timeout=1).read()
+            if self.api == "v3":
+                RawV3Client(self.endpoint).revision()  # a range: linearizable by default
+            else:
+                urllib.request.urlopen(self.endpoint + "/v2/keys/?quorum=true", timeout=1).read()
             return True
         except OSError:
             return False
@@ -187,8 +195,7 @@ class Cluster:
     def lease_value(self, subnet_cidr):
         """The lease's value exactly as its writer stored it in etcd."""
         subnet = __import__("netaddr").IPNetwork(subnet_cidr)
-        return self.registry._clients[0].read("/coreos.com/network/subnets/%s-%d"
-                                              % (subnet.ip, subnet.prefixlen)).value
+        return self.raw.read("/coreos.com/network/subnets/%s-%d" % (subnet.ip, subnet.prefixlen)).value
 
     def lease_json(self, subnet_cidr):
         return self.registry.get_lease(__import__("netaddr").IPNetwork(subnet_cidr)).attrs.to_json()
@@ -197,6 +204,8 @@ class Cluster:
         for agent in self.agents:
             agent.stop(signal.SIGKILL)
         self.stop_etcd()
+        if self.registry is not None:
+            self.registry.close()
         pyroute2_netns.popns()
         # Keep the logs of the last run of each test for post-mortems (CI prints them on failure).
         logs = os.path.join(ROOT, "build", "test-logs", self.name)

@@ -36,9 +36,15 @@ def agent_path(tmp_path_factory):
 
 
 @pytest.fixture
-def cluster(lab, agent_path, request):
+def etcd_api():
+    """The etcd API of `cluster`: v2; a test parametrized on etcd_api also runs on v3 (v2 off)."""
+    return "v2"
+
+
+@pytest.fixture
+def cluster(lab, agent_path, etcd_api, request):
     """etcd in the lab's LAN namespace with the tutorial's network config; agents started on demand."""
-    with Cluster(lab, agent_path, name=request.node.name) as running:
+    with Cluster(lab, agent_path, name=request.node.name, api=etcd_api) as running:
         yield running
 
 

@@ -3,6 +3,7 @@
 import os
 import signal
 
+import pytest
 from netaddr import IPNetwork
 
 from cluster import Cluster, wait_for
@@ -13,6 +14,8 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink imp
 # For tests of the watch-event path: the periodic reconcile (every 10 s by default) would repair
 # whatever an event failed to program within a wait_for's 10 s, and hide the failure.
 EVENTS_ONLY = "-reconcile-interval=3600"
+# The cases that also run against etcd's v3 API (etcd with v2 off, agents with -etcd-api=v3).
+BOTH_APIS = pytest.mark.parametrize("etcd_api", ["v2", "v3"])
 
 
 def _subnet(agent):
@@ -23,6 +26,7 @@ def _routed(agent, subnet):
     return str(subnet) in agent.routes()
 
 
+@BOTH_APIS
 def test_three_hosts_lease_program_and_ping_across_vxlan(lab, cluster):
     hosts = [lab.add_host() for _number in range(3)]
     agents = [cluster.agent(host, EVENTS_ONLY) for host in hosts]
@@ -69,11 +73,12 @@ def test_vxlan_offload_flag_off_reaches_the_device(lab, cluster):
     assert "tx checksum offload on flannel.100: off (set by -vxlan-offload=off)" in agent.log
 
 
+@BOTH_APIS
 def test_late_joiner_is_routed_and_bad_keys_do_not_stall_the_watch(lab, cluster):
     first = cluster.agent(lab.add_host(), EVENTS_ONLY)
     first_subnet = _subnet(first)
     wait_for(lambda: first.healthz()[0] == 200, what="first agent healthy")
-    raw = cluster.registry._clients[0]
+    raw = cluster.raw
     raw.write("/coreos.com/network/subnets/not-a-subnet", "junk")
     raw.write("/coreos.com/network/subnets/10.77.0.0-20", "{broken json")
     late = cluster.agent(lab.add_host(), EVENTS_ONLY)
@@ -84,12 +89,13 @@ def test_late_joiner_is_routed_and_bad_keys_do_not_stall_the_watch(lab, cluster)
     assert "skipping /coreos.com/network/subnets/not-a-subnet" in first.log
 
 
+@BOTH_APIS
 def test_deleted_lease_is_unrouted_by_peers_and_reacquired_by_owner(lab, cluster):
     owner, peer = cluster.agent(lab.add_host(), EVENTS_ONLY), cluster.agent(lab.add_host(), EVENTS_ONLY)
     subnet, peer_subnet = _subnet(owner), _subnet(peer)
     wait_for(lambda: _routed(peer, subnet), what="peer routing the owner")
     wait_for(lambda: _routed(owner, peer_subnet), what="owner routing the peer")
-    cluster.registry._clients[0].delete("/coreos.com/network/subnets/%s-20" % subnet.ip)
+    cluster.raw.delete("/coreos.com/network/subnets/%s-20" % subnet.ip)
     wait_for(lambda: cluster.registry.get_lease(subnet), what="owner re-acquiring its subnet")
     assert cluster.registry.get_lease(subnet).attrs.public_ip == owner.host.address
     wait_for(lambda: "peer removed: %s" % subnet in peer.log, what="peer seeing the removal")
@@ -98,6 +104,7 @@ def test_deleted_lease_is_unrouted_by_peers_and_reacquired_by_owner(lab, cluster
     assert IPNetwork(owner.env()["FLANNEL_SUBNET"]).cidr == subnet
 
 
+@BOTH_APIS
 def test_restart_keeps_subnet_and_vtep_mac(lab, cluster):
     host = lab.add_host()
     agent = cluster.agent(host)
@@ -105,7 +112,7 @@ def test_restart_keeps_subnet_and_vtep_mac(lab, cluster):
     mac = agent.state()["device"]["mac"]
     assert agent.stop(signal.SIGTERM) == 0
     assert agent.state()["device"]["mac"] == mac  # data plane left in place
-    cluster.registry._clients[0].delete("/coreos.com/network/subnets/%s-20" % subnet.ip)  # even without the lease
+    cluster.raw.delete("/coreos.com/network/subnets/%s-20" % subnet.ip)  # even without the lease
     again = cluster.agent(host)
     wait_for(lambda: again.healthz()[0] == 200, what="restarted agent healthy")
     assert _subnet(again) == subnet and again.state()["device"]["mac"] == mac
@@ -201,6 +208,7 @@ def test_ip_masq_rules_installed_and_kept(lab, cluster):
     assert wait_for(lambda: masquerade_rules() == rules, timeout=5, what="rules restored in order")
 
 
+@BOTH_APIS
 def test_two_hosts_with_one_public_ip_never_share_a_subnet(lab, cluster):
     first_host, second_host = lab.add_host(), lab.add_host()
     first = cluster.agent(first_host, "-host-id=host-one")

@@ -8,6 +8,7 @@ import os
 import signal
 import time
 
+import pytest
 from netaddr import IPNetwork
 
 from cluster import ROOT, Cluster, wait_for
@@ -16,6 +17,8 @@ from netns import Pinger
 OUTAGE = int(os.environ.get("NETLAB_ETCD_OUTAGE", "10"))
 MANY_AGENTS = int(os.environ.get("NETLAB_MANY_AGENTS", "30"))
 FIGURES = os.path.join(ROOT, "build", "reliability-figures.txt")
+# The cases that also run against etcd's v3 API (etcd with v2 off, agents with -etcd-api=v3).
+BOTH_APIS = pytest.mark.parametrize("etcd_api", ["v2", "v3"])
 
 
 def record(case, text):
@@ -34,6 +37,7 @@ def _two_hosts_with_containers(lab, cluster):
     return hosts, agents, subnets, containers
 
 
+@BOTH_APIS
 def test_etcd_outage_loses_no_ping_and_health_returns(lab, cluster):
     hosts, agents, subnets, containers = _two_hosts_with_containers(lab, cluster)
     routes_before = [agent.routes() for agent in agents]
@@ -49,7 +53,7 @@ def test_etcd_outage_loses_no_ping_and_health_returns(lab, cluster):
         wait_for(lambda: agent.healthz()[0] == 200, 5, what="%s healthy within 5 s of etcd's return" % agent.host.name)
     recovered = time.monotonic() - returned
     sent, replies = pinger.result()
-    record("etcd outage %d s" % OUTAGE, "%d/%d pings answered; both agents healthy %.2f s after etcd returned"
+    record("etcd outage %d s (etcd %s)" % (OUTAGE, cluster.api), "%d/%d pings answered; both agents healthy %.2f s after etcd returned"
            % (replies, sent, recovered))
     assert replies == sent
     assert [IPNetwork(agent.env()["FLANNEL_SUBNET"]).cidr for agent in agents] == subnets
@@ -93,6 +97,7 @@ def test_lease_deleted_by_hand_peers_unroute_within_a_second(lab, cluster):
     record("lease deleted by hand", "peer removed the route after %.3f s; owner re-acquired %s" % (took, subnets[0]))
 
 
+@BOTH_APIS
 def test_lease_expired_peers_unroute_and_owner_reacquires(lab, cluster):
     hosts, agents, subnets, containers = _two_hosts_with_containers(lab, cluster)
     agents[0].process.send_signal(signal.SIGSTOP)
@@ -110,19 +115,20 @@ def test_lease_expired_peers_unroute_and_owner_reacquires(lab, cluster):
     agents[0].process.send_signal(signal.SIGCONT)
     wait_for(lambda: cluster.registry.get_lease(subnets[0]), 10, what="owner re-acquiring after expiry")
     assert cluster.registry.get_lease(subnets[0]).attrs.public_ip == hosts[0].address
-    record("lease expired (2 s TTL)", "peer removed the route %.3f s after etcd's expire event; owner re-acquired %s"
+    record("lease expired (2 s TTL, etcd %s)" % cluster.api, "peer removed the route %.3f s after etcd's expire event; owner re-acquired %s"
            % (took, subnets[0]))
 
 
-def test_many_agents_started_at_once_get_distinct_subnets(lab, agent_path):
-    with Cluster(lab, agent_path) as cluster:
+@BOTH_APIS
+def test_many_agents_started_at_once_get_distinct_subnets(lab, agent_path, etcd_api):
+    with Cluster(lab, agent_path, api=etcd_api) as cluster:
         hosts = [lab.add_host() for _number in range(MANY_AGENTS)]
         started = time.monotonic()
         agents = [cluster.agent(host, "-reconcile-interval=60") for host in hosts]
         subnets = [IPNetwork(agent.wait_env(timeout=300)).cidr for agent in agents]
         took = time.monotonic() - started
         leases = cluster.registry.list_leases().leases
-        record("%d agents at once" % MANY_AGENTS, "%d distinct subnets, all written %.1f s after the start"
+        record("%d agents at once (etcd %s)" % (MANY_AGENTS, etcd_api), "%d distinct subnets, all written %.1f s after the start"
                % (len(set(subnets)), took))
         assert len(set(subnets)) == MANY_AGENTS == len(leases)
         assert sorted(lease.attrs.public_ip for lease in leases) == sorted(host.address for host in hosts)

@@ -1,5 +1,5 @@
-"""Fixtures: registry and raw clients on the test etcd; a PKI made with openssl and a TLS etcd on
-loopback (see tlsetcd.py)."""
+"""Fixtures: registry and raw clients on the test etcd, for each etcd API (v2, and v3 on an etcd
+with v2 off); a PKI made with openssl and a TLS etcd on loopback (see tlsetcd.py)."""
 
 import os
 import sys
@@ -11,19 +11,40 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from tlsetcd import Pki, TlsEtcdServer  # noqa: E402  (needs the path above)
 
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import EtcdRegistry  # noqa: E402
+from etcdserver import RawV3Client  # noqa: E402
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import make_registry  # noqa: E402
+
+
+@pytest.fixture(params=["v2", "v3"])
+def api(request):
+    """The etcd API under test: every test that uses it runs once per API."""
+    return request.param
 
 
 @pytest.fixture
-def registry(etcd_endpoint):
+def api_endpoint(api, request):
+    """A clean keyspace on the shared test etcd of that API (v3: an etcd with v2 off)."""
+    server = request.getfixturevalue("etcd_server" if api == "v2" else "etcd_v3_server")
+    server.wipe()
+    yield server.endpoint
+    server.wipe()
+
+
+@pytest.fixture
+def registry(api, api_endpoint):
     """The project's registry on the shared test etcd (clean keyspace)."""
-    return EtcdRegistry(etcd_endpoint)
+    made = make_registry(api, endpoints=api_endpoint)
+    yield made
+    made.close()
 
 
 @pytest.fixture
-def raw(etcd_endpoint):
-    """A plain python-etcd client on the same etcd, for writing what the registry never would."""
-    host, port = etcd_endpoint.rsplit("/", 1)[1].split(":")
+def raw(api, api_endpoint):
+    """A plain client on the same etcd (python-etcd for v2, the gateway for v3), for writing what
+    the registry never would."""
+    if api == "v3":
+        return RawV3Client(api_endpoint)
+    host, port = api_endpoint.rsplit("/", 1)[1].split(":")
     return etcd.Client(host=host, port=int(port))
 
 
@@ -45,3 +66,11 @@ def tls_etcd(tls_etcd_server):
     tls_etcd_server.wipe()
     yield tls_etcd_server
     tls_etcd_server.wipe()
+
+
+@pytest.fixture(scope="module")
+def tls_etcd_v3(pki):
+    """An etcd on https with client-certificate auth and the v2 API off."""
+    server = TlsEtcdServer(pki, enable_v2=False).start()
+    yield server
+    server.stop()

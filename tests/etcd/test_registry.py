@@ -1,6 +1,8 @@
-"""The etcd v2 registry and lease acquisition against a real etcd (v2 API on)."""
+"""The registries and lease acquisition against a real etcd: each test runs on the v2 API and on the
+v3 API of an etcd with v2 off (the `api` fixture)."""
 
 import random
+import time
 
 import pytest
 from netaddr import IPNetwork
@@ -9,11 +11,16 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config impo
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import (
     LeaseAttrs, OutOfSubnets, acquire_lease)
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
-    ConfigMissing, EtcdRegistry, IndexCleared, RegistryUnavailable)
+    ConfigMissing, IndexCleared, RegistryUnavailable, make_registry)
 
 PREFIX = "/coreos.com/network"
 CONFIG = parse_network_config({"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0",
                                "SubnetMax": "10.99.0.0", "Backend": {"Type": "vxlan", "VNI": 100}})
+
+
+def raw_endpoint(registry):
+    """The one endpoint a test registry was made with."""
+    return registry._endpoints[0] if registry.api == "v3" else registry._clients[0].base_uri
 
 
 def _attrs(last_octet):
@@ -31,11 +38,16 @@ def test_leases_are_distinct_and_stored_exactly_as_flanneld(registry, raw):
         assert CONFIG.is_compatible(lease.subnet)
 
 
-def test_same_public_ip_reuses_its_lease(registry):
+def test_same_public_ip_reuses_its_lease(api, registry, raw):
     first = acquire_lease(registry, CONFIG, _attrs(10))
+    key = "%s/subnets/%s-20" % (PREFIX, first.subnet.ip)
     again = acquire_lease(registry, CONFIG, _attrs(10), previous_subnet=IPNetwork("10.50.0.0/20"))
-    assert again.subnet == first.subnet and again.modified_index > first.modified_index
-    assert len(registry.list_leases().leases) == 1
+    assert again.subnet == first.subnet and len(registry.list_leases().leases) == 1
+    if api == "v2":  # a v2 refresh moves the index
+        assert again.modified_index > first.modified_index
+    else:  # one etcd lease, kept alive: the key is not rewritten
+        assert again.modified_index == first.modified_index and again.etcd_lease == first.etcd_lease
+    assert 86390 < raw.read(key).ttl <= 86400
 
 
 def test_previous_subnet_taken_when_free_and_never_stolen(registry):
@@ -83,13 +95,42 @@ def test_conditional_writes(registry):
     assert registry.get_lease(subnet) is None
 
 
-def test_renewal_of_unchanged_lease_is_a_silent_refresh(registry):
+def test_renewal_of_unchanged_lease_is_a_silent_refresh(registry, raw):
     lease = registry.create_lease(IPNetwork("10.31.0.0/20"), _attrs(10), 600)
     index = registry.list_leases().index
-    renewed = registry.update_lease(lease, _attrs(10), 900)
-    assert renewed.ttl > 600
+    time.sleep(1.2)
+    # Another process (the agent after a restart) renews from a fresh read, with the same TTL.
+    other = make_registry(registry.api, endpoints=raw_endpoint(registry))
+    renewed = other.update_lease(other.get_lease(lease.subnet), _attrs(10), 600)
+    assert 598 < renewed.ttl <= 600 and 598 < raw.read(PREFIX + "/subnets/10.31.0.0-20").ttl <= 600
+    again = registry.update_lease(renewed, _attrs(10), 600)
+    assert again is not None and again.ttl > 598
+    assert registry.watch_leases(index, 0.3)[0] == []  # a v2 refresh or a v3 keep-alive: no event
+    # Another TTL: v2 refreshes; v3 puts the key on a new etcd lease (peers see the same attrs).
+    longer = registry.update_lease(again, _attrs(10), 900)
+    assert 890 < longer.ttl <= 900 and 890 < raw.read(PREFIX + "/subnets/10.31.0.0-20").ttl <= 900
     events = registry.watch_leases(index, 0.3)[0]
-    assert events == []
+    assert all(event.lease.attrs == _attrs(10) for event in events)
+
+
+def test_renewal_of_a_lease_that_vanished_is_refused(registry, raw):
+    lease = registry.create_lease(IPNetwork("10.32.0.0/20"), _attrs(10), 600)
+    raw.delete(PREFIX + "/subnets/10.32.0.0-20")
+    assert registry.update_lease(lease, _attrs(10), 600) is None
+    assert registry.get_lease(lease.subnet) is None
+
+
+def test_lease_expires_with_its_ttl(registry):
+    index = registry.list_leases().index
+    lease = registry.create_lease(IPNetwork("10.33.0.0/20"), _attrs(10), 2)
+    assert 0 < lease.ttl <= 2 and registry.get_lease(lease.subnet) is not None
+    seen = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not any(event.removed for event in seen):
+        events, index = registry.watch_leases(index, 1)[:2]
+        seen.extend(events)
+    assert [event.removed for event in seen] == [False, True]
+    assert registry.get_lease(lease.subnet) is None
 
 
 def test_watch_reports_changes_and_moves_past_bad_keys(registry, raw):
@@ -122,37 +163,72 @@ def test_watch_timeout_returns_no_event(registry):
     assert registry.watch_leases(index, 0.2) == ([], index, None)
 
 
-def test_history_cleared_asks_for_resync(registry, raw):
+def test_history_cleared_asks_for_resync(api, registry, raw):
     index = registry.list_leases().index
-    for number in range(1010):
+    for number in range(1010 if api == "v2" else 5):
         raw.write(PREFIX + "/churn", str(number))
-    with pytest.raises(IndexCleared):
+    if api == "v3":
+        raw.compact()  # v3 keeps history until compacted
+    with pytest.raises(IndexCleared) as caught:
         registry.watch_leases(index, 1)
+    if api == "v3":
+        assert "compacted" in str(caught.value)
 
 
-def test_missing_config_says_where_to_look(registry):
+def test_watch_resumes_from_the_last_revision_after_a_disconnect(api, registry, raw, request):
+    server = request.getfixturevalue("etcd_server" if api == "v2" else "etcd_v3_server")
+    first = registry.create_lease(IPNetwork("10.34.0.0/20"), _attrs(10), 600)
+    index = registry.list_leases().index
+    assert registry.watch_leases(index, 0.2)[0] == []  # the v3 watch stream is open now
+    server.process.terminate()
+    server.process.wait(10)
+    server.process = None
+    server.start()  # same data directory: the keys and the revision history survive
+    raw.write(PREFIX + "/subnets/10.35.0.0-20", _attrs(11).to_json(), ttl=600)
+    registry.delete_lease(registry.get_lease(first.subnet))
+    seen = []
+    deadline = time.monotonic() + 10
+    while len(seen) < 2 and time.monotonic() < deadline:
+        try:
+            events, index = registry.watch_leases(index, 1)[:2]
+        except RegistryUnavailable:
+            continue
+        seen.extend(events)
+    assert [(str(event.subnet), event.removed) for event in seen] == [("10.35.0.0/20", False), ("10.34.0.0/20", True)]
+
+
+def test_missing_config_says_where_to_look(api, registry):
     with pytest.raises(ConfigMissing) as caught:
         registry.get_config()
-    assert "/coreos.com/network/config" in str(caught.value) and "v2" in str(caught.value)
+    assert "/coreos.com/network/config" in str(caught.value) and api in str(caught.value)
 
 
-def test_failover_and_unavailable(etcd_endpoint):
+def test_failover_and_unavailable(api, api_endpoint):
     dead = "http://127.0.0.1:1"
-    both = EtcdRegistry([dead, etcd_endpoint], timeout=1)
+    both = make_registry(api, endpoints=[dead, api_endpoint], timeout=1)
     assert both.list_leases().leases == []
     with pytest.raises(RegistryUnavailable) as caught:
-        EtcdRegistry(dead, timeout=1).list_leases()
+        make_registry(api, endpoints=dead, timeout=1).list_leases()
     assert "127.0.0.1:1" in str(caught.value)
 
 
-def test_concurrent_acquisition_never_shares_a_subnet(etcd_endpoint):
+def test_public_ip_claim_is_held_refreshed_and_refused_to_another_host(registry, raw):
+    assert registry.claim_public_ip("192.168.205.10", "host-one", 30) is None
+    assert registry.claim_public_ip("192.168.205.10", "host-one", 30) is None  # refreshed
+    assert registry.claim_public_ip("192.168.205.10", "host-two", 30) == "host-one"
+    raw.delete(PREFIX + "/netlab-hosts/192.168.205.10")  # gone (expired): the next host may take it
+    assert registry.claim_public_ip("192.168.205.10", "host-two", 30) is None
+    assert 25 < raw.read(PREFIX + "/netlab-hosts/192.168.205.10").ttl <= 30
+
+
+def test_concurrent_acquisition_never_shares_a_subnet(api, api_endpoint):
     import threading
 
     results, errors = [], []
 
     def one(number):
         try:
-            results.append(acquire_lease(EtcdRegistry(etcd_endpoint), CONFIG, _attrs(number),
+            results.append(acquire_lease(make_registry(api, endpoints=api_endpoint), CONFIG, _attrs(number),
                                          rng=random.Random(1)))
         except Exception as err:  # collected and asserted below
             errors.append(err)

@@ -22,7 +22,7 @@ from netaddr import IPNetwork
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs, acquire_lease
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
-    EtcdRegistry, RegistryError, RegistryUnavailable)
+    EtcdRegistry, RegistryError, RegistryUnavailable, make_registry)
 
 from tlsetcd import Pki, client_opener, environment  # tests/etcd/tlsetcd.py (on the path via conftest.py)
 
@@ -88,6 +88,28 @@ def test_plain_http_client_gets_nothing(tls_etcd):
     registry = EtcdRegistry(tls_etcd.endpoint.replace("https://", "http://"))
     with pytest.raises(RegistryError):
         registry.get_config()
+
+
+def test_v3_registry_over_tls_with_client_certificate(tls_etcd_v3, tmp_path):
+    registry = make_registry("v3", endpoints=tls_etcd_v3.endpoint, **tls_etcd_v3.client_files)
+    registry.put_config(CONFIG_TEXT)
+    lease = acquire_lease(registry, CONFIG, LeaseAttrs("192.168.205.10", "vxlan", "0e:00:00:00:00:0a"))
+    index = registry.list_leases().index
+    other = acquire_lease(make_registry("v3", endpoints=tls_etcd_v3.endpoint, **tls_etcd_v3.client_files),
+                          CONFIG, LeaseAttrs("192.168.205.11", "vxlan", "0e:00:00:00:00:0b"))
+    events = registry.watch_leases(index, 5)[0]  # the watch stream over TLS too
+    assert [event.subnet for event in events] == [other.subnet] and other.subnet != lease.subnet
+    registry.close()
+    foreign = Pki(tmp_path, name="foreign-ca")
+    cert, key = foreign.issue("intruder", server=False)
+    for refused in (make_registry("v3", endpoints=tls_etcd_v3.endpoint, ca_file=tls_etcd_v3.pki.ca),
+                    make_registry("v3", endpoints=tls_etcd_v3.endpoint, ca_file=tls_etcd_v3.pki.ca,
+                                  cert_file=cert, key_file=key),
+                    make_registry("v3", endpoints=tls_etcd_v3.endpoint, cert_file=tls_etcd_v3.client_cert,
+                                  key_file=tls_etcd_v3.client_key)):
+        with pytest.raises(RegistryUnavailable) as caught:
+            refused.get_config()
+        assert tls_etcd_v3.endpoint in str(caught.value) and TLS_REFUSAL.search(str(caught.value)), caught.value
 
 
 def test_raw_https_without_certificate_is_refused_and_with_one_answers(tls_etcd):

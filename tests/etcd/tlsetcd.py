@@ -98,8 +98,8 @@ def client_opener(context):
 class TlsEtcdServer(EtcdServer):
     """tests/conftest.py's single-member etcd, serving clients over https only, certificates required."""
 
-    def __init__(self, pki):
-        super().__init__()
+    def __init__(self, pki, enable_v2=True):
+        super().__init__(enable_v2=enable_v2)
         self.pki = pki
         self.server_cert, self.server_key = pki.issue("etcd-loopback", ips=["127.0.0.1"])
         self.client_cert, self.client_key = pki.issue("etcd-client", server=False)

@@ -7,7 +7,7 @@ VERSION = "1.0.0"
 
 # Third-party libraries the core needs, by import name -> PyPI name. The core imports them
 # guarded so that Ansible can report a missing one cleanly instead of a traceback.
-REQUIRED_LIBRARIES = {"etcd": "python-etcd", "netaddr": "netaddr", "pyroute2": "pyroute2"}
+REQUIRED_LIBRARIES = {"etcd": "python-etcd", "netaddr": "netaddr", "pyroute2": "pyroute2", "urllib3": "urllib3"}
 
 
 def missing_libraries(names=None):

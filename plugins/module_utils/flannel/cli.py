@@ -12,7 +12,7 @@ import tempfile
 
 from . import VERSION
 from .lease import ipv4_unicast_problem
-from .registry import parse_endpoints
+from .registry import ETCD_APIS, parse_endpoints
 
 try:
     from netaddr import IPAddress
@@ -94,6 +94,11 @@ def _etcd_prefix(value):
         raise ValueError("must be a key path of letters, digits and . _ ~ - such as /coreos.com/network")
 
 
+def _etcd_api(value):
+    if value not in ETCD_APIS:
+        raise ValueError("must be %s" % " or ".join(ETCD_APIS))
+
+
 def _offload_choice(value):
     if value not in ("auto", "on", "off"):
         raise ValueError("must be auto, on or off")
@@ -104,6 +109,8 @@ FLAGS = [
          check=_endpoints),
     Flag("etcd-prefix", "/coreos.com/network", "etcd prefix of the network config and leases",
          check=_etcd_prefix),
+    Flag("etcd-api", "v2", "etcd API of the config and leases: v2 (flanneld v0.10's) or v3 (ours)",
+         check=_etcd_api),
     Flag("etcd-cafile", "", "SSL Certificate Authority file used to secure etcd communication"),
     Flag("etcd-certfile", "", "SSL certification file used to secure etcd communication"),
     Flag("etcd-keyfile", "", "SSL key file used to secure etcd communication"),

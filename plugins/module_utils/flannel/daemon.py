@@ -17,7 +17,7 @@ from . import missing_libraries
 from .config import ConfigError, parse_network_config
 from .healthz import notify_systemd, start_health_server
 from .lease import LEASE_TTL, LeaseAttrs, LeaseError, acquire_lease
-from .registry import EtcdRegistry, IndexCleared, RegistryAuthError, RegistryError, RegistryUnavailable
+from .registry import IndexCleared, RegistryAuthError, RegistryError, RegistryUnavailable, make_registry
 from .subnet_env import previous_subnet, render_subnet_env, write_subnet_env
 
 LOG = logging.getLogger("flanneld")
@@ -471,16 +471,18 @@ def run_agent(options):
     # The agent reports etcd trouble once, as a health change; the libraries would log every retry.
     for noisy in ("etcd", "etcd.client", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)
-    missing = missing_libraries()
+    # python-etcd speaks v2 only; the v3 registry needs urllib3 alone (and is not made to load etcd).
+    needed = None if options.etcd_api == "v2" else ["netaddr", "pyroute2", "urllib3"]
+    missing = missing_libraries(needed)
     if missing:
         LOG.error("missing Python libraries: %s", ", ".join(missing))
         return 1
     try:
-        registry = EtcdRegistry(options.etcd_endpoints, options.etcd_prefix,
-                                ca_file=options.etcd_cafile or None, cert_file=options.etcd_certfile or None,
-                                key_file=options.etcd_keyfile or None,
-                                username=options.etcd_username or None,
-                                password=options.etcd_password or None)
+        registry = make_registry(options.etcd_api, endpoints=options.etcd_endpoints, prefix=options.etcd_prefix,
+                                 ca_file=options.etcd_cafile or None, cert_file=options.etcd_certfile or None,
+                                 key_file=options.etcd_keyfile or None,
+                                 username=options.etcd_username or None,
+                                 password=options.etcd_password or None)
     except ValueError as err:
         sys.stderr.write("flanneld: invalid value for flag -etcd-endpoints: %s\n" % err)
         return 2

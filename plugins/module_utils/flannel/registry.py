@@ -19,6 +19,8 @@ from .lease import Lease, LeaseAttrs, is_leasable_key, lease_problem, parse_subn
 
 DEFAULT_PREFIX = "/coreos.com/network"
 DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)
+# The etcd APIs a registry speaks: v2 (flanneld v0.10's, the default) and v3 (registry_v3.py).
+ETCD_APIS = ("v2", "v3")
 _REMOVAL_ACTIONS = ("delete", "expire", "compareAndDelete")
 
 
@@ -101,8 +103,21 @@ def parse_endpoints(endpoints):
     return parsed
 
 
+def make_registry(api="v2", **options):
+    """The registry of etcd API `api` (v2 or v3), built from EtcdRegistry's keyword options."""
+    if api == "v3":
+        from .registry_v3 import EtcdV3Registry
+
+        return EtcdV3Registry(**options)
+    if api != "v2":
+        raise ValueError("etcd API %r must be one of %s" % (api, ", ".join(ETCD_APIS)))
+    return EtcdRegistry(**options)
+
+
 class EtcdRegistry:
     """flannel's registry on an etcd v2 cluster, failing over between endpoints."""
+
+    api = "v2"
 
     def __init__(self, endpoints=DEFAULT_ENDPOINTS, prefix=DEFAULT_PREFIX, ca_file=None, cert_file=None,
                  key_file=None, username=None, password=None, timeout=5.0):
@@ -116,6 +131,9 @@ class EtcdRegistry:
                                      allow_reconnect=False)
                          for scheme, host, port in parse_endpoints(endpoints)]
         self._current = 0
+
+    def close(self):
+        """Nothing stays open between v2 requests (the v3 registry keeps a watch stream)."""
 
     @property
     def config_key(self):
