@@ -194,8 +194,8 @@ def comparison(results, args):
         ours = pick(results["ours"]) if "ours" in results else None
         upstream = pick(results["upstream"]) if "upstream" in results else None
         ratio = "%.2f" % (ours / upstream) if ours is not None and upstream else "-"
-        print("%-48s %10s %10s %16s" % (title, "-" if ours is None else "%.3f" % ours,
-                                         "-" if upstream is None else "%.3f" % upstream, ratio))
+        shown = ["-" if value is None else "%.3f" % value for value in (ours, upstream)]
+        print("%-48s %10s %10s %16s" % (title, shown[0], shown[1], ratio))
 
 
 def main():
