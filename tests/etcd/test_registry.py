@@ -240,3 +240,24 @@ def test_concurrent_acquisition_never_shares_a_subnet(api, api_endpoint):
         thread.join()
     assert errors == []
     assert len(set(lease.subnet for lease in results)) == 30
+
+
+def test_watch_with_config_reports_config_changes_in_order_and_sleeps_through_claims(registry, raw):
+    registry.put_config('{"Network": "10.0.0.0/8"}')
+    assert registry.claim_public_ip("192.168.205.10", "host-a", 60) is None
+    index = registry.list_leases().index
+    assert registry.claim_public_ip("192.168.205.10", "host-a", 60) is None  # a refresh: no event
+    assert registry.watch_leases(index, 0.3, with_config=True) == ([], index, None)
+    registry.put_config('{"Network": "10.0.0.0/16"}')
+    lease = registry.create_lease(IPNetwork("10.0.16.0/20"), _attrs(10), 600)
+    raw.delete(PREFIX + "/config")
+    seen = []
+    while len(seen) < 3:
+        events, index = registry.watch_leases(index, 2, with_config=True)[:2]
+        seen.extend(events)
+    assert seen[0].text == '{"Network": "10.0.0.0/16"}'
+    assert seen[1].subnet == lease.subnet and seen[1].lease.attrs == _attrs(10)
+    assert seen[2].text is None  # the key went away
+    # Without with_config the config is not watched.
+    registry.put_config('{"Network": "10.0.0.0/8"}')
+    assert registry.watch_leases(index, 0.3)[0] == []

@@ -8,6 +8,7 @@ Every error names the offending key and the rule, so callers can report it as is
 """
 
 import difflib
+import hashlib
 import json
 import re
 
@@ -122,6 +123,12 @@ class NetworkConfig:
 
     def __eq__(self, other):
         return isinstance(other, NetworkConfig) and self.as_dict() == other.as_dict()
+
+    def digest(self):
+        """12 hex digits naming the effective config: the agent reports the one in force on
+        /healthz, and the collection compares it with the stored config's."""
+        canonical = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:12]
 
     def __repr__(self):
         return "NetworkConfig(%s)" % json.dumps(self.as_dict(), sort_keys=True)

@@ -1,4 +1,5 @@
 """The agent's main loop: config -> lease -> backend -> subnet.env, then watch, renew, reconcile.
+A changed network config moves the host to it without a restart (config_watch, _move_to).
 
 Differences from flanneld v0.10 (each fixes a reported failure): a bad or missing config is
 retried, not fatal; a lost lease is re-acquired (preferring the same subnet) instead of exiting 0;
@@ -15,9 +16,11 @@ import time
 
 from . import missing_libraries
 from .config import ConfigError, parse_network_config
+from .config_watch import ConfigWatch, config_changes, moves_lease
 from .healthz import notify_systemd, start_health_server
 from .lease import LEASE_TTL, LeaseAttrs, LeaseError, acquire_lease
-from .registry import IndexCleared, RegistryAuthError, RegistryError, RegistryUnavailable, make_registry
+from .registry import (ConfigEvent, ConfigMissing, IndexCleared, RegistryAuthError, RegistryError, RegistryUnavailable,
+                       make_registry)
 from .subnet_env import previous_subnet, render_subnet_env, write_subnet_env
 
 LOG = logging.getLogger("flanneld")
@@ -85,6 +88,7 @@ class Agent:
         self._refused_delay = ETCD_RETRY
         self._skipped = set()  # (key, reason) of every bad lease seen: each is logged once
         self.host_id = options.host_id or default_host_id()
+        self.config_watch = ConfigWatch(getattr(registry, "config_key", None), LOG)
         # Refreshed at every reconcile, so a replaced host waits at most this long for the IP.
         self.claim_ttl = max(30, 3 * options.reconcile_interval)
 
@@ -129,9 +133,11 @@ class Agent:
             refused = False
             try:
                 # Not strict: keys written by other tools are warned about, not refused.
-                config = parse_network_config(self.registry.get_config(), strict=False)
+                text = self.registry.get_config()
+                config = parse_network_config(text, strict=False)
                 for warning in config.warnings:
                     LOG.warning("network config at %s: %s", self.registry.config_key, warning)
+                self.config_watch.started_with(text)
                 return config
             except ConfigError as err:
                 reason = "network config at %s rejected: %s" % (self.registry.config_key, err)
@@ -204,13 +210,13 @@ class Agent:
         for change in ensure_masquerade(self.config.network, self.lease.subnet):
             LOG.info("ip-masq: %s", change)
 
-    def _remove_masquerade(self, subnet):
-        """Drop the rules naming a subnet this host no longer holds."""
+    def _remove_masquerade(self, subnet, network=None):
+        """Drop the rules naming a subnet (or Network) this host no longer holds."""
         if not self.options.ip_masq:
             return
         from .ipmasq import remove_masquerade
 
-        for change in remove_masquerade(self.config.network, subnet):
+        for change in remove_masquerade(network or self.config.network, subnet):
             LOG.info("ip-masq: %s", change)
 
     def _schedule_renewal(self):
@@ -287,7 +293,11 @@ class Agent:
 
     def _report_healthy(self):
         skipped = ", bad leases skipped: %d" % len(self._skipped) if self._skipped else ""
-        reason = "lease %s, %d peers%s" % (self.lease.subnet, len(self.peers), skipped)
+        reason = "lease %s, %d peers, config in force %s%s" % (self.lease.subnet, len(self.peers),
+                                                               self.config.digest(), skipped)
+        if self.config_watch.refusal:
+            # Still 200: the data plane runs as it did; a restart would not start on the refused config.
+            reason += "; " + self.config_watch.refusal
         if self._health[0]:
             self._health = (True, reason)  # counts change with events: not worth a log line each
         else:
@@ -373,6 +383,7 @@ class Agent:
 
     def _step(self):
         if self._needs_resync:
+            self._check_stored_config()  # it may have changed while the watch was not looking
             self._resync()
         now = self.clock()
         if self.renew_at is not None and now >= self.renew_at:
@@ -384,15 +395,115 @@ class Agent:
         try:
             if self._stop.is_set():
                 return
-            events, self.index, skipped = self.registry.watch_leases(self.index, wait, self.config)
+            events, self.index, skipped = self.registry.watch_leases(self.index, wait, self.config,
+                                                                     with_config=True)
         finally:
             self._in_watch = False
         if skipped:
             self._skip(*skipped)
         for event in events:
-            self._apply(event)
+            if isinstance(event, ConfigEvent):
+                self._on_config_text(event.text)
+            else:
+                self._apply(event)
         if self._health[0] and (skipped or events):
             self._report_healthy()
+
+    # ---- a changed network config ------------------------------------------------------------
+
+    def _check_stored_config(self):
+        try:
+            text = self.registry.get_config()
+        except ConfigMissing:
+            text = None
+        self._on_config_text(text)
+
+    def _on_config_text(self, text):
+        config = self.config_watch.examine(text, self.config)
+        if config is not None:
+            self._move_to(config)
+        elif self._health[0]:
+            self._report_healthy()  # a refusal shows on /healthz at once
+
+    def _move_to(self, config):
+        """Move this host to a new valid config: the new backend starts beside the old one, takes
+        the lease (kept when it still fits, else released and a new one acquired) and the peers,
+        then the old backend stops, removing what the new one does not use. The lease's
+        BackendType/BackendData follow by compare-and-swap. If the new backend cannot start,
+        the host runs on the old config and says why."""
+        from .backends.base import BackendError
+        from .netlink import NetlinkError
+
+        old_config, old_backend = self.config, self.backend
+        self._set_health(False, "moving to network config %s (%s changed)"
+                         % (config.digest(), ", ".join(config_changes(old_config, config))))
+        backend = None
+        try:
+            backend = make_backend(config, self.iface, self.attrs.public_ip, self.options)
+            info = backend.setup()
+        except (BackendError, NetlinkError, OSError) as err:
+            self._keep_old_backend(config, backend, err)
+            return
+        for change in info["changes"]:
+            LOG.info("backend: %s", change)
+        self.config, self.backend, self.backend_info = config, backend, info
+        self.attrs = LeaseAttrs(self.attrs.public_ip, info["backend_type"], info["vtep_mac"])
+        try:
+            if moves_lease(config, self.lease.subnet):
+                if not self._release_lease(old_config):
+                    return
+            else:
+                if config.network != old_config.network:
+                    self._remove_masquerade(self.lease.subnet, old_config.network)
+                self._install_lease(self.lease)  # the new backend's device; subnet.env gets its MTU
+                self._log_changes(backend.sync(self.peers))
+        finally:
+            for change in old_backend.teardown(backend):
+                LOG.info("old backend %s: %s", old_backend.backend_type, change)
+            old_backend.close()
+        self._log_changes(backend.sync(self.peers))  # whatever the old one's teardown took
+        self._publish_attrs()
+        self._resync()
+        LOG.info("network config %s in force", config.digest())
+
+    def _keep_old_backend(self, config, backend, err):
+        LOG.error("cannot start backend %s for network config %s: %s", config.backend.type, config.digest(), err)
+        if backend is not None:
+            for change in backend.teardown(self.backend):
+                LOG.info("abandoned backend %s: %s", config.backend.type, change)
+            backend.close()
+        self.config_watch.refuse("network config %s cannot run here: backend %s: %s"
+                                 % (config.digest(), config.backend.type, err), self.config)
+        self._log_changes(self.backend.sync(self.peers))  # repair what the attempt disturbed
+        self._report_healthy()
+
+    def _release_lease(self, old_config):
+        """Give up a lease the new config has no room for and acquire one that fits; False when
+        stopped first."""
+        old_subnet = self.lease.subnet
+        LOG.info("lease %s does not fit the new network config; releasing it", old_subnet)
+        self._remove_masquerade(old_subnet, old_config.network)
+        self.registry.delete_lease(self.lease)
+        self.peers = {}
+        lease = self._acquire(None)
+        if lease is None:
+            return False
+        LOG.warning("lease moved from %s to %s", old_subnet, lease.subnet)
+        self._install_lease(lease)
+        return True
+
+    def _publish_attrs(self):
+        """Write the new BackendType/BackendData into our lease (compare-and-swap)."""
+        if self.lease.attrs == self.attrs:
+            return
+        updated = self.registry.update_lease(self.lease, self.attrs,
+                                             None if self.lease.is_reservation else self.lease_ttl)
+        if updated is None:
+            self._reacquire("own lease %s changed while moving to the new config" % self.lease.subnet)
+            return
+        self.lease = updated
+        self._schedule_renewal()
+        LOG.info("lease %s now published as %s", updated.subnet, updated.attrs.to_json())
 
     def loop(self):
         while not self._stop.is_set():

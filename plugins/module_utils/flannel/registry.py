@@ -72,6 +72,18 @@ class LeaseEvent:
         return "LeaseEvent(%s, %s)" % (self.subnet, "removed" if self.removed else self.lease.attrs)
 
 
+class ConfigEvent:
+    """A change of <prefix>/config: `text` is the stored value, None when the key went away."""
+
+    subnet = None
+
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return "ConfigEvent(%r)" % (self.text if self.text is None else self.text[:80])
+
+
 def _root_cause(error):
     """The innermost reason of a python-etcd/urllib3 connection error, in a few words."""
     cause = getattr(error, "cause", None) or error
@@ -278,7 +290,8 @@ class EtcdRegistry:
             except etcd.EtcdAlreadyExist:
                 pass
             try:
-                self._call(lambda c: c.write(key, value, ttl=ttl, prevValue=value))
+                # A refresh wakes no watcher: agents watching the whole prefix sleep through it.
+                self._call(lambda c: c.refresh(key, ttl, prevValue=value))
                 return None
             except etcd.EtcdCompareFailed:
                 try:
@@ -292,27 +305,36 @@ class EtcdRegistry:
                 continue
         raise RegistryError("could not claim %s: it changed three times in a row" % key)
 
-    def watch_leases(self, after_index, timeout, config=None):
+    def watch_leases(self, after_index, timeout, config=None, with_config=False):
         """Wait up to `timeout` s for the next change after `after_index`.
 
         Returns (events, next_index, skipped): at most one event; `skipped` is (key, reason) for
         a change that is not a valid lease (the watch moves past it instead of stalling, upstream
         PR #1368). A lease key that could hold a lease under `config` but was given a bad value
         also yields a removal: what it held before can no longer be trusted.
+        With `with_config`, the whole prefix is watched and a change of the network config is a
+        ConfigEvent (one watch, so config and lease changes arrive in etcd's order); changes of
+        other keys under the prefix (public IP claims) move the index on, with no event.
         Raises IndexCleared when etcd no longer has that history.
         """
+        watched = self.prefix if with_config else self.subnets_key
         try:
-            node = self._call(lambda c: c.read(self.subnets_key, wait=True, recursive=True,
+            node = self._call(lambda c: c.read(watched, wait=True, recursive=True,
                                                waitIndex=after_index + 1, timeout=timeout))
         except etcd.EtcdWatchTimedOut:
             return [], after_index, None
         except etcd.EtcdEventIndexCleared:
             raise IndexCleared("etcd's event history no longer reaches index %d" % (after_index + 1))
         except etcd.EtcdKeyNotFound:
-            raise IndexCleared("%s is missing" % self.subnets_key)
+            raise IndexCleared("%s is missing" % watched)
         next_index = node.modifiedIndex
-        if node.key == self.subnets_key:
-            raise IndexCleared("%s itself changed (%s)" % (self.subnets_key, node.action))
+        if node.key in (self.subnets_key, watched):
+            raise IndexCleared("%s itself changed (%s)" % (node.key, node.action))
+        if node.key == self.config_key:
+            removed = node.action in _REMOVAL_ACTIONS
+            return [ConfigEvent(None if removed else node.value)], next_index, None
+        if not node.key.startswith(self.subnets_key + "/"):
+            return [], next_index, None
         try:
             subnet = parse_subnet_key(node.key)
         except ValueError as err:

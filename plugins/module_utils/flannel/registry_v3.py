@@ -22,8 +22,8 @@ except ImportError:  # reported by the caller through missing_libraries()
     urllib3 = None
 
 from .lease import Lease, LeaseAttrs, is_leasable_key, lease_problem, parse_subnet_key
-from .registry import (DEFAULT_ENDPOINTS, DEFAULT_PREFIX, ConfigMissing, EtcdRegistry, IndexCleared, LeaseEvent,
-                       LeaseListing, RegistryAuthError, RegistryError, RegistryUnavailable, _root_cause,
+from .registry import (DEFAULT_ENDPOINTS, DEFAULT_PREFIX, ConfigEvent, ConfigMissing, EtcdRegistry, IndexCleared,
+                       LeaseEvent, LeaseListing, RegistryAuthError, RegistryError, RegistryUnavailable, _root_cause,
                        parse_endpoints)
 
 # gRPC status codes the gateway returns (google.golang.org/grpc/codes).
@@ -484,15 +484,16 @@ class EtcdV3Registry:
             self._watch.close()
             self._watch = None
 
-    def watch_leases(self, after_index, timeout, config=None):
+    def watch_leases(self, after_index, timeout, config=None, with_config=False):
         """Wait up to `timeout` s for the next change after revision `after_index`.
 
-        Returns (events, next_index, skipped) exactly as the v2 registry does. One watch stream is
+        Returns (events, next_index, skipped) exactly as the v2 registry does (with `with_config`,
+        the whole prefix, the config's changes as ConfigEvents). One watch stream is
         kept open between calls; when it breaks it is reopened from the last revision handed
         out, so nothing written meanwhile is missed. Raises IndexCleared when etcd compacted
         that history away.
         """
-        watched = self.subnets_key + "/"
+        watched = (self.prefix if with_config else self.subnets_key) + "/"
         stream = self._watch
         if stream is None or stream.dead or stream.watched != watched or stream.position != after_index:
             self.close()
@@ -508,6 +509,10 @@ class EtcdV3Registry:
         kv = event.get("kv") or {}
         next_index = stream.position = int(kv.get("mod_revision", 0) or 0)
         key = _unb64(kv.get("key"))
+        if key == self.config_key:
+            return [ConfigEvent(None if event.get("type") == "DELETE" else _unb64(kv.get("value")))], next_index, None
+        if not key.startswith(self.subnets_key + "/"):
+            return [], next_index, None  # public IP claims
         try:
             subnet = parse_subnet_key(key)
         except ValueError as err:

@@ -165,7 +165,7 @@ def test_own_lease_removed_is_reacquired_with_the_same_subnet(agent, registry):
     assert registry.leases[OWN_SUBNET].attrs == OWN
     assert agent.lease is registry.leases[OWN_SUBNET]
     assert agent.backend.own_subnets == [OWN_SUBNET, OWN_SUBNET]
-    assert agent.health() == (True, "lease 10.20.0.0/20, 1 peers")
+    assert agent.health() == (True, "lease 10.20.0.0/20, 1 peers, config in force %s" % CONFIG.digest())
 
 
 def test_own_lease_overwritten_moves_to_a_free_subnet(agent, registry):
@@ -195,7 +195,8 @@ def test_resync_programs_the_difference_and_marks_healthy(agent, registry, caplo
     assert agent.backend.programmed == {PEER_SUBNET: PEER_NEW_MAC, added: INTRUDER}
     assert agent.index == registry.index and agent._needs_resync is False
     assert agent.reconcile_at == 1000.0 + agent.options.reconcile_interval
-    assert agent.health() == (True, "lease 10.20.0.0/20, 2 peers, bad leases skipped: 1")
+    assert agent.health() == (True, "lease 10.20.0.0/20, 2 peers, config in force %s, bad leases skipped: 1"
+                             % CONFIG.digest())
     messages = [record.getMessage() for record in caplog.records]
     assert messages.count("skipping /coreos.com/network/subnets/junk: not a subnet lease key") == 1
     assert "peer changed: 10.30.0.0/20 now %s" % PEER_NEW_MAC in messages

@@ -183,7 +183,43 @@ class RouteBackend:
             return []
         return self._remove_leftovers(old, PeerEntries(None, None, None))
 
+    def teardown(self, successor=None):
+        """Stop, removing what this backend programmed that `successor` (the backend that took
+        over, already running) does not use: its peers' routes, then its own device
+        (_remove_device). Returns the changes."""
+        keep = set(entries.route for entries in successor._programmed.values()) \
+            if isinstance(successor, RouteBackend) else set()
+        changes = []
+        for entries in self._programmed.values():
+            if entries.route in keep:
+                continue
+            # A route the successor replaced (same destination), or one on a device already
+            # re-created, no longer exists: nothing to do.
+            self._try(changes, "removed " + self._route_text(entries.route), netlink.delete_route,
+                      entries.route, self.ipr, missing_ok=True)
+        self._programmed = {}
+        return changes + self._remove_device(successor)
+
+    def _remove_device(self, successor):
+        """Delete this backend's device unless `successor` uses it; returns the changes."""
+        return []
+
     # -- helpers ---------------------------------------------------------------------------------
+
+    def _direct_entries(self, lease):
+        """A peer still on the other route backend (vxlan or host-gw, mid-way through a rolling
+        change of Backend.Type): a route via its PublicIP on the external interface, which is
+        what a host-gw host sends and what a vxlan host receives and forwards. Only when that
+        address is on-link; otherwise None, after saying so once."""
+        subnet = IPNetwork(str(lease.subnet)).cidr
+        public_ip = lease.attrs.public_ip
+        if netlink.direct_route(public_ip, self.ipr) != self.iface.index:
+            self._warn_once((str(subnet), lease.attrs.backend_type, "mixed"),
+                            "ignoring lease %s: backend %s, and its PublicIP %s is not on-link on %s, so it "
+                            "is reachable only once both hosts run the same backend",
+                            subnet, lease.attrs.backend_type, public_ip, self.iface.name)
+            return None
+        return PeerEntries(None, None, netlink.Route(str(subnet), public_ip, self.iface.index, False))
 
     def _wanted(self, lease):
         subnet = IPNetwork(str(lease.subnet)).cidr
@@ -220,7 +256,7 @@ class RouteBackend:
         try:
             action(*args)
         except netlink.NetlinkError as error:
-            if missing_ok and netlink.is_errno(error, errno.ENOENT, errno.ESRCH):
+            if missing_ok and netlink.is_errno(error, errno.ENOENT, errno.ESRCH, errno.ENODEV):
                 return True
             self.log.error("failed: %s: %s%s", description, error, self._failure_hint(error))
             return False

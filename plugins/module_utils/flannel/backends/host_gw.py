@@ -44,6 +44,8 @@ class HostGwBackend(RouteBackend):
 
     def _entries_for(self, lease):
         subnet = IPNetwork(str(lease.subnet)).cidr
+        if lease.attrs.backend_type == "vxlan":
+            return self._direct_entries(lease)
         if lease.attrs.backend_type != self.backend_type:
             self._warn_once((str(subnet), lease.attrs.backend_type),
                             "ignoring lease %s: backend type %s is not host-gw",

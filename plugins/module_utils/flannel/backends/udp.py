@@ -343,6 +343,28 @@ class UdpBackend:
                 "public_ip": self.public_ip, "subnet": str(self.subnet) if self.subnet else None,
                 "peers": len(self._routes), "counters": self.counts()}
 
+    def teardown(self, successor=None):
+        """Stop forwarding and, unless `successor` is udp too (it attached its own queues to
+        flannel0), delete flannel0 with its address and the Network's route. Returns the changes."""
+        changes = []
+        if self.pids:
+            changes.append("stopped %d forwarding worker%s on UDP %s:%d" % (
+                len(self.pids), "" if len(self.pids) == 1 else "s", self.iface.address, self.port))
+        self._close_data_plane()
+        self._routes = {}
+        index = netlink.link_index(DEVICE_NAME, self.ipr)
+        if index is None:
+            return changes
+        if not isinstance(successor, UdpBackend):
+            self.ipr.link("del", index=index)
+            return changes + ["removed %s" % DEVICE_NAME]
+        old = self._wanted_address() if self.subnet is not None else None
+        if old and old != successor._wanted_address() and old in netlink.addresses_of(index, self.ipr):
+            network = IPNetwork(old)
+            self.ipr.addr("del", index=index, address=str(network.ip), prefixlen=network.prefixlen)
+            changes.append("removed old address %s from %s" % (old, DEVICE_NAME))
+        return changes
+
     def _close_data_plane(self):
         self._stop_workers()
         for sock in self.sockets:

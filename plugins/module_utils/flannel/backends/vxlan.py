@@ -164,6 +164,28 @@ class VxlanBackend(RouteBackend):
                 "public_ip": self.public_ip, "subnet": str(self.subnet) if self.subnet else None,
                 "peers": len(self._programmed)}
 
+    def _remove_device(self, successor):
+        if isinstance(successor, VxlanBackend) and successor.device_name == self.device_name:
+            # The successor kept (or re-created) flannel.<VNI>: only our address may be left,
+            # when the lease moved out of a Network the successor no longer knows.
+            return self._remove_old_address(successor)
+        index = netlink.link_index(self.device_name, self.ipr)
+        if index is None:
+            return []
+        # Its address, neighbours, FDB entries and routes go with it.
+        self.ipr.link("del", index=index)
+        return ["removed %s" % self.device_name]
+
+    def _remove_old_address(self, successor):
+        if self.subnet is None or self.subnet == successor.subnet:
+            return []
+        address = "%s/32" % self.subnet.ip
+        index = netlink.link_index(self.device_name, self.ipr)
+        if index is None or address not in netlink.addresses_of(index, self.ipr):
+            return []
+        self.ipr.addr("del", index=index, address=str(self.subnet.ip), prefixlen=32)
+        return ["removed old address %s from %s" % (address, self.device_name)]
+
     # -- internals -------------------------------------------------------------------------------
 
     def _repair_device(self):
@@ -211,6 +233,8 @@ class VxlanBackend(RouteBackend):
     def _entries_for(self, lease):
         subnet = IPNetwork(str(lease.subnet)).cidr
         attrs = lease.attrs
+        if attrs.backend_type == "host-gw":
+            return self._direct_entries(lease)
         if attrs.backend_type != self.backend_type:
             self._warn_once((str(subnet), attrs.backend_type),
                             "ignoring lease %s: backend type %s is not vxlan", subnet, attrs.backend_type)
