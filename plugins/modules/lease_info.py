@@ -91,6 +91,14 @@ config:
   returned: success
   type: dict
   sample: {Network: 10.0.0.0/8, SubnetLen: 20, SubnetMin: 10.10.0.0, SubnetMax: 10.99.0.0, Backend: {Type: vxlan}}
+config_digest:
+  description:
+    - Names the effective stored config (12 hex digits); an agent of this collection reports the config
+      it runs on as C(config in force <digest>) on C(/healthz), so equal digests mean the stored config is in force.
+    - V(null) when none is stored or it is invalid.
+  returned: success
+  type: str
+  sample: 3fa2c9d1e0ab
 config_error:
   description: Why the stored config is missing or invalid; V(null) when it is valid.
   returned: success
@@ -120,10 +128,11 @@ def main():
     registry = open_registry(module)
     with etcd_failures(module):
         listing = registry.list_leases()
-        config, config_error = None, None
+        config, config_digest, config_error = None, None, None
         try:
             # As the agent reads it: keys another tool added are ignored.
-            config = parse_network_config(registry.get_config(), strict=False).as_dict()
+            parsed = parse_network_config(registry.get_config(), strict=False)
+            config, config_digest = parsed.as_dict(), parsed.digest()
         except (ConfigMissing, ConfigError) as err:
             config_error = str(err)
     leases = sorted(listing.leases, key=lambda lease: (lease.subnet.first, lease.subnet.prefixlen))
@@ -133,6 +142,7 @@ def main():
         skipped=[dict(key=key, reason=reason) for key, reason in listing.skipped],
         index=listing.index,
         config=config,
+        config_digest=config_digest,
         config_error=config_error,
     )
 

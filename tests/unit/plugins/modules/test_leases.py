@@ -6,6 +6,8 @@ import json
 import urllib.parse
 import urllib.request
 
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
+
 PREFIX = "/coreos.com/network"
 
 
@@ -53,13 +55,15 @@ def test_lease_info_lists_leases_sorted(etcd_endpoint, run_module):
     assert [item["key"] for item in result["skipped"]] == [PREFIX + "/subnets/junk"]
     assert result["config"]["SubnetLen"] == 20
     assert result["config_error"] is None
+    # The digest the agent reports on /healthz for the same effective config.
+    assert result["config_digest"] == parse_network_config(result["config"]).digest()
     assert result["index"] > 0
 
 
 def test_lease_info_on_empty_registry(etcd_endpoint, run_module):
     result = run_module("lease_info", dict(endpoints=[etcd_endpoint]))
     assert result["leases"] == [] and result["skipped"] == []
-    assert result["config"] is None
+    assert result["config"] is None and result["config_digest"] is None
     assert "does not exist" in result["config_error"]
 
 
