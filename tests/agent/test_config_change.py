@@ -133,10 +133,11 @@ def test_invalid_config_is_refused_and_nothing_changes(lab, cluster):
         status, body = agent.healthz()
         assert status == 200 and "running on the last good config %s" % _digest(VXLAN_100) in body
         assert "network config at /coreos.com/network/config refused: " + rule in agent.log
-    cluster.registry.put_config("not json at all")
+    cluster.registry.put_config('{"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan", "VNI": 0}}')
     for agent in agents:
-        wait_for(lambda: "Network: 10.1.2.3/8" not in agent.healthz()[1] and "is not valid JSON" in agent.healthz()[1],
+        wait_for(lambda: "Backend.VNI: must be between 1 and 16777215, got 0" in agent.healthz()[1],
                  what="%s healthz naming the new refusal" % agent.host.name)
+        assert "Network: 10.1.2.3/8" not in agent.healthz()[1]
     time.sleep(0.5)
     after = [(agent.routes(), agent.env(), cluster.lease_json(str(subnet))) for agent, subnet in zip(agents, subnets)]
     assert after == before
