@@ -26,10 +26,15 @@ def _digest(config):
     return parse_network_config(json.dumps(config), strict=False).digest()
 
 
+def _running(agent, digest):
+    status, body = agent.healthz()
+    return status == 200 and digest in body
+
+
 def _in_force(agents, config):
     digest = "config in force %s" % _digest(config)
     for agent in agents:
-        wait_for(lambda: (lambda status: status[0] == 200 and digest in status[1])(agent.healthz()), 15,
+        wait_for(lambda: _running(agent, digest), 15,
                  what="%s running %s (healthz %s; log:\n%s)" % (agent.host.name, digest, agent.healthz(), agent.log))
 
 

@@ -195,8 +195,8 @@ def test_resync_programs_the_difference_and_marks_healthy(agent, registry, caplo
     assert agent.backend.programmed == {PEER_SUBNET: PEER_NEW_MAC, added: INTRUDER}
     assert agent.index == registry.index and agent._needs_resync is False
     assert agent.reconcile_at == 1000.0 + agent.options.reconcile_interval
-    assert agent.health() == (True, "lease 10.20.0.0/20, 2 peers, config in force %s, bad leases skipped: 1"
-                             % CONFIG.digest())
+    health = "lease 10.20.0.0/20, 2 peers, config in force %s, bad leases skipped: 1" % CONFIG.digest()
+    assert agent.health() == (True, health)
     messages = [record.getMessage() for record in caplog.records]
     assert messages.count("skipping /coreos.com/network/subnets/junk: not a subnet lease key") == 1
     assert "peer changed: 10.30.0.0/20 now %s" % PEER_NEW_MAC in messages
