@@ -5,6 +5,7 @@ go to build/reliability-figures.txt (RELIABILITY.md)."""
 import json
 import time
 
+import pytest
 from netaddr import IPNetwork
 
 from cluster import wait_for
@@ -104,6 +105,7 @@ def test_backend_vni_and_mtu_changes_reach_every_host_while_pinging(lab, cluster
         assert agent.process.poll() is None and "Traceback" not in agent.log
 
 
+@pytest.mark.parametrize("etcd_api", ["v2", "v3"])
 def test_network_change_releases_leases_that_no_longer_fit(lab, cluster):
     hosts, agents, subnets = _start(lab, cluster, count=3)
     moved = dict(BASE, Network="10.128.0.0/9", SubnetMin="10.130.0.0", SubnetMax="10.140.0.0",
@@ -128,6 +130,7 @@ def test_network_change_releases_leases_that_no_longer_fit(lab, cluster):
     assert [IPNetwork(agent.env()["FLANNEL_SUBNET"]).cidr for agent in agents] == new
 
 
+@pytest.mark.parametrize("etcd_api", ["v2", "v3"])
 def test_invalid_config_is_refused_and_nothing_changes(lab, cluster):
     hosts, agents, subnets = _start(lab, cluster)
     before = [(agent.routes(), agent.env(), cluster.lease_json(str(subnet))) for agent, subnet in zip(agents, subnets)]
