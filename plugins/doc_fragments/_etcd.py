@@ -8,9 +8,18 @@ from __future__ import annotations
 
 class ModuleDocFragment:
 
-    # The etcd v2 connection shared by every plugin in the netlab.flannel.etcd action group.
+    # The etcd connection shared by every plugin in the netlab.flannel.etcd action group.
     DOCUMENTATION = r"""
 options:
+  etcd_api:
+    description:
+      - The etcd API the config and leases are read and written through (the agent's C(-etcd-api)).
+      - V(v2) is flanneld v0.10's; etcd 3.4 and 3.5 serve it only with C(--enable-v2=true).
+      - V(v3) uses the same keys and JSON through etcd's v3 JSON gateway (C(/v3/...)), each lease held by an
+        etcd lease; it works on an etcd with the v2 API off. The two APIs are separate keyspaces.
+    type: str
+    choices: [v2, v3]
+    default: v2
   endpoints:
     description:
       - The etcd client URLs, as a list or as one comma-separated string (flanneld's C(-etcd-endpoints)).
@@ -46,8 +55,9 @@ options:
     type: float
     default: 5.0
 requirements:
-  - python-etcd >= 0.4.5 and netaddr >= 0.8.0 on the host the task runs on.
+  - netaddr >= 0.8.0 on the host the task runs on, and python-etcd >= 0.4.5 for O(etcd_api=v2) or
+    urllib3 >= 1.26 for O(etcd_api=v3).
 notes:
-  - The registry is read and written through etcd's v2 API, as flanneld up to v0.17 does; etcd 3.4 must run
-    with C(--enable-v2=true).
+  - With O(etcd_api=v2) (the default) the registry is read and written through etcd's v2 API, as flanneld up
+    to v0.17 does; etcd 3.4 must run with C(--enable-v2=true).
 """

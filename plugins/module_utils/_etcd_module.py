@@ -15,6 +15,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel import miss
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import registry
 
 ETCD_ARGUMENT_SPEC = dict(
+    etcd_api=dict(type="str", choices=list(registry.ETCD_APIS), default="v2"),
     endpoints=dict(type="list", elements="str", default=list(registry.DEFAULT_ENDPOINTS)),
     prefix=dict(type="str", default=registry.DEFAULT_PREFIX),
     ca_file=dict(type="path"),
@@ -42,7 +43,8 @@ def etcd_module(argument_spec=None, **kwargs):
     supported, failed cleanly when python-etcd or netaddr is missing on the target."""
     module = AnsibleModule(argument_spec=dict(argument_spec or {}, **ETCD_ARGUMENT_SPEC),
                            required_together=ETCD_REQUIRED_TOGETHER, supports_check_mode=True, **kwargs)
-    missing = missing_libraries(["etcd", "netaddr"])
+    # python-etcd speaks v2; the v3 registry needs only urllib3.
+    missing = missing_libraries(["etcd" if module.params["etcd_api"] == "v2" else "urllib3", "netaddr"])
     if missing:
         module.fail_json(msg=missing_required_lib(" and ".join(missing)))
     return module
@@ -57,8 +59,8 @@ def open_registry(module):
         module.fail_json(msg="endpoints: %s" % err)
     if params["prefix"].strip("/") == "":
         module.fail_json(msg="prefix: must name a key below the root, such as /coreos.com/network")
-    return registry.EtcdRegistry(
-        endpoints=params["endpoints"], prefix=params["prefix"], ca_file=params["ca_file"],
+    return registry.make_registry(
+        params["etcd_api"], endpoints=params["endpoints"], prefix=params["prefix"], ca_file=params["ca_file"],
         cert_file=params["cert_file"], key_file=params["key_file"], username=params["username"],
         password=params["password"], timeout=params["timeout"])
 
@@ -74,7 +76,7 @@ def etcd_failures(module, result=None):
         yield
     except registry.RegistryError as err:
         module.fail_json(msg="etcd at %s: %s" % (endpoints, err), **(result or {}))
-    except registry.etcd.EtcdException as err:  # refused writes, authentication, TLS
+    except getattr(registry.etcd, "EtcdException", registry.RegistryError) as err:  # v2: refused writes, TLS
         module.fail_json(msg="etcd at %s: %s: %s" % (endpoints, type(err).__name__, err),
                          exception=traceback.format_exc(), **(result or {}))
 

@@ -17,7 +17,9 @@ from pyroute2 import netns as pyroute2_netns
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink import overlay_state
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import make_registry
-from etcdserver import RawV3Client
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/, when run as a script
+from etcdserver import RawV3Client  # noqa: E402
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.subnet_env import read_subnet_env
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -139,7 +139,7 @@ def bench(kind, agent_path, args):
     figures = {}
     lab = Lab()
     try:
-        with Cluster(lab, agent_path, name="bench-" + kind) as cluster:
+        with Cluster(lab, agent_path, name="bench-" + kind, api=args.etcd_api) as cluster:
             hosts = [lab.add_host() for _number in range(args.agents)]
             single = cluster.agent(hosts[0], kind=kind)
             single.wait_ready(20)
@@ -205,15 +205,20 @@ def main():
     parser.add_argument("--idle-seconds", type=float, default=20)
     parser.add_argument("--kinds", default=",".join(AGENT_KINDS),
                         help="which agents to measure, in this order (default: %(default)s)")
+    parser.add_argument("--etcd-api", choices=("v2", "v3"), default="v2",
+                        help="v3: etcd with v2 off and our agent with -etcd-api=v3 (upstream v0.10 speaks v2 only)")
     args = parser.parse_args()
     kinds = args.kinds.split(",")
     if any(kind not in AGENT_KINDS for kind in kinds):
         parser.error("--kinds: each must be one of %s, not %r" % (", ".join(AGENT_KINDS), args.kinds))
-    print("machine: %d cores, load average %s at start" % (os.cpu_count(), " ".join(
+    print("etcd API %s; machine: %d cores, load average %s at start" % (args.etcd_api, os.cpu_count(), " ".join(
         "%.2f" % value for value in os.getloadavg())))
     agent_path = build_agent(tempfile.mkdtemp(prefix="netlab-bench-"))
     results = {}
     for kind in kinds:
+        if kind == "upstream" and args.etcd_api == "v3":
+            print("upstream column skipped: flanneld v0.10 speaks etcd v2 only")
+            continue
         if kind == "upstream" and upstream_absent_reason():
             print("upstream column skipped: %s" % upstream_absent_reason())
             continue
