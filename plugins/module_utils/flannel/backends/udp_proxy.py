@@ -29,6 +29,7 @@ UDP_GRO = 104  # receive consecutive datagrams of one flow in one read, with the
 GRO_CMSG_SPACE = socket.CMSG_SPACE(4)
 MAX_SEGMENTS = 64
 GSO_LIMIT = 65000  # bytes per UDP_SEGMENT send, below the 65507 a UDP payload may have
+SLOT_SIZE = 65536 + 16  # one TUN read: the largest IP packet and its virtio-net header
 VNET_HEADER_SIZE = 10  # struct virtio_net_hdr: flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
 NO_VNET_HEADER = bytes(VNET_HEADER_SIZE)
 VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
@@ -142,10 +143,13 @@ class Worker:
         self.counts = [0] * len(COUNTERS)
         self.tables = []
         self.running = True
-        # TUN -> UDP: packets are read back to back into `out` (each after the previous one).
-        self.out = bytearray(GSO_LIMIT + BUFFER_SIZE)
+        # TUN -> UDP: packet k of a batch is read into slot k of `out` (its virtio-net header first);
+        # pages of a slot beyond the first packet-sized part are never touched.
+        self.tun = os.fdopen(tun_fd, "rb", buffering=0, closefd=False)  # readinto: no allocation
+        self.out = bytearray(SLOT_SIZE * MAX_SEGMENTS)
         self.out_view = memoryview(self.out)
-        self.header_in = bytearray(VNET_HEADER_SIZE)
+        self.slots = [self.out_view[slot * SLOT_SIZE:(slot + 1) * SLOT_SIZE] for slot in range(MAX_SEGMENTS)]
+        self.packet_views = {}
         # UDP -> TUN: one (possibly coalesced) receive into `inbound`, super-packets built in `merged`.
         self.inbound = bytearray(BUFFER_SIZE)
         self.inbound_view = memoryview(self.inbound)
@@ -186,57 +190,73 @@ class Worker:
     # -- TUN -> UDP ------------------------------------------------------------------------------
 
     def _tun_to_udp(self):
-        out, view, counts, header = self.out, self.out_view, self.counts, self.header_in
-        readv, fd = os.readv, self.tun_fd
-        offset = count = size = 0  # the batch: `count` packets of `size` bytes in out[:offset]
+        out, view, counts, slots = self.out, self.out_view, self.counts, self.slots
+        readinto = self.tun.readinto
+        count = size = last = 0  # the batch: `count` slots, packets of `size` bytes (the last `last`)
+        limit = MAX_SEGMENTS
         peer = None
         busy = False
         for _packet in range(BATCH):
-            try:
-                length = readv(fd, [header, view[offset:offset + BUFFER_SIZE]]) - VNET_HEADER_SIZE
-            except BlockingIOError:
+            length = readinto(slots[count])
+            if length is None:  # nothing more to read
                 break
             busy = True
             counts[0] += 1
-            if length < 20 or out[offset] >> 4 != 4:
+            length -= VNET_HEADER_SIZE
+            base = count * SLOT_SIZE + VNET_HEADER_SIZE
+            if length < 20 or out[base] >> 4 != 4:
                 counts[7] += 1
                 continue
-            destination = ((out[offset + 16] << 24) | (out[offset + 17] << 16) | (out[offset + 18] << 8)
-                           | out[offset + 19])
+            destination = (out[base + 16] << 24) | (out[base + 17] << 16) | (out[base + 18] << 8) | out[base + 19]
             target = self._lookup(destination)
             if target is None:
                 counts[4] += 1
-                reply = net_unreachable(view[offset:offset + length], length,
+                reply = net_unreachable(view[base:base + length], length,
                                         struct.pack("!I", destination & self.subnet_mask))
                 if reply is not None:
                     self._write_tun(NO_VNET_HEADER + reply)
                     counts[5] += 1
                 continue
-            if not decrement_ttl(out, offset):
+            if not decrement_ttl(out, base):
                 counts[6] += 1
                 continue
             if count and (target != peer or length > size):
-                self._send(offset, count, size, peer)  # this packet starts the next batch
-                out[0:length] = bytes(view[offset:offset + length])  # the two may overlap
-                offset = count = 0
+                self._send(count, size, last, peer)  # this packet starts the next batch, in slot 0
+                out[VNET_HEADER_SIZE:VNET_HEADER_SIZE + length] = view[base:base + length]
+                count = 0
             if not count:
                 peer, size = target, length
+                limit = min(MAX_SEGMENTS, GSO_LIMIT // size)
             count += 1
-            offset += length
-            if length < size or count == MAX_SEGMENTS or offset + size > GSO_LIMIT:
-                self._send(offset, count, size, peer)
-                offset = count = 0
+            last = length
+            if length < size or count == limit:
+                self._send(count, size, last, peer)
+                count = 0
         if count:
-            self._send(offset, count, size, peer)
+            self._send(count, size, last, peer)
         return busy
 
-    def _send(self, length, count, size, peer):
+    def _packets(self, count, size, last):
+        """The buffers of a batch's packets (slot k holds one at k * SLOT_SIZE + header)."""
+        views = self.packet_views.get(size)
+        if views is None:
+            if len(self.packet_views) >= 8:
+                self.packet_views.clear()
+            views = self.packet_views[size] = [
+                self.out_view[slot * SLOT_SIZE + VNET_HEADER_SIZE:slot * SLOT_SIZE + VNET_HEADER_SIZE + size]
+                for slot in range(MAX_SEGMENTS)]
+        if last == size:
+            return views[:count]
+        start = (count - 1) * SLOT_SIZE + VNET_HEADER_SIZE
+        return views[:count - 1] + [self.out_view[start:start + last]]
+
+    def _send(self, count, size, last, peer):
         try:
             if count == 1:
-                self.sock.sendto(self.out_view[:length], peer)
+                self.sock.sendto(self.out_view[VNET_HEADER_SIZE:VNET_HEADER_SIZE + last], peer)
             else:
-                self.sock.sendmsg([self.out_view[:length]], [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))],
-                                  0, peer)
+                self.sock.sendmsg(self._packets(count, size, last),
+                                  [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, peer)
             self.counts[1] += count
         except OSError:
             self.counts[10] += count
