@@ -65,17 +65,20 @@ def rtts(container, address, count=200, interval=0.01):
 
 
 def rss_kb(pid):
-    """RSS of a process and its children (the forwarding workers), in kB."""
-    total = 0
+    """(RSS, PSS) of a process and its children (the forwarding workers), in kB. The workers are
+    forked, so their RSS counts the pages they share with the agent again; PSS splits those."""
+    rss = pss = 0
     children = subprocess.run(["pgrep", "-P", str(pid)], stdout=subprocess.PIPE, universal_newlines=True,
                               check=False).stdout.split()
     for one in [str(pid)] + children:
         try:
-            with open("/proc/%s/status" % one) as handle:
-                total += int([line for line in handle if line.startswith("VmRSS:")][0].split()[1])
-        except (IOError, IndexError):
+            with open("/proc/%s/smaps_rollup" % one) as handle:
+                fields = dict((line.split(":")[0], line.split()[1]) for line in handle if ":" in line)
+            rss += int(fields["Rss"])
+            pss += int(fields["Pss"])
+        except (IOError, KeyError, IndexError):
             pass
-    return total
+    return rss, pss
 
 
 def profile(agents, seconds):
@@ -178,8 +181,8 @@ def measure(kind, agent_path, seconds, runs):
                      percentile(loaded, 0.99)))
             for host in hosts:
                 print("%-8s %s: %s" % (kind, host.name, losses(host)))
-            print("%-8s RSS under load (agent + workers on the sender): %.1f MB"
-                  % (kind, max(rss) / 1024.0 if rss else float("nan")))
+            print("%-8s memory under load (agent + workers on the sender): RSS %.1f MB, PSS %.1f MB"
+                  % (kind, max(one[0] for one in rss) / 1024.0, max(one[1] for one in rss) / 1024.0))
             if kind == "ours":
                 counters = subprocess.run(["grep", "-c", "dropped", agents[0].log_path], stdout=subprocess.PIPE,
                                           universal_newlines=True, check=False).stdout.strip()
