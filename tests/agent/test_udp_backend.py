@@ -82,7 +82,7 @@ def _udp_cluster(lab, agent_path, name, config=UDP_CONFIG):
 
 def test_no_backend_means_udp_lease_device_route_and_ping_both_ways(lab, agent_path, request):
     with _udp_cluster(lab, agent_path, request.node.name) as cluster:
-        hosts = [lab.add_host(), lab.add_host(mtu=1400)]
+        hosts = [lab.add_host(mtu=1450), lab.add_host(mtu=1450)]  # one MTU on a LAN, as flannel assumes
         agents = [cluster.agent(host) for host in hosts]
         subnets = [_subnet(agent) for agent in agents]
         for host, agent, subnet in zip(hosts, agents, subnets):
@@ -119,6 +119,7 @@ def test_packet_on_the_wire_is_the_inner_ip_packet(lab, agent_path, request):
         hosts = [lab.add_host(), lab.add_host()]
         agents = [cluster.agent(host) for host in hosts]
         subnets = [_subnet(agent) for agent in agents]
+        assert [_link(host)["mtu"] for host in hosts] == [1472, 1472]
         one, two = _containers(lab, hosts, subnets)
         wait_for(lambda: ping(one.ns, two.address, count=1), what="overlay up")
         capture = subprocess.Popen(["ip", "netns", "exec", hosts[1].ns, "tcpdump", "-i", "eth0", "-c", "1", "-w", "-",
