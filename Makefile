@@ -7,13 +7,14 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 AGENT_SOURCES := $(shell find plugins/module_utils/flannel -name '*.py') tools/build_agent.py
 
-.PHONY: test-reliability help venv prereqs agent lab-prereqs lab lab-nodes lab-destroy test test-python lint sanity test-lab bench-agent clean
+.PHONY: test-reliability help venv prereqs agent lab-prereqs lab lab-nodes lab-destroy test test-python lint sanity test-lab bench-agent bench-udp clean
 
 help:
 	@echo "make lab          bring up the two-node lab and provision it (prints the verify table)"
 	@echo "make test         run every test: unit, etcd, agent (namespaces), lint, sanity, molecule"
 	@echo "make agent        build build/flanneld.pyz"
 	@echo "make bench-agent  print the agent benchmarks (see BENCHMARKS.md)"
+	@echo "make bench-udp    udp backend throughput and latency, ours beside upstream's C proxy"
 	@echo "make lab-destroy  remove every container, network and image the lab made"
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
@@ -26,13 +27,14 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 
 venv: $(VENV)/.installed
 
-# Host packages for the tests (etcd for the registry/agent tests, shellcheck for sanity) and the
-# lab (docker engine).
+# Host packages for the tests (etcd for the registry/agent tests, shellcheck for sanity, tcpdump
+# and iperf3 for the udp tests and benchmark) and the lab (docker engine).
 prereqs:
 	bash lab/ensure-docker.sh
-	command -v etcd >/dev/null && command -v shellcheck >/dev/null && command -v ethtool >/dev/null || \
+	command -v etcd >/dev/null && command -v shellcheck >/dev/null && command -v ethtool >/dev/null && \
+	  command -v tcpdump >/dev/null && command -v iperf3 >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	  etcd-server etcd-client shellcheck ethtool; }
+	  etcd-server etcd-client shellcheck ethtool tcpdump iperf3; }
 
 build/flanneld.pyz: $(VENV)/.installed $(AGENT_SOURCES)
 	$(PY) tools/build_agent.py $@
@@ -75,6 +77,10 @@ test: prereqs venv lint sanity test-lab test-python
 
 bench-agent: prereqs venv agent
 	$(PY) tests/bench/bench_agent.py
+
+# udp backend: iperf3 container -> container, ours then upstream's C proxy (see BENCHMARKS.md).
+bench-udp: prereqs venv
+	$(PY) tests/agent/bench_udp.py
 
 clean:
 	rm -rf build
