@@ -14,8 +14,9 @@ import zipapp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORE = os.path.join(ROOT, "plugins", "module_utils", "flannel")
-# Import names of the agent's runtime dependencies (python-etcd needs urllib3 and dnspython).
-DEPENDENCIES = ("etcd", "netaddr", "pyroute2", "urllib3", "dns")
+# Import names of the agent's runtime dependencies (python-etcd needs urllib3 and dnspython;
+# prometheus_client serves /metrics).
+DEPENDENCIES = ("etcd", "netaddr", "pyroute2", "urllib3", "dns", "prometheus_client")
 MAIN = "import sys\nfrom flannel.cli import main\nsys.exit(main())\n"
 
 

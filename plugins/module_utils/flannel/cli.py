@@ -128,6 +128,10 @@ FLAGS = [
     Flag("healthz-ip", "0.0.0.0", "the IP address for the healthz server to listen on", check=_listen_ip),
     Flag("healthz-port", 0, "the port for the healthz server to listen on (0 disables it)",
          kind=int, check=_port),
+    Flag("metrics", True, "serve Prometheus metrics as /metrics on the healthz port (or -metrics-port); "
+                          "-metrics=false turns them off", kind=bool),
+    Flag("metrics-port", 0, "a port of its own for /metrics on -healthz-ip (0: the healthz port)",
+         kind=int, check=_port),
     Flag("reconcile-interval", 10, "seconds between checks that re-create data-plane entries "
                                    "removed behind the agent's back", kind=int, check=_positive),
     Flag("vxlan-offload", "auto", "tx checksum offload on the vxlan device: auto (on, but off on "
@@ -225,6 +229,9 @@ def parse_args(argv, environ=None):
                 values[flag.attribute] = _convert(flag, raw, True)
         else:
             values[flag.attribute] = list(flag.default) if flag.repeated else flag.default
+    if values["metrics"] and values["metrics_port"] and values["metrics_port"] == values["healthz_port"]:
+        raise UsageError("invalid value %d for -metrics-port: it is the -healthz-port; leave -metrics-port at 0 "
+                         "to serve /metrics on the healthz port" % values["metrics_port"])
     return Options(values)
 
 
@@ -275,6 +282,7 @@ def usage_text():
     lines = ["usage: flanneld [flags]  (python3 flanneld.pyz [flags])", ""]
     for flag in FLAGS:
         default = flag.default if flag.default not in ("", [], False) else None
+        default = str(default).lower() if flag.kind is bool and default else default
         lines.append("  -%s%s" % (flag.name, "" if flag.kind is bool else "=VALUE"))
         shown_default = " (default %s)" % default if default else ""
         lines.append("        %s%s  [env %s]" % (flag.help, shown_default, flag.env_name))

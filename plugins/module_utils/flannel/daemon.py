@@ -14,10 +14,10 @@ import sys
 import threading
 import time
 
-from . import missing_libraries
+from . import metrics, missing_libraries
 from .config import ConfigError, parse_network_config
 from .config_watch import ConfigWatch, config_changes, moves_lease
-from .healthz import notify_systemd, start_health_server
+from .healthz import ListenError, notify_systemd, start_endpoints
 from .lease import LEASE_TTL, LeaseAttrs, LeaseError, acquire_lease
 from .registry import (ConfigEvent, ConfigMissing, IndexCleared, RegistryAuthError, RegistryError, RegistryUnavailable,
                        make_registry)
@@ -80,6 +80,7 @@ class Agent:
         self.peers = {}
         self.index = 0
         self.renew_at = None
+        self.lease_expires_at = None  # on self.clock; None for a reservation (no TTL)
         self.reconcile_at = 0.0
         self._health = (False, "starting")
         self._stop = threading.Event()
@@ -112,6 +113,10 @@ class Agent:
         LOG.info("SIGHUP: re-listing leases and reconciling the data plane")
         self._needs_resync = True
         self.reconcile_at = 0.0
+
+    @property
+    def bad_lease_count(self):
+        return len(self._skipped)
 
     def _skip(self, key, reason):
         """A lease that fails its checks: logged once, counted, never used."""
@@ -203,12 +208,15 @@ class Agent:
         self._ensure_masquerade()
 
     def _ensure_masquerade(self):
+        """Restore the masquerade rules where missing; returns the changes."""
         if not self.options.ip_masq:
-            return
+            return []
         from .ipmasq import ensure_masquerade
 
-        for change in ensure_masquerade(self.config.network, self.lease.subnet):
+        changes = ensure_masquerade(self.config.network, self.lease.subnet)
+        for change in changes:
             LOG.info("ip-masq: %s", change)
+        return changes
 
     def _remove_masquerade(self, subnet, network=None):
         """Drop the rules naming a subnet (or Network) this host no longer holds."""
@@ -221,10 +229,11 @@ class Agent:
 
     def _schedule_renewal(self):
         if self.lease.is_reservation:
-            self.renew_at = None  # operator reservations never expire and are never renewed
+            self.renew_at = self.lease_expires_at = None  # operator reservations never expire, never renew
             return
         margin = self.options.subnet_lease_renew_margin * 60
         remaining = self.lease.ttl or self.lease_ttl
+        self.lease_expires_at = self.clock() + remaining
         # Times are etcd's remaining TTL, not wall clocks, so host clock skew cannot matter.
         wait = remaining - margin if remaining > margin else remaining / 2.0
         self.renew_at = self.clock() + wait
@@ -310,6 +319,7 @@ class Agent:
         lease = self._acquire(old_subnet)
         if lease is None:
             return
+        metrics.lease_reacquired()
         if lease.subnet != old_subnet:
             LOG.warning("lease moved from %s to %s", old_subnet, lease.subnet)
             self._remove_masquerade(old_subnet)
@@ -317,6 +327,7 @@ class Agent:
         self._resync()
 
     def _apply(self, event):
+        """Act on one lease event; True when a peer's kernel entries were (re)programmed."""
         if event.subnet == self.lease.subnet:
             if event.removed or event.lease.attrs != self.attrs:
                 what = ("was removed" if event.removed
@@ -325,12 +336,13 @@ class Agent:
             else:
                 self.lease = event.lease
                 self._schedule_renewal()
-            return
+            return False
         if event.removed:
             if self.peers.pop(event.subnet, None) is not None:
                 LOG.info("peer removed: %s", event.subnet)
                 self._log_changes(self.backend.remove_peer(event.subnet))
-            return
+                return True
+            return False
         known = self.peers.get(event.subnet)
         self.peers[event.subnet] = event.lease
         if known is None:
@@ -338,8 +350,9 @@ class Agent:
         elif known.attrs != event.lease.attrs:
             LOG.info("peer changed: %s now %s", event.subnet, event.lease.attrs)
         else:
-            return  # a renewal: nothing to program
+            return False  # a renewal: nothing to program
         self._log_changes(self.backend.add_peer(event.lease))
+        return True
 
     @staticmethod
     def _log_changes(changes):
@@ -359,16 +372,20 @@ class Agent:
             return
         self.lease = renewed
         self._schedule_renewal()
+        metrics.lease_renewed()
         LOG.info("renewed lease %s", renewed.subnet)
 
     def _reconcile(self):
-        for change in self.backend.sync(self.peers):
+        repairs = self.backend.sync(self.peers)
+        for change in repairs:
             LOG.warning("reconcile repaired: %s", change)
+        metrics.repaired(repairs)
         content = render_subnet_env(self.config.network, self.lease.subnet, self.backend_info["mtu"],
                                     self.options.ip_masq)
         if write_subnet_env(self.options.subnet_file, content):
             LOG.warning("reconcile repaired: rewrote %s", self.options.subnet_file)
-        self._ensure_masquerade()
+            metrics.repaired([self.options.subnet_file], "subnet_env")
+        metrics.repaired(self._ensure_masquerade(), "masquerade")
         self.reconcile_at = self.clock() + self.options.reconcile_interval
         duplicate = self._claim_public_ip()  # last: the data plane is repaired even without etcd
         if duplicate:
@@ -399,13 +416,16 @@ class Agent:
                                                                      with_config=True)
         finally:
             self._in_watch = False
+        received = time.monotonic()
         if skipped:
             self._skip(*skipped)
+        metrics.watch_event(events, skipped)
         for event in events:
             if isinstance(event, ConfigEvent):
                 self._on_config_text(event.text)
             else:
-                self._apply(event)
+                if self._apply(event):
+                    metrics.peer_programmed(received)
         if self._health[0] and (skipped or events):
             self._report_healthy()
 
@@ -551,15 +571,11 @@ class Agent:
         status = self._choose_interface()
         if status is not None:
             return status
-        server = None
-        if self.options.healthz_port:
-            try:
-                server = start_health_server(self.options.healthz_ip, self.options.healthz_port, self.health)
-            except OSError as err:
-                where = "%s:%d" % (self.options.healthz_ip, self.options.healthz_port)
-                sys.stderr.write("flanneld: invalid value for flag -healthz-ip/-healthz-port: cannot listen on "
-                                 "%s: %s\n" % (where, err.strerror or err))
-                return 2
+        try:
+            servers = start_endpoints(self.options, self.health, lambda: metrics.enable(self))
+        except ListenError as err:
+            sys.stderr.write("flanneld: %s\n" % err)
+            return 2
         try:
             status = self.start()
             if status is not None:
@@ -570,7 +586,7 @@ class Agent:
             return 0
         finally:
             LOG.info("exiting; the data plane is left in place")
-            if server is not None:
+            for server in servers:
                 server.shutdown()
             if self.backend is not None:
                 self.backend.close()

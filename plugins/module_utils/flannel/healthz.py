@@ -1,4 +1,4 @@
-"""The agent's /healthz endpoint and systemd readiness notification."""
+"""The agent's /healthz and /metrics endpoints and systemd readiness notification."""
 
 import os
 import socket
@@ -19,35 +19,78 @@ class _Server(ThreadingMixIn, HTTPServer):
         self.server_name, self.server_port = self.server_address[:2]
 
 
-def start_health_server(address, port, health):
+def _health_page(health):
+    def page():
+        ok, reason = health()
+        text = ("flanneld is running: %s\n" if ok else "unhealthy: %s\n") % reason
+        return 200 if ok else 503, "text/plain; charset=utf-8", text.encode("utf-8")
+    return page
+
+
+def start_health_server(address, port, health, pages=None):
     """Serve GET /healthz on a daemon thread: 200 with the status when health() says ok, else 503.
 
-    `health` returns (ok, reason). Returns the server; call .shutdown() to stop it.
+    `health` returns (ok, reason); None serves no /healthz. `pages` adds paths: {path: page},
+    where page() returns (status, content type, body bytes). Returns the server; call
+    .shutdown() to stop it.
     """
+    pages = dict(pages or {})
+    if health is not None:
+        pages["/healthz"] = _health_page(health)
+    known = " or ".join(sorted(pages))
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - the name http.server dispatches to
-            if self.path.split("?")[0] != "/healthz":
-                self._reply(404, "not found: try /healthz\n")
+            page = pages.get(self.path.split("?")[0])
+            if page is None:
+                self._reply(404, "text/plain; charset=utf-8", ("not found: try %s\n" % known).encode("utf-8"))
                 return
-            ok, reason = health()
-            self._reply(200 if ok else 503, ("flanneld is running: %s\n" if ok else "unhealthy: %s\n") % reason)
+            self._reply(*page())
 
-        def _reply(self, status, text):
-            body = text.encode("utf-8")
+        def _reply(self, status, content_type, body):
             self.send_response(status)
-            self.send_header("Content-Type", "text/plain; charset=utf-8")
+            self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
 
         def log_message(self, *args):
-            pass  # health probes would flood the agent's log
+            pass  # health probes and scrapes would flood the agent's log
 
     server = _Server((address, port), Handler)
     thread = threading.Thread(target=server.serve_forever, name="healthz", daemon=True)
     thread.start()
     return server
+
+
+class ListenError(Exception):
+    """A /healthz or /metrics listener cannot start: the flags and the reason, in one line."""
+
+
+def start_endpoints(options, health, enable_metrics):
+    """The agent's listeners: /healthz on -healthz-port, and /metrics (unless -metrics=false) there
+    too, or on -metrics-port when that is set. `enable_metrics()` returns the /metrics page.
+    Returns the servers; ListenError when one cannot listen (stopping those already started)."""
+    serve_metrics = options.metrics and (options.healthz_port or options.metrics_port)
+    metrics_page = enable_metrics() if serve_metrics else None
+    listeners = []
+    if options.healthz_port:
+        shared = metrics_page is not None and not options.metrics_port
+        listeners.append(("-healthz-ip/-healthz-port", options.healthz_port, health,
+                          {"/metrics": metrics_page} if shared else {}))
+    if metrics_page is not None and options.metrics_port:
+        listeners.append(("-healthz-ip/-metrics-port", options.metrics_port, None, {"/metrics": metrics_page}))
+    servers = []
+    for flags, port, page_health, pages in listeners:
+        try:
+            servers.append(start_health_server(options.healthz_ip, port, page_health, pages))
+        except OSError as err:
+            for server in servers:
+                server.shutdown()
+                server.server_close()
+            raise ListenError("invalid value for flag %s: cannot listen on %s:%d: %s"
+                              % (flags, options.healthz_ip, port, err.strerror or err))
+    return servers
 
 
 def notify_systemd(state="READY=1"):

@@ -15,6 +15,7 @@ try:
 except ImportError:  # reported by the caller through missing_libraries()
     etcd = None
 
+from . import metrics
 from .lease import Lease, LeaseAttrs, is_leasable_key, lease_problem, parse_subnet_key, subnet_key
 
 DEFAULT_PREFIX = "/coreos.com/network"
@@ -43,6 +44,12 @@ class ConfigMissing(RegistryError):
 
 class IndexCleared(RegistryError):
     """The watch fell behind etcd's event history (or the subnets dir went away): re-list."""
+
+
+def counted(operation):
+    """Count calls of a registry operation, and those that failed (etcd unreachable, refusing us, or
+    answering an error), in the agent's metrics. Answers about keys are not failures."""
+    return metrics.etcd_operation(operation, RegistryError, (ConfigMissing, IndexCleared))
 
 
 class LeaseListing:
@@ -189,6 +196,7 @@ class EtcdRegistry:
 
     # ---- network config -------------------------------------------------------------------
 
+    @counted("get_config")
     def get_config(self):
         """The raw config text; ConfigMissing when the key does not exist."""
         try:
@@ -197,6 +205,7 @@ class EtcdRegistry:
             raise ConfigMissing("%s does not exist in etcd (written with the v3 API? flannel reads v2)"
                                 % self.config_key)
 
+    @counted("put_config")
     def put_config(self, text):
         self._call(lambda c: c.write(self.config_key, text))
 
@@ -213,6 +222,7 @@ class EtcdRegistry:
             raise ValueError(problem)
         return lease
 
+    @counted("list_leases")
     def list_leases(self, config=None):
         """Every lease under subnets/, checked (against `config` when given)."""
         try:
@@ -230,6 +240,7 @@ class EtcdRegistry:
                 skipped.append((node.key, str(err)))
         return LeaseListing(leases, result.etcd_index, skipped, taken)
 
+    @counted("get_lease")
     def get_lease(self, subnet):
         """The lease for a subnet, or None."""
         try:
@@ -237,6 +248,7 @@ class EtcdRegistry:
         except etcd.EtcdKeyNotFound:
             return None
 
+    @counted("create_lease")
     def create_lease(self, subnet, attrs, ttl):
         """Create a lease only if the key is free; None when another host got there first."""
         try:
@@ -246,6 +258,7 @@ class EtcdRegistry:
             return None
         return self._lease_from_node(node)
 
+    @counted("update_lease")
     def update_lease(self, lease, attrs, ttl):
         """Rewrite a lease if it is unchanged since it was read; None when it changed or vanished.
 
@@ -262,6 +275,7 @@ class EtcdRegistry:
             return None
         return self._lease_from_node(node)
 
+    @counted("delete_lease")
     def delete_lease(self, lease):
         """Delete a lease if it is unchanged since it was read; False when it changed or vanished."""
         try:
@@ -275,6 +289,7 @@ class EtcdRegistry:
     def host_claim_key(self, public_ip):
         return "%s/netlab-hosts/%s" % (self.prefix, public_ip)
 
+    @counted("claim_public_ip")
     def claim_public_ip(self, public_ip, host_id, ttl):
         """Hold <prefix>/netlab-hosts/<ip> for `host_id` for `ttl` s; refresh it when already ours.
 
@@ -305,6 +320,7 @@ class EtcdRegistry:
                 continue
         raise RegistryError("could not claim %s: it changed three times in a row" % key)
 
+    @counted("watch_leases")
     def watch_leases(self, after_index, timeout, config=None, with_config=False):
         """Wait up to `timeout` s for the next change after `after_index`.
 

@@ -24,7 +24,7 @@ except ImportError:  # reported by the caller through missing_libraries()
 from .lease import Lease, LeaseAttrs, is_leasable_key, lease_problem, parse_subnet_key
 from .registry import (DEFAULT_ENDPOINTS, DEFAULT_PREFIX, ConfigEvent, ConfigMissing, EtcdRegistry, IndexCleared,
                        LeaseEvent, LeaseListing, RegistryAuthError, RegistryError, RegistryUnavailable, _root_cause,
-                       parse_endpoints)
+                       counted, parse_endpoints)
 
 # gRPC status codes the gateway returns (google.golang.org/grpc/codes).
 _INVALID_ARGUMENT, _DEADLINE, _NOT_FOUND, _PERMISSION, _OUT_OF_RANGE, _UNAVAILABLE, _UNAUTHENTICATED = (
@@ -337,6 +337,7 @@ class EtcdV3Registry:
 
     # ---- network config -------------------------------------------------------------------
 
+    @counted("get_config")
     def get_config(self):
         """The raw config text; ConfigMissing when the key does not exist."""
         kvs = self._range(self.config_key)[0]
@@ -345,6 +346,7 @@ class EtcdV3Registry:
                                 "reads v3)" % self.config_key)
         return _unb64(kvs[0].get("value"))
 
+    @counted("put_config")
     def put_config(self, text):
         self._put(self.config_key, text)
 
@@ -360,6 +362,7 @@ class EtcdV3Registry:
             raise ValueError(problem)
         return lease
 
+    @counted("list_leases")
     def list_leases(self, config=None):
         """Every lease under subnets/, checked (against `config` when given)."""
         kvs, revision = self._range(self.subnets_key + "/", prefix=True)
@@ -373,11 +376,13 @@ class EtcdV3Registry:
                 skipped.append((key, str(err)))
         return LeaseListing(leases, revision, skipped, taken)
 
+    @counted("get_lease")
     def get_lease(self, subnet):
         """The lease for a subnet, or None."""
         kvs = self._range(self.lease_key(subnet))[0]
         return self._lease_from_kv(kvs[0]) if kvs else None
 
+    @counted("create_lease")
     def create_lease(self, subnet, attrs, ttl):
         """Create a lease only if the key is free; None when another host got there first."""
         key = self.lease_key(subnet)
@@ -391,6 +396,7 @@ class EtcdV3Registry:
             return None
         return V3Lease(subnet, attrs, etcd_lease, revision, self, ttl=ttl or None)
 
+    @counted("update_lease")
     def update_lease(self, lease, attrs, ttl):
         """Rewrite a lease if it is unchanged since it was read; None when it changed or vanished.
 
@@ -416,6 +422,7 @@ class EtcdV3Registry:
             self._revoke(etcd_lease)  # it held only this key, which now has the new lease
         return V3Lease(lease.subnet, attrs, new_lease, revision, self, ttl=ttl or None)
 
+    @counted("delete_lease")
     def delete_lease(self, lease):
         """Delete a lease if it is unchanged since it was read; False when it changed or vanished."""
         key = self.lease_key(lease.subnet)
@@ -427,6 +434,7 @@ class EtcdV3Registry:
 
     # ---- public IP claims (ours; flannel ignores keys outside config and subnets) ---------
 
+    @counted("claim_public_ip")
     def claim_public_ip(self, public_ip, host_id, ttl):
         """Hold <prefix>/netlab-hosts/<ip> for `host_id` for `ttl` s; keep it alive when already ours.
 
@@ -484,6 +492,7 @@ class EtcdV3Registry:
             self._watch.close()
             self._watch = None
 
+    @counted("watch_leases")
     def watch_leases(self, after_index, timeout, config=None, with_config=False):
         """Wait up to `timeout` s for the next change after revision `after_index`.
 
