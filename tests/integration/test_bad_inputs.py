@@ -5,16 +5,16 @@ arguments, agent flags): each rejected with a message naming the key and the rul
 unchanged afterwards (checked, not assumed)."
 
 Network config JSON and agent flags are covered where they are parsed, by reference:
-  * tests/unit/agent/test_config.py::test_each_rule_names_its_key: 31 bad network configs
-    (not JSON, not an object, Network missing/not a CIDR/too small, SubnetLen, SubnetMin/Max out of
-    range or off boundary, udp/unknown backend, VNI, Port, GBP, DirectRouting, ...), each naming
-    the key and the rule; the action plugin reuses that parser (cases R1-R3, M1-M2 below show it
-    end to end);
+  * tests/unit/agent/test_config.py: 82 bad network configs (not JSON, not an object, too big,
+    too deep, unknown or repeated keys, Network missing/not a CIDR/host bits/whitespace/not
+    unicast/too small, SubnetLen, SubnetMin/Max out of range or off boundary, udp/unknown backend,
+    VNI, Port, GBP, DirectRouting, ...), each naming the key and the rule; the action plugin
+    reuses that parser (cases R1-R4, R36-R48, M1-M2, M14-M18 below show it end to end);
   * tests/unit/agent/test_cli.py::test_usage_errors_name_the_flag (9 cases: an unknown flag, a
     missing value, a stray argument and 6 bad values of 4 flags) and
     test_bad_environment_value_names_the_variable (1): the agent exits 2 naming the flag.
 
-This file adds 48 cases run through ansible-playbook:
+This file adds 66 cases run through ansible-playbook:
 
 Role variables, against the lab (docker-node1 and docker-node2; site.yml or one role on docker-node1):
   id   run        input                                              message names          rule
@@ -23,7 +23,7 @@ Role variables, against the lab (docker-node1 and docker-node2; site.yml or one 
   R3   site.yml   network_config_flannel.Backend.Type udp2           network_config_flannel.Backend.Type  unknown backend type
   R4   site.yml   network_config_flannel.SubnetLen "20"              network_config_flannel.SubnetLen  must be an integer
   R5   site.yml   flanneld_iface [eth9]                              flanneld_iface         not an interface of the host
-  R6   network_config  network_config_flannel "10.0.0.0/8" (a str)   network_config_flannel  convert to dict
+  R6   network_config  network_config_flannel "10.0.0.0/8" (a str)   network_config_flannel  JSON object ... got the text
   R7   network_config  network_config_etcd_client_port "abc"         network_config_etcd_client_port  convert to int
   R8   network_config  network_config_etcd_group nosuchgroup         network_config_etcd_group  has no hosts
   R9   network_config  network_config_etcd_endpoints "x" (a dict)    network_config_etcd_endpoints  convert to list
@@ -53,6 +53,19 @@ Role variables, against the lab (docker-node1 and docker-node2; site.yml or one 
   R33  flanneld   flanneld_subnet_lease_renew_margin 0               flanneld_subnet_lease_renew_margin  between 1 and 1439
   R34  flanneld   flanneld_healthz_port 70000                        flanneld_healthz_port  between 0 (off) and 65535
   R35  flanneld   flanneld_reconcile_interval 0                      flanneld_reconcile_interval  above 0 seconds
+  R36  site.yml   network_config_flannel.Netwrok beside Network      network_config_flannel.Netwrok  unknown key, did you mean "Network"?
+  R37  site.yml   network_config_flannel.Backend.VNl 100             network_config_flannel.Backend.VNl  unknown key, did you mean "VNI"?
+  R38  site.yml   network_config_flannel.Network "10.1.2.3/8"        network_config_flannel.Network  host bits set
+  R39  site.yml   network_config_flannel.Network "10.0.0.0/8 "       network_config_flannel.Network  surrounding whitespace
+  R40  site.yml   network_config_flannel.Network "0.0.0.0/0"         network_config_flannel.Network  the whole address space
+  R41  site.yml   network_config_flannel.Network "127.0.0.0/8"       network_config_flannel.Network  loopback
+  R42  site.yml   network_config_flannel.Network "224.0.0.0/4"       network_config_flannel.Network  multicast
+  R43  site.yml   network_config_flannel.Network "169.254.0.0/16"    network_config_flannel.Network  link-local
+  R44  site.yml   network_config_flannel.Network "192.168.0.0/16"    network_config_flannel.Network  contains docker-node1's address
+  R45  site.yml   network_config_flannel: 10,000 nested lists (text) network_config_flannel  more than 8 levels deep
+  R46  site.yml   network_config_flannel of 4 MiB (-e @file)         network_config_flannel  above the limit of 65536 bytes
+  R47  site.yml   network_config_flannel ["10.0.0.0/8"] (a list)     network_config_flannel  JSON object ... got a list
+  R48  site.yml   network_config_flannel.Backend.Type ""             network_config_flannel.Backend.Type  unknown backend type: ""
 
 Module arguments, on the controller (connection local) against the tests' own etcd (seeded with a
 config and a lease):
@@ -69,6 +82,11 @@ config and a lease):
   M11  overlay_info    peers "x"                                     peers                  dict
   M12  overlay_info    bogus: 1                                      bogus                  Unsupported parameters
   M13  overlay_info    neither vni nor device                        vni, device            one of them is required
+  M14  network_config  config: 10,000 nested objects (text)          config                 more than 8 levels deep
+  M15  network_config  config: 4 MiB                                 config                 above the limit of 65536 bytes
+  M16  network_config  config ["10.0.0.0/8"] (a list)                config                 JSON object ... got a list
+  M17  network_config  config.Netwrok beside Network                 Netwrok                unknown key, did you mean "Network"?
+  M18  network_config  host_addresses {node9: 10.20.0.5}             Network                contains node9's address
 
 Each case fails (rc != 0), its output contains every expected fragment, and a snapshot taken
 before equals one taken after: on the lab the etcd keyspace under /coreos.com/network (v2 API,
@@ -121,7 +139,8 @@ ROLE_CASES = [
     ("R5", "site", {"flanneld_iface": ["eth9"]},
      ["flanneld_iface: none of eth9 is an interface name or IPv4 address of this host"]),
     ("R6", "network_config", {"network_config_flannel": "10.0.0.0/8"},
-     ["network_config_flannel", "unable to convert to dict"]),
+     ['network_config_flannel: must be a JSON object (a dictionary) or JSON text of one, got the text '
+      '\\"10.0.0.0/8\\"']),
     ("R7", "network_config", {"network_config_etcd_client_port": "abc"},
      ["network_config_etcd_client_port", "unable to convert to int"]),
     ("R8", "network_config", {"network_config_etcd_group": "nosuchgroup"},
@@ -180,6 +199,35 @@ ROLE_CASES = [
      ["flanneld_healthz_port: must be between 0 (off) and 65535"]),
     ("R35", "flanneld", {"flanneld_reconcile_interval": 0},
      ["flanneld_reconcile_interval: must be above 0 seconds"]),
+    ("R36", "site", {"network_config_flannel": config_with(Netwrok="10.0.0.0/8")},
+     ['network_config_flannel.Netwrok: unknown key (did you mean \\"Network\\"?']),
+    ("R37", "site", {"network_config_flannel": backend(VNl=100)},
+     ['network_config_flannel.Backend.VNl: unknown key (did you mean \\"VNI\\"?']),
+    ("R38", "site", {"network_config_flannel": config_with(Network="10.1.2.3/8")},
+     ["network_config_flannel.Network: 10.1.2.3/8 has host bits set: must be a network address, such as "
+      "10.0.0.0/8"]),
+    ("R39", "site", {"network_config_flannel": config_with(Network="10.0.0.0/8 ")},
+     ["network_config_flannel.Network: must not have surrounding whitespace"]),
+    ("R40", "site", {"network_config_flannel": {"Network": "0.0.0.0/0", "Backend": {"Type": "vxlan"}}},
+     ["network_config_flannel.Network: 0.0.0.0/0 is the whole address space"]),
+    ("R41", "site", {"network_config_flannel": {"Network": "127.0.0.0/8", "Backend": {"Type": "vxlan"}}},
+     ["network_config_flannel.Network: 127.0.0.0/8 overlaps the loopback range 127.0.0.0/8"]),
+    ("R42", "site", {"network_config_flannel": {"Network": "224.0.0.0/4", "Backend": {"Type": "vxlan"}}},
+     ["network_config_flannel.Network: 224.0.0.0/4 overlaps the multicast range 224.0.0.0/4"]),
+    ("R43", "site", {"network_config_flannel": {"Network": "169.254.0.0/16", "Backend": {"Type": "vxlan"}}},
+     ["network_config_flannel.Network: 169.254.0.0/16 overlaps the link-local range 169.254.0.0/16"]),
+    ("R44", "site", {"network_config_flannel": {"Network": "192.168.0.0/16", "Backend": {"Type": "vxlan"}}},
+     ["network_config_flannel.Network: 192.168.0.0/16 contains the address 192.168.205.10 of host docker-node1: "
+      "the overlay must not cover the hosts' own network"]),
+    ("R45", "site", {"network_config_flannel": "[" * 10000 + "]" * 10000},
+     ["network_config_flannel: nests objects and lists more than 8 levels deep"]),
+    ("R46", "site", {"network_config_flannel": backend(Padding="x" * (4 << 20))},
+     ["network_config_flannel: is %d bytes of JSON, above the limit of 65536 bytes"
+      % len(json.dumps(backend(Padding="x" * (4 << 20)), separators=(",", ":")))]),
+    ("R47", "site", {"network_config_flannel": ["10.0.0.0/8"]},
+     ["network_config_flannel: must be a JSON object (a dictionary) or JSON text of one, got a list"]),
+    ("R48", "site", {"network_config_flannel": backend(Type="")},
+     ['network_config_flannel.Backend.Type: unknown backend type: \\"\\"; use one of: vxlan, host-gw']),
 ]
 
 
@@ -187,16 +235,21 @@ ROLE_PARAMS = [pytest.param(*case, id=case[0]) for case in ROLE_CASES]
 
 
 @pytest.mark.parametrize("case_id, target, extra_vars, fragments", ROLE_PARAMS)
-def test_bad_role_variable_is_rejected_and_changes_nothing(lab, case_id, target, extra_vars, fragments):
+def test_bad_role_variable_is_rejected_and_changes_nothing(lab, tmp_path, case_id, target, extra_vars, fragments):
     if target == "site":
         playbook, variables = SITE, dict(extra_vars)
     else:
         playbook = ROLE
         variables = dict(extra_vars, integration_role=target, integration_hosts="docker-node1")
+    # A command-line argument holds at most 128 KiB: larger extra vars go through a file.
+    options = []
+    if len(json.dumps(variables)) > 100000:
+        (tmp_path / "vars.json").write_text(json.dumps(variables))
+        options, variables = ["-e", "@%s" % (tmp_path / "vars.json")], None
     with lab():
         ensure_lab()
         before = lab_snapshot()
-        rc, output = ansible_playbook([playbook], extra_vars=variables, inventories=lab_inventories())
+        rc, output = ansible_playbook(options + [playbook], extra_vars=variables, inventories=lab_inventories())
         after = lab_snapshot()
     assert rc != 0, "%s: %s was accepted:\n%s" % (case_id, extra_vars, output[-3000:])
     for fragment in fragments:
@@ -250,6 +303,18 @@ MODULE_CASES = [
     ("M11", "overlay_info", {"vni": 100, "peers": "x"}, ["peers", "dict"]),
     ("M12", "overlay_info", {"vni": 100, "bogus": 1}, ["Unsupported parameters", "bogus"]),
     ("M13", "overlay_info", {"subnet_file": "/run/flannel/subnet.env"}, ["one of the following is required: vni, device"]),
+    ("M14", "network_config", {"config": '{"Network": "10.0.0.0/8", "Backend": ' + '{"x":' * 10000 + "1"
+                                         + "}" * 10001},
+     ["config: nests objects and lists more than 8 levels deep"]),
+    ("M15", "network_config", {"config": backend(Padding="x" * (4 << 20))},
+     ["config: is %d bytes of JSON, above the limit of 65536 bytes"
+      % len(json.dumps(backend(Padding="x" * (4 << 20)), separators=(",", ":")))]),
+    ("M16", "network_config", {"config": ["10.0.0.0/8"]},
+     ["config: must be a JSON object (a dictionary) or JSON text of one, got a list"]),
+    ("M17", "network_config", {"config": config_with(Netwrok="10.0.0.0/8")},
+     ['Netwrok: unknown key (did you mean \\"Network\\"?']),
+    ("M18", "network_config", {"config": LAB_CONFIG, "host_addresses": {"node9": "10.20.0.5"}},
+     ["Network: 10.0.0.0/8 contains the address 10.20.0.5 of host node9"]),
 ]
 
 
