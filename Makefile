@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 AGENT_SOURCES := $(shell find plugins/module_utils/flannel -name '*.py') tools/build_agent.py
 
-.PHONY: test-reliability help venv prereqs agent lab-prereqs lab lab-nodes lab-destroy test test-python lint sanity test-lab bench-agent bench-udp clean
+.PHONY: test-reliability help venv prereqs agent lab-prereqs lab lab-nodes lab-destroy test test-python lint sanity test-lab bench-agent bench-udp bench-memory clean
 
 help:
 	@echo "make lab          bring up the two-node lab and provision it (prints the verify table)"
@@ -79,6 +79,10 @@ test: prereqs venv lint sanity test-lab test-python
 
 bench-agent: prereqs venv agent
 	$(PY) tests/bench/bench_agent.py
+
+# The agent's resident memory: per import step, and per flannel.slim step idle and with 100 peers.
+bench-memory: prereqs venv
+	$(PY) tests/bench/bench_memory.py
 
 # udp backend: iperf3 container -> container, ours then upstream's C proxy (see BENCHMARKS.md).
 bench-udp: prereqs venv

@@ -17,7 +17,8 @@ CORE = os.path.join(ROOT, "plugins", "module_utils", "flannel")
 # Import names of the agent's runtime dependencies (python-etcd needs urllib3 and dnspython;
 # prometheus_client serves /metrics).
 DEPENDENCIES = ("etcd", "netaddr", "pyroute2", "urllib3", "dns", "prometheus_client")
-MAIN = "import sys\nfrom flannel.cli import main\nsys.exit(main())\n"
+# The narrower import path (flannel/slim.py) first, before any library is imported.
+MAIN = "import sys\nimport flannel.slim\nflannel.slim.apply()\nfrom flannel.cli import main\nsys.exit(main())\n"
 
 
 def _package_dir(name):

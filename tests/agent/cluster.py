@@ -79,7 +79,7 @@ class AgentProcess:
         self.process = None
 
     def start(self):
-        program = [sys.executable, self.cluster.agent_path] if self.kind == "ours" else [UPSTREAM_FLANNELD]
+        program = [self.cluster.python, self.cluster.agent_path] if self.kind == "ours" else [UPSTREAM_FLANNELD]
         api = ["-etcd-api=v3"] if self.cluster.api == "v3" and self.kind == "ours" else []
         argv = ["ip", "netns", "exec", self.host.ns] + program + api + [
             "-etcd-endpoints=" + self.cluster.endpoint, "-iface=eth0", "-subnet-file=" + self.subnet_file,
@@ -138,8 +138,9 @@ class Cluster:
     """etcd in the LAN namespace plus agents on hosts; use as a context manager. With api="v3",
     etcd runs with the v2 API off and our agents get -etcd-api=v3."""
 
-    def __init__(self, lab, agent_path, config=TUTORIAL_CONFIG, name="cluster", api="v2"):
+    def __init__(self, lab, agent_path, config=TUTORIAL_CONFIG, name="cluster", api="v2", python=sys.executable):
         self.lab, self.agent_path, self.config, self.name, self.api = lab, agent_path, config, name, api
+        self.python = python  # the interpreter running our agent's zipapp
         self.workdir = tempfile.mkdtemp(prefix="netlab-cluster-")
         self.endpoint = "http://%s.1:2379" % lab.lan_prefix
         self.agents = []

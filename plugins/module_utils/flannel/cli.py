@@ -241,16 +241,10 @@ def _readable_file(options, attribute):
         raise UsageError("invalid value %r for -%s: not a readable file" % (path, attribute.replace("_", "-")))
 
 
-def check_files(options):
-    """The flags that name files, checked before anything is written anywhere: the TLS files are
-    readable, and the subnet file's directory exists (it is made if missing) and takes a new file
-    (otherwise the lease would be written to etcd first and left behind)."""
-    for attribute in ("etcd_cafile", "etcd_certfile", "etcd_keyfile"):
-        _readable_file(options, attribute)
-    if options.etcd_keyfile and not options.etcd_certfile:
-        raise UsageError("flag -etcd-keyfile needs -etcd-certfile (the certificate of that key)")
-    # Loaded once here as the TLS client will load them, so a wrong file is named now, not
-    # found as an "etcd unreachable" later.
+def _check_tls_files(options):
+    """Load the TLS files once here as the TLS client will load them, so a wrong file is named
+    now, not found as an "etcd unreachable" later. (Only when given: without TLS the agent never
+    loads OpenSSL, see slim.py.)"""
     context = ssl.create_default_context()
     try:
         if options.etcd_cafile:
@@ -264,6 +258,18 @@ def check_files(options):
     except (ssl.SSLError, ValueError) as err:
         raise UsageError("invalid value %r for -etcd-certfile/-etcd-keyfile: not a PEM certificate and its "
                          "private key (%s)" % (options.etcd_certfile, err))
+
+
+def check_files(options):
+    """The flags that name files, checked before anything is written anywhere: the TLS files are
+    readable, and the subnet file's directory exists (it is made if missing) and takes a new file
+    (otherwise the lease would be written to etcd first and left behind)."""
+    for attribute in ("etcd_cafile", "etcd_certfile", "etcd_keyfile"):
+        _readable_file(options, attribute)
+    if options.etcd_keyfile and not options.etcd_certfile:
+        raise UsageError("flag -etcd-keyfile needs -etcd-certfile (the certificate of that key)")
+    if options.etcd_cafile or options.etcd_certfile:
+        _check_tls_files(options)
     path = options.subnet_file
     directory = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
