@@ -73,7 +73,7 @@ def measure(python, kind, endpoint, count):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--etcd3gw-python", help="a python3 that can import etcd3gw")
     parser.add_argument("--count", type=int, default=500)
     args = parser.parse_args()

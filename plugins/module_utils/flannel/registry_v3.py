@@ -140,10 +140,10 @@ class _WatchStream:
     def close(self):
         self.dead = True
         try:
-            self.response.shutdown()  # wakes the reader thread blocked in recv()
-        except Exception:  # already closed
+            self.response.shutdown()  # urllib3 >= 2.3: wakes the reader thread blocked in recv()
+        except Exception:  # older urllib3, or already closed
             pass
-        self.response.release_conn()
+        self.response.close()  # never back to the pool: the connection is mid-stream
 
 
 class EtcdV3Registry:
