@@ -280,4 +280,7 @@ def test_network_config_role_without_client_certificate_fails_naming_the_endpoin
     assert run.returncode != 0, run.stdout
     assert "network_config_etcd_endpoints (%s)" % tls_etcd.endpoint in run.stdout, run.stdout
     assert TLS_REFUSAL.search(run.stdout)
+    # The former name still reaches the plugin, with a deprecation message naming the new one.
+    assert re.search(r"\[DEPRECATED\] network_config_etcd_ca_file is deprecated .*? use\s+network_config_etcd_cafile",
+                     run.stdout, re.DOTALL), run.stdout
     assert PASSWORD not in run.stdout
