@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export ANSIBLE_CONFIG := $(CURDIR)/ansible.cfg
 AGENT_SOURCES := $(shell find plugins/module_utils/flannel -name '*.py') tools/build_agent.py
 
-.PHONY: test-reliability help venv prereqs agent lab-prereqs lab lab-nodes lab-destroy test test-python lint sanity test-lab bench-agent bench-udp bench-memory clean
+.PHONY: perf test-reliability help venv prereqs agent lab-prereqs lab lab-nodes lab-destroy test test-python lint sanity test-lab bench-agent bench-udp bench-memory clean
 
 help:
 	@echo "make lab          bring up the two-node lab and provision it (prints the verify table)"
@@ -15,6 +15,7 @@ help:
 	@echo "make agent        build build/flanneld.pyz"
 	@echo "make bench-agent  print the agent benchmarks (see BENCHMARKS.md)"
 	@echo "make bench-udp    udp backend throughput and latency, ours beside upstream's C proxy"
+	@echo "make perf         the overlay's performance test on the lab (playbooks/perf.yml, build/perf/)"
 	@echo "make lab-destroy  remove every container, network and image the lab made"
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
@@ -76,6 +77,14 @@ test-lab: lab-nodes agent
 
 # Pytest runs last so that its summary closes the output.
 test: prereqs venv lint sanity test-lab test-python
+
+# The overlay's performance test on the lab (playbooks/perf.yml): every backend with our agent
+# and upstream flanneld's, at the lab's MTU and at 9000; the lab's own config is back at the end.
+# PERF_ARGS adds ansible-playbook arguments, e.g. PERF_ARGS='-e perf_seconds=10'.
+PERF_MTUS ?= 1500, 9000
+perf: lab-prereqs venv agent
+	flock /tmp/netlab-lab.lock bash -c 'bash lab/nodes.sh up && \
+	  ansible-playbook playbooks/perf.yml -i inventories/lab -e "{\"perf_mtus\": [$(PERF_MTUS)]}" $(PERF_ARGS)'
 
 bench-agent: prereqs venv agent
 	$(PY) tests/bench/bench_agent.py

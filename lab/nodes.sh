@@ -5,7 +5,10 @@
 #   nodes.sh down     remove the nodes and the network
 #   nodes.sh destroy  down, then remove the node image too (make lab-destroy)
 #   nodes.sh status   show the nodes
-# Nodes and addresses come from inventories/lab (hosts with netlab_lab_address), or $NETLAB_INVENTORY.
+#   nodes.sh mtu N    set the lab network's MTU to N on the running lab (the bridge and both ends of
+#                     every node's link); prints a line only when it changes
+# Nodes and addresses come from inventories/lab (hosts with netlab_lab_address), or $NETLAB_INVENTORY;
+# the network's MTU from its netlab_lab_mtu (default 1500), which `up` applies.
 set -euo pipefail
 # shellcheck source=lab/common.sh source-path=SCRIPTDIR/..
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -22,12 +25,24 @@ for name in sorted(hostvars):
         print(name, hostvars[name]["netlab_lab_address"])'
 }
 
+# The lab's MTU: netlab_lab_mtu of the inventory's first node (default 1500).
+inventory_mtu() {
+  local inv=ansible-inventory
+  [ -x "$REPO_DIR/.venv/bin/ansible-inventory" ] && inv="$REPO_DIR/.venv/bin/ansible-inventory"
+  (cd "$REPO_DIR" && "$inv" -i "$LAB_INVENTORY" --list) | python3 -c '
+import json, sys
+hostvars = json.load(sys.stdin)["_meta"]["hostvars"]
+nodes = [name for name in sorted(hostvars) if hostvars[name].get("netlab_lab_address")]
+print(hostvars[nodes[0]].get("netlab_lab_mtu", 1500) if nodes else 1500)'
+}
+
 ensure_network() {
   local subnet
   if subnet=$(docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' "$LAB_NETWORK" 2>/dev/null); then
     [ "$subnet" = "$LAB_SUBNET" ] || { echo "nodes: network $LAB_NETWORK has subnet $subnet, want $LAB_SUBNET" >&2; exit 1; }
   else
-    docker network create --subnet "$LAB_SUBNET" --label "$LABEL" "$LAB_NETWORK" >/dev/null
+    docker network create --subnet "$LAB_SUBNET" --label "$LABEL" \
+      --opt com.docker.network.driver.mtu="$(inventory_mtu)" "$LAB_NETWORK" >/dev/null
     echo "nodes: created network $LAB_NETWORK ($LAB_SUBNET)"
   fi
 }
@@ -83,6 +98,33 @@ up() {
     esac
   done <<<"$nodes"
   while read -r name addr; do wait_node "$name" "$addr"; done <<<"$nodes"
+  set_mtu "$(inventory_mtu)"
+}
+
+# The MTU of the lab network, set live: each node's interface on it and its host-side veth peer,
+# then the bridge. Agents pick the new MTU up (FLANNEL_MTU) when they next start.
+set_mtu() {  # mtu
+  local mtu=$1 id bridge current name addr pid dev peer host_dev
+  if ! [[ $mtu =~ ^[0-9]+$ ]] || ((mtu < 1280 || mtu > 65535)); then
+    echo "nodes: MTU must be a number from 1280 to 65535, got '$mtu'" >&2
+    exit 2
+  fi
+  id=$(docker network inspect -f '{{.Id}}' "$LAB_NETWORK" 2>/dev/null) \
+    || { echo "nodes: no docker network $LAB_NETWORK: run nodes.sh up first" >&2; exit 1; }
+  bridge=br-${id:0:12}
+  current=$(cat "/sys/class/net/$bridge/mtu")
+  while read -r name addr; do
+    [ -n "$name" ] || continue
+    pid=$(docker inspect -f '{{.State.Pid}}' "$name")
+    dev=$(nsenter -t "$pid" -n ip -o -4 addr show to "${addr%/*}" | awk '{print $2; exit}')
+    peer=$(nsenter -t "$pid" -n ip -o link show dev "$dev" | sed -n 's/^[0-9]*: [^@]*@if\([0-9]*\):.*/\1/p')
+    host_dev=$(ip -o link show | awk -F': ' -v peer="$peer" '$1 == peer {sub(/@.*/, "", $2); print $2}')
+    [ -n "$host_dev" ] || { echo "nodes: no host-side link of $name's $dev on $bridge" >&2; exit 1; }
+    ip link set dev "$host_dev" mtu "$mtu"
+    nsenter -t "$pid" -n ip link set dev "$dev" mtu "$mtu"
+  done < <(docker network inspect -f '{{range .Containers}}{{.Name}} {{.IPv4Address}}{{println}}{{end}}' "$LAB_NETWORK")
+  ip link set dev "$bridge" mtu "$mtu"
+  [ "$current" = "$mtu" ] || echo "nodes: lab network $LAB_NETWORK MTU $mtu (was $current)"
 }
 
 down() {
@@ -107,6 +149,7 @@ case ${1:-} in
       docker image rm -f "$NODE_IMAGE" >/dev/null
       echo "nodes: removed image $NODE_IMAGE"
     fi ;;
+  mtu) set_mtu "${2:-$(inventory_mtu)}" ;;
   status) docker ps -a --filter "label=$LABEL" --format 'table {{.Names}}\t{{.Status}}\t{{.Image}}' ;;
-  *) echo "usage: $0 up|down|destroy|status" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|destroy|status|mtu [N]" >&2; exit 2 ;;
 esac

@@ -1,0 +1,205 @@
+"""The table and chart of playbooks/perf.yml, from its raw figures (perf.json).
+
+  python3 perf_report.py PERF_JSON
+
+Prints the table and writes table.txt, perf.png (when matplotlib is importable) and
+summary.json beside PERF_JSON. Each throughput and latency figure is also given as a ratio to
+the underlay path measured in the same case (same bring-up, minutes apart), and our agent's
+figures as a ratio to upstream flanneld's where the same backend and MTU ran with both.
+Exit status 3 (after writing everything) when a path carried no traffic or a case failed.
+"""
+
+import json
+import os
+import sys
+
+PATHS = ("underlay", "overlay host", "overlay container")
+
+
+def summarize(case):
+    """One row per path: Gbit/s and CPU per stream count, latency."""
+    server_tests = {}
+    for server in case["server"]["servers"]:
+        server_tests[server["container"] is not None] = list(server["tests"])
+    rows = []
+    for path in case["client"]["paths"]:
+        in_container = path["container"] is not None
+        row = {"path": path["name"], "throughput": {}, "latency": path["latency"], "errors": []}
+        for test in path["throughput"]:
+            received = server_tests.get(in_container, [])
+            server = received.pop(0) if received else {}
+            row["throughput"][test["streams"]] = {
+                "gbps": test["received_bps"] / 1e9, "retransmits": test.get("retransmits"),
+                "sender_cpu": test["cpu"]["host_percent"],
+                "receiver_cpu": (server.get("cpu") or {}).get("host_percent"),
+                "machine_busy": test["cpu"]["machine_busy_percent"],
+                "machine_softirq": test["cpu"]["machine_softirq_percent"]}
+            if test.get("error"):
+                row["errors"].append("%d stream(s): %s" % (test["streams"], test["error"]))
+        if not path["latency"]["received"]:
+            row["errors"].append("ping: %s" % path["latency"]["error"])
+        rows.append(row)
+    return rows
+
+
+def ratio(value, reference):
+    return value / reference if value is not None and reference else None
+
+
+def fmt(value, spec="%.2f"):
+    return "-" if value is None else spec % value
+
+
+def build(raw):
+    cases, empty = [], []
+    for case in raw["cases"]:
+        rows = summarize(case)
+        underlay = next((row for row in rows if row["path"] == "underlay"), None)
+        for row in rows:
+            for streams, figure in row["throughput"].items():
+                figure["ratio"] = ratio(figure["gbps"], underlay["throughput"].get(streams, {}).get("gbps"))
+            row["p50_ratio"] = ratio(row["latency"]["p50_ms"], underlay["latency"]["p50_ms"])
+            if row["errors"] or any(figure["gbps"] <= 0 for figure in row["throughput"].values()):
+                empty.append("MTU %s, %s, %s: %s" % (case["mtu"], case["label"], row["path"],
+                                                     "; ".join(row["errors"]) or "0 bit/s"))
+        cases.append({"mtu": case["mtu"], "backend": case["backend"], "agent": case["agent"],
+                      "variant": case["variant"], "label": case["label"],
+                      "flannel_mtu": case["sender_info"].get("flannel_mtu"), "rows": rows,
+                      "idle_cpu": {"sender": case["client"]["idle_cpu"]["host_percent"],
+                                   "receiver": case["server"]["idle_cpu"]["host_percent"]},
+                      "cpu_source": case["client"]["cpu_source"]})
+    # Ours against upstream: the same backend, MTU and path, plain runs (no variant).
+    upstream = {(c["mtu"], c["backend"], row["path"]): row
+                for c in cases if c["agent"] == "upstream" for row in c["rows"]}
+    for case in cases:
+        if case["agent"] != "ours" or case["variant"]:
+            continue
+        for row in case["rows"]:
+            theirs = upstream.get((case["mtu"], case["backend"], row["path"]))
+            if theirs:
+                row["ours_vs_upstream"] = {
+                    streams: ratio(figure["gbps"], theirs["throughput"].get(streams, {}).get("gbps"))
+                    for streams, figure in row["throughput"].items()}
+    return cases, empty
+
+
+def table(cases):
+    streams = sorted({s for case in cases for row in case["rows"] for s in row["throughput"]})
+    has_upstream = any(case["agent"] == "upstream" for case in cases)
+    head = ["MTU", "case", "agent", "path"]
+    for count in streams:
+        head += ["%d-stream Gbit/s" % count, "x underlay", "CPU send/recv %"]
+    head += ["p50 ms", "p99 ms", "p50 x underlay"]
+    if has_upstream:
+        head += ["ours/upstream " + "/".join(str(s) for s in streams)]
+    lines = [head]
+    for case in cases:
+        for row in case["rows"]:
+            line = [str(case["mtu"]), case["backend"] + (" (%s)" % case["variant"] if case["variant"] else ""),
+                    case["agent"], row["path"]]
+            for count in streams:
+                figure = row["throughput"].get(count)
+                if figure is None:
+                    line += ["-", "-", "-"]
+                    continue
+                line += [fmt(figure["gbps"]), fmt(figure["ratio"]),
+                         "%s/%s" % (fmt(figure["sender_cpu"], "%.0f"), fmt(figure["receiver_cpu"], "%.0f"))]
+            line += [fmt(row["latency"]["p50_ms"], "%.3f"), fmt(row["latency"]["p99_ms"], "%.3f"),
+                     fmt(row["p50_ratio"])]
+            if has_upstream:
+                versus = row.get("ours_vs_upstream")
+                line += ["/".join(fmt(versus.get(s)) for s in streams) if versus else ""]
+            lines.append(line)
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    text = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
+    text.insert(1, "  ".join("-" * width for width in widths))
+    return "\n".join(text)
+
+
+def chart(cases, path):
+    """One panel per MTU: per backend (or variant) and path, a bar per stream count for our agent
+    and, beside it (hatched), for upstream's."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return "no chart: matplotlib is not installed (pip install -r requirements-test.txt)"
+    mtus = sorted({case["mtu"] for case in cases})
+    streams = sorted({s for case in cases for row in case["rows"] for s in row["throughput"]})
+    agents = [agent for agent in ("ours", "upstream") if any(case["agent"] == agent for case in cases)]
+    series = [(agent, count) for agent in agents for count in streams]
+    figure, axes = plt.subplots(len(mtus), 1, figsize=(16, 5.5 * len(mtus)), squeeze=False)
+    for axis, mtu in zip(axes[:, 0], mtus):
+        groups = []
+        for case in cases:
+            if case["mtu"] == mtu and case["agent"] == "ours":
+                name = case["backend"] + (" (%s)" % case["variant"] if case["variant"] else "")
+                groups += [(name, case["backend"], case["variant"], row["path"]) for row in case["rows"]]
+
+        def gbps(agent, count, backend, variant, path_name):
+            for case in cases:
+                if (case["mtu"], case["agent"], case["backend"], case["variant"]) == (mtu, agent, backend, variant):
+                    for row in case["rows"]:
+                        if row["path"] == path_name:
+                            return row["throughput"].get(count, {}).get("gbps", 0)
+            return 0
+
+        width = 0.8 / len(series)
+        for index, (agent, count) in enumerate(series):
+            positions = [i + (index - (len(series) - 1) / 2) * width for i in range(len(groups))]
+            values = [gbps(agent, count, backend, variant, name) for _, backend, variant, name in groups]
+            axis.bar(positions, values, width, hatch="//" if agent == "upstream" else None,
+                     color="C%d" % streams.index(count), edgecolor="black" if agent == "upstream" else None,
+                     label="%s, %d stream%s" % ("our agent" if agent == "ours" else "upstream flanneld", count,
+                                                "s" if count > 1 else ""))
+        axis.set_xticks(range(len(groups)))
+        axis.set_xticklabels(["%s\n%s" % (name, path_name) for name, _, _, path_name in groups], fontsize=7)
+        axis.set_ylabel("TCP Gbit/s (iperf3)")
+        axis.set_title("lab network MTU %s" % mtu)
+        axis.legend(fontsize=8)
+        axis.grid(axis="y", alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return "chart: " + path
+
+
+def main(argv):
+    if len(argv) != 2:
+        raise SystemExit(__doc__)
+    raw_path = argv[1]
+    out_dir = os.path.dirname(os.path.abspath(raw_path))
+    with open(raw_path) as handle:
+        raw = json.load(handle)
+    cases, empty = build(raw)
+    text = table(cases)
+    with open(os.path.join(out_dir, "table.txt"), "w") as handle:
+        handle.write(text + "\n")
+    with open(os.path.join(out_dir, "summary.json"), "w") as handle:
+        json.dump({"date": raw.get("date"), "cases": cases, "no_traffic": empty}, handle, indent=1)
+    print(text)
+    if cases:
+        print("CPU: %% of one core, node's %s; idle (sender/receiver): %s" % (
+            cases[0]["cpu_source"].split()[0],
+            ", ".join("%s/%s" % (fmt(c["idle_cpu"]["sender"], "%.0f"), fmt(c["idle_cpu"]["receiver"], "%.0f"))
+                      for c in cases)))
+        busy = sorted(figure["machine_busy"] for case in cases for row in case["rows"]
+                      for figure in row["throughput"].values())
+        print("whole machine during the iperf3 runs (all its work, other users' too): median %.0f %% busy "
+              "(100 %% = one core; this controller has %d)" % (busy[len(busy) // 2], os.cpu_count()))
+    print(chart(cases, os.path.join(out_dir, "perf.png")))
+    print("raw figures: %s" % raw_path)
+    failures = ["MTU %s, %s (%s, %s): %s" % (f["mtu"], f["label"], f["host"], f["task"], " ".join(f["error"].split())[-600:])
+                for f in raw.get("failures", [])]
+    if failures:
+        sys.stderr.write("cases that failed:\n  " + "\n  ".join(failures) + "\n")
+    if empty:
+        sys.stderr.write("paths that carried no traffic:\n  " + "\n  ".join(empty) + "\n")
+    if empty or failures:
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
