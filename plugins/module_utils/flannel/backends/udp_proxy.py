@@ -11,6 +11,7 @@ peer change is one message read between two batches: it never stalls forwarding,
 never waits for the agent or etcd.
 """
 
+import errno
 import mmap
 import os
 import select
@@ -153,6 +154,7 @@ class Worker:
         self.out_view = memoryview(self.out)
         self.slots = [self.out_view[slot * SLOT_SIZE:(slot + 1) * SLOT_SIZE] for slot in range(MAX_SEGMENTS)]
         self.packet_views = {}
+        self.segmentation = True  # UDP_SEGMENT, until the kernel refuses it
         # UDP -> TUN: one (possibly coalesced) receive into `inbound`, super-packets built in `merged`.
         self.inbound = bytearray(BUFFER_SIZE)
         self.inbound_view = memoryview(self.inbound)
@@ -162,7 +164,10 @@ class Worker:
     def run(self):
         os.set_blocking(self.tun_fd, False)
         self.sock.setblocking(False)
-        self.sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        try:
+            self.sock.setsockopt(SOL_UDP, UDP_GRO, 1)
+        except OSError:  # a kernel before 5.0: datagrams come one by one, which works too
+            pass
         poller = select.poll()
         for fd in (self.tun_fd, self.sock.fileno(), self.control.fileno()):
             poller.register(fd, select.POLLIN)
@@ -257,12 +262,23 @@ class Worker:
         try:
             if count == 1:
                 self.sock.sendto(self.out_view[VNET_HEADER_SIZE:VNET_HEADER_SIZE + last], peer)
-            else:
+            elif self.segmentation:
                 self.sock.sendmsg(self._packets(count, size, last),
                                   [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))], 0, peer)
+            else:
+                for packet in self._packets(count, size, last):
+                    self.sock.sendto(packet, peer)
             self.counts[1] += count
-        except OSError:
-            self.counts[10] += count
+        except OSError as error:
+            # A kernel without UDP_SEGMENT (before 4.18), or one that refuses it on an interface
+            # without checksum offload (EIO; 6.18 segments in software instead): send packet by
+            # packet from now on.
+            if count > 1 and self.segmentation and error.errno in (errno.EINVAL, errno.EIO, errno.ENOPROTOOPT,
+                                                                   errno.EOPNOTSUPP):
+                self.segmentation = False
+                self._send(count, size, last, peer)
+            else:
+                self.counts[10] += count
 
     # -- UDP -> TUN ------------------------------------------------------------------------------
 
