@@ -21,7 +21,8 @@ help:
 $(VENV)/.installed: requirements.txt requirements-test.txt
 	python3 -c 'import ensurepip' 2>/dev/null || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv; }
-	python3 -m venv $(VENV)
+	# A worktree may link .venv to another checkout's: install into that one instead.
+	[ -L $(VENV) ] || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements-test.txt
 	touch $@
