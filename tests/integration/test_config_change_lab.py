@@ -1,0 +1,56 @@
+"""A changed network config applied through the collection on the lab (under its lock): site.yml
+with host-gw moves both hosts without restarting an agent (docker restarted on the new MTU, the
+same subnets), a second run changes nothing, verify.yml passes; verify.yml names a host whose agent
+is not running the stored config; site.yml brings the lab back to the inventory's vxlan config."""
+
+import os
+
+from labtools import NODES, PLAYBOOKS, ROOT, ansible_playbook, docker_exec, ensure_lab, lab_inventories, lab_snapshot
+from test_upstream_agent import changed_counts, run_ok, subnets
+
+SITE = os.path.join(ROOT, "playbooks", "site.yml")
+VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")
+ROLE = os.path.join(PLAYBOOKS, "role.yml")
+HOST_GW = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0",
+           "Backend": {"Type": "host-gw"}}
+HOST_STATE = r"""
+echo "pid=$(systemctl show -p MainPID --value flanneld)"
+grep FLANNEL_MTU /run/flannel/subnet.env
+python3 -c 'import json; print("docker mtu=%s" % json.load(open("/etc/docker/daemon.json")).get("mtu"))'
+ip -o link show | grep -o 'flannel[.0-9]*' | sort -u | tr '\n' ' '; echo
+"""
+
+
+def host_states():
+    return dict((node, docker_exec(node, HOST_STATE)) for node in NODES)
+
+
+def test_site_yml_moves_the_lab_to_host_gw_and_back_without_restarting_agents(lab):
+    with lab():
+        ensure_lab()
+        run_ok(SITE)  # this checkout's agent in place first: the switch below must not restart it
+        before, states = subnets(lab_snapshot()), host_states()
+        try:
+            run_ok(SITE, {"network_config_flannel": HOST_GW})
+            for node, state in host_states().items():
+                assert state.split("\n")[0] == states[node].split("\n")[0], "%s: agent restarted: %s" % (node, state)
+                assert "FLANNEL_MTU=1500\ndocker mtu=1500\n" in state and "flannel.100" not in state, \
+                    "%s: %s" % (node, state)
+            assert subnets(lab_snapshot()) == before
+            again = changed_counts(run_ok(SITE, {"network_config_flannel": HOST_GW}))
+            assert set(again) == set(NODES) and set(again.values()) == {0}, "second run changed: %s" % again
+            run_ok(VERIFY)
+
+            # An agent that is not running the stored config: verify names its host.
+            docker_exec(NODES[1], "systemctl stop flanneld")
+            run_ok(ROLE, {"integration_role": "network_config", "integration_hosts": NODES[0]})
+            rc, output = ansible_playbook([VERIFY], inventories=lab_inventories())
+            assert rc != 0 and "%s: the stored network config (vxlan, " % NODES[1] in output, output[-3000:]
+            assert "%s: the stored network config" % NODES[0] not in output, output[-3000:]
+        finally:
+            # Back to the inventory's config even when a check failed: the lab is shared.
+            run_ok(SITE)
+        for node, state in host_states().items():
+            assert "FLANNEL_MTU=1450\ndocker mtu=1450\n" in state and "flannel.100" in state, "%s: %s" % (node, state)
+        assert subnets(lab_snapshot()) == before
+        run_ok(VERIFY)
