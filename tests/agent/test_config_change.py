@@ -3,6 +3,7 @@ restart (backend, VNI, MTU, Network), refuses an invalid one and runs on. Pings 
 go to build/reliability-figures.txt (RELIABILITY.md)."""
 
 import json
+import signal
 import time
 
 import pytest
@@ -191,6 +192,8 @@ def test_backend_that_cannot_run_here_keeps_the_old_config(lab, cluster):
     assert "backend host-gw: your PublicIP 172.31.250.99 differs from interface IP" in body
     assert "flannel.100" in _links(host) and agent.state()["device"]["addresses"] == ["%s/32" % subnet.ip]
     assert cluster.lease_json(str(subnet)) == lease_before and agent.env()["FLANNEL_MTU"] == "1450"
+    agent.process.send_signal(signal.SIGHUP)  # tries the stored config again
+    wait_for(lambda: agent.log.count("cannot start backend host-gw") == 2, what="second attempt after SIGHUP")
     cluster.registry.put_config(json.dumps(VXLAN_100))
     wait_for(lambda: "cannot run here" not in agent.healthz()[1], what="refusal cleared by the old config")
     assert agent.process.poll() is None and "Traceback" not in agent.log

@@ -44,6 +44,11 @@ class ConfigWatch:
         self._last_text = text
         self.refusal = None
 
+    def forget(self):
+        """Examine the next text even when it is the one seen last (SIGHUP: a config whose
+        backend could not start is tried again)."""
+        self._last_text = object()
+
     def examine(self, text, in_force):
         """The stored config `text` (None: the key is gone) against the config in force. Returns
         the NetworkConfig to move to, or None when there is nothing to do (the same text, the same

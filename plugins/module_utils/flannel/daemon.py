@@ -109,8 +109,10 @@ class Agent:
             raise Stopping()
 
     def hangup(self, *_signal_args):
-        """SIGHUP: re-list the leases and reconcile the data plane at the next step."""
-        LOG.info("SIGHUP: re-listing leases and reconciling the data plane")
+        """SIGHUP: re-read the network config (a refused one is tried again), re-list the leases
+        and reconcile the data plane at the next step."""
+        LOG.info("SIGHUP: re-listing leases and reconciling the data plane (and re-reading the network config)")
+        self.config_watch.forget()
         self._needs_resync = True
         self.reconcile_at = 0.0
 

@@ -60,3 +60,15 @@ def test_lease_moves_only_when_it_no_longer_fits():
     assert not moves_lease(narrowed, IPNetwork("10.20.0.0/20"))
     assert moves_lease(narrowed, IPNetwork("10.60.0.0/20"))
     assert moves_lease(parse_network_config('{"Network": "10.0.0.0/8"}'), IPNetwork("10.20.0.0/20"))
+
+
+def test_forget_examines_the_same_text_again(caplog):
+    watch = _watch()
+    bad = '{"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan", "VNI": 0}}'
+    with caplog.at_level(logging.ERROR):
+        watch.examine(bad, IN_FORCE)
+        watch.examine(bad, IN_FORCE)
+        assert caplog.text.count("Backend.VNI: must be between") == 1
+        watch.forget()
+        watch.examine(bad, IN_FORCE)
+    assert caplog.text.count("Backend.VNI: must be between") == 2
