@@ -10,7 +10,7 @@ import pytest
 from netaddr import IPNetwork
 
 from cluster import wait_for
-from netns import Pinger
+from netns import Pinger, ping
 from test_reliability import record
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
@@ -197,3 +197,27 @@ def test_backend_that_cannot_run_here_keeps_the_old_config(lab, cluster):
     cluster.registry.put_config(json.dumps(VXLAN_100))
     wait_for(lambda: "cannot run here" not in agent.healthz()[1], what="refusal cleared by the old config")
     assert agent.process.poll() is None and "Traceback" not in agent.log
+
+
+def test_rolling_change_beside_upstream_needs_upstream_restarted(lab, cluster, upstream):
+    """Upstream flanneld v0.10 reads the config at start only (README, mixed clusters): after a
+    vxlan -> host-gw change our host routes to the upstream host directly, but upstream ignores
+    the host-gw lease and keeps sending VXLAN, so replies are lost until it is restarted."""
+    hosts = [lab.add_host(), lab.add_host()]
+    ours, theirs = cluster.agent(hosts[0]), cluster.agent(hosts[1], kind="upstream")
+    subnets = [IPNetwork(agent.wait_env()).cidr for agent in (ours, theirs)]
+    theirs.wait_ready()
+    containers = [lab.add_container(host, "%s/20" % (subnet.network + 1)) for host, subnet in zip(hosts, subnets)]
+    wait_for(lambda: ping(containers[0].ns, containers[1].address, count=1, timeout=1), what="vxlan ping")
+    cluster.registry.put_config(json.dumps(HOST_GW))
+    _in_force([ours], HOST_GW)
+    assert "%s via %s dev eth0" % (subnets[1], hosts[1].address) in hosts[0].run(["ip", "route"]).stdout
+    ignored = "ignoring non-vxlan subnet(%s): type=host-gw" % subnets[0]
+    wait_for(lambda: ignored in theirs.log, what="upstream ignoring the host-gw lease (log:\n%s)" % theirs.log)
+    assert not ping(containers[0].ns, containers[1].address, count=3, timeout=1)
+    theirs.stop()
+    restarted = cluster.agent(hosts[1], kind="upstream")
+    restarted.wait_ready()
+    assert IPNetwork(restarted.env()["FLANNEL_SUBNET"]).cidr == subnets[1]
+    wait_for(lambda: ping(containers[0].ns, containers[1].address, count=1, timeout=1),
+             what="host-gw ping once upstream restarted (log:\n%s)" % restarted.log)
