@@ -42,11 +42,12 @@ def test_site_yml_moves_the_lab_to_host_gw_and_back_without_restarting_agents(la
             run_ok(VERIFY)
 
             # An agent that is not running the stored config: verify names its host.
-            docker_exec(NODES[1], "systemctl stop flanneld")
-            run_ok(ROLE, {"integration_role": "network_config", "integration_hosts": NODES[0]})
+            first, second = sorted(NODES)
+            docker_exec(second, "systemctl stop flanneld")
+            run_ok(ROLE, {"integration_role": "network_config", "integration_hosts": first})
             rc, output = ansible_playbook([VERIFY], inventories=lab_inventories())
-            assert rc != 0 and "%s: the stored network config (vxlan, " % NODES[1] in output, output[-3000:]
-            assert "%s: the stored network config" % NODES[0] not in output, output[-3000:]
+            assert rc != 0 and "%s: the stored network config (vxlan, " % second in output, output[-3000:]
+            assert "%s: the stored network config" % first not in output, output[-3000:]
         finally:
             # Back to the inventory's config even when a check failed: the lab is shared.
             run_ok(SITE)
