@@ -148,13 +148,13 @@ def chart(cases, path):
         width = 0.8 / len(series)
         for index, (agent, count) in enumerate(series):
             positions = [i + (index - (len(series) - 1) / 2) * width for i in range(len(groups))]
-            values = [gbps(agent, count, backend, variant, name) for _, backend, variant, name in groups]
+            values = [gbps(agent, count, group[1], group[2], group[3]) for group in groups]
             axis.bar(positions, values, width, hatch="//" if agent == "upstream" else None,
                      color="C%d" % streams.index(count), edgecolor="black" if agent == "upstream" else None,
                      label="%s, %d stream%s" % ("our agent" if agent == "ours" else "upstream flanneld", count,
                                                 "s" if count > 1 else ""))
         axis.set_xticks(range(len(groups)))
-        axis.set_xticklabels(["%s\n%s" % (name, path_name) for name, _, _, path_name in groups], fontsize=7)
+        axis.set_xticklabels(["%s\n%s" % (group[0], group[3]) for group in groups], fontsize=7)
         axis.set_ylabel("TCP Gbit/s (iperf3)")
         axis.set_title("lab network MTU %s" % mtu)
         axis.legend(fontsize=8)
