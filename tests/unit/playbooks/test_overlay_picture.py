@@ -1,0 +1,60 @@
+"""playbooks/templates/overlay.dot.j2 rendered from status.yml's per-host facts and drawn by
+graphviz's dot: what it marks, and that any text in the facts stays a valid graph. The playbook
+itself runs on the lab in tests/integration/test_status_picture.py."""
+
+import os
+import shutil
+import subprocess
+
+import jinja2
+import pytest
+
+TEMPLATES = os.path.join(os.path.dirname(__file__), "..", "..", "..", "playbooks", "templates")
+CONFIG = {"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan", "VNI": 100, "Port": 8472}}
+
+
+def _host(name, ip, subnet, mac, peers, problems=()):
+    return {"name": name, "public_ip": ip, "lease": {"subnet": subnet, "vtep_mac": mac},
+            "device": {"name": "flannel.100", "mac": mac, "mtu": 1450}, "docker0": [subnet.replace(".0/", ".1/")],
+            "containers": [{"name": "test" + name[-1], "address": subnet.replace(".0/20", ".2"), "running": True}],
+            "peers": peers, "problems": list(problems)}
+
+
+def _svg(hosts):
+    dot = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES)).get_template("overlay.dot.j2").render(
+        status_hosts=hosts, status_config=CONFIG)
+    if shutil.which("dot") is None:
+        pytest.skip("graphviz's dot is not installed (make prereqs installs it)")
+    return subprocess.run(["dot", "-Tsvg"], input=dot, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          universal_newlines=True, check=True).stdout
+
+
+def test_a_host_that_disagrees_is_marked_with_its_reasons_and_missing_entries():
+    first = _host("node1", "192.168.205.10", "10.15.64.0/20", "0e:00:00:00:00:10",
+                  [{"subnet": "10.13.48.0/20", "public_ip": "192.168.205.11", "route": True, "neighbour": True,
+                    "fdb": True}])
+    second = _host("node2", "192.168.205.11", "10.13.48.0/20", "0e:00:00:00:00:11",
+                   [{"subnet": "10.15.64.0/20", "public_ip": "192.168.205.10", "route": False, "neighbour": True,
+                     "fdb": None},
+                    {"subnet": "10.20.0.0/20", "public_ip": "192.168.205.99", "route": True, "neighbour": True,
+                     "fdb": True}],
+                   problems=['docker0 has "no address", FLANNEL_SUBNET is 10.13.48.1/20 \\ <b>'])
+    svg = _svg([first, second])
+    assert "node2 (DISAGREES WITH ITS LEASE)" in svg and "node1 (DISAGREES" not in svg
+    assert "missing: route" in svg and "missing: route, fdb" not in svg  # None: an entry not needed
+    assert "docker0 has &quot;no address&quot;, FLANNEL_SUBNET is 10.13.48.1/20 \\ &lt;b&gt;" in svg
+    assert "(no host in the inventory)" in svg and "192.168.205.99" in svg
+    for text in ("public IP 192.168.205.10", "lease 10.15.64.0/20", "VtepMAC 0e:00:00:00:00:11",
+                 "docker0 10.13.48.1/20", "test1", "10.15.64.2", "VNI 100 UDP 8472"):
+        assert text in svg, text
+
+
+def test_an_overlay_in_agreement_has_no_mark():
+    first = _host("node1", "192.168.205.10", "10.15.64.0/20", "0e:00:00:00:00:10",
+                  [{"subnet": "10.13.48.0/20", "public_ip": "192.168.205.11", "route": True, "neighbour": True,
+                    "fdb": True}])
+    second = _host("node2", "192.168.205.11", "10.13.48.0/20", "0e:00:00:00:00:11",
+                   [{"subnet": "10.15.64.0/20", "public_ip": "192.168.205.10", "route": True, "neighbour": True,
+                     "fdb": True}])
+    svg = _svg([first, second])
+    assert "DISAGREES" not in svg and "missing" not in svg and "stroke=\"red\"" not in svg
