@@ -96,6 +96,17 @@ def v3_call(endpoint, path, body, timeout=5):
         return json.loads(response.read().decode())
 
 
+def v2_admin_call(endpoint, method, path, body=None, auth=None):
+    """A call to etcd's v2 API as an administrator would make it (users, roles, auth), with an
+    optional "user:password" for basic auth; the raw answer."""
+    request = urllib.request.Request(endpoint + path, method=method,
+                                     data=json.dumps(body).encode() if body is not None else None)
+    if auth:
+        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return response.read()
+
+
 class RawNode:
     """A key as python-etcd's read() returns it: `value` and `ttl` (None without an etcd lease)."""
 

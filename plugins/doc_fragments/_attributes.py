@@ -22,17 +22,6 @@ attributes:
         (outside check mode, and with nothing else changing the target in between).
 """
 
-    # Membership in the etcd action group.
-    ACTIONGROUP_ETCD = r"""
-options: {}
-attributes:
-  action_group:
-    description: Use C(group/netlab.flannel.etcd) in C(module_defaults) to set the etcd connection options once.
-    support: full
-    membership:
-      - netlab.flannel.etcd
-"""
-
     # A read-only module.
     INFO_MODULE = r"""
 options: {}

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 class ModuleDocFragment:
 
-    # The etcd connection shared by every plugin in the netlab.flannel.etcd action group.
+    # The etcd connection shared by every plugin in the netlab.flannel.etcd action group, and the
+    # membership in that group.
     DOCUMENTATION = r"""
 options:
   etcd_api:
@@ -60,4 +61,10 @@ requirements:
 notes:
   - With O(etcd_api=v2) (the default) the registry is read and written through etcd's v2 API, as flanneld up
     to v0.17 does; etcd 3.4 must run with C(--enable-v2=true).
+attributes:
+  action_group:
+    description: Use C(group/netlab.flannel.etcd) in C(module_defaults) to set the etcd connection options once.
+    support: full
+    membership:
+      - netlab.flannel.etcd
 """

@@ -18,7 +18,6 @@ description:
 extends_documentation_fragment:
   - netlab.flannel._etcd
   - netlab.flannel._attributes
-  - netlab.flannel._attributes.ACTIONGROUP_ETCD
 attributes:
   check_mode:
     support: full

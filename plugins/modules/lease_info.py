@@ -17,7 +17,6 @@ description:
 extends_documentation_fragment:
   - netlab.flannel._etcd
   - netlab.flannel._attributes
-  - netlab.flannel._attributes.ACTIONGROUP_ETCD
   - netlab.flannel._attributes.INFO_MODULE
 options: {}
 author:

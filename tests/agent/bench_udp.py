@@ -64,13 +64,17 @@ def rtts(container, address, count=200, interval=0.01):
     return [float(value) for value in out.split()]
 
 
+def process_and_children(pid):
+    """The agent's pid and its forwarding workers' (as strings)."""
+    return [str(pid)] + subprocess.run(["pgrep", "-P", str(pid)], stdout=subprocess.PIPE,
+                                       universal_newlines=True, check=False).stdout.split()
+
+
 def rss_kb(pid):
     """(RSS, PSS) of a process and its children (the forwarding workers), in kB. The workers are
     forked, so their RSS counts the pages they share with the agent again; PSS splits those."""
     rss = pss = 0
-    children = subprocess.run(["pgrep", "-P", str(pid)], stdout=subprocess.PIPE, universal_newlines=True,
-                              check=False).stdout.split()
-    for one in [str(pid)] + children:
+    for one in process_and_children(pid):
         try:
             with open("/proc/%s/smaps_rollup" % one) as handle:
                 fields = dict((line.split(":")[0], line.split()[1]) for line in handle if ":" in line)
@@ -118,9 +122,7 @@ def cpu_seconds(pid):
     """(user, system) CPU seconds of a process and its children (the forwarding workers)."""
     ticks = os.sysconf("SC_CLK_TCK")
     user = system = 0.0
-    children = subprocess.run(["pgrep", "-P", str(pid)], stdout=subprocess.PIPE, universal_newlines=True,
-                              check=False).stdout.split()
-    for one in [str(pid)] + children:
+    for one in process_and_children(pid):
         try:
             with open("/proc/%s/stat" % one) as handle:
                 fields = handle.read().rsplit(")", 1)[1].split()

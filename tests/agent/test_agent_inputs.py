@@ -2,19 +2,17 @@
 real etcd: one line naming the flag and status 2 before etcd is written; refusals retried; no
 traceback from any of it."""
 
-import base64
-import json
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 
 import pytest
 from netaddr import IPNetwork
 
 from cluster import wait_for
+from etcdserver import v2_admin_call
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import EtcdRegistry
 
 EVENTS_ONLY = "-reconcile-interval=3600"  # so that only SIGHUP can repair what is removed below
@@ -63,12 +61,7 @@ def test_bad_flag_is_one_line_status_2_and_etcd_is_untouched(lab, cluster, flag,
 
 
 def _etcd_admin(cluster, method, path, body=None, auth=None):
-    request = urllib.request.Request(cluster.endpoint + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None)
-    if auth:
-        request.add_header("Authorization", "Basic " + base64.b64encode(auth.encode()).decode())
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return response.read()
+    return v2_admin_call(cluster.endpoint, method, path, body, auth)
 
 
 def test_wrong_etcd_password_is_retried_with_503_then_recovers(lab, cluster):

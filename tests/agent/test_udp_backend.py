@@ -142,13 +142,19 @@ def test_packet_on_the_wire_is_the_inner_ip_packet(lab, agent_path, request):
         assert inner[8] == 62  # sent with 64, minus host one's forwarding and its proxy
 
 
+def _pinging_pair(lab, cluster):
+    """Two udp hosts (the first reconciling every second) with a container each, pinging."""
+    hosts = [lab.add_host(), lab.add_host()]
+    agents = [cluster.agent(hosts[0], "-reconcile-interval=1"), cluster.agent(hosts[1])]
+    subnets = [_subnet(agent) for agent in agents]
+    containers = _containers(lab, hosts, subnets)
+    wait_for(lambda: ping(containers[0].ns, containers[1].address, count=1), what="overlay up")
+    return hosts, agents, subnets, containers
+
+
 def test_peer_removal_unroutes_and_counts_drops_and_restart_keeps_subnet(lab, agent_path, request):
     with _udp_cluster(lab, agent_path, request.node.name) as cluster:
-        hosts = [lab.add_host(), lab.add_host()]
-        agents = [cluster.agent(hosts[0], "-reconcile-interval=1"), cluster.agent(hosts[1])]
-        subnets = [_subnet(agent) for agent in agents]
-        one, two = _containers(lab, hosts, subnets)
-        wait_for(lambda: ping(one.ns, two.address, count=1), what="overlay up")
+        hosts, agents, subnets, (one, two) = _pinging_pair(lab, cluster)
         agents[1].stop(signal.SIGTERM)
         cluster.registry._clients[0].delete("/coreos.com/network/subnets/%s-20" % subnets[1].ip)
         wait_for(lambda: "removed udp route %s" % subnets[1] in agents[0].log, what="route removed")
@@ -185,11 +191,7 @@ MALFORMED = [
 
 def test_malformed_udp_payloads_are_dropped_without_a_traceback(lab, agent_path, request):
     with _udp_cluster(lab, agent_path, request.node.name) as cluster:
-        hosts = [lab.add_host(), lab.add_host()]
-        agents = [cluster.agent(hosts[0], "-reconcile-interval=1"), cluster.agent(hosts[1])]
-        subnets = [_subnet(agent) for agent in agents]
-        one, two = _containers(lab, hosts, subnets)
-        wait_for(lambda: ping(one.ns, two.address, count=1), what="overlay up")
+        hosts, agents, subnets, (one, two) = _pinging_pair(lab, cluster)
         outside = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 28, 0, 0, 64, 17, 0,
                                         socket.inet_aton(hosts[1].address), socket.inet_aton("192.0.2.1")) + b"\0" * 8)
         payloads = [payload for _name, payload in MALFORMED] + [bytes(outside), b""]

@@ -1,9 +1,7 @@
 """Leases written by anyone: the registry checks every one against the config before it is used,
 junk cannot exhaust the subnet space, and etcd's own refusals become RegistryErrors."""
 
-import json
 import random
-import urllib.request
 
 import pytest
 from netaddr import IPNetwork
@@ -12,7 +10,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config impo
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs, acquire_lease
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
     RegistryAuthError, RegistryError, make_registry)
-from etcdserver import EtcdServer, v3_call
+from etcdserver import EtcdServer, v2_admin_call, v3_call
 
 PREFIX = "/coreos.com/network"
 CONFIG = parse_network_config({"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0",
@@ -85,14 +83,8 @@ def test_subnets_written_as_a_plain_key_is_a_registry_error(api, registry, raw):
 
 
 def _auth_call(server, method, path, body=None, user=None):
-    request = urllib.request.Request(server.endpoint + path, method=method,
-                                     data=json.dumps(body).encode() if body is not None else None)
-    if user:
-        import base64
+    return v2_admin_call(server.endpoint, method, path, body, user)
 
-        request.add_header("Authorization", "Basic " + base64.b64encode(user.encode()).decode())
-    with urllib.request.urlopen(request, timeout=5) as response:
-        return response.read()
 
 
 @pytest.fixture(scope="module", params=["v2", "v3"])

@@ -4,6 +4,7 @@ Accepted spellings: -flag=value, -flag value, --flag=value, --flag value; boolea
 A flag given on the command line wins over its FLANNELD_<FLAG> environment variable.
 """
 
+import collections
 import os
 import re
 import ssl
@@ -26,14 +27,14 @@ class UsageError(Exception):
     """A bad flag or value; printed as one line, exit status 2."""
 
 
-class Flag:
-    def __init__(self, name, default, help_text, kind=str, repeated=False, check=None):
-        self.name = name
-        self.default = default
-        self.help = help_text
-        self.kind = kind
-        self.repeated = repeated
-        self.check = check
+class Flag(collections.namedtuple("Flag", "name default help kind repeated check")):
+    """One flag: its name without dashes, default, help line, value type, whether it may be
+    given more than once, and an optional check(value) that raises ValueError."""
+
+    __slots__ = ()
+
+    def __new__(cls, name, default, help_text, kind=str, repeated=False, check=None):
+        return super().__new__(cls, name, default, help_text, kind, repeated, check)
 
     @property
     def attribute(self):

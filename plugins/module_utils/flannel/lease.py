@@ -222,6 +222,15 @@ def lease_problem(lease, config):
     return None
 
 
+def checked_lease(lease, config=None):
+    """`lease` itself when it is usable under `config` (no check without one); ValueError says
+    why not. The registries call it on every lease they read."""
+    problem = lease_problem(lease, config) if config is not None else None
+    if problem:
+        raise ValueError(problem)
+    return lease
+
+
 def is_leasable_key(subnet, config):
     """Whether a key's subnet can be a lease under `config` (inside the Network, SubnetLen)."""
     return subnet.prefixlen == config.subnet_len and subnet in config.network

@@ -16,7 +16,7 @@ except ImportError:  # reported by the caller through missing_libraries()
     etcd = None
 
 from . import metrics
-from .lease import Lease, LeaseAttrs, is_leasable_key, lease_problem, parse_subnet_key, subnet_key
+from .lease import Lease, LeaseAttrs, checked_lease, is_leasable_key, parse_subnet_key, subnet_key
 
 DEFAULT_PREFIX = "/coreos.com/network"
 DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)
@@ -213,14 +213,10 @@ class EtcdRegistry:
 
     def _lease_from_node(self, node, config=None):
         """The checked lease of an etcd node; ValueError says why it is not one. With `config`,
-        also the checks that need it (see lease.lease_problem)."""
+        also the checks that need it (see lease.checked_lease)."""
         subnet = parse_subnet_key(node.key)
         attrs = LeaseAttrs.from_json(node.value)
-        lease = Lease(subnet, attrs, ttl=node.ttl, modified_index=node.modifiedIndex)
-        problem = lease_problem(lease, config) if config is not None else None
-        if problem:
-            raise ValueError(problem)
-        return lease
+        return checked_lease(Lease(subnet, attrs, ttl=node.ttl, modified_index=node.modifiedIndex), config)
 
     @counted("list_leases")
     def list_leases(self, config=None):

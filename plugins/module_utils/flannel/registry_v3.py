@@ -21,7 +21,7 @@ try:
 except ImportError:  # reported by the caller through missing_libraries()
     urllib3 = None
 
-from .lease import Lease, LeaseAttrs, is_leasable_key, lease_problem, parse_subnet_key
+from .lease import Lease, LeaseAttrs, checked_lease, is_leasable_key, parse_subnet_key
 from .registry import (DEFAULT_ENDPOINTS, DEFAULT_PREFIX, ConfigEvent, ConfigMissing, EtcdRegistry, IndexCleared,
                        LeaseEvent, LeaseListing, RegistryAuthError, RegistryError, RegistryUnavailable, _root_cause,
                        counted, parse_endpoints)
@@ -355,12 +355,8 @@ class EtcdV3Registry:
     def _lease_from_kv(self, kv, config=None, ttl=_UNKNOWN):
         subnet = parse_subnet_key(_unb64(kv["key"]))
         attrs = LeaseAttrs.from_json(_unb64(kv.get("value"), as_text=False))
-        lease = V3Lease(subnet, attrs, int(kv.get("lease", 0) or 0), int(kv.get("mod_revision", 0) or 0), self,
-                        ttl=ttl)
-        problem = lease_problem(lease, config) if config is not None else None
-        if problem:
-            raise ValueError(problem)
-        return lease
+        return checked_lease(V3Lease(subnet, attrs, int(kv.get("lease", 0) or 0),
+                                     int(kv.get("mod_revision", 0) or 0), self, ttl=ttl), config)
 
     @counted("list_leases")
     def list_leases(self, config=None):

@@ -20,6 +20,10 @@ def _host(name, ip, subnet, mac, peers, problems=()):
             "peers": peers, "problems": list(problems)}
 
 
+def _peer(subnet, public_ip, route=True, neighbour=True, fdb=True):
+    return {"subnet": subnet, "public_ip": public_ip, "route": route, "neighbour": neighbour, "fdb": fdb}
+
+
 def _svg(hosts):
     dot = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES)).get_template("overlay.dot.j2").render(
         status_hosts=hosts, status_config=CONFIG)
@@ -31,13 +35,10 @@ def _svg(hosts):
 
 def test_a_host_that_disagrees_is_marked_with_its_reasons_and_missing_entries():
     first = _host("node1", "192.168.205.10", "10.15.64.0/20", "0e:00:00:00:00:10",
-                  [{"subnet": "10.13.48.0/20", "public_ip": "192.168.205.11", "route": True, "neighbour": True,
-                    "fdb": True}])
+                  [_peer("10.13.48.0/20", "192.168.205.11")])
     second = _host("node2", "192.168.205.11", "10.13.48.0/20", "0e:00:00:00:00:11",
-                   [{"subnet": "10.15.64.0/20", "public_ip": "192.168.205.10", "route": False, "neighbour": True,
-                     "fdb": None},
-                    {"subnet": "10.20.0.0/20", "public_ip": "192.168.205.99", "route": True, "neighbour": True,
-                     "fdb": True}],
+                   [_peer("10.15.64.0/20", "192.168.205.10", route=False, fdb=None),
+                    _peer("10.20.0.0/20", "192.168.205.99")],
                    problems=['docker0 has "no address", FLANNEL_SUBNET is 10.13.48.1/20 \\ <b>'])
     svg = _svg([first, second])
     assert "node2 (DISAGREES WITH ITS LEASE)" in svg and "node1 (DISAGREES" not in svg
@@ -51,10 +52,8 @@ def test_a_host_that_disagrees_is_marked_with_its_reasons_and_missing_entries():
 
 def test_an_overlay_in_agreement_has_no_mark():
     first = _host("node1", "192.168.205.10", "10.15.64.0/20", "0e:00:00:00:00:10",
-                  [{"subnet": "10.13.48.0/20", "public_ip": "192.168.205.11", "route": True, "neighbour": True,
-                    "fdb": True}])
+                  [_peer("10.13.48.0/20", "192.168.205.11")])
     second = _host("node2", "192.168.205.11", "10.13.48.0/20", "0e:00:00:00:00:11",
-                   [{"subnet": "10.15.64.0/20", "public_ip": "192.168.205.10", "route": True, "neighbour": True,
-                     "fdb": True}])
+                   [_peer("10.15.64.0/20", "192.168.205.10")])
     svg = _svg([first, second])
     assert "DISAGREES" not in svg and "missing" not in svg and "stroke=\"red\"" not in svg
