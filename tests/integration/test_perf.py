@@ -1,0 +1,80 @@
+"""playbooks/perf.yml on the lab: bad inputs stop it before any change; a short run carries traffic.
+
+Bad inputs (each a real ansible-playbook run under the lab lock; the lab's etcd keyspace and each
+node's state are snapshotted before and after and must be equal): an unknown backend name, an
+inventory with one host, a host that cannot be reached, a measurement tool apt cannot install,
+and a lab network that does not exist. Each output names the problem.
+
+The smoke: perf.yml in its short mode (1 s of iperf3 per stream count and path, 100 pings) over
+every backend with our agent (upstream's runs and the MTU passes are left to `make perf`, to keep
+the suite short), failing only when a path carries no traffic; then site.yml on the restored lab
+must change nothing (what `make lab` would do next). Figures are printed, never asserted.
+"""
+
+import json
+import os
+import re
+
+import pytest
+
+from labtools import ROOT, ansible_playbook, ensure_lab, lab_inventories, lab_snapshot
+
+PERF = os.path.join(ROOT, "playbooks", "perf.yml")
+SITE = os.path.join(ROOT, "playbooks", "site.yml")
+INVENTORIES = os.path.join(ROOT, "tests", "integration", "inventories")
+LAB = os.path.join(ROOT, "inventories", "lab")
+
+# (id, extra vars, inventories (None: the lab's), fragments the output must contain)
+BAD_INPUTS = [
+    ("unknown-backend", {"perf_backends": ["vxlan", "vxlan-fast"]}, None,
+     ["perf_backends: unknown backend vxlan-fast; known backends are vxlan, vxlan-directrouting, host-gw, udp"]),
+    ("one-host", {}, [os.path.join(INVENTORIES, "perf_one_host.yml")],
+     ["perf.yml needs at least two hosts in the inventory group 'flannel'", "this inventory has 1"]),
+    ("unreachable-host", {}, [LAB, os.path.join(INVENTORIES, "perf_unreachable_host.yml")],
+     ["docker-node3", "UNREACHABLE"]),
+    ("tool-not-installable", {"perf_packages": ["iperf3", "netlab-no-such-tool"]}, None,
+     ["docker-node1: netlab-no-such-tool not installed and apt has no candidate for it"]),
+    ("missing-lab-network", {"netlab_lab_network": "netlab-missing"}, None,
+     ["the lab network 'netlab-missing' (netlab_lab_network) does not exist"]),
+]
+
+
+@pytest.mark.parametrize("case_id, extra_vars, inventories, fragments", [pytest.param(*c, id=c[0]) for c in BAD_INPUTS])
+def test_bad_perf_input_stops_before_any_change(lab, tmp_path, case_id, extra_vars, inventories, fragments):
+    variables = dict(extra_vars, perf_output_dir=str(tmp_path))
+    with lab():
+        ensure_lab()
+        before = lab_snapshot()
+        rc, output = ansible_playbook([PERF], extra_vars=variables, inventories=inventories or lab_inventories(),
+                                      timeout=300)
+        after = lab_snapshot()
+    assert rc != 0, "%s was accepted:\n%s" % (case_id, output[-3000:])
+    for fragment in fragments:
+        assert fragment in output, "%s: %r not in the output:\n%s" % (case_id, fragment, output[-3000:])
+    assert "Install iperf3 and ping" not in output, "%s: the run went past the checks" % case_id
+    assert before == after, "%s changed the lab" % case_id
+
+
+def test_perf_smoke_every_path_carries_traffic_and_lab_is_restored(lab, tmp_path):
+    short = {"perf_seconds": 1, "perf_omit_seconds": 0, "perf_ping_count": 100, "perf_ping_interval": 0.01,
+             "perf_variants": [], "perf_upstream_binary": "", "perf_output_dir": str(tmp_path)}
+    with lab():
+        ensure_lab()
+        inventories = lab_inventories()
+        rc, output = ansible_playbook([PERF], extra_vars=short, inventories=inventories, timeout=3600)
+        assert rc == 0, "perf.yml failed:\n" + output[-4000:]
+        rc, site = ansible_playbook([SITE], inventories=inventories, timeout=1200)
+    assert rc == 0, "site.yml failed after perf.yml:\n" + site[-3000:]
+    recap = re.findall(r"(docker-node\d+) : ok=\d+ changed=(\d+)", site)
+    assert len(recap) == 2 and all(changed == "0" for host, changed in recap), \
+        "site.yml after perf.yml changed the lab: %s" % recap
+    summary = json.load(open(tmp_path / "summary.json"))
+    assert [case["backend"] for case in summary["cases"]] == ["vxlan", "vxlan-directrouting", "host-gw", "udp"]
+    for case in summary["cases"]:
+        assert [row["path"] for row in case["rows"]] == ["underlay", "overlay host", "overlay container"]
+        for row in case["rows"]:
+            assert all(figure["gbps"] > 0 for figure in row["throughput"].values()), (case["label"], row)
+            assert row["latency"]["received"] > 0, (case["label"], row)
+    assert summary["no_traffic"] == []
+    assert (tmp_path / "perf.png").stat().st_size > 0
+    print(open(tmp_path / "table.txt").read())
