@@ -86,7 +86,6 @@ def _auth_call(server, method, path, body=None, user=None):
     return v2_admin_call(server.endpoint, method, path, body, user)
 
 
-
 @pytest.fixture(scope="module", params=["v2", "v3"])
 def auth_etcd(request):
     """An etcd of its own with authentication on: root/rootpw; on v2 the guest role stripped, on
