@@ -22,6 +22,19 @@ attributes:
         (outside check mode, and with nothing else changing the target in between).
 """
 
+    # A module that changes its target, with full check mode, diff mode and idempotency; the module
+    # says in each attribute's details what check mode reports and what the diff shows.
+    CHANGING_MODULE = r"""
+options: {}
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  idempotent:
+    support: full
+"""
+
     # A read-only module.
     INFO_MODULE = r"""
 options: {}

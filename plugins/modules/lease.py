@@ -18,15 +18,12 @@ description:
 extends_documentation_fragment:
   - netlab.flannel._etcd
   - netlab.flannel._attributes
+  - netlab.flannel._attributes.CHANGING_MODULE
 attributes:
   check_mode:
-    support: full
     details: Reports the leases it would remove.
   diff_mode:
-    support: full
     details: The lease keys before and after.
-  idempotent:
-    support: full
 options:
   state:
     description:

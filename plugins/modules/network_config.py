@@ -25,15 +25,12 @@ description:
 extends_documentation_fragment:
   - netlab.flannel._etcd
   - netlab.flannel._attributes
+  - netlab.flannel._attributes.CHANGING_MODULE
 attributes:
   check_mode:
-    support: full
     details: Reads the stored config and reports whether it would be written; writes nothing.
   diff_mode:
-    support: full
     details: The stored and the desired config as pretty JSON.
-  idempotent:
-    support: full
 options:
   config:
     description:

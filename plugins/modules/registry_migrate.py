@@ -20,15 +20,12 @@ description:
 extends_documentation_fragment:
   - netlab.flannel._etcd
   - netlab.flannel._attributes
+  - netlab.flannel._attributes.CHANGING_MODULE
 attributes:
   check_mode:
-    support: full
     details: Reports what it would copy.
   diff_mode:
-    support: full
     details: The v3 config and lease keys before and after.
-  idempotent:
-    support: full
 notes:
   - Both APIs are read and written on the same O(endpoints), so etcd must serve v2 while this runs (C(--enable-v2=true)).
   - O(etcd_api) must be V(v3), the API written to.
