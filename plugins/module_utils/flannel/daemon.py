@@ -1,5 +1,6 @@
 """The agent's main loop: config -> lease -> backend -> subnet.env, then watch, renew, reconcile.
-A changed network config moves the host to it without a restart (config_watch, _move_to).
+Its parts: the lease (lease_keeping.py) and the network config, fetched at start-up and followed
+while running (config_switching.py, which moves the host to a changed config without a restart).
 
 Differences from flanneld v0.10 (each fixes a reported failure): a bad or missing config is
 retried, not fatal; a lost lease is re-acquired (preferring the same subnet) instead of exiting 0;
@@ -9,61 +10,30 @@ key is skipped; data-plane entries removed behind the agent's back are restored 
 
 import logging
 import signal
-import socket
 import sys
 import threading
 import time
 
 from . import metrics, missing_libraries
-from .config import ConfigError, parse_network_config
-from .config_watch import ConfigWatch, config_changes, moves_lease
+from .backends import make_backend
+from .config_switching import ConfigSwitching
+from .config_watch import ConfigWatch
 from .healthz import ListenError, notify_systemd, start_endpoints
-from .lease import LEASE_TTL, LeaseAttrs, LeaseError, acquire_lease
-from .registry import (ConfigEvent, ConfigMissing, IndexCleared, RegistryAuthError, RegistryError, RegistryUnavailable,
-                       make_registry)
+from .lease import LEASE_TTL, LeaseAttrs
+from .lease_keeping import MAX_BACKOFF, LeaseKeeping, default_host_id
+from .registry import ConfigEvent, IndexCleared, RegistryAuthError, RegistryError, RegistryUnavailable, make_registry
 from .subnet_env import previous_subnet, render_subnet_env, write_subnet_env
 
 LOG = logging.getLogger("flanneld")
 MAX_WATCH_WAIT = 5.0
-RENEW_RETRY = 60.0
 ETCD_RETRY = 1.0
-MAX_BACKOFF = 30.0
 
 
 class Stopping(Exception):
     """Raised out of a blocking etcd watch when SIGTERM arrives."""
 
 
-def default_host_id():
-    """/etc/machine-id (stable across reboots), else the host name."""
-    try:
-        with open("/etc/machine-id") as handle:
-            machine_id = handle.read().strip()
-        if machine_id:
-            return machine_id
-    except (IOError, OSError):
-        pass
-    return socket.gethostname()
-
-
-def make_backend(config, iface, public_ip, options):
-    if config.backend.type == "vxlan":
-        from .backends.vxlan import VxlanBackend
-
-        backend = VxlanBackend(config, iface, public_ip, offload=options.vxlan_offload)
-        LOG.info("tx checksum offload on %s: %s (%s)", backend.device_name,
-                 "on" if backend.offload else "off", backend.offload_reason)
-        return backend
-    if config.backend.type == "udp":
-        from .backends.udp import UdpBackend
-
-        return UdpBackend(config, iface, public_ip)
-    from .backends.host_gw import HostGwBackend
-
-    return HostGwBackend(config, iface, public_ip)
-
-
-class Agent:
+class Agent(LeaseKeeping, ConfigSwitching):
     """One host's agent. `run()` returns the process exit status."""
 
     def __init__(self, options, registry, lease_ttl=LEASE_TTL, clock=time.monotonic):
@@ -131,34 +101,6 @@ class Agent:
         """Sleep that ends early on stop; True when stopping."""
         return self._stop.wait(seconds)
 
-    # ---- start-up --------------------------------------------------------------------------
-
-    def _fetch_config(self):
-        """Poll <prefix>/config until it is valid; None when stopped first."""
-        last_reason = None
-        while not self._stop.is_set():
-            refused = False
-            try:
-                # Not strict: keys written by other tools are warned about, not refused.
-                text = self.registry.get_config()
-                config = parse_network_config(text, strict=False)
-                for warning in config.warnings:
-                    LOG.warning("network config at %s: %s", self.registry.config_key, warning)
-                self.config_watch.started_with(text)
-                return config
-            except ConfigError as err:
-                reason = "network config at %s rejected: %s" % (self.registry.config_key, err)
-            except RegistryError as err:
-                reason = "cannot fetch network config: %s" % err
-                refused = isinstance(err, RegistryAuthError)
-            if reason != last_reason:
-                LOG.error("%s; retrying %s", reason,
-                          "with backoff (1, 2, 4 ... %.0f s)" % MAX_BACKOFF if refused else "every second")
-                last_reason = reason
-            self._set_health(False, reason)
-            self._wait(self._refused_backoff() if refused else 1.0)
-        return None
-
     def _refused_backoff(self):
         """Seconds to wait after etcd refused our credentials: 1, 2, 4 ... MAX_BACKOFF (reset by
         a successful re-list). Credentials are fixed by a person, not by a quick retry."""
@@ -166,79 +108,7 @@ class Agent:
         self._refused_delay = min(delay * 2, MAX_BACKOFF)
         return delay
 
-    def _claim_public_ip(self):
-        """Reason the public IP cannot be used by this host, or None once it is held."""
-        holder = self.registry.claim_public_ip(self.attrs.public_ip, self.host_id, self.claim_ttl)
-        if holder is None:
-            return None
-        return ("public IP %s is already used by another live host (host id %s, this host %s): two hosts "
-                "must not share a public IP; set -public-ip or -iface" % (self.attrs.public_ip, holder, self.host_id))
-
-    def _acquire(self, preferred):
-        """Acquire a lease, retrying with bounded backoff; None when stopped first."""
-        delay = 1.0
-        while not self._stop.is_set():
-            try:
-                duplicate = self._claim_public_ip()
-                if duplicate:
-                    LOG.error("%s; retrying in %.0f s", duplicate, delay)
-                    self._set_health(False, duplicate)
-                    self._wait(delay)
-                    delay = min(delay * 2, MAX_BACKOFF)
-                    continue
-                return acquire_lease(self.registry, self.config, self.attrs, previous_subnet=preferred,
-                                     log=LOG.info)
-            except (LeaseError, RegistryError) as err:  # OutOfSubnets is a LeaseError
-                reason = "failed to acquire lease: %s" % err
-            LOG.error("%s; retrying in %.0f s", reason, delay)
-            self._set_health(False, reason)
-            self._wait(delay)
-            delay = min(delay * 2, MAX_BACKOFF)
-        return None
-
-    def _install_lease(self, lease):
-        """Program our own side of the lease and publish subnet.env."""
-        self.lease = lease
-        self._schedule_renewal()
-        for change in self.backend.configure_lease(lease.subnet):
-            LOG.info("backend: %s", change)
-        content = render_subnet_env(self.config.network, lease.subnet, self.backend_info["mtu"],
-                                    self.options.ip_masq)
-        if write_subnet_env(self.options.subnet_file, content):
-            LOG.info("wrote %s: FLANNEL_SUBNET=%s/%d FLANNEL_MTU=%d", self.options.subnet_file,
-                     lease.subnet.network + 1, lease.subnet.prefixlen, self.backend_info["mtu"])
-        self._ensure_masquerade()
-
-    def _ensure_masquerade(self):
-        """Restore the masquerade rules where missing; returns the changes."""
-        if not self.options.ip_masq:
-            return []
-        from .ipmasq import ensure_masquerade
-
-        changes = ensure_masquerade(self.config.network, self.lease.subnet)
-        for change in changes:
-            LOG.info("ip-masq: %s", change)
-        return changes
-
-    def _remove_masquerade(self, subnet, network=None):
-        """Drop the rules naming a subnet (or Network) this host no longer holds."""
-        if not self.options.ip_masq:
-            return
-        from .ipmasq import remove_masquerade
-
-        for change in remove_masquerade(network or self.config.network, subnet):
-            LOG.info("ip-masq: %s", change)
-
-    def _schedule_renewal(self):
-        if self.lease.is_reservation:
-            self.renew_at = self.lease_expires_at = None  # operator reservations never expire, never renew
-            return
-        margin = self.options.subnet_lease_renew_margin * 60
-        remaining = self.lease.ttl or self.lease_ttl
-        self.lease_expires_at = self.clock() + remaining
-        # Times are etcd's remaining TTL, not wall clocks, so host clock skew cannot matter.
-        wait = remaining - margin if remaining > margin else remaining / 2.0
-        self.renew_at = self.clock() + wait
+    # ---- start-up --------------------------------------------------------------------------
 
     def start(self):
         """Everything before the watch loop; returns an exit status or None to go on."""
@@ -314,20 +184,6 @@ class Agent:
         else:
             self._set_health(True, reason)
 
-    def _reacquire(self, why):
-        LOG.warning("%s; re-acquiring a lease (same subnet if free)", why)
-        self._set_health(False, why)
-        old_subnet = self.lease.subnet
-        lease = self._acquire(old_subnet)
-        if lease is None:
-            return
-        metrics.lease_reacquired()
-        if lease.subnet != old_subnet:
-            LOG.warning("lease moved from %s to %s", old_subnet, lease.subnet)
-            self._remove_masquerade(old_subnet)
-        self._install_lease(lease)
-        self._resync()
-
     def _apply(self, event):
         """Act on one lease event; True when a peer's kernel entries were (re)programmed."""
         if event.subnet == self.lease.subnet:
@@ -360,22 +216,6 @@ class Agent:
     def _log_changes(changes):
         for change in changes:
             LOG.info("programmed: %s", change)
-
-    def _renew(self):
-        try:
-            renewed = self.registry.update_lease(self.lease, self.attrs,
-                                                 None if self.lease.is_reservation else self.lease_ttl)
-        except RegistryError as err:
-            LOG.error("renewing lease %s failed: %s; retrying in %.0f s", self.lease.subnet, err, RENEW_RETRY)
-            self.renew_at = self.clock() + RENEW_RETRY
-            return
-        if renewed is None:
-            self._reacquire("own lease %s changed or expired before renewal" % self.lease.subnet)
-            return
-        self.lease = renewed
-        self._schedule_renewal()
-        metrics.lease_renewed()
-        LOG.info("renewed lease %s", renewed.subnet)
 
     def _reconcile(self):
         repairs = self.backend.sync(self.peers)
@@ -430,102 +270,6 @@ class Agent:
                     metrics.peer_programmed(received)
         if self._health[0] and (skipped or events):
             self._report_healthy()
-
-    # ---- a changed network config ------------------------------------------------------------
-
-    def _check_stored_config(self):
-        try:
-            text = self.registry.get_config()
-        except ConfigMissing:
-            text = None
-        self._on_config_text(text)
-
-    def _on_config_text(self, text):
-        config = self.config_watch.examine(text, self.config)
-        if config is not None:
-            self._move_to(config)
-        elif self._health[0]:
-            self._report_healthy()  # a refusal shows on /healthz at once
-
-    def _move_to(self, config):
-        """Move this host to a new valid config: the new backend starts beside the old one, takes
-        the lease (kept when it still fits, else released and a new one acquired) and the peers,
-        then the old backend stops, removing what the new one does not use. The lease's
-        BackendType/BackendData follow by compare-and-swap. If the new backend cannot start,
-        the host runs on the old config and says why."""
-        from .backends.base import BackendError
-        from .netlink import NetlinkError
-
-        old_config, old_backend = self.config, self.backend
-        self._set_health(False, "moving to network config %s (%s changed)"
-                         % (config.digest(), ", ".join(config_changes(old_config, config))))
-        backend = None
-        try:
-            backend = make_backend(config, self.iface, self.attrs.public_ip, self.options)
-            info = backend.setup()
-        except (BackendError, NetlinkError, OSError) as err:
-            self._keep_old_backend(config, backend, err)
-            return
-        for change in info["changes"]:
-            LOG.info("backend: %s", change)
-        self.config, self.backend, self.backend_info = config, backend, info
-        self.attrs = LeaseAttrs(self.attrs.public_ip, info["backend_type"], info["vtep_mac"])
-        try:
-            if moves_lease(config, self.lease.subnet):
-                if not self._release_lease(old_config):
-                    return
-            else:
-                if config.network != old_config.network:
-                    self._remove_masquerade(self.lease.subnet, old_config.network)
-                self._install_lease(self.lease)  # the new backend's device; subnet.env gets its MTU
-                self._log_changes(backend.sync(self.peers))
-        finally:
-            for change in old_backend.teardown(backend):
-                LOG.info("old backend %s: %s", old_backend.backend_type, change)
-            old_backend.close()
-        self._log_changes(backend.sync(self.peers))  # whatever the old one's teardown took
-        self._publish_attrs()
-        self._resync()
-        LOG.info("network config %s in force", config.digest())
-
-    def _keep_old_backend(self, config, backend, err):
-        LOG.error("cannot start backend %s for network config %s: %s", config.backend.type, config.digest(), err)
-        if backend is not None:
-            for change in backend.teardown(self.backend):
-                LOG.info("abandoned backend %s: %s", config.backend.type, change)
-            backend.close()
-        self.config_watch.refuse("network config %s cannot run here: backend %s: %s"
-                                 % (config.digest(), config.backend.type, err), self.config)
-        self._log_changes(self.backend.sync(self.peers))  # repair what the attempt disturbed
-        self._report_healthy()
-
-    def _release_lease(self, old_config):
-        """Give up a lease the new config has no room for and acquire one that fits; False when
-        stopped first."""
-        old_subnet = self.lease.subnet
-        LOG.info("lease %s does not fit the new network config; releasing it", old_subnet)
-        self._remove_masquerade(old_subnet, old_config.network)
-        self.registry.delete_lease(self.lease)
-        self.peers = {}
-        lease = self._acquire(None)
-        if lease is None:
-            return False
-        LOG.warning("lease moved from %s to %s", old_subnet, lease.subnet)
-        self._install_lease(lease)
-        return True
-
-    def _publish_attrs(self):
-        """Write the new BackendType/BackendData into our lease (compare-and-swap)."""
-        if self.lease.attrs == self.attrs:
-            return
-        updated = self.registry.update_lease(self.lease, self.attrs,
-                                             None if self.lease.is_reservation else self.lease_ttl)
-        if updated is None:
-            self._reacquire("own lease %s changed while moving to the new config" % self.lease.subnet)
-            return
-        self.lease = updated
-        self._schedule_renewal()
-        LOG.info("lease %s now published as %s", updated.subnet, updated.attrs.to_json())
 
     def loop(self):
         while not self._stop.is_set():
