@@ -1,4 +1,5 @@
-"""etcd with TLS and client-certificate auth: the registry, the agent and the network_config role.
+"""etcd with TLS and client-certificate auth: the registry, the agent, the network_config role and
+registry_migrate (v2 to v3).
 
 A client with a certificate from the cluster's CA gets through; one without a certificate, with
 a certificate from another CA, or not trusting the server's CA is refused with a message that
@@ -24,6 +25,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease impor
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
     EtcdRegistry, RegistryError, RegistryUnavailable, make_registry)
 
+from etcdserver import _b64, v3_call  # tests/etcdserver.py
 from tlsetcd import Pki, client_opener, environment  # tests/etcd/tlsetcd.py (on the path via conftest.py)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -110,6 +112,15 @@ def test_v3_registry_over_tls_with_client_certificate(tls_etcd_v3, tmp_path):
         with pytest.raises(RegistryUnavailable) as caught:
             refused.get_config()
         assert tls_etcd_v3.endpoint in str(caught.value) and TLS_REFUSAL.search(str(caught.value)), caught.value
+
+
+def test_v3_basic_auth_credentials_are_accepted_while_etcd_auth_is_off(tls_etcd_v3):
+    # As on v2 (above) and as etcd's own v3 client: etcd answers "authentication is not enabled" to
+    # the login, and the registry goes on without a token.
+    registry = make_registry("v3", endpoints=tls_etcd_v3.endpoint, username="flannel", password=PASSWORD,
+                             **tls_etcd_v3.client_files)
+    registry.put_config(CONFIG_TEXT)
+    assert registry.get_config() == CONFIG_TEXT
 
 
 def test_raw_https_without_certificate_is_refused_and_with_one_answers(tls_etcd):
@@ -284,3 +295,62 @@ def test_network_config_role_without_client_certificate_fails_naming_the_endpoin
     assert re.search(r"\[DEPRECATED\] network_config_etcd_ca_file is deprecated .*? use\s+network_config_etcd_cafile",
                      run.stdout, re.DOTALL), run.stdout
     assert PASSWORD not in run.stdout
+
+
+# ---- registry_migrate over TLS, run by ansible-playbook -------------------------------------
+
+@pytest.fixture
+def tls_both(tls_etcd):
+    """The shared TLS etcd with a clean v3 keyspace too (its wipe clears v2 only)."""
+    context = tls_etcd.pki.client_context(tls_etcd.client_cert, tls_etcd.client_key)
+    everything = {"key": _b64("\0"), "range_end": _b64("\0")}
+    with client_opener(context):
+        v3_call(tls_etcd.endpoint, "/v3/kv/deleterange", everything)
+    yield tls_etcd
+    with client_opener(context):
+        v3_call(tls_etcd.endpoint, "/v3/kv/deleterange", everything)
+
+
+def test_registry_migrate_over_tls_copies_v2_to_v3_once(tls_both, tmp_path):
+    source = EtcdRegistry(tls_both.endpoint, **tls_both.client_files)
+    source.put_config(CONFIG_TEXT)
+    reserved = source.create_lease(IPNetwork("10.20.0.0/20"), LeaseAttrs("192.168.205.11", "vxlan", "0e:00:00:00:00:0b"),
+                                   None)
+    held = acquire_lease(source, CONFIG, LeaseAttrs("192.168.205.10", "vxlan", "0e:00:00:00:00:0a"))
+    results = tmp_path / "results.json"
+    connection = dict(etcd_api="v3", endpoints=[tls_both.endpoint], **tls_both.client_files)
+    play = {"name": "Migrate over TLS", "hosts": "localhost", "gather_facts": False, "tasks": [
+        {"name": "Copy without a client certificate", "register": "refused", "ignore_errors": True,
+         "netlab.flannel.registry_migrate": dict(etcd_api="v3", endpoints=[tls_both.endpoint], ca_file=tls_both.pki.ca)},
+        {"name": "Copy", "register": "first", "netlab.flannel.registry_migrate": connection},
+        {"name": "Copy again", "register": "second", "netlab.flannel.registry_migrate": connection},
+        {"name": "Keep the results", "ansible.builtin.copy": {
+            "content": "{{ {'refused': refused, 'first': first, 'second': second} | to_json }}", "dest": str(results)}},
+    ]}
+    run = _playbook(tmp_path, {}, play)
+    assert run.returncode == 0, run.stdout
+    outcome = json.loads(results.read_text())
+
+    # Without a client certificate etcd refuses the handshake: the module says where and why, and writes nothing.
+    refused = outcome["refused"]
+    assert refused["failed"] and tls_both.endpoint in refused["msg"] and TLS_REFUSAL.search(refused["msg"]), refused
+    # v2 in, v3 out: the config and both leases, the live one with the TTL it had left.
+    first = outcome["first"]
+    assert first["changed"] and first["config_copied"], first
+    copied = dict((item["subnet"], item) for item in first["copied"])
+    assert sorted(copied) == sorted([str(reserved.subnet), str(held.subnet)]), first
+    assert copied[str(reserved.subnet)]["ttl"] is None
+    assert held.ttl - 120 < copied[str(held.subnet)]["ttl"] <= held.ttl
+    target = make_registry("v3", endpoints=tls_both.endpoint, **tls_both.client_files)
+    assert target.get_config() == CONFIG_TEXT
+    stored = dict((str(lease.subnet), lease) for lease in target.list_leases().leases)
+    assert dict((subnet, lease.attrs) for subnet, lease in stored.items()) == {
+        str(reserved.subnet): reserved.attrs, str(held.subnet): held.attrs}
+    assert stored[str(reserved.subnet)].is_reservation
+    assert held.ttl - 120 < stored[str(held.subnet)].ttl <= held.ttl
+    # A second run finds everything in place and changes nothing.
+    second = outcome["second"]
+    assert not second["changed"] and not second["config_copied"] and second["copied"] == [], second
+    assert sorted(second["unchanged"]) == sorted(copied)
+    # v2 is left as it was.
+    assert sorted(str(lease.subnet) for lease in source.list_leases().leases) == sorted(copied)

@@ -31,6 +31,8 @@ _INVALID_ARGUMENT, _DEADLINE, _NOT_FOUND, _PERMISSION, _OUT_OF_RANGE, _UNAVAILAB
     3, 4, 5, 7, 11, 14, 16)
 _AUTH_WORDS = ("auth", "user name is empty", "permission denied", "invalid user")
 _UNSERVED_WORDS = ("no leader", "timed out", "leader changed", "not capable", "too many requests", "stopped")
+# etcd's answer to /v3/auth/authenticate while its auth is off.
+_AUTH_OFF = "authentication is not enabled"
 _UNKNOWN = object()
 
 
@@ -181,7 +183,8 @@ class EtcdV3Registry:
         if self._credentials and path != "/v3/auth/authenticate":
             if self._token is None:
                 self._token = self._authenticate(base)
-            headers["Authorization"] = self._token
+            if self._token:
+                headers["Authorization"] = self._token
         try:
             return self._http.request("POST", base + path, body=json.dumps(body).encode("utf-8"), headers=headers,
                                       preload_content=not stream,
@@ -201,10 +204,13 @@ class EtcdV3Registry:
                 return data
             code = int(data.get("code", 0)) if isinstance(data, dict) else 0
             message = str(data.get("message") or data.get("error") or "HTTP %d" % response.status)
-            if code == _UNAUTHENTICATED and self._credentials and attempt == 1:
-                self._token = None  # an expired token: authenticate again, once
+            error = self._error_for(base, code, message)
+            # An expired token, or auth turned on since we found it off: authenticate again, once.
+            if self._credentials and attempt == 1 and (
+                    code == _UNAUTHENTICATED or (self._token == "" and isinstance(error, RegistryAuthError))):
+                self._token = None
                 continue
-            self._raise_for(base, code, message)
+            raise error
         raise RegistryAuthError("etcd at %s refused a fresh token under %s" % (base, self.prefix))
 
     def _raise_for(self, base, code, message):
@@ -233,8 +239,15 @@ class EtcdV3Registry:
         return error_for
 
     def _authenticate(self, base):
-        data = self._answer(base, "/v3/auth/authenticate",
-                            {"name": self._credentials[0], "password": self._credentials[1]})
+        """A token for the credentials; "" when etcd's auth is off: etcd then serves everyone, as
+        its v2 API does when given a user anyway, and etcd's own v3 client goes on without a token."""
+        try:
+            data = self._answer(base, "/v3/auth/authenticate",
+                                {"name": self._credentials[0], "password": self._credentials[1]})
+        except RegistryError as err:
+            if _AUTH_OFF in str(err):
+                return ""
+            raise
         return data["token"]
 
     def _call(self, path, body):
