@@ -11,7 +11,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config impo
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import (
     LeaseAttrs, OutOfSubnets, acquire_lease)
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
-    ConfigMissing, IndexCleared, RegistryUnavailable, make_registry)
+    ConfigMissing, IndexCleared, RegistryAuthError, RegistryUnavailable, make_registry)
 
 PREFIX = "/coreos.com/network"
 CONFIG = parse_network_config({"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0",
@@ -261,3 +261,29 @@ def test_watch_with_config_reports_config_changes_in_order_and_sleeps_through_cl
     # Without with_config the config is not watched.
     registry.put_config('{"Network": "10.0.0.0/8"}')
     assert registry.watch_leases(index, 0.3)[0] == []
+
+
+def test_v3_credentials_work_whether_etcd_auth_is_off_or_turned_on_later():
+    """Off, etcd refuses the login ("authentication is not enabled") and serves without a token, as
+    etcd's own client assumes; turned on later, the registry logs in at its next request; a wrong
+    password is an auth error naming the flags to check."""
+    from etcdserver import EtcdServer, v3_call
+
+    server = EtcdServer(enable_v2=False).start()  # its own: auth stays on once enabled
+    try:
+        registry = make_registry("v3", endpoints=server.endpoint, username="root", password="Pw-root-1")
+        registry.put_config('{"Network": "10.0.0.0/8"}')
+        for path, body in (("/v3/auth/user/add", {"name": "root", "password": "Pw-root-1"}),
+                           ("/v3/auth/role/add", {"name": "root"}),
+                           ("/v3/auth/user/grant", {"user": "root", "role": "root"}),
+                           ("/v3/auth/enable", {})):
+            v3_call(server.endpoint, path, body)
+        assert registry.get_config() == '{"Network": "10.0.0.0/8"}'
+        anonymous = make_registry("v3", endpoints=server.endpoint)
+        wrong = make_registry("v3", endpoints=server.endpoint, username="root", password="not-it")
+        for refused in (anonymous, wrong):
+            with pytest.raises(RegistryAuthError) as caught:
+                refused.get_config()
+            assert "-etcd-username" in str(caught.value), caught.value
+    finally:
+        server.stop()
