@@ -1,7 +1,7 @@
 """The flanneld role deploys upstream flanneld v0.10.0 instead of the collection's agent, and back.
 
-On the lab (under its lock): site.yml with flanneld_upstream_binary, then verify.yml; site.yml
-without it, verify.yml, and a second site.yml that changes nothing. Each host keeps its subnet
+On the lab (under its lock), on vxlan and on udp: site.yml with flanneld_upstream_binary, then
+verify.yml; site.yml without it, verify.yml, and a second site.yml that changes nothing. Each host keeps its subnet
 through both switches, and the agent that runs is the one asked for (the unit's ExecStart and
 the running process's executable). Skipped, saying where the binary was looked for, when it is
 absent. A bad path is refused before any host changes.
@@ -83,27 +83,38 @@ def drop_upstream_forward_rules(rules_before):
                 docker_exec(node, "iptables -w -D %s" % rule[len("-A "):])
 
 
+# The inventory's overlay (vxlan), and the same on udp: our agent keeps its udp device flannel0
+# across restarts, which upstream must not find in its way (it would name its own flannel1).
+UDP_CONFIG = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0",
+              "Backend": {"Type": "udp", "Port": 8285}}
+
+
 @needs_upstream
-def test_switch_to_upstream_flanneld_and_back_keeps_each_hosts_subnet(lab):
+@pytest.mark.parametrize("backend_vars", [{}, {"network_config_flannel": UDP_CONFIG}], ids=["vxlan", "udp"])
+def test_switch_to_upstream_flanneld_and_back_keeps_each_hosts_subnet(lab, backend_vars):
     with lab():
         ensure_lab()
-        before = subnets(lab_snapshot())
-        assert len(before) == len(NODES), before
         rules_before = forward_rules()
         try:
+            if backend_vars:
+                run_ok(SITE, backend_vars)
+            before = subnets(lab_snapshot())
+            assert len(before) == len(NODES), before
             # Relative to the directory ansible-playbook runs in (the checkout), as documented.
-            run_ok(SITE, {"flanneld_upstream_binary": os.path.relpath(UPSTREAM_FLANNELD, ROOT)})
+            run_ok(SITE, dict(backend_vars, flanneld_upstream_binary=os.path.relpath(UPSTREAM_FLANNELD, ROOT)))
             assert_agent("upstream")
             assert subnets(lab_snapshot()) == before, "a subnet changed when switching to upstream"
-            run_ok(VERIFY)
+            run_ok(VERIFY, backend_vars)
+            run_ok(SITE, backend_vars)
+            assert_agent("ours")
+            assert subnets(lab_snapshot()) == before, "a subnet changed when switching back"
+            run_ok(VERIFY, backend_vars)
+            again = changed_counts(run_ok(SITE, backend_vars))
         finally:
-            # Back to the collection's agent even when a check above failed: the lab is shared.
+            # Back to the collection's agent on the inventory's overlay even when a check above
+            # failed: the lab is shared.
             run_ok(SITE)
             drop_upstream_forward_rules(rules_before)
-        assert_agent("ours")
-        assert subnets(lab_snapshot()) == before, "a subnet changed when switching back"
-        run_ok(VERIFY)
-        again = changed_counts(run_ok(SITE))
     assert set(again) == set(NODES) and set(again.values()) == {0}, "second run changed something: %s" % again
 
 
