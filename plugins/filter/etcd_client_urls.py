@@ -30,7 +30,9 @@ options:
     type: str
     default: netlab_lab_address
   port:
-    description: The etcd client port.
+    description:
+      - The etcd client port, a whole number from 1 to 65535 (digits in a string are taken too).
+      - Anything else fails, naming the value, before any URL is built.
     type: int
     default: 2379
   tls:
@@ -52,17 +54,25 @@ _value:
   elements: str
 """
 
+import re
+
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.parsing.convert_bool import boolean
+
+
+def checked_port(port):
+    """The port as an int, or an AnsibleFilterError naming the value and the rule."""
+    # bool is an int to Python, and int() would also take 2379.5 or " 2379 ".
+    whole = (isinstance(port, int) and not isinstance(port, bool)) or re.fullmatch("[0-9]+", str(port))
+    if not whole or not 1 <= int(port) <= 65535:
+        raise AnsibleFilterError("etcd_client_urls: port must be a whole number from 1 to 65535, got %r" % (port,))
+    return int(port)
 
 
 def etcd_client_urls(hosts, hostvars, address_variable="netlab_lab_address", port=2379, tls=False):
     """['http(s)://ADDRESS:PORT', ...] for the hosts, ADDRESS from each host's address_variable."""
     scheme = "https" if boolean(tls, strict=False) else "http"
-    try:
-        port = int(port)
-    except (TypeError, ValueError):
-        raise AnsibleFilterError("etcd_client_urls: port must be an integer, got %r" % (port,))
+    port = checked_port(port)
     urls = []
     for host in hosts:
         host_vars = hostvars.get(host) if hasattr(hostvars, "get") else None

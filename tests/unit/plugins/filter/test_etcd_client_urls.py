@@ -44,9 +44,16 @@ def test_a_host_missing_from_hostvars_is_named():
         etcd_client_urls(["node3"], HOSTVARS)
 
 
-def test_a_bad_port_is_named():
-    with pytest.raises(AnsibleFilterError, match="port must be an integer, got 'abc'"):
-        etcd_client_urls(["node1"], HOSTVARS, port="abc")
+@pytest.mark.parametrize("port", ["abc", "", " 2379", "2379.5", 2379.5, True, None, 0, "0", 65536, -1, "\u00b2"])
+def test_a_bad_port_is_named_with_the_rule(port):
+    with pytest.raises(AnsibleFilterError) as raised:
+        etcd_client_urls(["node1"], HOSTVARS, port=port)
+    assert str(raised.value) == "etcd_client_urls: port must be a whole number from 1 to 65535, got %r" % (port,)
+
+
+@pytest.mark.parametrize("port, url", [(1, "http://192.168.205.10:1"), ("65535", "http://192.168.205.10:65535")])
+def test_the_port_range_ends_are_taken(port, url):
+    assert etcd_client_urls(["node1"], HOSTVARS, port=port) == [url]
 
 
 def test_the_filter_is_registered_under_its_name():
