@@ -14,7 +14,7 @@ Network config JSON and agent flags are covered where they are parsed, by refere
     missing value, a stray argument and 6 bad values of 4 flags) and
     test_bad_environment_value_names_the_variable (1): the agent exits 2 naming the flag.
 
-This file adds 67 cases run through ansible-playbook:
+This file adds 69 cases run through ansible-playbook:
 
 Role variables, against the lab (docker-node1 and docker-node2; site.yml or one role on docker-node1):
   id   run        input                                              message names          rule
@@ -67,6 +67,8 @@ Role variables, against the lab (docker-node1 and docker-node2; site.yml or one 
   R47  site.yml   network_config_flannel ["10.0.0.0/8"] (a list)     network_config_flannel  JSON object ... got a list
   R48  site.yml   network_config_flannel.Backend.Type ""             network_config_flannel.Backend.Type  unknown backend type: ""
   R49  flanneld   flanneld_etcd_client_port "abc"                    flanneld_etcd_client_port  convert to int
+  R50  flanneld   flanneld_etcd_client_port 70000                    flanneld_etcd_client_port  not a TCP port
+  R51  network_config  network_config_etcd_client_port 0             network_config_etcd_client_port  not a TCP port
 
 Module arguments, on the controller (connection local) against the tests' own etcd (seeded with a
 config and a lease):
@@ -231,6 +233,10 @@ ROLE_CASES = [
      ['network_config_flannel.Backend.Type: unknown backend type: \\"\\"; use one of: vxlan, host-gw']),
     ("R49", "flanneld", {"flanneld_etcd_client_port": "abc"},
      ["flanneld_etcd_client_port", "unable to convert to int"]),
+    ("R50", "flanneld", {"flanneld_etcd_client_port": 70000},
+     ["flanneld_etcd_client_port: 70000 is not a TCP port (a whole number from 1 to 65535)"]),
+    ("R51", "network_config", {"network_config_etcd_client_port": 0},
+     ["network_config_etcd_client_port: 0 is not a TCP port (a whole number from 1 to 65535)"]),
 ]
 
 
