@@ -213,9 +213,6 @@ class EtcdV3Registry:
             raise error
         raise RegistryAuthError("etcd at %s refused a fresh token under %s" % (base, self.prefix))
 
-    def _raise_for(self, base, code, message):
-        raise self._error_for(base, code, message)
-
     def _error_for(self, base, code, message):
         """The exception for an error etcd answered with (gRPC code, message)."""
         lowered = message.lower()
@@ -487,7 +484,7 @@ class EtcdV3Registry:
                 response = self._post(base, "/v3/watch", body, stream=True)
                 if response.status != 200:
                     data = json.loads(response.data.decode("utf-8") or "{}")
-                    self._raise_for(base, int(data.get("code", 0)), str(data.get("message") or response.status))
+                    raise self._error_for(base, int(data.get("code", 0)), str(data.get("message") or response.status))
                 return _WatchStream(response, watched, start_revision - 1, self._stream_error_for(base))
             except _Unserved as err:
                 last_error = err
