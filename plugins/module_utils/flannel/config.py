@@ -460,10 +460,17 @@ def parse_network_config(data, strict=True):
 
 
 def check_host_addresses(config, host_addresses):
-    """Refuse a Network that contains one of the hosts' own addresses ({host name: address}):
-    its routes would capture the hosts' own traffic. Values that are not IPv4 addresses (host
-    names, empty strings) are skipped."""
-    for host, address in sorted((host_addresses or {}).items()):
+    """Refuse a Network that contains one of the inventory hosts' addresses ({host name: address})."""
+    check_underlay_addresses(config, [(address, "host %s" % host)
+                                      for host, address in sorted((host_addresses or {}).items())])
+
+
+def check_underlay_addresses(config, addresses):
+    """Refuse a Network that contains one of the hosts' own addresses: its routes would capture the
+    hosts' own traffic. `addresses`: (address, whose) pairs, `whose` naming the owner for the
+    message ("host node1"); values that are not IPv4 addresses (host names, empty strings) are
+    skipped. The roles pass the inventory's addresses, the agent its own and its peers'."""
+    for address, whose in addresses:
         address = str(address).strip()
         if not _ADDRESS.match(address):
             continue
@@ -472,5 +479,5 @@ def check_host_addresses(config, host_addresses):
         except (AddrFormatError, ValueError):  # 999.1.1.1
             continue
         if address in config.network:
-            raise ConfigError("Network", "%s contains the address %s of host %s: the overlay must not cover "
-                                         "the hosts' own network" % (config.network, address, host))
+            raise ConfigError("Network", "%s contains the address %s of %s: the overlay must not cover "
+                                         "the hosts' own network" % (config.network, address, whose))

@@ -10,7 +10,7 @@ _report_healthy and _resync.
 import logging
 
 from .backends import make_backend
-from .config import ConfigError, parse_network_config
+from .config import ConfigError, check_underlay_addresses, parse_network_config
 from .config_watch import config_changes, moves_lease
 from .lease import LeaseAttrs
 from .lease_keeping import MAX_BACKOFF
@@ -22,8 +22,9 @@ LOG = logging.getLogger("flanneld")
 class ConfigSwitching:
     """The Agent's methods that read the stored network config and move the host to a new one."""
 
-    def _fetch_config(self):
-        """Poll <prefix>/config until it is valid; None when stopped first."""
+    def _fetch_config(self, public_ip):
+        """Poll <prefix>/config until it is valid and its Network clear of this host's addresses
+        and the live leases' PublicIPs; None when stopped first."""
         last_reason = None
         while not self._stop.is_set():
             refused = False
@@ -31,6 +32,8 @@ class ConfigSwitching:
                 # Not strict: keys written by other tools are warned about, not refused.
                 text = self.registry.get_config()
                 config = parse_network_config(text, strict=False)
+                # Unchecked listing: a lease whose PublicIP this Network covers is what to look for.
+                check_underlay_addresses(config, self._underlay(public_ip, self.registry.list_leases().leases))
                 for warning in config.warnings:
                     LOG.warning("network config at %s: %s", self.registry.config_key, warning)
                 self.config_watch.started_with(text)
@@ -56,8 +59,21 @@ class ConfigSwitching:
             text = None
         self._on_config_text(text)
 
+    def _underlay(self, public_ip, leases):
+        """(address, whose) of this host's public IP, its interface's addresses and the PublicIPs
+        of `leases`: a Network containing one would route the hosts' own traffic into the overlay
+        (and every lease would then be refused for a PublicIP inside it)."""
+        from .netlink import addresses_of
+
+        addresses = [(public_ip, "this host (its public IP)")]
+        addresses += [(cidr.split("/")[0], "this host (interface %s)" % self.iface.name)
+                      for cidr in addresses_of(self.iface.index)]
+        return addresses + [(lease.attrs.public_ip, "the host holding lease %s" % lease.subnet)
+                            for lease in sorted(leases, key=lambda lease: lease.subnet)]
+
     def _on_config_text(self, text):
-        config = self.config_watch.examine(text, self.config)
+        config = self.config_watch.examine(
+            text, self.config, lambda: self._underlay(self.attrs.public_ip, self.peers.values()))
         if config is not None:
             self._switch_to(config)
         elif self._health[0]:

@@ -1,12 +1,12 @@
 """Following <prefix>/config while the agent runs (flanneld v0.10 reads it at start only).
 
 A valid new config is handed to the daemon, which moves the host to it without a restart; an
-invalid one (or a deleted key) is refused with the key and the rule, in the log and on /healthz,
-and the host runs on with the config in force. Parsed in the agent's mode (unknown keys warned
-about, not refused), as at start-up.
+invalid one (or a deleted key), or one whose Network covers the hosts' own addresses, is refused
+with the key and the rule, in the log and on /healthz, and the host runs on with the config in
+force. Parsed in the agent's mode (unknown keys warned about, not refused), as at start-up.
 """
 
-from .config import ConfigError, parse_network_config
+from .config import ConfigError, check_underlay_addresses, parse_network_config
 
 NETWORK_KEYS = ("Network", "SubnetLen", "SubnetMin", "SubnetMax")
 
@@ -49,10 +49,11 @@ class ConfigWatch:
         backend could not start is tried again)."""
         self._last_text = object()
 
-    def examine(self, text, in_force):
+    def examine(self, text, in_force, underlay=None):
         """The stored config `text` (None: the key is gone) against the config in force. Returns
         the NetworkConfig to move to, or None when there is nothing to do (the same text, the same
-        effective config, or a refused one: see `refusal`)."""
+        effective config, or a refused one: see `refusal`). `underlay()`, when given, lists the
+        (address, whose) pairs of the hosts' own addresses the new Network must not contain."""
         if text == self._last_text:
             return None
         self._last_text = text
@@ -60,6 +61,8 @@ class ConfigWatch:
             return self.refuse("%s was deleted" % self.config_key, in_force)
         try:
             config = parse_network_config(text, strict=False)
+            if underlay is not None:
+                check_underlay_addresses(config, underlay())
         except ConfigError as err:
             return self.refuse("network config at %s refused: %s" % (self.config_key, err), in_force)
         for warning in config.warnings:

@@ -115,11 +115,11 @@ class Agent(LeaseKeeping, ConfigSwitching):
         from .backends.base import BackendError
 
         iface = self.iface
-        self.config = self._fetch_config()
+        public_ip = self.options.public_ip or str(iface.address)
+        self.config = self._fetch_config(public_ip)
         if self.config is None:
             return 0
         LOG.info("network config: %s", self.config)
-        public_ip = self.options.public_ip or str(iface.address)
         LOG.info("using interface %s (%s), public IP %s", iface.name, iface.address, public_ip)
         try:
             self.backend = make_backend(self.config, iface, public_ip, self.options)

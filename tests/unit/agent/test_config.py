@@ -5,7 +5,7 @@ import json
 import pytest
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import (
-    MAX_CONFIG_BYTES, MAX_DEPTH, ConfigError, check_host_addresses, parse_network_config)
+    MAX_CONFIG_BYTES, MAX_DEPTH, ConfigError, check_host_addresses, check_underlay_addresses, parse_network_config)
 
 TUTORIAL = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", '
             '"SubnetMax": "10.99.0.0", "Backend": {"Type": "vxlan", "VNI": 100, "Port": 8472}}')
@@ -342,3 +342,31 @@ def test_host_addresses_outside_the_network_and_host_names_pass():
                                   "six": "fd00::1", "decimal": "167772161", "nothing": None})
     check_host_addresses(config, {})
     check_host_addresses(config, None)
+
+
+def test_underlay_address_inside_the_network_is_refused_naming_whose_it_is():
+    # The agent's pairs: its public IP, its interface's addresses, the live leases' PublicIPs.
+    config = parse_network_config({"Network": "172.31.0.0/16", "Backend": {"Type": "vxlan"}})
+    underlay = [("192.168.1.5", "this host (its public IP)"), ("172.31.251.11", "this host (interface eth0)"),
+                ("172.31.250.12", "the host holding lease 10.10.16.0/20")]
+    with pytest.raises(ConfigError) as caught:
+        check_underlay_addresses(config, underlay)
+    assert caught.value.key == "Network"
+    assert caught.value.rule == ("172.31.0.0/16 contains the address 172.31.251.11 of this host (interface eth0): "
+                                 "the overlay must not cover the hosts' own network")
+    with pytest.raises(ConfigError, match="172.31.250.12 of the host holding lease 10.10.16.0/20"):
+        check_underlay_addresses(config, underlay[:1] + underlay[2:])
+
+
+def test_subnet_range_over_a_host_address_is_refused_by_its_network():
+    config = parse_network_config({"Network": "172.16.0.0/12", "SubnetMin": "172.31.250.0",
+                                   "SubnetMax": "172.31.250.0", "Backend": {"Type": "vxlan"}})
+    with pytest.raises(ConfigError, match="^Network: 172.16.0.0/12 contains the address 172.31.250.11 of "):
+        check_underlay_addresses(config, [("172.31.250.11", "this host (its public IP)")])
+
+
+def test_underlay_addresses_outside_the_network_pass():
+    config = parse_network_config(TUTORIAL)
+    check_underlay_addresses(config, [("172.31.250.11", "this host (its public IP)"), ("11.0.0.1", "a peer"),
+                                      ("9.255.255.255", "a peer"), ("", "nobody"), (None, "nobody")])
+    check_underlay_addresses(config, [])

@@ -72,3 +72,25 @@ def test_forget_examines_the_same_text_again(caplog):
         watch.forget()
         watch.examine(bad, IN_FORCE)
     assert caplog.text.count("Backend.VNI: must be between") == 2
+
+
+def test_config_covering_the_underlay_is_refused_and_the_good_one_back_moves_nothing():
+    watch = _watch()
+    asked = []
+
+    def underlay():
+        asked.append(True)
+        return [("172.31.250.11", "this host (its public IP)"), ("172.31.250.12", "the host holding lease X")]
+
+    assert watch.examine(VXLAN, IN_FORCE, underlay) is None and asked == []  # the same text: not looked at
+    covering = VXLAN.replace("10.0.0.0/8", "172.31.0.0/16")
+    assert watch.examine(covering, IN_FORCE, underlay) is None
+    assert watch.refusal == ("network config at %s refused: Network: 172.31.0.0/16 contains the address "
+                             "172.31.250.11 of this host (its public IP): the overlay must not cover the hosts' "
+                             "own network; running on the last good config %s" % (KEY, IN_FORCE.digest()))
+    assert watch.examine('{"Network": "172.31.250.0/28", "Backend": {"Type": "vxlan", "VNI": 100}}', IN_FORCE,
+                         underlay) is None
+    assert "Network: 172.31.250.0/28 contains the address 172.31.250.11" in watch.refusal
+    assert watch.examine(VXLAN.replace(" ", ""), IN_FORCE, underlay) is None and watch.refusal is None
+    moved = watch.examine(VXLAN.replace("10.0.0.0/8", "172.30.0.0/16"), IN_FORCE, underlay)
+    assert str(moved.network) == "172.30.0.0/16" and watch.refusal is None
