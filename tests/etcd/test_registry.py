@@ -113,6 +113,29 @@ def test_renewal_of_unchanged_lease_is_a_silent_refresh(registry, raw):
     assert all(event.lease.attrs == _attrs(10) for event in events)
 
 
+def test_creation_index_orders_keys_and_survives_renewals_and_updates(api, registry, raw):
+    """The index that decides which of two leases holds a shared identity (peer_identity.py)."""
+    index = registry.list_leases().index
+    first = registry.create_lease(IPNetwork("10.34.0.0/20"), _attrs(10), 600)
+    second = registry.create_lease(IPNetwork("10.35.0.0/20"), _attrs(11), 600)
+    assert 0 < first.created_index < second.created_index
+    renewed = registry.update_lease(first, _attrs(10), 600)
+    changed = registry.update_lease(renewed, _attrs(12), 600)
+    assert renewed.created_index == changed.created_index == first.created_index
+    listed = dict((lease.subnet, lease.created_index) for lease in registry.list_leases().leases)
+    assert listed == {first.subnet: first.created_index, second.subnet: second.created_index}
+    seen = []
+    while len(seen) < 3:
+        events, index = registry.watch_leases(index, 2)[:2]
+        seen.extend(events)
+    assert [event.lease.created_index for event in seen] == [first.created_index, second.created_index,
+                                                             first.created_index]
+    # An unconditional write (upstream flanneld's renewal): v2 re-creates the key, v3 keeps its creation.
+    raw.write(PREFIX + "/subnets/10.34.0.0-20", _attrs(12).to_json(), ttl=600)
+    rewritten = registry.get_lease(first.subnet).created_index
+    assert rewritten > second.created_index if api == "v2" else rewritten == first.created_index
+
+
 def test_renewal_of_a_lease_that_vanished_is_refused(registry, raw):
     lease = registry.create_lease(IPNetwork("10.32.0.0/20"), _attrs(10), 600)
     raw.delete(PREFIX + "/subnets/10.32.0.0-20")

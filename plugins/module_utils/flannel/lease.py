@@ -189,13 +189,16 @@ class LeaseAttrs:
 
 
 class Lease:
-    """A subnet held by a host. `ttl` is the seconds left as etcd reported them (None: no TTL)."""
+    """A subnet held by a host. `ttl` is the seconds left as etcd reported them (None: no TTL).
+    `created_index`: etcd's index when the key was created (kept by updates), which orders the
+    claims of leases sharing an identity (peer_identity.py)."""
 
-    def __init__(self, subnet, attrs, ttl=None, modified_index=0):
+    def __init__(self, subnet, attrs, ttl=None, modified_index=0, created_index=0):
         self.subnet = subnet
         self.attrs = attrs
         self.ttl = ttl
         self.modified_index = modified_index
+        self.created_index = created_index
 
     @property
     def key(self):

@@ -216,7 +216,8 @@ class EtcdRegistry:
         also the checks that need it (see lease.checked_lease)."""
         subnet = parse_subnet_key(node.key)
         attrs = LeaseAttrs.from_json(node.value)
-        return checked_lease(Lease(subnet, attrs, ttl=node.ttl, modified_index=node.modifiedIndex), config)
+        return checked_lease(Lease(subnet, attrs, ttl=node.ttl, modified_index=node.modifiedIndex,
+                                   created_index=node.createdIndex or 0), config)
 
     @counted("list_leases")
     def list_leases(self, config=None):
@@ -264,7 +265,8 @@ class EtcdRegistry:
         try:
             if attrs == lease.attrs and ttl and not lease.is_reservation:
                 node = self._call(lambda c: c.refresh(key, ttl, prevIndex=lease.modified_index))
-                return Lease(lease.subnet, attrs, ttl=node.ttl, modified_index=node.modifiedIndex)
+                return Lease(lease.subnet, attrs, ttl=node.ttl, modified_index=node.modifiedIndex,
+                             created_index=lease.created_index)
             node = self._call(lambda c: c.write(key, attrs.to_json(), ttl=ttl or None,
                                                 prevIndex=lease.modified_index))
         except (etcd.EtcdCompareFailed, etcd.EtcdKeyNotFound):

@@ -61,10 +61,11 @@ class V3Lease(Lease):
     reservation without TTL). Its remaining TTL is asked of etcd only when someone reads it: the
     agent never needs its peers' TTLs."""
 
-    def __init__(self, subnet, attrs, etcd_lease, modified_index, registry, ttl=_UNKNOWN):
+    def __init__(self, subnet, attrs, etcd_lease, modified_index, registry, ttl=_UNKNOWN, created_index=0):
         self.etcd_lease = etcd_lease
         self._registry = registry
-        super().__init__(subnet, attrs, ttl=None if not etcd_lease else ttl, modified_index=modified_index)
+        super().__init__(subnet, attrs, ttl=None if not etcd_lease else ttl, modified_index=modified_index,
+                         created_index=created_index)
 
     @property
     def ttl(self):
@@ -366,7 +367,8 @@ class EtcdV3Registry:
         subnet = parse_subnet_key(_unb64(kv["key"]))
         attrs = LeaseAttrs.from_json(_unb64(kv.get("value"), as_text=False))
         return checked_lease(V3Lease(subnet, attrs, int(kv.get("lease", 0) or 0),
-                                     int(kv.get("mod_revision", 0) or 0), self, ttl=ttl), config)
+                                     int(kv.get("mod_revision", 0) or 0), self, ttl=ttl,
+                                     created_index=int(kv.get("create_revision", 0) or 0)), config)
 
     @counted("list_leases")
     def list_leases(self, config=None):
@@ -400,7 +402,7 @@ class EtcdV3Registry:
                 # to a crowd of agents must not widen the window of the next one.
                 self._spare = (etcd_lease, ttl)
             return None
-        return V3Lease(subnet, attrs, etcd_lease, revision, self, ttl=ttl or None)
+        return V3Lease(subnet, attrs, etcd_lease, revision, self, ttl=ttl or None, created_index=revision)
 
     @counted("update_lease")
     def update_lease(self, lease, attrs, ttl):
@@ -416,7 +418,8 @@ class EtcdV3Registry:
             kvs = self._range(key)[0] if remaining else []
             if not kvs or int(kvs[0].get("mod_revision", 0)) != lease.modified_index:
                 return None
-            return V3Lease(lease.subnet, attrs, etcd_lease, lease.modified_index, self, ttl=remaining)
+            return V3Lease(lease.subnet, attrs, etcd_lease, lease.modified_index, self, ttl=remaining,
+                           created_index=lease.created_index)
         new_lease = self._grant(ttl) if ttl else 0
         updated, revision = self._txn(self._compare(key, "MOD", lease.modified_index),
                                       [self._put_op(key, attrs.to_json(), new_lease)])
@@ -426,7 +429,8 @@ class EtcdV3Registry:
             return None
         if etcd_lease and etcd_lease != new_lease:
             self._revoke(etcd_lease)  # it held only this key, which now has the new lease
-        return V3Lease(lease.subnet, attrs, new_lease, revision, self, ttl=ttl or None)
+        return V3Lease(lease.subnet, attrs, new_lease, revision, self, ttl=ttl or None,
+                       created_index=lease.created_index)
 
     @counted("delete_lease")
     def delete_lease(self, lease):
