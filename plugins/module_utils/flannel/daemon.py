@@ -14,7 +14,7 @@ import sys
 import threading
 import time
 
-from . import metrics, missing_libraries
+from . import metrics, missing_libraries, peer_identity
 from .backends import make_backend
 from .config_switching import ConfigSwitching
 from .config_watch import ConfigWatch
@@ -47,7 +47,8 @@ class Agent(LeaseKeeping, ConfigSwitching):
         self.iface = None
         self.attrs = None
         self.lease = None
-        self.peers = {}
+        self.peers = {}  # the other hosts' leases that are programmed: each holds its identity
+        self.identities = peer_identity.IdentityBook()  # every valid lease of the other hosts
         self.index = 0
         self.renew_at = None
         self.lease_expires_at = None  # on self.clock; None for a reservation (no TTL)
@@ -154,7 +155,9 @@ class Agent(LeaseKeeping, ConfigSwitching):
             self._reacquire("own lease %s %s" % (self.lease.subnet, "vanished" if not own else "was taken"))
             return
         self.lease = own[0]
-        current = dict((lease.subnet, lease) for lease in listing.leases if lease.subnet != self.lease.subnet)
+        book = self._identity_book()
+        peer_identity.report(book.reset(listing.leases), book)
+        current = book.programmable()
         for subnet in sorted(set(self.peers) - set(current)):
             LOG.info("peer removed: %s", subnet)
         for subnet, lease in sorted(current.items()):
@@ -174,6 +177,8 @@ class Agent(LeaseKeeping, ConfigSwitching):
 
     def _report_healthy(self):
         skipped = ", bad leases skipped: %d" % len(self._skipped) if self._skipped else ""
+        if self.identities.conflicts:
+            skipped += ", conflicting leases skipped: %d" % len(self.identities.conflicts)
         reason = "lease %s, %d peers, config in force %s%s" % (self.lease.subnet, len(self.peers),
                                                                self.config.digest(), skipped)
         if self.config_watch.refusal:
@@ -195,22 +200,31 @@ class Agent(LeaseKeeping, ConfigSwitching):
                 self.lease = event.lease
                 self._schedule_renewal()
             return False
-        if event.removed:
-            if self.peers.pop(event.subnet, None) is not None:
-                LOG.info("peer removed: %s", event.subnet)
-                self._log_changes(self.backend.remove_peer(event.subnet))
-                return True
-            return False
-        known = self.peers.get(event.subnet)
-        self.peers[event.subnet] = event.lease
-        if known is None:
-            LOG.info("peer added: %s at %s", event.subnet, event.lease.attrs.public_ip)
-        elif known.attrs != event.lease.attrs:
-            LOG.info("peer changed: %s now %s", event.subnet, event.lease.attrs)
-        else:
-            return False  # a renewal: nothing to program
-        self._log_changes(self.backend.add_peer(event.lease))
-        return True
+        book = self._identity_book()
+        changes = book.remove(event.subnet) if event.removed else book.put(event.lease)
+        peer_identity.report(changes, book)
+        for subnet in changes.unprogrammed:  # a lease the book skips was never programmed
+            self.peers.pop(subnet, None)
+            LOG.info("peer removed: %s", subnet)
+            self._log_changes(self.backend.remove_peer(subnet))
+        programmed = bool(changes.unprogrammed)
+        for lease in changes.programmed:
+            known = self.peers.get(lease.subnet)
+            self.peers[lease.subnet] = lease
+            if known is None:
+                LOG.info("peer added: %s at %s", lease.subnet, lease.attrs.public_ip)
+            elif known.attrs != lease.attrs:
+                LOG.info("peer changed: %s now %s", lease.subnet, lease.attrs)
+            else:
+                continue  # a renewal: nothing to program
+            self._log_changes(self.backend.add_peer(lease))
+            programmed = True
+        return programmed
+
+    def _identity_book(self):
+        """The IdentityBook, told this host's current backend type, lease attrs and subnet."""
+        self.identities.configure(self.config.backend.type, self.attrs, self.lease.subnet)
+        return self.identities
 
     @staticmethod
     def _log_changes(changes):

@@ -66,6 +66,8 @@ class _Metrics:
         import prometheus_client
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
+        from .peer_identity import IDENTITY_KINDS
+
         prometheus_client.disable_created_metrics()  # no _created series: counters start with the process
         registry = self.registry = CollectorRegistry(auto_describe=True)
         prometheus_client.ProcessCollector(registry=registry)
@@ -87,6 +89,11 @@ class _Metrics:
         self.etcd_errors = Counter("flannel_etcd_request_errors", "Registry operations that failed (etcd "
                                    "unreachable, refusing us, or answering an error), by operation", ["operation"],
                                    registry=registry)
+        self.conflicts = Counter("flannel_conflicting_leases_skipped", "Leases skipped because another live lease "
+                                 "(or this host) already holds their identity, by its kind (VtepMAC, PublicIP)",
+                                 ["identity"], registry=registry)
+        for kind in IDENTITY_KINDS:
+            self.conflicts.labels(kind)
         for outcome in EVENT_OUTCOMES:  # every series exists from the start, at 0
             self.events.labels(outcome)
         for kind in REPAIR_KINDS:
@@ -132,6 +139,12 @@ def watch_event(events, skipped):
             _active.events.labels("skipped").inc()
         elif events:
             _active.events.labels("handled").inc(len(events))
+
+
+def conflicting_lease(kind):
+    """A lease was skipped: its identity of `kind` belongs to another lease (peer_identity.py)."""
+    if _active:
+        _active.conflicts.labels(kind).inc()
 
 
 def peer_programmed(since):

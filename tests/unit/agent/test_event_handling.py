@@ -4,6 +4,9 @@ The real registry and backends are tested in tests/etcd and tests/agent."""
 
 import pytest
 from netaddr import IPNetwork
+from prometheus_client.parser import text_string_to_metric_families
+
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel import metrics
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.cli import parse_args
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
@@ -239,3 +242,81 @@ def test_acquire_retries_after_a_failure(agent, registry, failure):
     registry.failures = [failure]
     lease = agent._acquire(OWN_SUBNET)
     assert lease is registry.leases[OWN_SUBNET] and registry.failures == []
+
+
+# ---- conflicting identities (peer_identity.py) -------------------------------------------------
+
+COPY_SUBNET = IPNetwork("10.40.0.0/20")
+COPY_OF_PEER = LeaseAttrs("192.168.205.12", "vxlan", PEER.vtep_mac)  # PEER's VtepMAC, another PublicIP
+
+
+def _created(registry, subnet, attrs):
+    """An event for a key etcd creates now (its created index is the newest)."""
+    event = _event(registry, subnet, attrs)
+    event.lease.created_index = event.lease.modified_index
+    return event
+
+
+def _conflicts_counted():
+    _status, _type, body = metrics.render()
+    return dict((sample.labels["identity"], sample.value) for family in text_string_to_metric_families(body.decode())
+                for sample in family.samples if sample.name == "flannel_conflicting_leases_skipped_total")
+
+
+def test_copy_of_a_peers_vtep_mac_is_skipped_logged_once_and_counted(agent, registry, caplog):
+    caplog.set_level("INFO", logger="flanneld")
+    metrics.enable(agent)
+    try:
+        agent._apply(_created(registry, COPY_SUBNET, COPY_OF_PEER))
+        agent._apply(_event(registry, COPY_SUBNET, COPY_OF_PEER))  # its renewal
+        agent._resync()
+        assert _conflicts_counted() == {"VtepMAC": 1, "PublicIP": 0}
+    finally:
+        metrics.disable()
+    assert agent.backend.calls == [("sync", [str(PEER_SUBNET)])]
+    assert agent.backend.programmed == {PEER_SUBNET: PEER} and list(agent.peers) == [PEER_SUBNET]
+    lines = [record.getMessage() for record in caplog.records if "10.40.0.0-20" in record.getMessage()]
+    assert len(lines) == 1 and "10.30.0.0-20" in lines[0] and "VtepMAC 0e:00:00:00:00:11" in lines[0], lines
+    assert agent.health()[1].endswith("conflicting leases skipped: 1")
+
+
+def test_removing_the_copy_leaves_the_holder_programmed(agent, registry):
+    agent._apply(_created(registry, COPY_SUBNET, COPY_OF_PEER))
+    agent._apply(_event(registry, COPY_SUBNET, None))
+    assert agent.backend.calls == [] and agent.backend.programmed == {PEER_SUBNET: PEER}
+    agent._report_healthy()
+    assert "conflicting" not in agent.health()[1]
+
+
+def test_when_the_holder_goes_the_skipped_lease_is_programmed(agent, registry, caplog):
+    caplog.set_level("INFO", logger="flanneld")
+    agent._apply(_created(registry, COPY_SUBNET, COPY_OF_PEER))
+    agent._apply(_event(registry, PEER_SUBNET, None))
+    assert agent.backend.calls == [("remove_peer", str(PEER_SUBNET)), ("add_peer", str(COPY_SUBNET))]
+    assert agent.backend.programmed == {COPY_SUBNET: COPY_OF_PEER}
+    assert "lease 10.40.0.0-20 now holds its VtepMAC 0e:00:00:00:00:11: programming it" in caplog.messages
+
+
+def test_a_holder_that_changes_its_mac_hands_the_old_one_to_the_next_claimant(agent, registry):
+    agent._apply(_created(registry, COPY_SUBNET, COPY_OF_PEER))
+    agent._apply(_event(registry, PEER_SUBNET, PEER_NEW_MAC))
+    assert agent.backend.calls == [("add_peer", str(PEER_SUBNET)), ("add_peer", str(COPY_SUBNET))]
+    assert agent.backend.programmed == {PEER_SUBNET: PEER_NEW_MAC, COPY_SUBNET: COPY_OF_PEER}
+
+
+def test_a_lease_with_this_hosts_own_vtep_mac_is_never_programmed(agent, registry, caplog):
+    copy_of_own = LeaseAttrs("192.168.205.12", "vxlan", OWN.vtep_mac)
+    agent._apply(_created(registry, COPY_SUBNET, copy_of_own))
+    agent._resync()
+    assert agent.backend.programmed == {PEER_SUBNET: PEER}
+    assert [message for message in caplog.messages if "this host's own (lease 10.20.0.0-20)" in message
+            and "10.40.0.0-20" in message]
+
+
+def test_a_listing_picks_the_key_created_first_whatever_its_order(agent, registry):
+    """A host that starts after both leases were written agrees with one that saw them arrive."""
+    registry.leases[PEER_SUBNET].created_index = 50
+    copy = registry._store(COPY_SUBNET, COPY_OF_PEER, 86400)
+    copy.created_index = 20  # created before PEER's key: the copy holds the MAC
+    agent._resync()
+    assert agent.backend.programmed == {COPY_SUBNET: COPY_OF_PEER}
