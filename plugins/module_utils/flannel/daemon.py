@@ -5,7 +5,8 @@ while running (config_switching.py, which moves the host to a changed config wit
 Differences from flanneld v0.10 (each fixes a reported failure): a bad or missing config is
 retried, not fatal; a lost lease is re-acquired (preferring the same subnet) instead of exiting 0;
 renewals are compare-and-swap; peers whose attributes changed are re-programmed; an unparsable
-key is skipped; data-plane entries removed behind the agent's back are restored periodically.
+key is skipped, and so is a lease whose VtepMAC or PublicIP another lease holds (peer_identity.py);
+data-plane entries removed behind the agent's back are restored periodically.
 """
 
 import logging
