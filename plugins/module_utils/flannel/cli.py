@@ -1,7 +1,9 @@
 """flanneld's command line: the same flag names, spellings and FLANNELD_* environment variables.
 
 Accepted spellings: -flag=value, -flag value, --flag=value, --flag value; booleans also bare.
-A flag given on the command line wins over its FLANNELD_<FLAG> environment variable.
+A flag given on the command line wins over its FLANNELD_<FLAG> environment variable. As in
+flanneld, a variable's value is one value of its flag, never split: FLANNELD_IFACE=eth1,eth2 names
+one interface, and FLANNELD_IFACE_REGEX keeps the commas of '^eth[0-9]{1,2}$'.
 """
 
 import collections
@@ -27,14 +29,17 @@ class UsageError(Exception):
     """A bad flag or value; printed as one line, exit status 2."""
 
 
-class Flag(collections.namedtuple("Flag", "name default help kind repeated check")):
+class Flag(collections.namedtuple("Flag", "name default help kind repeated check default_text from_env")):
     """One flag: its name without dashes, default, help line, value type, whether it may be
-    given more than once, and an optional check(value) that raises ValueError."""
+    given more than once, an optional check(value) that raises ValueError, the default as -help
+    and the README show it when the agent works it out at run time (default_text), and whether a
+    FLANNELD_<FLAG> variable sets it."""
 
     __slots__ = ()
 
-    def __new__(cls, name, default, help_text, kind=str, repeated=False, check=None):
-        return super().__new__(cls, name, default, help_text, kind, repeated, check)
+    def __new__(cls, name, default, help_text, kind=str, repeated=False, check=None, default_text=None,
+                from_env=True):
+        return super().__new__(cls, name, default, help_text, kind, repeated, check, default_text, from_env)
 
     @property
     def attribute(self):
@@ -42,7 +47,17 @@ class Flag(collections.namedtuple("Flag", "name default help kind repeated check
 
     @property
     def env_name(self):
-        return "FLANNELD_" + self.name.upper().replace("-", "_")
+        """FLANNELD_<FLAG>, or None for a flag no variable sets."""
+        return "FLANNELD_" + self.name.upper().replace("-", "_") if self.from_env else None
+
+    @property
+    def shown_default(self):
+        """The default as -help and the README's flag table show it ("" when there is none)."""
+        if self.default_text is not None:
+            return self.default_text
+        if self.kind is bool:
+            return "true" if self.default else "false"
+        return "" if self.default in ("", []) else str(self.default)
 
 
 def _minutes(value):
@@ -118,10 +133,11 @@ FLAGS = [
     Flag("etcd-username", "", "username for BasicAuth to etcd"),
     Flag("etcd-password", "", "password for BasicAuth to etcd"),
     Flag("iface", [], "interface to use (IP or name) for inter-host communication; repeatable",
-         repeated=True),
+         repeated=True, default_text="the default route's interface"),
     Flag("iface-regex", [], "regex matched against interface IPs, then names; repeatable",
          repeated=True, check=_regex),
-    Flag("public-ip", "", "IP accessible by other nodes for inter-host communication", check=_public_ip),
+    Flag("public-ip", "", "IP accessible by other nodes for inter-host communication", check=_public_ip,
+         default_text="the interface's IP"),
     Flag("subnet-file", "/run/flannel/subnet.env", "filename where env variables are written"),
     Flag("subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires",
          kind=int, check=_minutes),
@@ -138,10 +154,11 @@ FLAGS = [
     Flag("vxlan-offload", "auto", "tx checksum offload on the vxlan device: auto (on, but off on "
                                   "kernels before 5.7, whose checksums break under NAT), on or off",
          check=_offload_choice),
-    Flag("host-id", "", "identity of this host, to detect two hosts using one public IP "
-                        "(default: /etc/machine-id)"),
-    Flag("version", False, "print the version and exit", kind=bool),
-    Flag("help", False, "print this help and exit", kind=bool),
+    Flag("host-id", "", "identity of this host, to detect two hosts using one public IP",
+         default_text="/etc/machine-id's content, else the host name"),
+    # Commands, not settings: no default to show, and (as in flanneld) no variable.
+    Flag("version", False, "print the version and exit", kind=bool, default_text="", from_env=False),
+    Flag("help", False, "print this help and exit", kind=bool, default_text="", from_env=False),
 ]
 _BY_NAME = dict((flag.name, flag) for flag in FLAGS)
 _TRUE = ("1", "t", "true", "yes")
@@ -221,13 +238,9 @@ def parse_args(argv, environ=None):
     for flag in FLAGS:
         if flag.attribute in given:
             values[flag.attribute] = given[flag.attribute]
-        elif environ.get(flag.env_name, "") != "":
-            raw = environ[flag.env_name]
-            if flag.repeated:
-                values[flag.attribute] = [_convert(flag, item.strip(), True)
-                                          for item in raw.split(",") if item.strip()]
-            else:
-                values[flag.attribute] = _convert(flag, raw, True)
+        elif flag.from_env and environ.get(flag.env_name, "") != "":
+            converted = _convert(flag, environ[flag.env_name], True)
+            values[flag.attribute] = [converted] if flag.repeated else converted
         else:
             values[flag.attribute] = list(flag.default) if flag.repeated else flag.default
     if values["metrics"] and values["metrics_port"] and values["metrics_port"] == values["healthz_port"]:
@@ -288,11 +301,10 @@ def check_files(options):
 def usage_text():
     lines = ["usage: flanneld [flags]  (python3 flanneld.pyz [flags])", ""]
     for flag in FLAGS:
-        default = flag.default if flag.default not in ("", [], False) else None
-        default = str(default).lower() if flag.kind is bool and default else default
         lines.append("  -%s%s" % (flag.name, "" if flag.kind is bool else "=VALUE"))
-        shown_default = " (default %s)" % default if default else ""
-        lines.append("        %s%s  [env %s]" % (flag.help, shown_default, flag.env_name))
+        shown_default = " (default %s)" % flag.shown_default if flag.shown_default else ""
+        environment = "  [env %s]" % flag.env_name if flag.env_name else ""
+        lines.append("        %s%s%s" % (flag.help, shown_default, environment))
     return "\n".join(lines) + "\n"
 
 

@@ -26,12 +26,33 @@ def test_every_spelling(argv):
 
 
 def test_repeatable_and_environment():
-    environ = {"FLANNELD_IFACE": "eth1,eth2", "FLANNELD_ETCD_PREFIX": "/x/network", "FLANNELD_IP_MASQ": "true"}
+    environ = {"FLANNELD_IFACE": "eth1", "FLANNELD_ETCD_PREFIX": "/x/network", "FLANNELD_IP_MASQ": "true"}
     options = parse_args(["-etcd-prefix=/flag/wins"], environ=environ)
-    assert options.iface == ["eth1", "eth2"]
+    assert options.iface == ["eth1"]
     assert options.etcd_prefix == "/flag/wins"
     assert options.ip_masq is True
     assert parse_args(["-iface=a", "-iface=b"], environ=environ).iface == ["a", "b"]
+
+
+@pytest.mark.parametrize("variable, value, attribute", [
+    ("FLANNELD_IFACE_REGEX", "^eth[0-9]{1,2}$", "iface_regex"),
+    ("FLANNELD_IFACE_REGEX", "^(10|192),", "iface_regex"),
+    ("FLANNELD_IFACE", "eth1,eth2", "iface"),  # flanneld v0.10 looks up one interface "eth1,eth2"
+    ("FLANNELD_IFACE", " eth1 ", "iface"),
+])
+def test_environment_value_is_one_value_never_split(variable, value, attribute):
+    assert getattr(parse_args([], environ={variable: value}), attribute) == [value]
+
+
+def test_a_comma_in_a_regex_from_the_environment_is_checked_whole():
+    with pytest.raises(UsageError) as caught:
+        parse_args([], environ={"FLANNELD_IFACE_REGEX": "^eth[0-9]{1,2},(x"})
+    assert "invalid value '^eth[0-9]{1,2},(x' for FLANNELD_IFACE_REGEX: not a regular expression" in str(caught.value)
+
+
+def test_commands_take_no_environment_variable():
+    options = parse_args([], environ={"FLANNELD_VERSION": "true", "FLANNELD_HELP": "true"})
+    assert options.version is False and options.help is False
 
 
 @pytest.mark.parametrize("argv, message", [
