@@ -173,13 +173,6 @@ def repaired(changes, kind=None):
             _active.repairs.labels(kind or repair_kind(change)).inc()
 
 
-def etcd_request(operation, failed=False):
-    if _active:
-        _active.etcd_requests.labels(operation).inc()
-        if failed:
-            _active.etcd_errors.labels(operation).inc()
-
-
 def etcd_operation(operation, failure, answers=()):
     """Decorate a registry method: each call counts as a request of `operation`, and one that
     raises `failure` (but not one of `answers`) as an error."""

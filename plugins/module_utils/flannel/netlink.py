@@ -386,24 +386,11 @@ def format_route(route, name=None):
     return text + " onlink" if route.onlink else text
 
 
-def tx_checksum_offload(ifname):
-    """Whether tx-checksum-ip-generic is on for a device of the CURRENT namespace (ethtool
-    ioctl), or None when the device does not offer the feature."""
-    from pyroute2.ethtool import Ethtool  # imported here: only the agent needs it
-
-    ethtool = Ethtool()
-    try:
-        feature = ethtool.get_features(ifname).features.get(TX_CSUM_FEATURE)
-        return None if feature is None else bool(feature.enable)
-    finally:
-        ethtool.close()
-
-
 def set_tx_checksum_offload(ifname, enabled):
     """Turn tx-checksum-ip-generic on or off for a device of the CURRENT namespace. Only that
     feature is written, so the kernel brings back the segmentation offloads that depend on it
     when it is turned on again. Returns True when it changed something."""
-    from pyroute2.ethtool import Ethtool
+    from pyroute2.ethtool import Ethtool  # imported here: only the agent needs it
 
     ethtool = Ethtool()
     try:

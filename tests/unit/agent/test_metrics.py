@@ -68,6 +68,13 @@ def test_state_is_read_from_the_agent_when_scraped(agent):
     assert ("flannel_peers", (("backend", "host-gw"),)) not in samples
 
 
+@metrics.etcd_operation("watch_leases", ConnectionError)
+def _watch_leases(fail):
+    """A registry request as the registries count theirs: one sent, and an error when it fails."""
+    if fail:
+        raise ConnectionError("etcd unreachable")
+
+
 def test_counters_start_at_zero_and_count(agent):
     samples = _samples()
     for kind in metrics.REPAIR_KINDS:
@@ -85,8 +92,9 @@ def test_counters_start_at_zero_and_count(agent):
     metrics.repaired(["/run/flannel/subnet.env"], "subnet_env")
     metrics.repaired(["deleted -t nat POSTROUTING -s 10.0.0.0/8 -d 10.0.0.0/8 -j RETURN",
                       "added -t nat POSTROUTING -s 10.0.0.0/8 -d 10.0.0.0/8 -j RETURN"], "masquerade")
-    metrics.etcd_request("watch_leases")
-    metrics.etcd_request("watch_leases", failed=True)
+    _watch_leases(False)
+    with pytest.raises(ConnectionError):
+        _watch_leases(True)
     samples = _samples()
     assert samples[("flannel_lease_renewals_total", ())] == 1
     assert samples[("flannel_lease_reacquisitions_total", ())] == 1

@@ -36,12 +36,6 @@ class HostGwBackend(RouteBackend):
         self.subnet = IPNetwork(str(subnet)).cidr
         return []
 
-    def describe(self):
-        return {"backend_type": self.backend_type, "mtu": self.iface.mtu,
-                "interface": self.iface.name, "interface_address": self.iface.address,
-                "public_ip": self.public_ip, "subnet": str(self.subnet) if self.subnet else None,
-                "peers": len(self._programmed)}
-
     def _entries_for(self, lease):
         subnet = IPNetwork(str(lease.subnet)).cidr
         if lease.attrs.backend_type == "vxlan":

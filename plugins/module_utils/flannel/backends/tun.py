@@ -54,12 +54,3 @@ def open_queues(name, queues, flags=IFF_TUN | IFF_NO_PI | IFF_MULTI_QUEUE | IFF_
             raise TunError(errno.EINVAL, "%s exists with other flags (not a multi-queue TUN with virtio-net headers)" % name)
         raise
     return fds
-
-
-def tun_flags(name):
-    """The device's flags as the kernel reports them (/sys/class/net/<name>/tun_flags), or None."""
-    try:
-        with open("/sys/class/net/%s/tun_flags" % name) as handle:
-            return int(handle.read().strip(), 16)
-    except (IOError, OSError, ValueError):
-        return None

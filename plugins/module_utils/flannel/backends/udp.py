@@ -336,13 +336,6 @@ class UdpBackend:
                                  what, totals[name])
         self._reported = totals
 
-    def describe(self):
-        return {"backend_type": self.backend_type, "device": DEVICE_NAME, "device_index": self.device_index,
-                "mtu": self.mtu, "port": self.port, "workers": self.workers,
-                "interface": self.iface.name, "interface_address": self.iface.address,
-                "public_ip": self.public_ip, "subnet": str(self.subnet) if self.subnet else None,
-                "peers": len(self._routes), "counters": self.counts()}
-
     def teardown(self, successor=None):
         """Stop forwarding and, unless `successor` is udp too (it attached its own queues to
         flannel0), delete flannel0 with its address and the Network's route. Returns the changes."""

@@ -154,16 +154,6 @@ class VxlanBackend(RouteBackend):
         changes = self._repair_device()
         return changes + super().sync(peers)
 
-    def describe(self):
-        return {"backend_type": self.backend_type, "device": self.device_name,
-                "device_index": self.device_index, "vni": self.vni, "vtep_mac": self.vtep_mac,
-                "mtu": self.mtu, "port": self.wanted_device["port"], "gbp": self.wanted_device["gbp"],
-                "direct_routing": bool(self.config.backend.direct_routing),
-                "tx_checksum_offload": "on" if self.offload else "off",
-                "interface": self.iface.name, "interface_address": self.iface.address,
-                "public_ip": self.public_ip, "subnet": str(self.subnet) if self.subnet else None,
-                "peers": len(self._programmed)}
-
     def _remove_device(self, successor):
         if isinstance(successor, VxlanBackend) and successor.device_name == self.device_name:
             # The successor kept (or re-created) flannel.<VNI>: only our address may be left,
