@@ -1,7 +1,8 @@
 """etcd v2 access in flannel's layout: <prefix>/config and <prefix>/subnets/A.B.C.D-LEN.
 
-The only module that talks to etcd: the agent and the modules use it (the action plugin reaches
-etcd through the modules).
+With registry_v3.py (the same interface on etcd's v3 API, chosen by make_registry) the only code
+that talks to etcd: the agent and the modules use them (the action plugin reaches etcd through
+the modules).
 Every lease write is conditional (prevExist=false to create, prevIndex to change or delete),
 so two hosts can never silently overwrite each other's lease (upstream #1289).
 """
