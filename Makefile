@@ -71,7 +71,7 @@ sanity: venv
 
 # The long reliability cases: a 60 s etcd outage and 100 agents started at once.
 test-reliability: prereqs venv
-	NETLAB_ETCD_OUTAGE=60 NETLAB_MANY_AGENTS=100 $(PY) -m pytest tests/agent/test_reliability.py -q
+	NETLAB_OUTAGE_SECONDS=60 NETLAB_MANY_AGENTS=100 $(PY) -m pytest tests/agent/test_reliability.py -q
 
 test-lab: lab-nodes agent
 	molecule test --all

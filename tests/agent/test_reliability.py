@@ -1,7 +1,8 @@
 """Faults the overlay must survive (issue: reliability). Figures go to build/reliability-figures.txt.
 
-NETLAB_ETCD_OUTAGE (seconds, default 10) and NETLAB_MANY_AGENTS (default 30) size the two long
-cases; `make test-reliability` runs them at 60 s and 100 agents.
+NETLAB_OUTAGE_SECONDS (default 10; the same knob sizes the Molecule scenario's etcd outage) and
+NETLAB_MANY_AGENTS (default 30) size the two long cases; `make test-reliability` runs them at 60 s
+and 100 agents.
 """
 
 import os
@@ -14,7 +15,7 @@ from netaddr import IPNetwork
 from cluster import ROOT, Cluster, wait_for
 from netns import Pinger
 
-OUTAGE = int(os.environ.get("NETLAB_ETCD_OUTAGE", "10"))
+OUTAGE = int(os.environ.get("NETLAB_OUTAGE_SECONDS", "10"))
 MANY_AGENTS = int(os.environ.get("NETLAB_MANY_AGENTS", "30"))
 FIGURES = os.path.join(ROOT, "build", "reliability-figures.txt")
 # The cases that also run against etcd's v3 API (etcd with v2 off, agents with -etcd-api=v3).
