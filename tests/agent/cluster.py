@@ -54,9 +54,14 @@ def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
 
 
 def build_agent(directory):
-    path = os.path.join(directory, "flanneld.pyz")
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_agent.py"), path],
+    """The agent zipapp, as a copy of its own in `directory`: build/flanneld.pyz is (re)built by
+    tools/build_agent.py when stale, as for `make agent` and the flanneld role, then copied, so
+    that a rebuild during the run never replaces the file under running agents."""
+    built = os.path.join(ROOT, "build", "flanneld.pyz")
+    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "build_agent.py"), built],
                    check=True, stdout=subprocess.DEVNULL)
+    path = os.path.join(directory, "flanneld.pyz")
+    shutil.copyfile(built, path)
     return path
 
 
