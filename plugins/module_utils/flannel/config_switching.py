@@ -32,8 +32,7 @@ class ConfigSwitching:
                 # Not strict: keys written by other tools are warned about, not refused.
                 text = self.registry.get_config()
                 config = parse_network_config(text, strict=False)
-                # Unchecked listing: a lease whose PublicIP this Network covers is what to look for.
-                check_underlay_addresses(config, self._underlay(public_ip, self.registry.list_leases().leases))
+                check_underlay_addresses(config, self._underlay(public_ip, self._leases_beside(config)))
                 for warning in config.warnings:
                     LOG.warning("network config at %s: %s", self.registry.config_key, warning)
                 self.config_watch.started_with(text)
@@ -58,6 +57,13 @@ class ConfigSwitching:
         except ConfigMissing:
             text = None
         self._on_config_text(text)
+
+    def _leases_beside(self, config):
+        """The leases held outside `config`'s Network: hosts still running on an earlier config,
+        whose PublicIPs this Network must not cover. A lease inside the Network with a PublicIP
+        inside it is an ordinary bad lease (skipped by every agent): counting it would let one
+        junk value stop every new host from starting."""
+        return [lease for lease in self.registry.list_leases().leases if lease.subnet not in config.network]
 
     def _underlay(self, public_ip, leases):
         """(address, whose) of this host's public IP, its interface's addresses and the PublicIPs
