@@ -186,9 +186,9 @@ def test_missing_config_then_out_of_subnets(lab, agent_path):
                                     '"SubnetMax": "10.0.1.0", "Backend": {"Type": "vxlan"}}')
         _subnet(agent)
         late = cluster.agent(lab.add_host())
-        wait_for(lambda: "out of subnets" in late.log, what="out of subnets logged")
+        wait_for(lambda: "no free subnet" in late.log, what="no free subnet logged")
         status, body = late.healthz()
-        assert status == 503 and "out of subnets" in body
+        assert status == 503 and "no free subnet" in body
         assert late.process.poll() is None and agent.healthz()[0] == 200
 
 

@@ -27,6 +27,8 @@ HOSTILE = {
     "10.25.0.0-20": '{"PublicIP":"fe80::1","BackendType":"vxlan","BackendData":{"VtepMAC":"0e:00:00:00:00:25"}}',
     "10.26.7.0-20": GOOD,  # host bits: another spelling of 10.26.0.0-20
     "10.27.0.0-20": "not json",
+    "10.28.0.0-20": '{"PublicIP":"172.31.250.255","BackendType":"host-gw"}',  # the hosts' LAN broadcast address
+    "10.29.0.0-20": '{"PublicIP":"172.31.250.98","BackendType":"udp","Weight":NaN}',  # not JSON
 }
 
 

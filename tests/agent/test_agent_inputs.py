@@ -30,6 +30,9 @@ def _keys(cluster):
 @pytest.mark.parametrize("flag, message", [
     ("-public-ip=not-an-ip", "invalid value 'not-an-ip' for -public-ip: must be an IPv4 unicast address"),
     ("-public-ip=2001:db8::1", "2001:db8::1 is not an IPv4 address (the data plane is IPv4)"),
+    ("-public-ip=172.31.250.255", "invalid value for flag -public-ip: public IP 172.31.250.255 is the broadcast "
+                                  "address of the on-link prefix 172.31.250.0/24: no single host answers there"),
+    ("-public-ip=172.31.250.0", "public IP 172.31.250.0 is the network address of the on-link prefix 172.31.250.0/24"),
     ("-healthz-ip=not-an-ip", "invalid value 'not-an-ip' for -healthz-ip: must be an IPv4 address"),
     ("-healthz-ip=172.31.250.99", "invalid value for flag -healthz-ip/-healthz-port: cannot listen on "
                                   "172.31.250.99:8471: Cannot assign requested address"),

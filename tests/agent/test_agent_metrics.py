@@ -78,6 +78,11 @@ def test_series_follow_lease_peers_repairs_bad_leases_and_an_etcd_outage(lab, cl
              what="a skipped event counted")
     assert scrape(hosts[0])[("flannel_bad_leases", ())] == 1
     assert "bad leases skipped: 1" in agents[0].healthz()[1]
+    # Deleted: the gauge counts the keys skipped now, the counter every skip so far.
+    cluster.raw.delete("/coreos.com/network/subnets/not-a-subnet")
+    wait_for(lambda: scrape(hosts[0])[("flannel_bad_leases", ())] == 0, what="the bad-lease gauge back to 0")
+    assert scrape(hosts[0])[("flannel_bad_lease_skips_total", ())] == 1
+    assert "bad leases skipped" not in agents[0].healthz()[1]
 
     # etcd down: the scrape still answers, with the errors counted and the agent unhealthy.
     cluster.stop_etcd()

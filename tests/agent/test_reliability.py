@@ -142,9 +142,9 @@ def test_out_of_subnets_retries_at_a_bounded_rate(lab, agent_path):
         first, second = cluster.agent(lab.add_host()), cluster.agent(lab.add_host())
         subnets = [IPNetwork(agent.wait_env()).cidr for agent in (first, second)]
         extra = cluster.agent(lab.add_host())
-        wait_for(lambda: "out of subnets" in extra.log, what="out of subnets")
+        wait_for(lambda: "no free subnet" in extra.log, what="no free subnet")
         time.sleep(12)
-        attempts = extra.log.count("out of subnets: every /24 between 10.0.1.0 and 10.0.2.0 is leased")
+        attempts = extra.log.count("no free subnet: every /24 between 10.0.1.0 and 10.0.2.0 is leased")
         record("out of subnets", "%d attempts in the first ~12 s (backoff 1, 2, 4, 8 ... 30 s)" % attempts)
         assert 2 <= attempts <= 5
         assert extra.healthz()[0] == 503 and first.healthz()[0] == 200 and second.healthz()[0] == 200

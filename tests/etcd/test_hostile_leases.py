@@ -7,9 +7,10 @@ import pytest
 from netaddr import IPNetwork
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs, acquire_lease
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import (
+    LeaseAttrs, OutOfSubnets, acquire_lease)
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
-    RegistryAuthError, RegistryError, make_registry)
+    RegistryAuthError, RegistryError, UnreadableKeyRemoved, make_registry)
 from etcdserver import EtcdServer, v2_admin_call, v3_call
 
 PREFIX = "/coreos.com/network"
@@ -69,6 +70,67 @@ def test_junk_cannot_exhaust_the_space_or_stop_acquisition(registry, raw):
     lease = acquire_lease(registry, CONFIG, attrs, previous_subnet=IPNetwork("10.20.0.0/20"), rng=random.Random(1))
     assert lease.subnet != IPNetwork("10.20.0.0/20") and CONFIG.is_compatible(lease.subnet)
     assert str(lease.subnet) not in ("10.21.0.0/20", "10.22.0.0/20", "10.23.0.0/20", "10.24.0.0/20", "10.30.0.0/20")
+
+
+SMALL = parse_network_config({"Network": "10.5.0.0/16", "SubnetLen": 20, "Backend": {"Type": "vxlan", "VNI": 1}})
+
+
+def test_junk_at_every_free_key_is_no_free_subnet_with_the_count(api, registry, raw):
+    """Keys in range whose values are not leases keep their subnets (another tool may own them):
+    a full space says how many there are; a lease is taken once one is deleted."""
+    candidates = list(SMALL.candidate_subnets())  # 10.5.16.0/20 ... 10.5.240.0/20: 15
+    keys = ["%s/subnets/%s-20" % (PREFIX, subnet.ip) for subnet in candidates]
+    raw.write(keys[0], GOOD)
+    junk = ["not JSON", "[1]", '{"PublicIP": NaN}', "null", GOOD.replace("192.168.205.20", "10.5.0.1")]
+    for number, key in enumerate(keys[1:]):
+        if api == "v2" and number % 5 == 0:
+            raw.write(key, None, dir=True)  # a directory: it too stops a create at its key
+        else:
+            raw.write(key, junk[number % len(junk)])
+    attrs = LeaseAttrs("192.168.205.40", "vxlan", "0e:00:00:00:00:40")
+    with pytest.raises(OutOfSubnets) as caught:
+        acquire_lease(registry, SMALL, attrs, rng=random.Random(1))
+    assert str(caught.value) == ("no free subnet: every /20 between 10.5.16.0 and 10.5.240.0 has a key; 14 keys "
+                                 "in range hold no valid lease (delete them to free their subnets)")
+    raw.delete(keys[6], dir=True) if api == "v2" else raw.delete(keys[6])
+    assert acquire_lease(registry, SMALL, attrs).subnet == candidates[6]
+
+
+def test_a_key_nested_below_subnets_is_no_lease(api, registry, raw):
+    raw.write(PREFIX + "/subnets/somedir/10.30.0.0-20", GOOD)
+    index = registry.list_leases(CONFIG).index
+    listing = registry.list_leases(CONFIG)
+    assert listing.leases == [] and listing.taken == []
+    assert "not a subnet lease key" in listing.skipped[0][1]
+    raw.write(PREFIX + "/subnets/somedir/10.30.0.0-20", GOOD.replace(".20", ".21"))
+    events, index, skipped = registry.watch_leases(index, 2, CONFIG)
+    assert events == [] and "not a subnet lease key" in skipped[1]
+
+
+def test_public_ip_on_an_onlink_broadcast_or_network_address_is_skipped(registry, raw):
+    registry.onlink_prefixes = lambda: {IPNetwork("192.168.205.10/24")}
+    for key, public_ip in (("10.20.0.0-20", "192.168.205.255"), ("10.21.0.0-20", "192.168.205.0"),
+                           ("10.22.0.0-20", "192.168.205.22")):
+        raw.write("%s/subnets/%s" % (PREFIX, key), GOOD.replace("192.168.205.20", public_ip))
+    listing = registry.list_leases(CONFIG)
+    assert [str(lease.subnet) for lease in listing.leases] == ["10.22.0.0/20"]
+    assert sorted(reason for _key, reason in listing.skipped) == [
+        "PublicIP 192.168.205.0 is the network address of the on-link prefix 192.168.205.0/24",
+        "PublicIP 192.168.205.255 is the broadcast address of the on-link prefix 192.168.205.0/24"]
+    raw.write(PREFIX + "/subnets/10.22.0.0-20", GOOD.replace("192.168.205.20", "192.168.205.255"))
+    events, index, skipped = registry.watch_leases(listing.index, 2, CONFIG)
+    assert [(str(event.subnet), event.removed) for event in events] == [("10.22.0.0/20", True)]
+    assert "broadcast address of the on-link prefix" in skipped[1]
+
+
+def test_deleting_an_unreadable_key_is_an_event_naming_it(api, registry, raw):
+    key = PREFIX + "/subnets/not-a-subnet"
+    raw.write(key, "{}")
+    index = registry.list_leases(CONFIG).index
+    raw.delete(key)
+    events, index, skipped = registry.watch_leases(index, 2, CONFIG)
+    assert skipped is None and len(events) == 1
+    assert isinstance(events[0], UnreadableKeyRemoved) and events[0].key == key
 
 
 def test_subnets_written_as_a_plain_key_is_a_registry_error(api, registry, raw):

@@ -17,11 +17,13 @@ import time
 
 from . import metrics, missing_libraries, peer_identity
 from .backends import make_backend
+from .bad_leases import BadLeases
 from .config_switching import ConfigSwitching
 from .config_watch import ConfigWatch
 from .healthz import ListenError, notify_systemd, start_endpoints
 from .lease import LEASE_TTL, LeaseAttrs
-from .lease_keeping import MAX_BACKOFF, LeaseKeeping, default_host_id
+from .lease_keeping import MAX_BACKOFF, Backoff, LeaseKeeping, default_host_id
+from .signals import handle_other_signals
 from .registry import ConfigEvent, IndexCleared, RegistryAuthError, RegistryError, RegistryUnavailable, make_registry
 from .subnet_env import previous_subnet, render_subnet_env, write_subnet_env
 
@@ -59,7 +61,11 @@ class Agent(LeaseKeeping, ConfigSwitching):
         self._in_watch = False
         self._needs_resync = False  # set when etcd was unreachable: re-list before watching again
         self._refused_delay = ETCD_RETRY
-        self._skipped = set()  # (key, reason) of every bad lease seen: each is logged once
+        self.bad_leases = BadLeases(LOG)
+        self._lost_lease = None  # why, while the loop has a lease to re-acquire
+        self._backoff = Backoff(clock)  # for failures that repeat (lost lease, etcd's index going back)
+        self._retry_delay = 0.0  # what the loop waits before its next step
+        self._local = None  # netlink.LocalAddresses, for the on-link prefixes
         self.host_id = options.host_id or default_host_id()
         self.config_watch = ConfigWatch(getattr(registry, "config_key", None), LOG)
         # Refreshed at every reconcile, so a replaced host waits at most this long for the IP.
@@ -87,17 +93,6 @@ class Agent(LeaseKeeping, ConfigSwitching):
         self.config_watch.forget()
         self._needs_resync = True
         self.reconcile_at = 0.0
-
-    @property
-    def bad_lease_count(self):
-        return len(self._skipped)
-
-    def _skip(self, key, reason):
-        """A lease that fails its checks: logged once, counted, never used."""
-        if (key, reason) not in self._skipped:
-            self._skipped.add((key, reason))
-            # A key is anyone's text: escaped, so that it can never forge a log line.
-            LOG.warning("skipping %s: %s", str(key)[:200].encode("unicode_escape").decode("ascii"), reason)
 
     def _wait(self, seconds):
         """Sleep that ends early on stop; True when stopping."""
@@ -148,9 +143,15 @@ class Agent(LeaseKeeping, ConfigSwitching):
 
     def _resync(self):
         """Re-list all leases, program the difference, and mark the agent healthy."""
+        if self._lost_lease:
+            self._needs_resync = True  # after the loop re-acquired the lease
+            return
         listing = self.registry.list_leases(self.config)
-        for key, reason in listing.skipped:
-            self._skip(key, reason)
+        self.bad_leases.listed(listing.skipped)
+        if listing.index < self.index:  # a reset: this listing is the state from now on
+            LOG.warning("etcd's index went back from %d to %d (etcd restored or replaced?); following it from here",
+                        self.index, listing.index)
+            self.index = listing.index
         own = [lease for lease in listing.leases if lease.subnet == self.lease.subnet]
         if not own or own[0].attrs != self.attrs:
             self._reacquire("own lease %s %s" % (self.lease.subnet, "vanished" if not own else "was taken"))
@@ -177,7 +178,7 @@ class Agent(LeaseKeeping, ConfigSwitching):
         self._report_healthy()
 
     def _report_healthy(self):
-        skipped = ", bad leases skipped: %d" % len(self._skipped) if self._skipped else ""
+        skipped = ", bad leases skipped: %d" % self.bad_leases.count if self.bad_leases.count else ""
         if self.identities.conflicts:
             skipped += ", conflicting leases skipped: %d" % len(self.identities.conflicts)
         reason = "lease %s, %d peers, config in force %s%s" % (self.lease.subnet, len(self.peers),
@@ -256,9 +257,13 @@ class Agent(LeaseKeeping, ConfigSwitching):
         return min(deadlines)
 
     def _step(self):
+        if self._lost_lease and not self._regain_lease():
+            return  # stopped
         if self._needs_resync:
             self._check_stored_config()  # it may have changed while the watch was not looking
             self._resync()
+        if self._lost_lease:
+            return  # lost again at once: the loop waits (backoff) before the next try
         now = self.clock()
         if self.renew_at is not None and now >= self.renew_at:
             self._renew()
@@ -269,30 +274,38 @@ class Agent(LeaseKeeping, ConfigSwitching):
         try:
             if self._stop.is_set():
                 return
-            events, self.index, skipped = self.registry.watch_leases(self.index, wait, self.config,
-                                                                     with_config=True)
+            events, index, skipped = self.registry.watch_leases(self.index, wait, self.config, with_config=True)
         finally:
             self._in_watch = False
         received = time.monotonic()
-        if skipped:
-            self._skip(*skipped)
+        if index < self.index:  # not a reason to loop: one re-listing, the new state from then on
+            self._retry_later("etcd's index went back from %d to %d (etcd restored or replaced?); re-listing"
+                              % (self.index, index))
+            return
+        self.index = index
+        self.bad_leases.follow(events, skipped, self.registry.lease_key)
         metrics.watch_event(events, skipped)
         for event in events:
             if isinstance(event, ConfigEvent):
                 self._on_config_text(event.text)
-            else:
+            elif event.subnet is not None:  # not an unreadable key's removal
                 if self._apply(event):
                     metrics.peer_programmed(received)
         if self._health[0] and (skipped or events):
             self._report_healthy()
 
     def loop(self):
+        """Steps until stopped. Every retry is a turn of this loop (never a recursive call), after a
+        wait when the same failure repeats: no etcd answer can exhaust the stack or spin the CPU."""
         while not self._stop.is_set():
+            if self._retry_delay:
+                delay, self._retry_delay = self._retry_delay, 0.0
+                if self._wait(delay):
+                    break
             try:
                 self._step()
             except IndexCleared as err:
-                LOG.info("watch resync: %s", err)
-                self._needs_resync = True
+                self._retry_later("watch resync: %s" % err, healthy=True)
             except RegistryError as err:
                 # The data plane stays as it is: only the control plane is down or refusing us.
                 refused = isinstance(err, RegistryAuthError)
@@ -329,7 +342,7 @@ class Agent(LeaseKeeping, ConfigSwitching):
         return None
 
     def run(self):
-        status = self._choose_interface()
+        status = self._choose_interface() or self._follow_onlink_prefixes()
         if status is not None:
             return status
         try:
@@ -351,6 +364,7 @@ class Agent(LeaseKeeping, ConfigSwitching):
                 server.shutdown()
             if self.backend is not None:
                 self.backend.close()
+            self._local.close()
 
 
 def run_agent(options):
@@ -378,4 +392,5 @@ def run_agent(options):
     signal.signal(signal.SIGTERM, agent.stop)
     signal.signal(signal.SIGINT, agent.stop)
     signal.signal(signal.SIGHUP, agent.hangup)
+    handle_other_signals(agent.stop, LOG)
     return agent.run()

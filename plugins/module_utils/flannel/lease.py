@@ -36,9 +36,19 @@ class LeaseError(Exception):
 
 
 class OutOfSubnets(LeaseError):
-    def __init__(self, config):
-        super().__init__("out of subnets: every /%d between %s and %s is leased"
-                         % (config.subnet_len, config.subnet_min, config.subnet_max))
+    """Every subnet in range has a key. `unreadable`: how many of those keys hold no valid lease
+    (junk, a directory, a lease the config refuses). They are left alone, never taken over: a
+    value this agent cannot read may be another tool's or a newer flannel's, so the message counts
+    them for the operator, who can delete them."""
+
+    def __init__(self, config, unreadable=0):
+        space = "every /%d between %s and %s" % (config.subnet_len, config.subnet_min, config.subnet_max)
+        if unreadable:
+            super().__init__("no free subnet: %s has a key; %d keys in range hold no valid lease (delete them to free "
+                             "their subnets)" % (space, unreadable))
+        else:
+            super().__init__("no free subnet: %s is leased" % space)
+        self.unreadable = unreadable
 
 
 def subnet_key(subnet):
@@ -90,6 +100,30 @@ def unicast_mac_problem(text):
         return "%s is a multicast MAC address" % text
     if text == "00:00:00:00:00:00":
         return "%s is the all-zero MAC address" % text
+    return None
+
+
+def _refuse_constant(name):
+    raise ValueError("%s is not a JSON number (JSON has no NaN or Infinity)" % name)
+
+
+def strict_json_loads(text):
+    """json.loads without Python's extensions: NaN, Infinity and -Infinity are refused."""
+    return json.loads(text, parse_constant=_refuse_constant)
+
+
+def onlink_address_problem(address, prefixes):
+    """Why `address` cannot be a host on one of `prefixes` (IPNetworks with the host's own address,
+    as netlink.local_ipv4_prefixes gives them), or None: the network and broadcast addresses of an
+    on-link prefix reach every host there or none. /31 and /32 have neither (RFC 3021)."""
+    address = IPAddress(address)
+    for prefix in sorted(prefixes or ()):
+        if prefix.version != 4 or prefix.prefixlen >= 31 or address not in prefix:
+            continue
+        if address == prefix.network:
+            return "%s is the network address of the on-link prefix %s" % (address, prefix.cidr)
+        if address == prefix.broadcast:
+            return "%s is the broadcast address of the on-link prefix %s" % (address, prefix.cidr)
     return None
 
 
@@ -150,7 +184,7 @@ class LeaseAttrs:
         if _json_depth_exceeds(text, MAX_LEASE_DEPTH):
             raise ValueError("lease value nests deeper than %d levels" % MAX_LEASE_DEPTH)
         try:
-            data = json.loads(text)
+            data = strict_json_loads(text)
         except ValueError as err:
             raise ValueError("lease value is not JSON: %s" % err)
         if not isinstance(data, dict):
@@ -213,9 +247,15 @@ class Lease:
         return "Lease(%s, %r, ttl=%r, index=%r)" % (self.subnet, self.attrs, self.ttl, self.modified_index)
 
 
-def lease_problem(lease, config):
+def lease_problem(lease, config, onlink=()):
     """Why a parsed lease cannot be used under `config`, or None: its key must be a subnet of
-    the Network with the configured SubnetLen, and its PublicIP outside the overlay."""
+    the Network with the configured SubnetLen, and its PublicIP outside the overlay and neither
+    the network nor the broadcast address of a prefix this host is on (`onlink`)."""
+    problem = onlink_address_problem(lease.attrs.public_ip, onlink)
+    if problem:
+        return "PublicIP %s" % problem
+    if config is None:
+        return None
     subnet = lease.subnet
     if subnet.prefixlen != config.subnet_len or subnet not in config.network:
         return ("subnet %s is not a /%d inside the Network %s"
@@ -225,10 +265,11 @@ def lease_problem(lease, config):
     return None
 
 
-def checked_lease(lease, config=None):
-    """`lease` itself when it is usable under `config` (no check without one); ValueError says
-    why not. The registries call it on every lease they read."""
-    problem = lease_problem(lease, config) if config is not None else None
+def checked_lease(lease, config=None, onlink=()):
+    """`lease` itself when it is usable under `config` (no check without one) and on this host's
+    on-link prefixes `onlink`; ValueError says why not. The registries call it on every lease
+    they read."""
+    problem = lease_problem(lease, config, onlink)
     if problem:
         raise ValueError(problem)
     return lease
@@ -286,7 +327,7 @@ def acquire_lease(registry, config, attrs, previous_subnet=None, rng=None, log=N
             log("lease %s for current IP does not fit the network config, deleting it" % lease.subnet)
             registry.delete_lease(lease)
         else:
-            subnet = _pick_subnet(config, listing.taken, previous_subnet, rng, log)
+            subnet = _pick_subnet(config, listing, previous_subnet, rng, log)
             created = registry.create_lease(subnet, attrs, LEASE_TTL)
             if created is not None:
                 log("acquired lease %s" % subnet)
@@ -295,9 +336,10 @@ def acquire_lease(registry, config, attrs, previous_subnet=None, rng=None, log=N
     raise LeaseError("Max retries reached trying to acquire a subnet")
 
 
-def _pick_subnet(config, taken, previous_subnet, rng, log):
-    """`taken`: the subnets of every key under subnets/, valid leases or not (a key with a bad
-    value still stops a create at that key)."""
+def _pick_subnet(config, listing, previous_subnet, rng, log):
+    """`listing.taken`: the subnets of every key under subnets/, valid leases or not (a key with a
+    bad value still stops a create at that key)."""
+    taken = listing.taken
     if previous_subnet is not None:
         if not config.is_compatible(previous_subnet):
             log("previous subnet %s does not fit the network config, ignoring it" % previous_subnet)
@@ -307,5 +349,7 @@ def _pick_subnet(config, taken, previous_subnet, rng, log):
             return previous_subnet
     free = free_subnets(config, taken)
     if not free:
-        raise OutOfSubnets(config)
+        leased = set(lease.subnet for lease in listing.leases if lease_problem(lease, config) is None)
+        raise OutOfSubnets(config, len(set(subnet for subnet in taken
+                                           if config.is_compatible(subnet) and subnet not in leased)))
     return rng.choice(free)

@@ -1,17 +1,20 @@
-"""This host's own lease, for the Agent (daemon.py): acquire it (first claiming the public IP),
-install it (backend, subnet.env, masquerade), renew it before it expires, re-acquire it when it
-vanishes or is taken.
+"""This host's own lease, for the Agent (daemon.py): check its public IP against the on-link
+prefixes, acquire the lease (first claiming the public IP), install it (backend, subnet.env,
+masquerade), renew it before it expires, re-acquire it when it vanishes or is taken.
 
 A part of the Agent, kept apart so that daemon.py stays the loop: it works on the Agent's state
 (registry, options, clock, config, backend, backend_info, attrs, lease, lease_ttl, renew_at,
-lease_expires_at, host_id, claim_ttl) and calls its _stop, _wait, _set_health and _resync.
+lease_expires_at, host_id, claim_ttl, iface, _local, _lost_lease, _backoff, _retry_delay,
+_needs_resync) and calls its _stop, _wait and _set_health. A lost lease is re-acquired by the
+Agent's loop, never from here.
 """
 
 import logging
 import socket
+import sys
 
 from . import metrics
-from .lease import LeaseError, acquire_lease
+from .lease import LeaseError, acquire_lease, onlink_address_problem
 from .registry import RegistryError
 from .subnet_env import render_subnet_env, write_subnet_env
 
@@ -34,6 +37,22 @@ def default_host_id():
 
 class LeaseKeeping:
     """The Agent's methods that acquire, install, renew and re-acquire its lease."""
+
+    def _follow_onlink_prefixes(self):
+        """Follow this host's on-link prefixes (netlink) for the lease checks; exit status 2 when
+        our own public IP is the network or broadcast address of one of them, else None."""
+        from .netlink import LocalAddresses
+
+        self._local = LocalAddresses(None, listen=True)
+        self.registry.onlink_prefixes = self._local.prefixes
+        public_ip = self.options.public_ip or str(self.iface.address)
+        problem = onlink_address_problem(public_ip, self._local.prefixes())
+        if problem:
+            flag = "-public-ip" if self.options.public_ip else "-iface"
+            sys.stderr.write("flanneld: invalid value for flag %s: public IP %s: no single host answers there; "
+                             "choose another address with -public-ip or -iface\n" % (flag, problem))
+            return 2
+        return None
 
     def _claim_public_ip(self):
         """Reason the public IP cannot be used by this host, or None once it is held."""
@@ -125,16 +144,64 @@ class LeaseKeeping:
         metrics.lease_renewed()
         LOG.info("renewed lease %s", renewed.subnet)
 
+    def _retry_later(self, reason, healthy=False):
+        """Re-list at the next step; when this keeps happening, after a backoff (1, 2, 4 ... s)."""
+        self._retry_delay = self._backoff.failed()
+        if self._retry_delay:
+            reason += " (%d times in a row; next try in %.0f s)" % (
+                self._backoff.repeats + 1, self._retry_delay)
+        self._needs_resync = True
+        if healthy:
+            LOG.info("%s", reason)
+        else:
+            LOG.warning("%s", reason)
+            self._set_health(False, reason)
+
     def _reacquire(self, why):
-        LOG.warning("%s; re-acquiring a lease (same subnet if free)", why)
-        self._set_health(False, why)
+        """Mark the lease lost: the main loop re-acquires it (_regain_lease), then re-lists, after
+        a backoff when it keeps getting lost. Never done from here: a registry that never lists
+        our lease would otherwise make this recurse until the stack runs out."""
+        self._retry_later("%s; re-acquiring a lease (same subnet if free)" % why)
+        self._lost_lease = why
+        self.renew_at = None
+
+    def _regain_lease(self):
+        """Acquire a lease again (preferring the lost one's subnet) and install it; the caller
+        re-lists next. Returns False when stopped first."""
         old_subnet = self.lease.subnet
         lease = self._acquire(old_subnet)
         if lease is None:
-            return
+            return False
+        self._lost_lease = None
         metrics.lease_reacquired()
         if lease.subnet != old_subnet:
             LOG.warning("lease moved from %s to %s", old_subnet, lease.subnet)
             self._remove_masquerade(old_subnet)
         self._install_lease(lease)
-        self._resync()
+        self._needs_resync = True
+        return True
+
+
+class Backoff:
+    """The wait before trying again something that keeps failing the same way (an etcd whose index
+    goes backwards, a lease that vanishes as soon as it is taken): none the first time, then 1, 2,
+    4 ... MAX_BACKOFF s while failures keep coming; none again after `quiet` s without one."""
+
+    def __init__(self, clock, limit=MAX_BACKOFF, quiet=2 * MAX_BACKOFF):
+        self.clock = clock
+        self.limit = limit
+        self.quiet = quiet
+        self.delay = 0.0
+        self.repeats = 0
+        self._last = None
+
+    def failed(self):
+        """Count one failure; returns the seconds to wait before the next try."""
+        now = self.clock()
+        if self._last is None or now - self._last > self.quiet + self.delay:
+            self.delay, self.repeats = 0.0, 0
+        else:
+            self.delay = min(max(self.delay * 2, 1.0), self.limit)
+            self.repeats += 1
+        self._last = now
+        return self.delay

@@ -29,13 +29,16 @@ class _AgentCollector:
         self.agent = agent
 
     def collect(self):
-        from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 
         agent = self.agent
         yield GaugeMetricFamily("flannel_healthy", "1 when /healthz answers 200: a lease is held and the backend "
                                 "programmed", value=1 if agent.health()[0] else 0)
-        yield GaugeMetricFamily("flannel_bad_leases", "Distinct bad leases seen and skipped (as counted on /healthz)",
-                                value=agent.bad_lease_count)
+        yield GaugeMetricFamily("flannel_bad_leases", "Keys under subnets/ skipped now for holding no usable lease "
+                                "(as counted on /healthz)", value=agent.bad_leases.count)
+        yield CounterMetricFamily("flannel_bad_lease_skips", "Bad leases read and skipped since the start (a key "
+                                  "counts at every listing and watch event that reads it)",
+                                  value=agent.bad_leases.total)
         config, lease = agent.config, agent.lease
         if config is not None:
             yield InfoMetricFamily("flannel_config", "The network config in force", value={

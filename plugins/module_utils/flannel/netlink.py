@@ -187,15 +187,23 @@ def local_ipv4_addresses(ipr=None):
         return set(IPAddress(address) for addresses in _ipv4_addresses(ipr).values() for address in addresses)
 
 
+def local_ipv4_prefixes(ipr=None):
+    """Every IPv4 address of every interface with its prefix length (the prefixes this host is
+    on-link with), as a set of IPNetwork such as 172.31.250.11/24."""
+    with session(ipr) as ipr:
+        return set(IPNetwork("%s/%d" % (msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"), msg["prefixlen"]))
+                   for msg in ipr.get_addr(family=socket.AF_INET))
+
+
 class LocalAddresses:
-    """This host's IPv4 addresses for the per-event peer checks, re-read only when the kernel
-    announces an address change (a dump per lease event cost a quarter of the agent's CPU per
-    event). With a caller's ipr, which may be another namespace, no announcement can be heard
-    for it, so every call re-reads."""
+    """This host's IPv4 addresses (and their prefixes) for the per-event peer checks, re-read
+    only when the kernel announces an address change (a dump per lease event cost a quarter of
+    the agent's CPU per event). With a caller's ipr, which may be another namespace, no
+    announcement can be heard for it, so every call re-reads."""
 
     def __init__(self, ipr, listen):
         self.ipr = ipr
-        self._addresses = None
+        self._addresses = self._prefixes = None
         self._announcements = None
         if listen:
             self._announcements = IPRoute()
@@ -203,10 +211,21 @@ class LocalAddresses:
 
     def current(self, reread=False):
         """The addresses as a set of IPAddress; `reread` forces a dump (resync, reconcile)."""
-        announced = self._drain()  # before the dump: a change during it is seen next time
-        if reread or announced or self._addresses is None or self._announcements is None:
+        self._forget_if_announced()  # before the dump: a change during it is seen next time
+        if reread or self._addresses is None or self._announcements is None:
             self._addresses = local_ipv4_addresses(self.ipr)
         return self._addresses
+
+    def prefixes(self):
+        """The addresses with their prefix lengths (local_ipv4_prefixes), read the same way."""
+        self._forget_if_announced()
+        if self._prefixes is None or self._announcements is None:
+            self._prefixes = local_ipv4_prefixes(self.ipr)
+        return self._prefixes
+
+    def _forget_if_announced(self):
+        if self._drain():
+            self._addresses = self._prefixes = None
 
     def _drain(self):
         if self._announcements is None:

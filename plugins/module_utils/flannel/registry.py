@@ -80,6 +80,26 @@ class LeaseEvent:
         return "LeaseEvent(%s, %s)" % (self.subnet, "removed" if self.removed else self.lease.attrs)
 
 
+class UnreadableKeyRemoved:
+    """A key under <prefix>/subnets that was not named like a lease went away (it had been skipped)."""
+
+    subnet = None
+
+    def __init__(self, key):
+        self.key = key
+
+    def __repr__(self):
+        return "UnreadableKeyRemoved(%r)" % self.key
+
+
+def subnet_of_key(key, subnets_key):
+    """The subnet named by a key directly under `subnets_key`; ValueError otherwise (a key nested
+    deeper, inside a directory, names no lease even when its last part looks like one)."""
+    if str(key).rsplit("/", 1)[0] != subnets_key:
+        raise ValueError("not a subnet lease key: %r is not directly under %s" % (str(key)[:200], subnets_key))
+    return parse_subnet_key(key)
+
+
 class ConfigEvent:
     """A change of <prefix>/config: `text` is the stored value, None when the key went away."""
 
@@ -151,6 +171,12 @@ class EtcdRegistry:
                                      allow_reconnect=False)
                          for scheme, host, port in parse_endpoints(endpoints)]
         self._current = 0
+        self.onlink_prefixes = None  # callable: this host's on-link prefixes, for checked_lease (the agent's)
+
+    def onlink(self):
+        """This host's on-link prefixes, which a lease's PublicIP must not be the network or
+        broadcast address of; none when no one said (the modules)."""
+        return self.onlink_prefixes() if self.onlink_prefixes else ()
 
     def close(self):
         """Nothing stays open between v2 requests (the v3 registry keeps a watch stream)."""
@@ -215,10 +241,10 @@ class EtcdRegistry:
     def _lease_from_node(self, node, config=None):
         """The checked lease of an etcd node; ValueError says why it is not one. With `config`,
         also the checks that need it (see lease.checked_lease)."""
-        subnet = parse_subnet_key(node.key)
+        subnet = subnet_of_key(node.key, self.subnets_key)
         attrs = LeaseAttrs.from_json(node.value)
         return checked_lease(Lease(subnet, attrs, ttl=node.ttl, modified_index=node.modifiedIndex,
-                                   created_index=node.createdIndex or 0), config)
+                                   created_index=node.createdIndex or 0), config, self.onlink())
 
     @counted("list_leases")
     def list_leases(self, config=None):
@@ -228,11 +254,13 @@ class EtcdRegistry:
         except etcd.EtcdKeyNotFound as err:
             return LeaseListing([], int((err.payload or {}).get("index", 0)), [], [])
         leases, skipped, taken = [], [], []
-        for node in result.leaves:
-            if node.dir or node.key == self.subnets_key:
-                continue
+        for node in result.get_subtree():
+            if node.key == self.subnets_key or node.key.rsplit("/", 1)[0] != self.subnets_key:
+                continue  # the listing itself, or what a directory below it holds (the directory is named)
             try:
-                taken.append(parse_subnet_key(node.key))
+                taken.append(subnet_of_key(node.key, self.subnets_key))
+                if node.dir:  # it stops a create at its key as any other value does
+                    raise ValueError("a directory, not a lease")
                 leases.append(self._lease_from_node(node, config))
             except ValueError as err:
                 skipped.append((node.key, str(err)))
@@ -351,8 +379,10 @@ class EtcdRegistry:
         if not node.key.startswith(self.subnets_key + "/"):
             return [], next_index, None
         try:
-            subnet = parse_subnet_key(node.key)
+            subnet = subnet_of_key(node.key, self.subnets_key)
         except ValueError as err:
+            if node.action in _REMOVAL_ACTIONS:
+                return [UnreadableKeyRemoved(node.key)], next_index, None
             return [], next_index, (node.key, str(err))
         if node.action in _REMOVAL_ACTIONS:
             return [LeaseEvent(subnet, None)], next_index, None

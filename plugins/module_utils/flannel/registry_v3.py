@@ -21,10 +21,10 @@ try:
 except ImportError:  # reported by the caller through missing_libraries()
     urllib3 = None
 
-from .lease import Lease, LeaseAttrs, checked_lease, is_leasable_key, parse_subnet_key
+from .lease import Lease, LeaseAttrs, checked_lease, is_leasable_key
 from .registry import (DEFAULT_ENDPOINTS, DEFAULT_PREFIX, ConfigEvent, ConfigMissing, EtcdRegistry, IndexCleared,
-                       LeaseEvent, LeaseListing, RegistryAuthError, RegistryError, RegistryUnavailable, _root_cause,
-                       counted, parse_endpoints)
+                       LeaseEvent, LeaseListing, RegistryAuthError, RegistryError, RegistryUnavailable,
+                       UnreadableKeyRemoved, _root_cause, counted, parse_endpoints, subnet_of_key)
 
 # gRPC status codes the gateway returns (google.golang.org/grpc/codes).
 _INVALID_ARGUMENT, _DEADLINE, _NOT_FOUND, _PERMISSION, _OUT_OF_RANGE, _UNAVAILABLE, _UNAUTHENTICATED = (
@@ -157,6 +157,7 @@ class EtcdV3Registry:
     subnets_key = EtcdRegistry.subnets_key
     lease_key = EtcdRegistry.lease_key
     host_claim_key = EtcdRegistry.host_claim_key
+    onlink = EtcdRegistry.onlink
 
     def __init__(self, endpoints=DEFAULT_ENDPOINTS, prefix=DEFAULT_PREFIX, ca_file=None, cert_file=None,
                  key_file=None, username=None, password=None, timeout=5.0):
@@ -176,6 +177,7 @@ class EtcdV3Registry:
         self._granted = {}  # etcd lease id -> (granted TTL, monotonic time it runs out), ours only
         self._watch = None
         self._spare = None  # (etcd lease id, TTL) granted for a create that lost its race
+        self.onlink_prefixes = None
 
     # ---- the gateway -----------------------------------------------------------------------
 
@@ -364,11 +366,11 @@ class EtcdV3Registry:
     # ---- leases ---------------------------------------------------------------------------
 
     def _lease_from_kv(self, kv, config=None, ttl=_UNKNOWN):
-        subnet = parse_subnet_key(_unb64(kv["key"]))
+        subnet = subnet_of_key(_unb64(kv["key"]), self.subnets_key)
         attrs = LeaseAttrs.from_json(_unb64(kv.get("value"), as_text=False))
         return checked_lease(V3Lease(subnet, attrs, int(kv.get("lease", 0) or 0),
                                      int(kv.get("mod_revision", 0) or 0), self, ttl=ttl,
-                                     created_index=int(kv.get("create_revision", 0) or 0)), config)
+                                     created_index=int(kv.get("create_revision", 0) or 0)), config, self.onlink())
 
     @counted("list_leases")
     def list_leases(self, config=None):
@@ -378,7 +380,7 @@ class EtcdV3Registry:
         for kv in kvs:
             key = _unb64(kv["key"])
             try:
-                taken.append(parse_subnet_key(key))
+                taken.append(subnet_of_key(key, self.subnets_key))
                 leases.append(self._lease_from_kv(kv, config))
             except ValueError as err:
                 skipped.append((key, str(err)))
@@ -533,8 +535,10 @@ class EtcdV3Registry:
         if not key.startswith(self.subnets_key + "/"):
             return [], next_index, None  # public IP claims
         try:
-            subnet = parse_subnet_key(key)
+            subnet = subnet_of_key(key, self.subnets_key)
         except ValueError as err:
+            if event.get("type") == "DELETE":
+                return [UnreadableKeyRemoved(key)], next_index, None
             return [], next_index, (key, str(err))
         if event.get("type") == "DELETE":
             return [LeaseEvent(subnet, None)], next_index, None

@@ -123,6 +123,14 @@ def _event(registry, subnet, attrs):
     return LeaseEvent(subnet, registry._store(subnet, attrs, 86400))
 
 
+def _recover(agent):
+    """What the loop's next step does after the lease was marked lost: re-acquire it, re-list."""
+    assert agent._lost_lease and agent._needs_resync
+    assert agent._regain_lease()
+    agent._resync()
+    assert agent._lost_lease is None
+
+
 # ---- _apply: one watch event -------------------------------------------------------------------
 
 def test_new_peer_is_programmed(agent, registry):
@@ -165,6 +173,7 @@ def test_own_renewal_only_reschedules(agent, registry):
 
 def test_own_lease_removed_is_reacquired_with_the_same_subnet(agent, registry):
     agent._apply(_event(registry, OWN_SUBNET, None))
+    _recover(agent)
     assert registry.leases[OWN_SUBNET].attrs == OWN
     assert agent.lease is registry.leases[OWN_SUBNET]
     assert agent.backend.own_subnets == [OWN_SUBNET, OWN_SUBNET]
@@ -173,6 +182,7 @@ def test_own_lease_removed_is_reacquired_with_the_same_subnet(agent, registry):
 
 def test_own_lease_overwritten_moves_to_a_free_subnet(agent, registry):
     agent._apply(_event(registry, OWN_SUBNET, INTRUDER))
+    _recover(agent)
     assert registry.leases[OWN_SUBNET].attrs == INTRUDER  # the other host's lease is left alone
     moved = agent.lease.subnet
     assert moved not in (OWN_SUBNET, PEER_SUBNET) and registry.leases[moved].attrs == OWN
@@ -215,12 +225,14 @@ def test_resync_drops_vanished_peers(agent, registry):
 def test_resync_reacquires_a_vanished_own_lease(agent, registry):
     del registry.leases[OWN_SUBNET]
     agent._resync()
+    _recover(agent)
     assert registry.leases[OWN_SUBNET].attrs == OWN and agent.lease is registry.leases[OWN_SUBNET]
 
 
 def test_resync_moves_off_an_own_lease_taken_by_another_host(agent, registry):
     registry._store(OWN_SUBNET, INTRUDER, 86400)
     agent._resync()
+    _recover(agent)
     assert agent.lease.subnet != OWN_SUBNET and registry.leases[agent.lease.subnet].attrs == OWN
     assert agent.backend.programmed[OWN_SUBNET] == INTRUDER
 
@@ -232,8 +244,9 @@ def test_reacquire_stopped_keeps_everything(agent, registry):
     held = agent.lease
     agent._stop.set()
     agent._reacquire("own lease vanished")
+    assert not agent._regain_lease()
     assert agent.lease is held and OWN_SUBNET not in registry.leases
-    assert agent.health() == (False, "own lease vanished")
+    assert agent.health() == (False, "own lease vanished; re-acquiring a lease (same subnet if free)")
 
 
 @pytest.mark.parametrize("failure", [OutOfSubnets(CONFIG), RegistryUnavailable("connection refused")])

@@ -258,7 +258,7 @@ def test_valid_peer_is_programmed_and_a_bad_overwrite_unprograms_it(monkeypatch)
     assert kernel.fdb == {("0e:00:00:00:00:11", "192.168.205.11")}
     agent._step()
     assert kernel.routes == {} and kernel.fdb == set() and kernel.neighbours == {}
-    assert agent.peers == {} and [key for key, _reason in agent._skipped] == [key]
+    assert agent.peers == {} and list(agent.bad_leases.current) == [key]
 
 
 def test_udp_valid_peer_is_forwarded_and_one_over_this_host_is_not():

@@ -1,6 +1,8 @@
 """The /metrics page made from an agent's state and counters (pure logic: a stand-in agent, no
 etcd, no kernel), parsed back with prometheus_client's own parser; and the -metrics flags."""
 
+import types
+
 import pytest
 from netaddr import IPNetwork
 from prometheus_client.parser import text_string_to_metric_families
@@ -23,7 +25,7 @@ class StandInAgent:
         self.peers = dict((peer.subnet, peer) for peer in peers)
         self.now = 1000.0
         self.lease_expires_at = 1000.0 + 3600
-        self.bad_lease_count = 2
+        self.bad_leases = types.SimpleNamespace(count=2, total=5)  # keys skipped now, skips since the start
 
     def clock(self):
         return self.now
@@ -57,6 +59,7 @@ def test_state_is_read_from_the_agent_when_scraped(agent):
     config = (("backend", "vxlan"), ("network", "10.0.0.0/8"), ("subnet_len", "20"), ("vni", "100"))
     assert samples[("flannel_config_info", config)] == 1
     assert samples[("flannel_bad_leases", ())] == 2
+    assert samples[("flannel_bad_lease_skips_total", ())] == 5
     assert samples[("flannel_healthy", ())] == 1
     assert samples[("process_resident_memory_bytes", ())] > 0
     agent.now += 600
