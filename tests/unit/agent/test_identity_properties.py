@@ -122,7 +122,7 @@ def _check(backend_type, write_list):
                     assert programmed.get(held) == identity, (action, held, identity, programmed)
             before = programmed
         # A host that lists the same leases afresh, in any order, programs the same ones.
-        leases = [lease for lease in _listing(agent, store)]
+        leases = list(_listing(agent, store))
         random.Random(len(write_list)).shuffle(leases)
         fresh = IdentityBook()
         fresh.configure(backend_type, agent.attrs, agent.lease.subnet)
