@@ -20,20 +20,18 @@ from .backends import make_backend
 from .bad_leases import BadLeases
 from .config_switching import ConfigSwitching
 from .config_watch import ConfigWatch
+from .etcd_http import Stopping
 from .healthz import ListenError, notify_systemd, start_endpoints
 from .lease import LEASE_TTL, LeaseAttrs
 from .lease_keeping import MAX_BACKOFF, Backoff, LeaseKeeping, default_host_id
 from .signals import handle_other_signals
-from .registry import ConfigEvent, IndexCleared, RegistryAuthError, RegistryError, RegistryUnavailable, make_registry
+from .registry import (ConfigEvent, IndexCleared, RegistryAuthError, RegistryBadReply, RegistryError,
+                       RegistryUnavailable, make_registry)
 from .subnet_env import previous_subnet, render_subnet_env, write_subnet_env
 
 LOG = logging.getLogger("flanneld")
 MAX_WATCH_WAIT = 5.0
 ETCD_RETRY = 1.0
-
-
-class Stopping(Exception):
-    """Raised out of a blocking etcd watch when SIGTERM arrives."""
 
 
 class Agent(LeaseKeeping, ConfigSwitching):
@@ -58,7 +56,6 @@ class Agent(LeaseKeeping, ConfigSwitching):
         self.reconcile_at = 0.0
         self._health = (False, "starting")
         self._stop = threading.Event()
-        self._in_watch = False
         self._needs_resync = False  # set when etcd was unreachable: re-list before watching again
         self._refused_delay = ETCD_RETRY
         self.bad_leases = BadLeases(LOG)
@@ -82,9 +79,10 @@ class Agent(LeaseKeeping, ConfigSwitching):
         self._health = (ok, reason)
 
     def stop(self, *_signal_args):
+        """SIGTERM, SIGINT: raises Stopping out of the etcd request the agent waits in (and any
+        later one), so that it exits at once whatever etcd does; the data plane stays."""
         self._stop.set()
-        if self._in_watch:
-            raise Stopping()
+        self.registry.gate.close()
 
     def hangup(self, *_signal_args):
         """SIGHUP: re-read the network config (a refused one is tried again), re-list the leases
@@ -270,13 +268,7 @@ class Agent(LeaseKeeping, ConfigSwitching):
         if now >= self.reconcile_at:
             self._reconcile()
         wait = min(max(self._next_deadline() - self.clock(), 0.01), MAX_WATCH_WAIT)
-        self._in_watch = True
-        try:
-            if self._stop.is_set():
-                return
-            events, index, skipped = self.registry.watch_leases(self.index, wait, self.config, with_config=True)
-        finally:
-            self._in_watch = False
+        events, index, skipped = self.registry.watch_leases(self.index, wait, self.config, with_config=True)
         received = time.monotonic()
         if index < self.index:  # not a reason to loop: one re-listing, the new state from then on
             self._retry_later("etcd's index went back from %d to %d (etcd restored or replaced?); re-listing"
@@ -308,7 +300,8 @@ class Agent(LeaseKeeping, ConfigSwitching):
                 self._retry_later("watch resync: %s" % err, healthy=True)
             except RegistryError as err:
                 # The data plane stays as it is: only the control plane is down or refusing us.
-                refused = isinstance(err, RegistryAuthError)
+                # A refusal or an unusable reply is not fixed by a quick retry: back off.
+                refused = isinstance(err, (RegistryAuthError, RegistryBadReply))
                 unreachable = isinstance(err, RegistryUnavailable) and not refused
                 self._set_health(False, ("etcd unreachable: %s" if unreachable else "etcd error: %s") % err)
                 self._needs_resync = True

@@ -17,6 +17,10 @@ except ImportError:  # reported by the caller through missing_libraries()
     etcd = None
 
 from . import metrics
+from .etcd_http import BadReply, BoundedHTTP, RequestGate, checked_v2_node, checked_v2_nodes, excerpt
+# What the registries raise, for their callers: from here as ever.
+from .registry_errors import (ConfigMissing, IndexCleared, RegistryAuthError, RegistryBadReply, RegistryError,
+                              RegistryUnavailable, _root_cause)
 from .lease import Lease, LeaseAttrs, checked_lease, is_leasable_key, parse_subnet_key, subnet_key
 
 DEFAULT_PREFIX = "/coreos.com/network"
@@ -24,27 +28,9 @@ DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)
 # The etcd APIs a registry speaks: v2 (flanneld v0.10's, the default) and v3 (registry_v3.py).
 ETCD_APIS = ("v2", "v3")
 _REMOVAL_ACTIONS = ("delete", "expire", "compareAndDelete")
-
-
-class RegistryError(Exception):
-    """etcd answered something this code cannot use, or could not be reached."""
-
-
-class RegistryUnavailable(RegistryError):
-    """No endpoint answered."""
-
-
-class RegistryAuthError(RegistryUnavailable):
-    """etcd refused the credentials (wrong user or password, or no permission on the prefix).
-    Retried like an outage: an operator may fix the user while the agent waits."""
-
-
-class ConfigMissing(RegistryError):
-    """There is no <prefix>/config key."""
-
-
-class IndexCleared(RegistryError):
-    """The watch fell behind etcd's event history (or the subnets dir went away): re-list."""
+# python-etcd 0.4.5's messages for a 200 whose body it could not make a result of, and what they mean.
+_UNDECODABLE = {"Server response was not valid JSON": "not JSON",
+                "Unable to decode server response": "wrong shape: not an etcd v2 reply"}
 
 
 def counted(operation):
@@ -112,15 +98,11 @@ class ConfigEvent:
         return "ConfigEvent(%r)" % (self.text if self.text is None else self.text[:80])
 
 
-def _root_cause(error):
-    """The innermost reason of a python-etcd/urllib3 connection error, in a few words."""
-    cause = getattr(error, "cause", None) or error
-    reason = getattr(cause, "reason", None) or cause
-    text = str(reason)
-    # urllib3 wraps "[Errno 111] Connection refused" in object reprs; keep the errno part.
-    if "] " in text and "[Errno" in text:
-        text = text[text.index("[Errno"):].split(")", 1)[0].rstrip("'\"")
-    return text
+def unanswered(endpoints, last_error, bad_reply=None):
+    """The error once every endpoint failed: a bad reply if any (it says more than a refusal)."""
+    if bad_reply is not None:
+        return RegistryBadReply(str(bad_reply))
+    return RegistryUnavailable("no etcd endpoint answered (%s): %s" % (", ".join(endpoints), _root_cause(last_error)))
 
 
 def parse_endpoints(endpoints):
@@ -170,6 +152,10 @@ class EtcdRegistry:
                                      username=username, password=password, read_timeout=timeout,
                                      allow_reconnect=False)
                          for scheme, host, port in parse_endpoints(endpoints)]
+        # Every reply python-etcd asks for is read within etcd_http's limits, and SIGTERM can end it.
+        self.gate = RequestGate()
+        for client in self._clients:
+            client.http = BoundedHTTP(client.http, self.gate)
         self._current = 0
         self.onlink_prefixes = None  # callable: this host's on-link prefixes, for checked_lease (the agent's)
 
@@ -194,16 +180,14 @@ class EtcdRegistry:
 
     def _call(self, operation):
         """Run operation(client), moving to the next endpoint when one cannot be reached."""
-        last_error = None
+        last_error = bad_reply = None
         for _attempt in range(len(self._clients)):
             client = self._clients[self._current]
             try:
-                return operation(client)
+                result = operation(client)
+                return checked_v2_node(result, client.base_uri) if isinstance(result, etcd.EtcdResult) else result
             except etcd.EtcdWatchTimedOut:
                 raise
-            except etcd.EtcdConnectionFailed as err:
-                last_error = err
-                self._current = (self._current + 1) % len(self._clients)
             except (etcd.EtcdKeyNotFound, etcd.EtcdAlreadyExist, etcd.EtcdCompareFailed,
                     etcd.EtcdEventIndexCleared):
                 raise  # answers about the keys, which the callers handle
@@ -213,13 +197,23 @@ class EtcdRegistry:
                                         % (client.base_uri, self.prefix, _root_cause(err)))
             except (etcd.EtcdKeyError, etcd.EtcdValueError) as err:
                 # e.g. <prefix>/subnets written as a plain key: only an operator can fix that.
-                raise RegistryError("etcd refused an operation under %s: %s" % (self.prefix, err))
+                raise RegistryError("etcd refused an operation under %s: %s" % (self.prefix, excerpt(err)))
             except etcd.EtcdException as err:
-                # Anything else (a leader election, an undecodable answer) is etcd not serving now.
+                # Anything else (unreachable, a leader election) is etcd not serving now; a reply
+                # over the limits is the cause of a failed request, an undecodable one is said so.
+                cause = getattr(err, "cause", None)
+                last_error = cause if isinstance(cause, BadReply) else err
+                for said, problem in _UNDECODABLE.items():
+                    if str(err).startswith(said):
+                        last_error = BadReply(client.base_uri, problem)
+            except BadReply as err:  # a node of the wrong shape
                 last_error = err
-                self._current = (self._current + 1) % len(self._clients)
-        raise RegistryUnavailable("no etcd endpoint answered (%s): %s"
-                                  % (", ".join(c.base_uri for c in self._clients), _root_cause(last_error)))
+            except (TypeError, AttributeError, KeyError, RecursionError):  # python-etcd choking on one
+                last_error = BadReply(client.base_uri, "wrong shape: not an etcd v2 reply")
+            if isinstance(last_error, BadReply):
+                bad_reply = last_error
+            self._current = (self._current + 1) % len(self._clients)
+        raise unanswered([c.base_uri for c in self._clients], last_error, bad_reply)
 
     # ---- network config -------------------------------------------------------------------
 
@@ -251,10 +245,17 @@ class EtcdRegistry:
         """Every lease under subnets/, checked (against `config` when given)."""
         try:
             result = self._call(lambda c: c.read(self.subnets_key, recursive=True, quorum=True))
+            nodes = checked_v2_nodes(result, self._clients[self._current].base_uri)
         except etcd.EtcdKeyNotFound as err:
-            return LeaseListing([], int((err.payload or {}).get("index", 0)), [], [])
+            index = (err.payload or {}).get("index", 0) if isinstance(err.payload, (dict, type(None))) else None
+            if isinstance(index, int) and not isinstance(index, bool):
+                return LeaseListing([], index, [], [])
+            raise RegistryBadReply("etcd reply from %s: wrong shape: error index %s"
+                                   % (self._clients[self._current].base_uri, excerpt(repr(index), 60)))
+        except BadReply as err:
+            raise RegistryBadReply(str(err))
         leases, skipped, taken = [], [], []
-        for node in result.get_subtree():
+        for node in nodes:
             if node.key == self.subnets_key or node.key.rsplit("/", 1)[0] != self.subnets_key:
                 continue  # the listing itself, or what a directory below it holds (the directory is named)
             try:

@@ -10,10 +10,7 @@ Pure Python (urllib3 only), so the agent's zipapp runs on a bare python3.
 """
 
 import base64
-import collections
 import json
-import queue
-import threading
 import time
 
 try:
@@ -21,10 +18,13 @@ try:
 except ImportError:  # reported by the caller through missing_libraries()
     urllib3 = None
 
+from .etcd_http import (REPLY_SECONDS, BadReply, BoundedHTTP, LineStream, RequestGate, checked_v3_kv, excerpt,
+                        json_object, read_body)
 from .lease import Lease, LeaseAttrs, checked_lease, is_leasable_key
 from .registry import (DEFAULT_ENDPOINTS, DEFAULT_PREFIX, ConfigEvent, ConfigMissing, EtcdRegistry, IndexCleared,
                        LeaseEvent, LeaseListing, RegistryAuthError, RegistryError, RegistryUnavailable,
-                       UnreadableKeyRemoved, _root_cause, counted, parse_endpoints, subnet_of_key)
+                       UnreadableKeyRemoved, _root_cause, counted, parse_endpoints, subnet_of_key, unanswered)
+from .registry_v3_watch import WatchStream
 
 # gRPC status codes the gateway returns (google.golang.org/grpc/codes).
 _INVALID_ARGUMENT, _DEADLINE, _NOT_FOUND, _PERMISSION, _OUT_OF_RANGE, _UNAVAILABLE, _UNAUTHENTICATED = (
@@ -86,67 +86,16 @@ class V3Lease(Lease):
             self.subnet, self.attrs, self.etcd_lease, self.modified_index)
 
 
-class _WatchStream:
-    """One /v3/watch response, read line by line (one JSON message each) by a daemon thread."""
+def _revision(data):
+    return int(data["header"]["revision"])
 
-    def __init__(self, response, watched, position, error_for):
-        self.response = response
-        self._error_for = error_for  # etcd's reason -> the RegistryError to raise
-        self.watched = watched
-        self.position = position  # revision of the last event handed out
-        self.dead = False
-        self._pending = collections.deque()
-        self._messages = queue.Queue()
-        threading.Thread(target=self._read, name="etcd-v3-watch", daemon=True).start()
 
-    def _read(self):
-        buffered = b""
-        try:
-            for chunk in self.response.stream(65536):
-                buffered += chunk
-                while b"\n" in buffered:
-                    line, buffered = buffered.split(b"\n", 1)
-                    if line.strip():
-                        self._messages.put(json.loads(line.decode("utf-8")))
-            self._messages.put(RegistryUnavailable("etcd closed the watch stream"))
-        except Exception as err:  # handed to the reader: the stream is over either way
-            self._messages.put(RegistryUnavailable("watch stream broken: %s" % _root_cause(err)))
-
-    def next_event(self, timeout):
-        """The next event (a dict), or None after `timeout` s without one."""
-        deadline = time.monotonic() + timeout
-        while not self._pending:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            try:
-                message = self._messages.get(timeout=remaining)
-            except queue.Empty:
-                return None
-            if isinstance(message, Exception):
-                self.dead = True
-                raise message
-            if "error" in message:
-                self.dead = True
-                raise self._error_for(str(message["error"]))
-            result = message.get("result") or {}
-            compacted = int(result.get("compact_revision", 0) or 0)
-            if compacted:
-                self.dead = True
-                raise IndexCleared("etcd compacted its history to revision %d, past %d" % (compacted, self.position + 1))
-            if result.get("canceled"):
-                self.dead = True
-                raise self._error_for("etcd canceled the watch: %s" % result.get("cancel_reason", "no reason"))
-            self._pending.extend(result.get("events") or ())
-        return self._pending.popleft()
-
-    def close(self):
-        self.dead = True
-        try:
-            self.response.shutdown()  # urllib3 >= 2.3: wakes the reader thread blocked in recv()
-        except Exception:  # older urllib3, or already closed
-            pass
-        self.response.close()  # never back to the pool: the connection is mid-stream
+def _code(data):
+    """The gRPC code of an error answer (0 when it has none that is a number)."""
+    try:
+        return int(data.get("code", 0) or 0)
+    except (TypeError, ValueError):
+        return 0
 
 
 class EtcdV3Registry:
@@ -169,8 +118,11 @@ class EtcdV3Registry:
             tls.update(cert_reqs="CERT_REQUIRED", ca_certs=ca_file)
         if cert_file:
             tls.update(cert_file=cert_file, key_file=key_file)
-        self._http = urllib3.PoolManager(num_pools=len(self._endpoints) + 1, retries=False,
-                                         timeout=urllib3.Timeout(connect=timeout, read=timeout), **tls)
+        # Every reply is read within etcd_http's limits, and SIGTERM can end the request it waits in.
+        self.gate = RequestGate()
+        self._http = BoundedHTTP(urllib3.PoolManager(num_pools=len(self._endpoints) + 1, retries=False,
+                                                     timeout=urllib3.Timeout(connect=timeout, read=timeout), **tls),
+                                 self.gate)
         self._credentials = (username, password) if username else None
         self._token = None
         self._current = 0
@@ -188,25 +140,31 @@ class EtcdV3Registry:
                 self._token = self._authenticate(base)
             if self._token:
                 headers["Authorization"] = self._token
+        encoded = json.dumps(body).encode("utf-8")
         try:
-            return self._http.request("POST", base + path, body=json.dumps(body).encode("utf-8"), headers=headers,
-                                      preload_content=not stream,
-                                      timeout=urllib3.Timeout(connect=self.timeout, read=None) if stream else None)
+            if stream:
+                return self._http.open_stream("POST", base + path, body=encoded, headers=headers)
+            return self._http.request("POST", base + path, body=encoded, headers=headers)
+        except BadReply:
+            raise
         except urllib3.exceptions.HTTPError as err:
             raise _Unserved(_root_cause(err))
 
     def _answer(self, base, path, body):
-        """The decoded answer of one endpoint; _Unserved when it cannot serve now."""
+        """The decoded answer of one endpoint; _Unserved when it cannot serve now, BadReply when
+        its answer is not etcd's."""
         for attempt in (1, 2):
             response = self._post(base, path, body)
             try:
-                data = json.loads(response.data.decode("utf-8"))
-            except ValueError:
-                raise _Unserved("undecodable answer (HTTP %d)" % response.status)
-            if response.status == 200 and isinstance(data, dict) and "error" not in data:
+                data = json_object(response.data, base)
+            except BadReply:
+                if response.status == 200:
+                    raise
+                raise _Unserved("HTTP %d: %s" % (response.status, excerpt(bytes(response.data[:200]), 100)))
+            if response.status == 200 and "error" not in data:
                 return data
-            code = int(data.get("code", 0)) if isinstance(data, dict) else 0
-            message = str(data.get("message") or data.get("error") or "HTTP %d" % response.status)
+            code = _code(data)
+            message = excerpt(data.get("message") or data.get("error") or "HTTP %d" % response.status)
             error = self._error_for(base, code, message)
             # An expired token, or auth turned on since we found it off: authenticate again, once.
             if self._credentials and attempt == 1 and (
@@ -248,19 +206,30 @@ class EtcdV3Registry:
             if _AUTH_OFF in str(err):
                 return ""
             raise
+        if not isinstance(data.get("token"), str):
+            raise BadReply(base, "wrong shape: no token in etcd's answer to /v3/auth/authenticate")
         return data["token"]
 
-    def _call(self, path, body):
-        """POST to the current endpoint, moving to the next one when it cannot serve."""
-        last_error = None
+    def _call(self, path, body, read=None):
+        """POST to the current endpoint, moving to the next one when it cannot serve or its answer
+        is not etcd's; `read` takes what is used from the answer (a KeyError, TypeError or
+        ValueError there means the answer has the wrong shape)."""
+        last_error = bad_reply = None
         for _attempt in range(len(self._endpoints)):
+            base = self._endpoints[self._current]
             try:
-                return self._answer(self._endpoints[self._current], path, body)
+                data = self._answer(base, path, body)
+                try:
+                    return read(data) if read else data
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    raise BadReply(base, "wrong shape: not etcd's answer to %s" % path)
+            except BadReply as err:
+                last_error = bad_reply = err
             except _Unserved as err:
                 last_error = err
                 self._token = None
-                self._current = (self._current + 1) % len(self._endpoints)
-        raise RegistryUnavailable("no etcd endpoint answered (%s): %s" % (", ".join(self._endpoints), last_error))
+            self._current = (self._current + 1) % len(self._endpoints)
+        raise unanswered(self._endpoints, last_error, bad_reply)
 
     # ---- keys, transactions and etcd leases ------------------------------------------------
 
@@ -269,17 +238,19 @@ class EtcdV3Registry:
         body = {"key": _b64(key)}
         if prefix:
             body["range_end"] = _b64(_prefix_end(key))
-        data = self._call("/v3/kv/range", body)
-        return data.get("kvs") or [], int(data["header"]["revision"])
+        return self._call("/v3/kv/range", body, lambda data: ([checked_v3_kv(kv) for kv in data.get("kvs") or []],
+                                                              _revision(data)))
 
     def _put(self, key, value, etcd_lease=0):
-        return int(self._call("/v3/kv/put", {"key": _b64(key), "value": _b64(value), "lease": etcd_lease})
-                   ["header"]["revision"])
+        return self._call("/v3/kv/put", {"key": _b64(key), "value": _b64(value), "lease": etcd_lease}, _revision)
 
     def _txn(self, compare, success):
         """(succeeded, revision after the transaction)."""
-        data = self._call("/v3/kv/txn", {"compare": [compare], "success": success})
-        return bool(data.get("succeeded")), int(data["header"]["revision"])
+        def read(data):
+            if not isinstance(data.get("succeeded", False), bool):
+                raise TypeError("succeeded")
+            return bool(data.get("succeeded")), _revision(data)
+        return self._call("/v3/kv/txn", {"compare": [compare], "success": success}, read)
 
     @staticmethod
     def _compare(key, target, value):
@@ -292,8 +263,8 @@ class EtcdV3Registry:
         return {"request_put": {"key": _b64(key), "value": _b64(value), "lease": etcd_lease}}
 
     def _grant(self, ttl):
-        data = self._call("/v3/lease/grant", {"TTL": int(ttl)})
-        lease_id, granted = int(data["ID"]), int(data["TTL"])
+        lease_id, granted = self._call("/v3/lease/grant", {"TTL": int(ttl)},
+                                       lambda data: (int(data["ID"]), int(data["TTL"])))
         now = time.monotonic()
         # Forget the leases that ran out (their keys are gone), so the table stays small.
         for stale in [known for known, (_ttl, ends) in self._granted.items() if ends < now]:
@@ -316,7 +287,8 @@ class EtcdV3Registry:
 
     def _keepalive(self, lease_id):
         """Refresh an etcd lease to its granted TTL; the TTL, 0 when it no longer exists."""
-        ttl = int((self._call("/v3/lease/keepalive", {"ID": lease_id}).get("result") or {}).get("TTL", 0) or 0)
+        ttl = self._call("/v3/lease/keepalive", {"ID": lease_id},
+                         lambda data: int((data.get("result") or {}).get("TTL", 0) or 0))
         if ttl > 0:
             self._granted[lease_id] = (ttl, time.monotonic() + ttl)
         else:
@@ -333,8 +305,8 @@ class EtcdV3Registry:
 
     def _time_to_live(self, lease_id):
         """(remaining, granted) seconds of an etcd lease; remaining is 0 when it is gone."""
-        data = self._call("/v3/lease/timetolive", {"ID": lease_id})
-        return max(int(data.get("TTL", -1)), 0), int(data.get("grantedTTL", 0) or 0)
+        return self._call("/v3/lease/timetolive", {"ID": lease_id},
+                          lambda data: (max(int(data.get("TTL", -1)), 0), int(data.get("grantedTTL", 0) or 0)))
 
     def remaining_ttl(self, lease_id):
         """Seconds left on an etcd lease: from this registry's own grants and refreshes when it made
@@ -483,20 +455,27 @@ class EtcdV3Registry:
     def _open_watch(self, watched, start_revision):
         body = {"create_request": {"key": _b64(watched), "range_end": _b64(_prefix_end(watched)),
                                    "start_revision": start_revision}}
-        last_error = None
+        last_error = bad_reply = None
         for _attempt in range(len(self._endpoints)):
             base = self._endpoints[self._current]
             try:
                 response = self._post(base, "/v3/watch", body, stream=True)
                 if response.status != 200:
-                    data = json.loads(response.data.decode("utf-8") or "{}")
-                    raise self._error_for(base, int(data.get("code", 0)), str(data.get("message") or response.status))
-                return _WatchStream(response, watched, start_revision - 1, self._stream_error_for(base))
+                    try:
+                        deadline = time.monotonic() + self.timeout + REPLY_SECONDS
+                        data = json_object(read_body(response, base, deadline), base)
+                    finally:
+                        response.close()
+                    raise self._error_for(base, _code(data), excerpt(data.get("message") or response.status))
+                lines = LineStream(response, base, self.timeout, self.gate)
+                return WatchStream(lines, watched, start_revision - 1, self._stream_error_for(base))
+            except BadReply as err:
+                last_error = bad_reply = err
             except _Unserved as err:
                 last_error = err
                 self._token = None
-                self._current = (self._current + 1) % len(self._endpoints)
-        raise RegistryUnavailable("no etcd endpoint answered (%s): %s" % (", ".join(self._endpoints), last_error))
+            self._current = (self._current + 1) % len(self._endpoints)
+        raise unanswered(self._endpoints, last_error, bad_reply)
 
     def close(self):
         """End the watch stream, if one is open."""
