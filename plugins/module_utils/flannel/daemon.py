@@ -131,6 +131,8 @@ class Agent(LeaseKeeping, ConfigSwitching):
         self._install_lease(lease)
         try:
             self._resync()
+            if not self._lost_lease:
+                self._check_stored_config()  # changed after it was fetched, before the listing?
         except RegistryError as err:  # etcd went away after the lease was taken: the loop retries
             self._set_health(False, "etcd error: %s" % err)
             self._needs_resync = True
@@ -258,8 +260,9 @@ class Agent(LeaseKeeping, ConfigSwitching):
         if self._lost_lease and not self._regain_lease():
             return  # stopped
         if self._needs_resync:
-            self._check_stored_config()  # it may have changed while the watch was not looking
             self._resync()
+            if not self._lost_lease:  # after the listing: a later change comes through the watch
+                self._check_stored_config()
         if self._lost_lease:
             return  # lost again at once: the loop waits (backoff) before the next try
         now = self.clock()
