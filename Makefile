@@ -11,11 +11,13 @@ AGENT_SOURCES := $(shell find plugins/module_utils/flannel -name '*.py') tools/b
 
 help:
 	@echo "make lab          bring up the two-node lab and provision it (prints the verify table)"
-	@echo "make test         run every test: unit, etcd, agent (namespaces), lint, sanity, molecule"
+	@echo "make test         run every test: lint, sanity, unit, etcd, agent (namespaces) beside the lab's"
+	@echo "                  Molecule and integration tests; TIERS='unit etcd' runs some (build/test/)"
 	@echo "make agent        build build/flanneld.pyz"
 	@echo "make bench-agent  print the agent benchmarks (see BENCHMARKS.md)"
 	@echo "make bench-udp    udp backend throughput and latency, ours beside upstream's C proxy"
-	@echo "make perf         the overlay's performance test on the lab (playbooks/perf.yml, build/perf/)"
+	@echo "make perf         the overlay's performance test on the lab (playbooks/perf.yml, build/perf/, ~8 min);"
+	@echo "                  PERF_FULL=1: both MTUs and the variants"
 	@echo "make lab-destroy  remove every container, network and image the lab made"
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
@@ -50,15 +52,18 @@ lab-prereqs: prereqs
 	bash lab/build-images.sh
 
 lab-nodes: lab-prereqs venv
-	bash lab/nodes.sh up
+	$(LAB_LOCK) bash lab/nodes.sh up
 
-lab: lab-nodes agent
-	ansible-playbook playbooks/site.yml -i inventories/lab
-	ansible-playbook playbooks/verify.yml -i inventories/lab
-	ansible-playbook extensions/molecule/default/capture.yml -i inventories/lab
+# Everything that touches the lab holds its lock (/tmp/netlab-lab.lock: the lab is shared).
+LAB_LOCK := flock /tmp/netlab-lab.lock
+
+lab: lab-prereqs venv agent
+	$(LAB_LOCK) bash -c 'bash lab/nodes.sh up && ansible-playbook playbooks/site.yml -i inventories/lab && \
+	  ansible-playbook playbooks/verify.yml -i inventories/lab && \
+	  ansible-playbook extensions/molecule/default/capture.yml -i inventories/lab'
 
 lab-destroy:
-	bash lab/nodes.sh destroy
+	$(LAB_LOCK) bash lab/nodes.sh destroy
 
 test-python: prereqs venv
 	$(PY) -m pytest tests/unit tests/etcd tests/agent tests/integration -q -rs
@@ -73,20 +78,33 @@ sanity: venv
 test-reliability: prereqs venv
 	NETLAB_OUTAGE_SECONDS=60 NETLAB_MANY_AGENTS=100 $(PY) -m pytest tests/agent/test_reliability.py -q
 
-test-lab: lab-nodes agent
-	molecule test --all
+# Each Molecule scenario under the lab lock; a scenario's destroy keeps the node image.
+test-lab: lab-prereqs venv agent
+	$(PY) tools/run_tests.py molecule
 
-# Pytest runs last so that its summary closes the output.
-test: prereqs venv lint sanity test-lab test-python
+# tools/run_tests.py: the lab lane (Molecule scenarios, then tests/integration) beside the other
+# tiers (lint, sanity, each pytest directory under tests/); logs, JUnit XML and --durations in
+# build/test/; one summary of tiers, counts and minutes, ending "N passed, M failed".
+TIERS ?=
+test: prereqs venv agent
+	$(PY) tools/run_tests.py $(TIERS)
 
-# The overlay's performance test on the lab (playbooks/perf.yml): every backend with our agent
-# and upstream flanneld's, at the lab's MTU and at 9000; the lab's own config is back at the end.
+# The overlay's performance test on the lab (playbooks/perf.yml), one progress line per case.
+# Default (about 8 min): at the lab's MTU, every backend with our agent and upstream flanneld's.
+# PERF_FULL=1: the full run, at MTUs 1500 and 9000 (PERF_MTUS) and with perf_variants (VXLAN with
+# the tx checksum offload off). The lab's own config is back at the end.
 # site.yml first: perf.yml starts each backend with teardown.yml, which needs a provisioned lab.
 # PERF_ARGS adds ansible-playbook arguments, e.g. PERF_ARGS='-e perf_seconds=10'.
+ifdef PERF_FULL
 PERF_MTUS ?= 1500, 9000
+PERF_SCOPE = {"perf_mtus": [$(PERF_MTUS)]}
+else
+PERF_MTUS ?=
+PERF_SCOPE = {"perf_mtus": [$(PERF_MTUS)], "perf_variants": []}
+endif
 perf: lab-prereqs venv agent
-	flock /tmp/netlab-lab.lock bash -c 'bash lab/nodes.sh up && ansible-playbook playbooks/site.yml -i inventories/lab && \
-	  ansible-playbook playbooks/perf.yml -i inventories/lab -e "{\"perf_mtus\": [$(PERF_MTUS)]}" $(PERF_ARGS)'
+	$(LAB_LOCK) bash -c 'bash lab/nodes.sh up && ansible-playbook playbooks/site.yml -i inventories/lab && \
+	  ansible-playbook playbooks/perf.yml -i inventories/lab -e '\''$(PERF_SCOPE)'\'' $(PERF_ARGS)'
 
 bench-agent: prereqs venv agent
 	$(PY) tests/bench/bench_agent.py

@@ -1,0 +1,211 @@
+"""Run the test tiers of `make test` in two lanes and print one summary.
+
+The lab lane runs what needs the shared Docker lab, one tier after another: each Molecule scenario
+(extensions/molecule/*/, default first) under the lab lock, then tests/integration (whose cases
+take the lock themselves). The other lane runs, meanwhile, what shares nothing with the lab: lint,
+sanity, then pytest on tests/unit, tests/etcd and tests/agent. Every pytest directory under tests/
+is a tier of its own (a new directory is picked up, a new file in one too); tests/agent waits for
+Molecule to end (its ping-loss counts are timing-sensitive; it runs beside tests/integration).
+
+Each tier's output goes to build/test/<tier>.log; pytest tiers also write build/test/<tier>.xml
+(JUnit) and their 15 slowest cases (--durations). A tier that is not pytest counts as one test.
+The summary (also in build/test/summary.txt) lists each tier with its counts and minutes and ends
+with the line "N passed, M failed"; the exit status is 1 when any tier failed.
+
+Usage: run_tests.py [TIER ...]   (names or prefixes, e.g. `unit etcd` or `molecule`; default all)
+"""
+
+import glob
+import os
+import subprocess
+import sys
+import threading
+import time
+from xml.etree import ElementTree
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.dirname(sys.executable)
+OUT = os.path.join(ROOT, "build", "test")
+LOCK = "/tmp/netlab-lab.lock"
+# Directories under tests/ that hold no test cases of their own.
+NOT_TIERS = ("bench",)
+# Lines of a failed tier's log printed at the end (the whole log stays in build/test/).
+TAIL_LINES = 120
+HEARTBEAT_SECONDS = 300
+
+
+class Tier:
+    def __init__(self, name, argv, junit=False, after=None):
+        self.name = name
+        self.argv = argv
+        self.junit = junit
+        self.after = after  # an event the tier waits for before it starts
+        self.log = os.path.join(OUT, name + ".log")
+        self.xml = os.path.join(OUT, name + ".xml") if junit else None
+        self.started = self.ended = None
+        self.returncode = None
+        self.counts = {"passed": 0, "failed": 0, "skipped": 0}
+
+    @property
+    def ok(self):
+        return self.returncode == 0
+
+    def minutes(self):
+        return ((self.ended or time.time()) - self.started) / 60 if self.started else 0.0
+
+    def read_counts(self):
+        """Counts from the JUnit file; a tier that is not pytest (or left no file) is one test."""
+        if self.xml and os.path.exists(self.xml):
+            try:
+                root = ElementTree.parse(self.xml).getroot()
+            except ElementTree.ParseError:
+                root = None
+            if root is not None:
+                suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+                total = sum(int(suite.get("tests", 0)) for suite in suites)
+                failed = sum(int(suite.get("failures", 0)) + int(suite.get("errors", 0)) for suite in suites)
+                skipped = sum(int(suite.get("skipped", 0)) for suite in suites)
+                # pytest exits non-zero without a failed case when, e.g., it is interrupted.
+                if not self.ok and failed == 0:
+                    failed = 1
+                self.counts = {"passed": total - failed - skipped, "failed": failed, "skipped": skipped}
+                return
+        self.counts = {"passed": 1 if self.ok else 0, "failed": 0 if self.ok else 1, "skipped": 0}
+
+
+def pytest_tier(directory, after=None):
+    name = os.path.basename(directory)
+    xml = os.path.join(OUT, name + ".xml")
+    argv = [sys.executable, "-m", "pytest", os.path.relpath(directory, ROOT), "-q", "-rs", "--durations=15",
+            "--junitxml=" + xml, "-o", "junit_family=xunit2"]
+    return Tier(name, argv, junit=True, after=after)
+
+
+def molecule_scenarios():
+    names = sorted(os.path.basename(os.path.dirname(path))
+                   for path in glob.glob(os.path.join(ROOT, "extensions", "molecule", "*", "molecule.yml")))
+    # default first: the others reuse its create and destroy playbooks.
+    return sorted(names, key=lambda name: name != "default")
+
+
+def plan():
+    """(lab lane, other lane): lists of tiers run in order."""
+    molecule_done = threading.Event()
+    lab = [Tier("molecule-" + name, ["flock", LOCK, os.path.join(BIN, "molecule"), "test", "-s", name])
+           for name in molecule_scenarios()]
+    directories = sorted(path.rstrip("/") for path in glob.glob(os.path.join(ROOT, "tests", "*", ""))
+                         if os.path.basename(path.rstrip("/")) not in NOT_TIERS + ("integration",)
+                         and not os.path.basename(path.rstrip("/")).startswith(("_", ".")))
+    other = [Tier("lint", [os.path.join(BIN, "ansible-lint")]),
+             Tier("sanity", ["bash", os.path.join(ROOT, "tools", "run-sanity.sh")])]
+    # Timing-sensitive namespace tests last in their lane, after Molecule (see the docstring).
+    directories.sort(key=lambda path: os.path.basename(path) == "agent")
+    for directory in directories:
+        other.append(pytest_tier(directory, after=molecule_done if os.path.basename(directory) == "agent" else None))
+    if os.path.isdir(os.path.join(ROOT, "tests", "integration")):
+        lab.append(pytest_tier(os.path.join(ROOT, "tests", "integration")))
+    return lab, other, molecule_done
+
+
+def stamp(start):
+    elapsed = int(time.time() - start)
+    return "[%02d:%02d]" % (elapsed // 60, elapsed % 60)
+
+
+def load():
+    with open("/proc/loadavg") as handle:
+        return handle.read().split()[0]
+
+
+def run_lane(tiers, start, printer, lane_done=None):
+    for tier in tiers:
+        if tier.after is not None:
+            tier.after.wait()
+        tier.started = time.time()
+        printer("%s %s: started (load %s)" % (stamp(start), tier.name, load()))
+        with open(tier.log, "w") as log:
+            try:
+                tier.returncode = subprocess.run(tier.argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                                 stdin=subprocess.DEVNULL, check=False).returncode
+            except OSError as error:
+                log.write("cannot run %s: %s\n" % (tier.argv[0], error))
+                tier.returncode = 127
+        tier.ended = time.time()
+        tier.read_counts()
+        printer("%s %s: %s in %.1f min (%d passed, %d failed, %d skipped; load %s)"
+                % (stamp(start), tier.name, "passed" if tier.ok else "FAILED", tier.minutes(),
+                   tier.counts["passed"], tier.counts["failed"], tier.counts["skipped"], load()))
+        if lane_done is not None and not any(other.name.startswith("molecule-") and other.ended is None
+                                             for other in tiers):
+            lane_done.set()
+    if lane_done is not None:
+        lane_done.set()
+
+
+def tail(path, lines):
+    with open(path, errors="replace") as handle:
+        return handle.readlines()[-lines:]
+
+
+def main(selected):
+    os.makedirs(OUT, exist_ok=True)
+    lab, other, molecule_done = plan()
+    if selected:
+        def wanted(tier):
+            return any(tier.name == name or tier.name.startswith(name) for name in selected)
+        lab, other = [t for t in lab if wanted(t)], [t for t in other if wanted(t)]
+        unknown = [name for name in selected if not any(t.name.startswith(name) for t in lab + other)]
+        if unknown:
+            print("run_tests: no tier named %s" % ", ".join(unknown), file=sys.stderr)
+            return 2
+    tiers = lab + other
+    start = time.time()
+    load_before = load()
+    print_lock = threading.Lock()
+
+    def printer(line):
+        with print_lock:
+            print(line, flush=True)
+
+    printer("%s tiers: lab lane %s; beside it %s; logs in %s (load %s, %d cores)"
+            % (stamp(start), " ".join(t.name for t in lab) or "-", " ".join(t.name for t in other) or "-",
+               os.path.relpath(OUT, ROOT), load_before, os.cpu_count()))
+    if not any(t.name.startswith("molecule-") for t in lab):
+        molecule_done.set()
+    lanes = [threading.Thread(target=run_lane, args=(lab, start, printer, molecule_done)),
+             threading.Thread(target=run_lane, args=(other, start, printer))]
+    for lane in lanes:
+        lane.start()
+    while any(lane.is_alive() for lane in lanes):
+        for lane in lanes:
+            lane.join(HEARTBEAT_SECONDS)
+            if lane.is_alive():
+                running = [t for t in tiers if t.started and t.ended is None]
+                printer("%s running: %s (load %s)" % (stamp(start), ", ".join(
+                    "%s %.0f min" % (t.name, t.minutes()) for t in running) or "-", load()))
+                break
+
+    failed = [t for t in tiers if not t.ok]
+    for tier in failed:
+        print("\n==== %s failed (rc %s): last %d lines of %s" % (tier.name, tier.returncode, TAIL_LINES,
+                                                                 os.path.relpath(tier.log, ROOT)))
+        sys.stdout.writelines(tail(tier.log, TAIL_LINES))
+    totals = dict((key, sum(t.counts[key] for t in tiers)) for key in ("passed", "failed", "skipped"))
+    lines = ["", "==== test summary: %d tiers, %.1f min wall, load %s before and %s after, %d cores"
+             % (len(tiers), (time.time() - start) / 60, load_before, load(), os.cpu_count()),
+             "%-20s %-7s %7s %7s %8s %8s %8s" % ("tier", "result", "passed", "failed", "skipped", "minutes", "at min")]
+    for tier in tiers:
+        lines.append("%-20s %-7s %7d %7d %8d %8.1f %8.1f" % (
+            tier.name, "ok" if tier.ok else "FAILED", tier.counts["passed"], tier.counts["failed"],
+            tier.counts["skipped"], tier.minutes(), (tier.started - start) / 60 if tier.started else 0))
+    lines.append("tests run: %d (lint, sanity and each Molecule scenario count as one; %d skipped)"
+                 % (totals["passed"] + totals["failed"], totals["skipped"]))
+    lines.append("%d passed, %d failed" % (totals["passed"], totals["failed"]))
+    with open(os.path.join(OUT, "summary.txt"), "w") as handle:
+        handle.write("\n".join(lines[1:]) + "\n")
+    print("\n".join(lines), flush=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
