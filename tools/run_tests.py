@@ -3,9 +3,10 @@
 The lab lane runs what needs the shared Docker lab, one tier after another: each Molecule scenario
 (extensions/molecule/*/, default first) under the lab lock, then tests/integration (whose cases
 take the lock themselves). The other lane runs, meanwhile, what shares nothing with the lab: lint,
-sanity, then pytest on tests/unit, tests/etcd and tests/agent. Every pytest directory under tests/
-is a tier of its own (a new directory is picked up, a new file in one too); tests/agent waits for
-Molecule to end (its ping-loss counts are timing-sensitive; it runs beside tests/integration).
+sanity, then pytest on each directory under tests/ (a new directory is picked up, a new file in one
+too): tests/integration's cases that do not use the lab (fixture `lab`) run in this lane as
+integration-controller; tests/agent waits for Molecule to end (its ping-loss counts are
+timing-sensitive; it runs beside tests/integration's lab cases).
 
 Each tier's output goes to build/test/<tier>.log; pytest tiers also write build/test/<tier>.xml
 (JUnit) and their 15 slowest cases (--durations). A tier that is not pytest counts as one test.
@@ -48,7 +49,8 @@ class Tier:
 
     @property
     def ok(self):
-        return self.returncode == 0
+        # pytest's 5: no case collected (e.g. a directory with no case off the lab).
+        return self.returncode == 0 or (self.junit and self.returncode == 5)
 
     def minutes(self):
         return ((self.ended or time.time()) - self.started) / 60 if self.started else 0.0
@@ -73,11 +75,11 @@ class Tier:
         self.counts = {"passed": 1 if self.ok else 0, "failed": 0 if self.ok else 1, "skipped": 0}
 
 
-def pytest_tier(directory, after=None):
-    name = os.path.basename(directory)
+def pytest_tier(directory, after=None, name=None, marks=None):
+    name = name or os.path.basename(directory)
     xml = os.path.join(OUT, name + ".xml")
     argv = [sys.executable, "-m", "pytest", os.path.relpath(directory, ROOT), "-q", "-rs", "--durations=15",
-            "--junitxml=" + xml, "-o", "junit_family=xunit2"]
+            "--junitxml=" + xml, "-o", "junit_family=xunit2"] + (["-m", marks] if marks else [])
     return Tier(name, argv, junit=True, after=after)
 
 
@@ -98,12 +100,21 @@ def plan():
                          and not os.path.basename(path.rstrip("/")).startswith(("_", ".")))
     other = [Tier("lint", [os.path.join(BIN, "ansible-lint")]),
              Tier("sanity", ["bash", os.path.join(ROOT, "tools", "run-sanity.sh")])]
+    # tests/integration: the cases on the lab (marked `lab` by its conftest) in the lab lane, the
+    # others (module arguments on the controller) beside it, before the agent tier.
+    integration = os.path.join(ROOT, "tests", "integration")
+    if os.path.isdir(integration):
+        lab.append(pytest_tier(integration, marks="lab"))
+        directories.append(integration)
     # Timing-sensitive namespace tests last in their lane, after Molecule (see the docstring).
     directories.sort(key=lambda path: os.path.basename(path) == "agent")
     for directory in directories:
-        other.append(pytest_tier(directory, after=molecule_done if os.path.basename(directory) == "agent" else None))
-    if os.path.isdir(os.path.join(ROOT, "tests", "integration")):
-        lab.append(pytest_tier(os.path.join(ROOT, "tests", "integration")))
+        if directory == integration:
+            other.append(pytest_tier(directory, name="integration-controller", marks="not lab"))
+        elif os.path.basename(directory) == "agent":
+            other.append(pytest_tier(directory, after=molecule_done))
+        else:
+            other.append(pytest_tier(directory))
     return lab, other, molecule_done
 
 
@@ -193,9 +204,9 @@ def main(selected):
     totals = dict((key, sum(t.counts[key] for t in tiers)) for key in ("passed", "failed", "skipped"))
     lines = ["", "==== test summary: %d tiers, %.1f min wall, load %s before and %s after, %d cores"
              % (len(tiers), (time.time() - start) / 60, load_before, load(), os.cpu_count()),
-             "%-20s %-7s %7s %7s %8s %8s %8s" % ("tier", "result", "passed", "failed", "skipped", "minutes", "at min")]
+             "%-24s %-7s %7s %7s %8s %8s %8s" % ("tier", "result", "passed", "failed", "skipped", "minutes", "at min")]
     for tier in tiers:
-        lines.append("%-20s %-7s %7d %7d %8d %8.1f %8.1f" % (
+        lines.append("%-24s %-7s %7d %7d %8d %8.1f %8.1f" % (
             tier.name, "ok" if tier.ok else "FAILED", tier.counts["passed"], tier.counts["failed"],
             tier.counts["skipped"], tier.minutes(), (tier.started - start) / 60 if tier.started else 0))
     lines.append("tests run: %d (lint, sanity and each Molecule scenario count as one; %d skipped)"

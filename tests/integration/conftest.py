@@ -18,3 +18,10 @@ def lab():
     with lab_lock():
         ensure_lab()
     return lab_lock
+
+
+def pytest_collection_modifyitems(items):
+    """Cases that use the lab are marked `lab`: make test runs the others beside the lab's tiers."""
+    for item in items:
+        if "lab" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.lab)
