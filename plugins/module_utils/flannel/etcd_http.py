@@ -161,6 +161,8 @@ class BoundedHTTP:
         self.gate = gate
 
     def __getattr__(self, name):  # clear(), connection_from_url() ... as the pool's
+        # python-etcd sends requests through the two methods below; its raw-pool call serves only
+        # its auth administration API, which the registry never uses.
         return getattr(self.pool, name)
 
     def request(self, method, url, **options):
@@ -168,9 +170,6 @@ class BoundedHTTP:
 
     def request_encode_body(self, method, url, **options):
         return self._read("request_encode_body", method, url, options)
-
-    def urlopen(self, method, url, **options):
-        return self._read("urlopen", method, url, options)
 
     def _read(self, call, method, url, options):
         options["preload_content"] = False
