@@ -10,7 +10,8 @@ AGENT_SOURCES := $(shell find plugins/module_utils/flannel -name '*.py') tools/b
 .PHONY: perf test-reliability help venv prereqs agent lab-prereqs lab lab-nodes lab-destroy test test-python lint sanity test-lab bench-agent bench-udp bench-memory clean
 
 help:
-	@echo "make lab          bring up the two-node lab and provision it (prints the verify table)"
+	@echo "make lab          bring up the two-node lab and provision it (prints the verify table);"
+	@echo "                  NODES=N for N nodes (ETCD_MEMBERS=M of them etcd members, odd, default 3)"
 	@echo "make test         run every test: lint, sanity, unit, etcd, agent (namespaces) beside the lab's"
 	@echo "                  Molecule and integration tests; TIERS='unit etcd' runs some (build/test/)"
 	@echo "make agent        build build/flanneld.pyz"
@@ -51,16 +52,26 @@ agent: build/flanneld.pyz
 lab-prereqs: prereqs
 	bash lab/build-images.sh
 
+# NODES=N: an N-node lab (docker-node1..N from 192.168.205.10) from the inventory lab/inventory.sh
+# writes in build/lab-N, with ETCD_MEMBERS of them etcd members (odd; default 3 from 3 nodes).
+# The default, 2, is the tutorial's lab from inventories/lab.
+NODES ?= 2
+ETCD_MEMBERS ?=
+LAB_INVENTORY = $(if $(filter-out 2,$(NODES))$(ETCD_MEMBERS),$(shell bash lab/inventory.sh '$(NODES)' '$(ETCD_MEMBERS)' || echo build/lab-invalid),inventories/lab)
+
 lab-nodes: lab-prereqs venv
-	$(LAB_LOCK) bash lab/nodes.sh up
+	test -d $(LAB_INVENTORY)
+	$(LAB_LOCK) env NETLAB_INVENTORY=$(LAB_INVENTORY) bash lab/nodes.sh up
 
 # Everything that touches the lab holds its lock (/tmp/netlab-lab.lock: the lab is shared).
 LAB_LOCK := flock /tmp/netlab-lab.lock
 
 lab: lab-prereqs venv agent
-	$(LAB_LOCK) bash -c 'bash lab/nodes.sh up && ansible-playbook playbooks/site.yml -i inventories/lab && \
-	  ansible-playbook playbooks/verify.yml -i inventories/lab && \
-	  ansible-playbook extensions/molecule/default/capture.yml -i inventories/lab'
+	test -d $(LAB_INVENTORY)
+	$(LAB_LOCK) bash -c 'NETLAB_INVENTORY=$(LAB_INVENTORY) bash lab/nodes.sh up && \
+	  ansible-playbook playbooks/site.yml -i $(LAB_INVENTORY) && \
+	  ansible-playbook playbooks/verify.yml -i $(LAB_INVENTORY) \
+	  $(if $(filter 1,$(NODES)),,&& ansible-playbook extensions/molecule/default/capture.yml -i $(LAB_INVENTORY))'
 
 lab-destroy:
 	$(LAB_LOCK) bash lab/nodes.sh destroy

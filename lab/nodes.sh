@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Lab nodes as systemd containers on the docker network "netlab" (192.168.205.0/24).
 #   nodes.sh up       create (or reuse) the network and one container per inventory node,
-#                     then wait for systemd and sshd
+#                     remove the lab's nodes the inventory no longer has, then wait for systemd
+#                     and sshd
 #   nodes.sh down     remove the nodes and the network
 #   nodes.sh destroy  down, then remove the node image too (make lab-destroy)
 #   nodes.sh status   show the nodes
 #   nodes.sh mtu N    set the lab network's MTU to N on the running lab (the bridge and both ends of
 #                     every node's link); prints a line only when it changes
-# Nodes and addresses come from inventories/lab (hosts with netlab_lab_address), or $NETLAB_INVENTORY;
+# Nodes and addresses come from inventories/lab (hosts with netlab_lab_address), or $NETLAB_INVENTORY
+# (e.g. an N-node lab's from lab/inventory.sh N);
 # the network's MTU from its netlab_lab_mtu (default 1500), which `up` applies.
 set -euo pipefail
 # shellcheck source=lab/common.sh source-path=SCRIPTDIR/..
@@ -79,6 +81,15 @@ up() {
   mapfile -t opts < <("$LAB_DIR/node-options.sh")
   nodes=$(inventory_nodes)
   image=$(docker image inspect -f '{{.Id}}' "$NODE_IMAGE")
+  # Nodes of a larger lab made earlier (make lab NODES=3, then NODES=2): an extra node would keep
+  # its lease and stay a peer of the others.
+  local existing
+  for existing in $(docker ps -a --filter "label=$LABEL" --format '{{.Names}}'); do
+    if ! awk -v n="$existing" '$1 == n {found = 1} END {exit !found}' <<<"$nodes"; then
+      docker rm -f "$existing" >/dev/null
+      echo "nodes: removed $existing (not in $LAB_INVENTORY)"
+    fi
+  done
   while read -r name addr; do
     state=$(docker inspect -f '{{.State.Running}}' "$name" 2>/dev/null) || state=absent
     # A node from an older image (another checkout's ssh key, another package set) is replaced:
