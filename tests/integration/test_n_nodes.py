@@ -1,0 +1,182 @@
+"""A three-node lab (lab/inventory.sh 3, as `make lab NODES=3`), under the lab lock: site.yml forms a
+three-member etcd and gives every agent every member's URL; verify.yml pings all six ordered pairs;
+one member stopped while containers ping across it: no ping lost, an agent restarted on the host
+without its member still renews its lease, and the member started again rejoins by itself; a fourth
+host joins as an etcd client with `site.yml -l` on it alone; remove-host.yml takes a member's host
+out (its lease, the others' routes to it, its etcd member). The tutorial's two-node lab is
+provisioned again at the end, whatever happened."""
+
+import json
+import os
+import re
+import subprocess
+import time
+
+from labtools import BIN, ROOT, ansible_playbook, docker_exec, ensure_lab, run
+
+SITE = os.path.join(ROOT, "playbooks", "site.yml")
+VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")
+REMOVE = os.path.join(ROOT, "playbooks", "remove-host.yml")
+NODES3 = {"docker-node1": "192.168.205.10", "docker-node2": "192.168.205.11", "docker-node3": "192.168.205.12"}
+# Read inside a node, over its own member: every lease's PublicIP, subnet and expiry (v2 API).
+LEASES = r"""
+import json, urllib.request
+answer = json.load(urllib.request.urlopen(
+    "http://127.0.0.1:2379/v2/keys/coreos.com/network/subnets?recursive=true&quorum=true", timeout=10))
+print(json.dumps(dict((json.loads(node["value"])["PublicIP"], [node["key"].rsplit("/", 1)[1], node.get("expiration")])
+                      for node in answer["node"].get("nodes", []))))
+"""
+
+
+def nodes_up(inventory):
+    env = dict(os.environ, NETLAB_INVENTORY=inventory, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    return run(["bash", os.path.join(ROOT, "lab", "nodes.sh"), "up"], timeout=900, env=env).stdout
+
+
+def playbook_ok(playbook, inventory, *args):
+    rc, output = ansible_playbook([playbook] + list(args), inventories=[inventory], timeout=1200)
+    assert rc == 0, "%s failed:\n%s" % (os.path.basename(playbook), output[-4000:])
+    return output
+
+
+def http_get(node, url):
+    """The body of a GET inside the node, or '' when it fails (only lab and loopback addresses)."""
+    script = "import urllib.request\ntry:\n print(urllib.request.urlopen(%r, timeout=5).read().decode())\n" \
+             "except Exception:\n pass\n" % url
+    return docker_exec(node, "python3 -", stdin=script)
+
+
+def leases(node="docker-node1"):
+    return json.loads(docker_exec(node, "python3 -", stdin=LEASES))
+
+
+def members(node="docker-node1"):
+    return sorted(line.split(", ")[2] for line in docker_exec(node, "etcdctl member list").splitlines())
+
+
+def container_ip(node, name):
+    return docker_exec(node, "docker inspect -f '{{.NetworkSettings.IPAddress}}' %s" % name).strip()
+
+
+def start_ping(node, container, address, count):
+    return subprocess.Popen(["docker", "exec", node, "docker", "exec", container, "ping", "-c", str(count),
+                             "-i", "0.2", "-W", "1", address],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def lost(ping):
+    output = ping.communicate(timeout=120)[0]
+    match = re.search(r"(\d+) packets transmitted, (\d+) packets received", output)
+    assert match, output
+    return int(match.group(1)) - int(match.group(2)), output
+
+
+def wait_for(check, what, seconds=60):
+    deadline = time.monotonic() + seconds
+    while True:
+        result = check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, "no %s within %d s" % (what, seconds)
+        time.sleep(1)
+
+
+def test_three_node_lab_survives_a_member_joins_a_host_and_removes_one(lab):
+    with lab():
+        ensure_lab()  # the nodes on this checkout's image and key (another session may have replaced them)
+        inventory = run(["bash", os.path.join(ROOT, "lab", "inventory.sh"), "3"]).stdout.strip()
+        try:
+            nodes_up(inventory)
+            playbook_ok(SITE, inventory)
+            output = playbook_ok(VERIFY, inventory)
+            # The table: one row per host, each with the other two pinged.
+            for index, node in enumerate(sorted(NODES3), 1):
+                others = ", ".join("test%d ok" % peer for peer in (1, 2, 3) if peer != index)
+                assert re.search(r"%s +10\.\S+ .* test%d +10\.\S+ +%s" % (node, index, others), output), output[-3000:]
+            # test3 drops the echo requests it gets: verify.yml names the two pairs that failed, no other.
+            drop = 'nsenter -n -t "$(docker inspect -f {{.State.Pid}} test3)" iptables -w %s INPUT -p icmp ' \
+                   '--icmp-type echo-request -j DROP'
+            docker_exec("docker-node3", drop % "-I")
+            try:
+                rc, output = ansible_playbook([VERIFY], inventories=[inventory])
+            finally:
+                docker_exec("docker-node3", drop % "-D")
+            assert not re.search(r"docker-node3 \(test3 [0-9.]+\) got no reply", output), output[-3000:]
+            assert rc != 0, output[-3000:]
+            ips = dict((node, container_ip(node, "test%s" % node[-1])) for node in NODES3)
+            # Peers in inventory order: a failed docker-node2 would come before docker-node3 here.
+            for node in ("docker-node1", "docker-node2"):
+                assert "%s (test%s %s) got no reply from docker-node3 (test3 %s)" % (
+                    node, node[-1], ips[node], ips["docker-node3"]) in output, output[-3000:]
+            assert members() == sorted(NODES3)
+            urls = ",".join("http://%s:2379" % NODES3[node] for node in sorted(NODES3))
+            for node in NODES3:
+                unit = docker_exec(node, "cat /etc/systemd/system/flanneld.service")
+                assert "-etcd-endpoints=%s" % urls in unit, node
+
+            # One member down while test1 -> test3 and test3 -> test2 ping across the overlay.
+            test2, test3 = container_ip("docker-node2", "test2"), container_ip("docker-node3", "test3")
+            before = leases()
+            pings = [start_ping("docker-node1", "test1", test3, 100), start_ping("docker-node3", "test3", test2, 100)]
+            docker_exec("docker-node3", "systemctl stop etcd")
+            time.sleep(1)
+            # The agent without its own member starts through the others and renews its lease.
+            docker_exec("docker-node3", "systemctl restart flanneld")
+            wait_for(lambda: "config in force" in http_get("docker-node3", "http://127.0.0.1:8471/healthz"),
+                     "healthy agent on docker-node3")
+            renewed = wait_for(lambda: leases()["192.168.205.12"][1] != before["192.168.205.12"][1] and leases(),
+                               "renewed lease of docker-node3")
+            assert renewed["192.168.205.12"][0] == before["192.168.205.12"][0], (before, renewed)
+            for ping in pings:
+                count, text = lost(ping)
+                assert count == 0, text
+                print("member docker-node3 down: %s" % re.search(r"\d+ packets transmitted.*", text).group(0))
+            # Started again, the member rejoins with no hand step; the whole lab verifies.
+            docker_exec("docker-node3", "systemctl start etcd")
+            started = time.monotonic()
+            wait_for(lambda: '"health":"true"' in http_get("docker-node3", "http://192.168.205.12:2379/health"),
+                     "healthy docker-node3 member")
+            print("member docker-node3 healthy %.1f s after systemctl start" % (time.monotonic() - started))
+            playbook_ok(VERIFY, inventory)
+
+            # A fourth host joins as an etcd client: a site.yml run on it alone, none on the others,
+            # which route to it from its lease in etcd; verify.yml then pings all twelve pairs.
+            inventory = run(["bash", os.path.join(ROOT, "lab", "inventory.sh"), "4"]).stdout.strip()
+            nodes_up(inventory)
+            playbook_ok(SITE, inventory, "-l", "docker-node4")
+            joined = leases()["192.168.205.13"][0].replace("-", "/")
+            for node in ("docker-node1", "docker-node2", "docker-node3"):
+                wait_for(lambda: joined in docker_exec(node, "ip -4 route show dev flannel.100"),
+                         "route to %s on %s" % (joined, node), 30)
+            assert members() == sorted(NODES3)
+            output = playbook_ok(VERIFY, inventory)
+            assert re.search(r"docker-node4 +10\.\S+ .* test4 +10\.\S+ +test1 ok, test2 ok, test3 ok", output), \
+                output[-3000:]
+
+            # remove-host.yml on a member: its lease, the other hosts' routes to it and its member go.
+            subnet = leases()["192.168.205.12"][0].replace("-", "/")
+            for node in ("docker-node1", "docker-node2"):
+                assert subnet in docker_exec(node, "ip -4 route show dev flannel.100"), node
+            rc, output = ansible_playbook([REMOVE], inventories=[inventory])
+            assert rc != 0 and "remove-host.yml removes the hosts named with -l/--limit" in output, output[-2000:]
+            started = time.monotonic()
+            playbook_ok(REMOVE, inventory, "-l", "docker-node3")
+            print("remove-host.yml: %.1f s" % (time.monotonic() - started))
+            assert "192.168.205.12" not in leases()
+            for node in ("docker-node1", "docker-node2", "docker-node4"):
+                wait_for(lambda: subnet not in docker_exec(node, "ip -4 route show dev flannel.100"),
+                         "route to %s gone on %s" % (subnet, node), 10)
+            assert members() == ["docker-node1", "docker-node2"]
+            assert docker_exec("docker-node3", "systemctl is-active etcd flanneld || true").split() == ["inactive"] * 2
+            test1 = container_ip("docker-node1", "test1")
+            assert " 0% packet loss" in docker_exec("docker-node2", "docker exec test2 ping -c 3 -W 2 %s" % test1)
+            assert " 0% packet loss" in docker_exec("docker-node4", "docker exec test4 ping -c 3 -W 2 %s" % test1)
+            again = playbook_ok(REMOVE, inventory, "-l", "docker-node3")
+            assert re.search(r"docker-node3 *: ok=\d+ +changed=0 ", again), again[-2000:]
+        finally:
+            # The shared lab back as it was: the tutorial's two nodes (docker-node3 and 4 removed).
+            default = os.path.join(ROOT, "inventories", "lab")
+            nodes_up(default)
+            playbook_ok(SITE, default)
+            ensure_lab()
+        playbook_ok(VERIFY, default)
