@@ -104,3 +104,20 @@ def test_sighup_is_logged_and_resyncs(lab, cluster):
     assert "SIGHUP: re-listing leases and reconciling the data plane" in first.log
     assert first.process.poll() is None and first.healthz()[0] == 200
     assert "Traceback" not in first.log
+
+
+def test_check_flags_in_the_built_agent_answers_without_starting(agent_path, tmp_path):
+    """-check-flags, as the flanneld role runs it on a node: 2 and the start's line for a bad flag,
+    0 and silence for good ones; no etcd is contacted (the endpoint answers nothing)."""
+    base = [sys.executable, agent_path, "-check-flags", "-etcd-endpoints=http://127.0.0.1:1",
+            "-subnet-file=%s" % (tmp_path / "subnet.env")]
+    bad = subprocess.run(base + ["-healthz-port=8471", "-metrics-port=8471"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True, check=False, timeout=30)
+    assert bad.returncode == 2 and bad.stdout == "", bad
+    assert bad.stderr == ("flanneld: invalid value 8471 for -metrics-port: it is the -healthz-port; leave "
+                          "-metrics-port at 0 to serve /metrics on the healthz port\n")
+    good = subprocess.run(base + ["-healthz-port=8471", "-iface=nosuchiface"], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, universal_newlines=True, check=False, timeout=30,
+                          env=dict(os.environ, FLANNELD_ETCD_PASSWORD="x y"))
+    assert (good.returncode, good.stdout, good.stderr) == (0, "", "")
+    assert list(tmp_path.iterdir()) == []

@@ -157,6 +157,9 @@ FLAGS = [
     Flag("host-id", "", "identity of this host, to detect two hosts using one public IP",
          default_text="/etc/machine-id's content, else the host name"),
     # Commands, not settings: no default to show, and (as in flanneld) no variable.
+    Flag("check-flags", False, "check the flags and FLANNELD_* environment as a start would, then exit: "
+                               "0 when they are fine, 2 and the error otherwise (reads no file, no etcd)",
+         kind=bool, default_text="", from_env=False),
     Flag("version", False, "print the version and exit", kind=bool, default_text="", from_env=False),
     Flag("help", False, "print this help and exit", kind=bool, default_text="", from_env=False),
 ]
@@ -315,6 +318,10 @@ def main(argv=None, environ=None):
     except UsageError as err:
         sys.stderr.write("flanneld: %s\n" % err)
         return USAGE_EXIT
+    # For deployment tools (the flanneld role): the same verdict on the flags a start would give,
+    # before the unit is written. The files they name may not be in place yet, so they are not read.
+    if options.check_flags:
+        return 0
     if options.help:
         sys.stdout.write(usage_text())
         return 0

@@ -156,3 +156,27 @@ def test_tls_files_must_be_readable(capsys, tmp_path):
     assert "invalid value %r for -etcd-cafile: not a PEM CA certificate" % str(key) in err
     err = _main_error(capsys, [subnet_file, "-etcd-certfile=%s" % key, "-etcd-keyfile=%s" % key])
     assert "for -etcd-certfile/-etcd-keyfile: not a PEM certificate and its private key" in err
+
+
+# -check-flags: the flanneld role runs the agent so before it writes the unit (issue 25).
+@pytest.mark.parametrize("argv, environ", [
+    (["-metrics-port=8471", "-healthz-port=8471"], {}),
+    (["-subnet-lease-renew-margin=0"], {}),
+    ([], {"FLANNELD_REGISTRY_TIMEOUT": "x", "FLANNELD_HEALTHZ_PORT": "abc"}),
+    (["-vxlan-offload=maybe", "-iface=eth0"], {"FLANNELD_ETCD_PASSWORD": "secret"}),
+    (["-bogus"], {}),
+])
+def test_check_flags_gives_a_starts_verdict_in_the_same_line(capsys, argv, environ):
+    assert main(argv, environ=environ) == 2
+    start_error = capsys.readouterr()
+    assert main(["-check-flags"] + argv, environ=environ) == 2
+    assert capsys.readouterr() == start_error
+
+
+def test_check_flags_says_nothing_and_touches_no_file_when_the_flags_are_fine(capsys, tmp_path):
+    subnet_file = tmp_path / "run" / "subnet.env"
+    argv = ["-check-flags", "-etcd-endpoints=http://127.0.0.1:1", "-subnet-file=%s" % subnet_file,
+            "-etcd-cafile=%s" % (tmp_path / "not-yet-installed.pem"), "-metrics-port=9100", "-healthz-port=8471"]
+    assert main(argv, environ={"FLANNELD_ETCD_PASSWORD": " 'a\"b\\c $HOME %h "}) == 0
+    assert capsys.readouterr() == ("", "")
+    assert list(tmp_path.iterdir()) == []
