@@ -14,7 +14,7 @@ Network config JSON and agent flags are covered where they are parsed, by refere
     missing value, a stray argument and 6 bad values of 4 flags) and
     test_bad_environment_value_names_the_variable (1): the agent exits 2 naming the flag.
 
-This file adds 59 cases run through ansible-playbook:
+This file adds 66 cases run through ansible-playbook:
 
 Role variables, against the lab (docker-node1 and docker-node2; site.yml or one role on docker-node1):
   id   run        input                                              message names          rule
@@ -69,6 +69,13 @@ Role variables, against the lab (docker-node1 and docker-node2; site.yml or one 
   R49  flanneld   flanneld_etcd_client_port "abc"                    flanneld_etcd_client_port  convert to int
   R50  flanneld   flanneld_etcd_client_port 70000                    flanneld_etcd_client_port  not a TCP port
   R51  network_config  network_config_etcd_client_port 0             network_config_etcd_client_port  not a TCP port
+  R52  flanneld   flanneld_etcd_password "pass<newline>word"        flanneld_etcd_password  systemd cannot pass it
+  R53  flanneld   flanneld_etcd_password "pass<NUL>word"            flanneld_etcd_password  systemd cannot pass it
+  R54  flanneld   flanneld_iface_regex ["^eth0$", "^eth1<CR>$"]     flanneld_iface_regex   systemd cannot pass it
+  R55  flanneld   flanneld_metrics_port 8471 (the healthz port)     flanneld_metrics_port  it is the -healthz-port
+  R56  flanneld   flanneld_metrics_port 70000                        flanneld_metrics_port  between 0 (off) and 65535
+  R57  flanneld   flanneld_etcd_prefix "/coreos.com/net work"        flanneld_etcd_prefix   must be a key path
+  R58  flanneld   flanneld_vxlan_offload maybe                       flanneld_vxlan_offload  auto, on or off
 
 Rows marked (unit) are rules of the network config parser, run on the lab once for each kind of
 wiring only (R36: a key the parser does not know, R44: the inventory's host addresses reaching the
@@ -206,11 +213,12 @@ ROLE_CASES = [
     ("R32", "etcd", {"etcd_address_variable": "no_such_var"},
      ["every member of it needs the inventory variable 'no_such_var'"]),
     ("R33", "flanneld", {"flanneld_subnet_lease_renew_margin": 0},
-     ["flanneld_subnet_lease_renew_margin: must be between 1 and 1439 minutes"]),
+     ["flanneld_subnet_lease_renew_margin: invalid value '0' for -subnet-lease-renew-margin: must be between 1 and "
+      "1439 minutes"]),
     ("R34", "flanneld", {"flanneld_healthz_port": 70000},
-     ["flanneld_healthz_port: must be between 0 (off) and 65535"]),
+     ["flanneld_healthz_port: invalid value '70000' for -healthz-port: must be between 0 (off) and 65535"]),
     ("R35", "flanneld", {"flanneld_reconcile_interval": 0},
-     ["flanneld_reconcile_interval: must be above 0 seconds"]),
+     ["flanneld_reconcile_interval: invalid value '0' for -reconcile-interval: must be above 0 seconds"]),
     ("R36", "site", {"network_config_flannel": config_with(Netwrok="10.0.0.0/8")},
      ['network_config_flannel.Netwrok: unknown key (did you mean \\"Network\\"?']),
     ("R44", "site", {"network_config_flannel": {"Network": "192.168.0.0/16", "Backend": {"Type": "vxlan"}}},
@@ -225,6 +233,20 @@ ROLE_CASES = [
      ["flanneld_etcd_client_port: 70000 is not a TCP port (a whole number from 1 to 65535)"]),
     ("R51", "network_config", {"network_config_etcd_client_port": 0},
      ["network_config_etcd_client_port: 0 is not a TCP port (a whole number from 1 to 65535)"]),
+    ("R52", "flanneld", {"flanneld_etcd_username": "flannel", "flanneld_etcd_password": "pass\nword"},
+     ["flanneld_etcd_password: holds a newline, which systemd cannot pass to the agent unchanged"]),
+    ("R53", "flanneld", {"flanneld_etcd_username": "flannel", "flanneld_etcd_password": "pass\u0000word"},
+     ["flanneld_etcd_password: holds a NUL character, which systemd cannot pass to the agent unchanged"]),
+    ("R54", "flanneld", {"flanneld_iface_regex": ["^eth0$", "^eth1\r$"]},
+     ["flanneld_iface_regex: holds a carriage return, which systemd cannot pass to the agent unchanged"]),
+    ("R55", "flanneld", {"flanneld_metrics_port": 8471},
+     ["flanneld_metrics_port: invalid value 8471 for -metrics-port: it is the -healthz-port"]),
+    ("R56", "flanneld", {"flanneld_metrics_port": 70000},
+     ["flanneld_metrics_port: invalid value '70000' for -metrics-port: must be between 0 (off) and 65535"]),
+    ("R57", "flanneld", {"flanneld_etcd_prefix": "/coreos.com/net work"},
+     ["flanneld_etcd_prefix: invalid value '/coreos.com/net work' for -etcd-prefix: must be a key path"]),
+    ("R58", "flanneld", {"flanneld_vxlan_offload": "maybe"},
+     ["flanneld_vxlan_offload: invalid value 'maybe' for -vxlan-offload: must be auto, on or off"]),
 ]
 
 
