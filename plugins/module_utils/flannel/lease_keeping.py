@@ -63,22 +63,20 @@ class LeaseKeeping:
                 "must not share a public IP; set -public-ip or -iface" % (self.attrs.public_ip, holder, self.host_id))
 
     def _acquire(self, preferred):
-        """Acquire a lease, retrying with bounded backoff; None when stopped first."""
-        delay = 1.0
+        """Acquire a lease, retrying with bounded backoff; None when stopped first. A reason is
+        logged when it starts (or changes), not at every retry: an episode is one line."""
+        delay, logged = 1.0, None
         while not self._stop.is_set():
             try:
-                duplicate = self._claim_public_ip()
-                if duplicate:
-                    LOG.error("%s; retrying in %.0f s", duplicate, delay)
-                    self._set_health(False, duplicate)
-                    self._wait(delay)
-                    delay = min(delay * 2, MAX_BACKOFF)
-                    continue
-                return acquire_lease(self.registry, self.config, self.attrs, previous_subnet=preferred,
-                                     log=LOG.info)
+                reason = self._claim_public_ip()
+                if reason is None:
+                    return acquire_lease(self.registry, self.config, self.attrs, previous_subnet=preferred,
+                                         log=LOG.info)
             except (LeaseError, RegistryError) as err:  # OutOfSubnets is a LeaseError
                 reason = "failed to acquire lease: %s" % err
-            LOG.error("%s; retrying in %.0f s", reason, delay)
+            if reason != logged:
+                LOG.error("%s; retrying with backoff (1, 2, 4 ... %.0f s)", reason, MAX_BACKOFF)
+                logged = reason
             self._set_health(False, reason)
             self._wait(delay)
             delay = min(delay * 2, MAX_BACKOFF)
