@@ -62,6 +62,9 @@ def _start(lab, cluster, count=2):
     agents = [cluster.agent(host, "-reconcile-interval=3600") for host in hosts]
     subnets = [IPNetwork(agent.wait_env()).cidr for agent in agents]
     _in_force(agents, VXLAN_100)
+    for agent, own in zip(agents, subnets):  # every peer routed: the tests compare state from here
+        wait_for(lambda: all(str(subnet) in agent.routes() for subnet in subnets if subnet != own),
+                 what="%s routing its peers" % agent.host.name)
     return hosts, agents, subnets
 
 
