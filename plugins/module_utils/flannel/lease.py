@@ -27,6 +27,10 @@ KNOWN_BACKEND_TYPES = ("ali-vpc", "alloc", "aws-vpc", "extension", "gce", "host-
 # 0.0.0.0/8 (this network), 127.0.0.0/8 (loopback), 224.0.0.0/4 (multicast) and 240.0.0.0/4
 # (reserved, with the broadcast address): no host can be reached at any of them.
 _NOT_UNICAST = ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4")
+# The lease fields that identify a peer's entries (peer_identity.py; metrics labels by them).
+VTEP_MAC = "VtepMAC"
+PUBLIC_IP = "PublicIP"
+IDENTITY_KINDS = (VTEP_MAC, PUBLIC_IP)
 _KEY_PATTERN = re.compile(r"^(\d+\.\d+\.\d+\.\d+)-(\d+)$")
 _MAC_PATTERN = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 

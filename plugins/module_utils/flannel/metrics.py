@@ -69,7 +69,7 @@ class _Metrics:
         import prometheus_client
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
-        from .peer_identity import IDENTITY_KINDS
+        from .lease import IDENTITY_KINDS
 
         prometheus_client.disable_created_metrics()  # no _created series: counters start with the process
         registry = self.registry = CollectorRegistry(auto_describe=True)

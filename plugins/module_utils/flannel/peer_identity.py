@@ -24,11 +24,7 @@ import collections
 import logging
 
 from . import metrics
-from .lease import subnet_key
-
-VTEP_MAC = "VtepMAC"
-PUBLIC_IP = "PublicIP"
-IDENTITY_KINDS = (VTEP_MAC, PUBLIC_IP)
+from .lease import PUBLIC_IP, VTEP_MAC, subnet_key
 
 # `holder`: the subnet of the lease that holds `identity`, or None when it is this host's own.
 Conflict = collections.namedtuple("Conflict", "subnet identity holder")

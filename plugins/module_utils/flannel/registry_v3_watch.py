@@ -5,7 +5,7 @@ import collections
 import time
 
 from .etcd_http import BadReply, StreamEnded, checked_v3_kv, excerpt, json_object
-from .registry import IndexCleared, RegistryBadReply, RegistryError, RegistryUnavailable
+from .registry_errors import IndexCleared, RegistryBadReply, RegistryError, RegistryUnavailable
 
 
 class WatchStream:
