@@ -14,7 +14,8 @@ from .config import ConfigError, check_underlay_addresses, parse_network_config
 from .config_watch import config_changes, moves_lease
 from .lease import LeaseAttrs
 from .lease_keeping import MAX_BACKOFF
-from .registry import ConfigMissing, RegistryAuthError, RegistryBadReply, RegistryError
+from .registry import ConfigMissing, RegistryError
+from .registry_errors import BACKED_OFF_ERRORS
 
 LOG = logging.getLogger("flanneld")
 
@@ -41,7 +42,7 @@ class ConfigSwitching:
                 reason = "network config at %s rejected: %s" % (self.registry.config_key, err)
             except RegistryError as err:
                 reason = "cannot fetch network config: %s" % err
-                refused = isinstance(err, (RegistryAuthError, RegistryBadReply))  # not fixed by a quick retry
+                refused = isinstance(err, BACKED_OFF_ERRORS)
             if reason != last_reason:
                 LOG.error("%s; retrying %s", reason,
                           "with backoff (1, 2, 4 ... %.0f s)" % MAX_BACKOFF if refused else "every second")

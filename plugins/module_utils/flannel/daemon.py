@@ -25,8 +25,8 @@ from .healthz import ListenError, notify_systemd, start_endpoints
 from .lease import LEASE_TTL, LeaseAttrs
 from .lease_keeping import MAX_BACKOFF, Backoff, LeaseKeeping, default_host_id
 from .signals import handle_other_signals
-from .registry import (ConfigEvent, IndexCleared, RegistryAuthError, RegistryBadReply, RegistryError,
-                       RegistryUnavailable, make_registry)
+from .registry import ConfigEvent, IndexCleared, RegistryError, RegistryUnavailable, make_registry
+from .registry_errors import BACKED_OFF_ERRORS
 from .subnet_env import previous_subnet, render_subnet_env, write_subnet_env
 
 LOG = logging.getLogger("flanneld")
@@ -304,7 +304,7 @@ class Agent(LeaseKeeping, ConfigSwitching):
             except RegistryError as err:
                 # The data plane stays as it is: only the control plane is down or refusing us.
                 # A refusal or an unusable reply is not fixed by a quick retry: back off.
-                refused = isinstance(err, (RegistryAuthError, RegistryBadReply))
+                refused = isinstance(err, BACKED_OFF_ERRORS)
                 unreachable = isinstance(err, RegistryUnavailable) and not refused
                 self._set_health(False, ("etcd unreachable: %s" if unreachable else "etcd error: %s") % err)
                 self._needs_resync = True

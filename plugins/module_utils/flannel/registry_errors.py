@@ -29,6 +29,10 @@ class IndexCleared(RegistryError):
     """The watch fell behind etcd's event history (or the subnets dir went away): re-list."""
 
 
+# Not fixed by a quick retry: credentials wait for a person, and a misbehaving etcd is not hammered.
+BACKED_OFF_ERRORS = (RegistryAuthError, RegistryBadReply)
+
+
 def _root_cause(error):
     """The innermost reason of a python-etcd/urllib3 connection error, in a few words."""
     cause = getattr(error, "cause", None) or error
