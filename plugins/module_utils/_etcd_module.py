@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import sys
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
@@ -76,9 +77,14 @@ def etcd_failures(module, result=None):
         yield
     except registry.RegistryError as err:
         module.fail_json(msg="etcd at %s: %s" % (endpoints, err), **(result or {}))
-    except getattr(registry.etcd, "EtcdException", registry.RegistryError) as err:  # v2: refused writes, TLS
+    except _python_etcd_errors() as err:  # v2: refused writes, TLS
         module.fail_json(msg="etcd at %s: %s: %s" % (endpoints, type(err).__name__, err),
                          exception=traceback.format_exc(), **(result or {}))
+
+
+def _python_etcd_errors():
+    """python-etcd's own exceptions, which its registry (v2) passes on: none unless one loaded it."""
+    return getattr(sys.modules.get("etcd"), "EtcdException", ())
 
 
 def lease_to_dict(lease, prefix_registry):

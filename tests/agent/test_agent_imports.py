@@ -1,6 +1,7 @@
-"""The agent's narrower import path (flannel.slim), seen from outside the running zipapp: with
-http:// endpoints OpenSSL is never mapped into the agent; NETLAB_AGENT_SLIM=none brings the plain
-imports back (so this test can tell the difference). Over https the agent works: tests/etcd/test_tls.py."""
+"""What the agent imports, seen from outside the running zipapp: python-etcd only on etcd v2, and
+the narrower import path (flannel.slim): with http:// endpoints OpenSSL is never mapped into the
+agent; NETLAB_AGENT_SLIM=none brings the plain imports back (so this test can tell the
+difference). Over https the agent works: tests/etcd/test_tls.py."""
 
 import os
 
@@ -25,3 +26,19 @@ def test_openssl_is_mapped_only_without_the_slim_path(lab, agent_path, monkeypat
         agent.wait_ready()
         libraries = _mapped_libraries(agent.process.pid)
     assert any(name.startswith(OPENSSL_LIBRARIES) for name in libraries) is openssl_mapped, sorted(libraries)
+
+
+@pytest.mark.parametrize("etcd_api, loaded", [("v3", False), ("v2", True)])
+def test_python_etcd_is_imported_only_by_an_agent_on_v2(lab, agent_path, monkeypatch, etcd_api, loaded):
+    """python-etcd speaks v2 only: an agent on -etcd-api=v3 never imports it (the registry package
+    loads the one API asked for). Python logs every module's first import to the agent's log."""
+    monkeypatch.setenv("PYTHONPROFILEIMPORTTIME", "1")
+    with Cluster(lab, agent_path, api=etcd_api) as cluster:
+        agent = cluster.agent(lab.add_host())
+        agent.wait_ready()  # registry made, leases listed, backend up
+        log = agent.log
+    imported = set(line.rsplit("|", 1)[-1].strip() for line in log.splitlines() if line.startswith("import time:"))
+    assert "flannel.registry.base" in imported, log[-2000:]
+    # python-etcd's modules (the package's own line is not always printed from a zipapp)
+    python_etcd = sorted(name for name in imported if name == "etcd" or name.startswith("etcd."))
+    assert bool(python_etcd) is loaded, python_etcd

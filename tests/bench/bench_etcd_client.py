@@ -1,4 +1,4 @@
-"""The v3 client choice: our registry on urllib3 (registry_v3.py) against etcd3gw, both through
+"""The v3 client choice: our registry on urllib3 (registry/v3.py) against etcd3gw, both through
 etcd's JSON gateway, on one etcd with the v2 API off.
 
 Prints, for each: the RSS a fresh python3 gains by importing the client (from /proc/self/status;

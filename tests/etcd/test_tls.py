@@ -23,7 +23,8 @@ from netaddr import IPNetwork
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs, acquire_lease
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
-    EtcdRegistry, RegistryError, RegistryUnavailable, make_registry)
+    RegistryError, RegistryUnavailable, make_registry)
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry.v2 import EtcdRegistry
 
 from etcdserver import _b64, v3_call  # tests/etcdserver.py
 from tlsetcd import Pki, client_opener, environment  # tests/etcd/tlsetcd.py (on the path via conftest.py)

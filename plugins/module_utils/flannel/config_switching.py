@@ -15,7 +15,7 @@ from .config_watch import config_changes, moves_lease
 from .lease import LeaseAttrs
 from .lease_keeping import MAX_BACKOFF
 from .registry import ConfigMissing, RegistryError
-from .registry_errors import BACKED_OFF_ERRORS
+from .registry.errors import BACKED_OFF_ERRORS
 
 LOG = logging.getLogger("flanneld")
 

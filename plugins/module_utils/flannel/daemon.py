@@ -26,7 +26,7 @@ from .lease import LEASE_TTL, LeaseAttrs
 from .lease_keeping import MAX_BACKOFF, Backoff, LeaseKeeping, default_host_id
 from .signals import handle_other_signals
 from .registry import ConfigEvent, IndexCleared, RegistryError, RegistryUnavailable, make_registry
-from .registry_errors import BACKED_OFF_ERRORS
+from .registry.errors import BACKED_OFF_ERRORS
 from .subnet_env import previous_subnet, render_subnet_env, write_subnet_env
 
 LOG = logging.getLogger("flanneld")

@@ -24,7 +24,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config impo
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.daemon import Agent
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import (
     KNOWN_BACKEND_TYPES, Lease, LeaseAttrs, ipv4_unicast_problem, unicast_mac_problem)
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import EtcdRegistry
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry.v2 import EtcdRegistry
 
 PREFIX = "/coreos.com/network"
 VXLAN = parse_network_config({"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0",

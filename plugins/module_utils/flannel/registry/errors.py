@@ -1,6 +1,6 @@
-"""What the registries (registry.py, registry_v3.py) raise, and the words they say it with."""
+"""What the registries (v2.py, v3.py) raise, and the words they say it with."""
 
-from .etcd_http import excerpt
+from ..etcd_http import excerpt
 
 
 class RegistryError(Exception):

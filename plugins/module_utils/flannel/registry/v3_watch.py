@@ -4,8 +4,8 @@ reply limits), its messages turned into etcd's events or the registry's errors."
 import collections
 import time
 
-from .etcd_http import BadReply, StreamEnded, checked_v3_kv, excerpt, json_object
-from .registry_errors import IndexCleared, RegistryBadReply, RegistryError, RegistryUnavailable
+from ..etcd_http import BadReply, StreamEnded, checked_v3_kv, excerpt, json_object
+from .errors import IndexCleared, RegistryBadReply, RegistryError, RegistryUnavailable
 
 
 class WatchStream:

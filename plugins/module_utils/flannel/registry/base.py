@@ -1,0 +1,249 @@
+"""What every registry shares: flannel's keys, the operations the agent and the modules use, and
+what a listing or a watched change means (events, skipped keys), decided here once for both APIs.
+
+A registry (v2.py on python-etcd, v3.py on etcd's JSON gateway) reads and writes etcd; this
+module imports neither client library.
+"""
+
+from urllib.parse import urlsplit
+
+from .. import metrics
+from ..etcd_http import RequestGate
+from ..lease import is_leasable_key, parse_subnet_key, subnet_key
+from .errors import ConfigMissing, IndexCleared, RegistryBadReply, RegistryError, RegistryUnavailable, _root_cause
+
+DEFAULT_PREFIX = "/coreos.com/network"
+DEFAULT_ENDPOINTS = ("http://127.0.0.1:2379",)
+
+
+def counted(operation):
+    """Count calls of a registry operation, and those that failed (etcd unreachable, refusing us, or
+    answering an error), in the agent's metrics. Answers about keys are not failures."""
+    return metrics.etcd_operation(operation, RegistryError, (ConfigMissing, IndexCleared))
+
+
+class LeaseListing:
+    """The valid leases, etcd's index at the time of the listing, what was skipped
+    ([(key, reason)]), and the subnets of every key named like a lease, valid or not (`taken`:
+    a key with a bad value still stops another host from creating that key)."""
+
+    def __init__(self, leases, index, skipped, taken=None):
+        self.leases = leases
+        self.index = index
+        self.skipped = skipped
+        self.taken = taken if taken is not None else [lease.subnet for lease in leases]
+
+
+class LeaseEvent:
+    """A change under <prefix>/subnets: `lease` is None for a removal."""
+
+    def __init__(self, subnet, lease):
+        self.subnet = subnet
+        self.lease = lease
+
+    @property
+    def removed(self):
+        return self.lease is None
+
+    def __repr__(self):
+        return "LeaseEvent(%s, %s)" % (self.subnet, "removed" if self.removed else self.lease.attrs)
+
+
+class UnreadableKeyRemoved:
+    """A key under <prefix>/subnets that was not named like a lease went away (it had been skipped)."""
+
+    subnet = None
+
+    def __init__(self, key):
+        self.key = key
+
+    def __repr__(self):
+        return "UnreadableKeyRemoved(%r)" % self.key
+
+
+class ConfigEvent:
+    """A change of <prefix>/config: `text` is the stored value, None when the key went away."""
+
+    subnet = None
+
+    def __init__(self, text):
+        self.text = text
+
+    def __repr__(self):
+        return "ConfigEvent(%r)" % (self.text if self.text is None else self.text[:80])
+
+
+def subnet_of_key(key, subnets_key):
+    """The subnet named by a key directly under `subnets_key`; ValueError otherwise (a key nested
+    deeper, inside a directory, names no lease even when its last part looks like one)."""
+    if str(key).rsplit("/", 1)[0] != subnets_key:
+        raise ValueError("not a subnet lease key: %r is not directly under %s" % (str(key)[:200], subnets_key))
+    return parse_subnet_key(key)
+
+
+def unanswered(endpoints, last_error, bad_reply=None):
+    """The error once every endpoint failed: a bad reply if any (it says more than a refusal)."""
+    if bad_reply is not None:
+        return RegistryBadReply(str(bad_reply))
+    return RegistryUnavailable("no etcd endpoint answered (%s): %s" % (", ".join(endpoints), _root_cause(last_error)))
+
+
+def parse_endpoints(endpoints):
+    """'http://a:2379,https://b:2379' or a list -> [(scheme, host, port)]; ValueError on a bad one."""
+    if isinstance(endpoints, str):
+        endpoints = [item for item in endpoints.split(",") if item.strip()]
+    parsed = []
+    for endpoint in endpoints:
+        parts = urlsplit(endpoint.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("etcd endpoint %r must look like http://HOST:PORT or https://HOST:PORT"
+                             % endpoint)
+        try:
+            port = parts.port or 2379
+        except ValueError:
+            raise ValueError("etcd endpoint %r has an invalid port" % endpoint)
+        parsed.append((parts.scheme, parts.hostname, port))
+    if not parsed:
+        raise ValueError("at least one etcd endpoint is required")
+    return parsed
+
+
+class Registry:
+    """flannel's registry on etcd: the keys, and the operations below, which each API's subclass
+    implements. Every lease write is conditional (created only if absent, changed or deleted only
+    as it was read), so two hosts can never silently overwrite each other's lease (upstream #1289).
+
+    A subclass reads etcd's nodes (a v2 node, a v3 key-value) through _lease_from_node and
+    _config_text; what they mean is decided here."""
+
+    api = None
+
+    def __init__(self, prefix=DEFAULT_PREFIX, timeout=5.0):
+        self.prefix = "/" + prefix.strip("/")
+        self.timeout = timeout
+        # Every reply is read within etcd_http's limits, and SIGTERM can end the request it waits in.
+        self.gate = RequestGate()
+        self.onlink_prefixes = None  # callable: this host's on-link prefixes, for checked_lease (the agent's)
+
+    def onlink(self):
+        """This host's on-link prefixes, which a lease's PublicIP must not be the network or
+        broadcast address of; none when no one said (the modules)."""
+        return self.onlink_prefixes() if self.onlink_prefixes else ()
+
+    def close(self):
+        """Let go of what stays open between requests (the v3 registry's watch stream)."""
+
+    @property
+    def config_key(self):
+        return self.prefix + "/config"
+
+    @property
+    def subnets_key(self):
+        return self.prefix + "/subnets"
+
+    def lease_key(self, subnet):
+        return "%s/%s" % (self.subnets_key, subnet_key(subnet))
+
+    def host_claim_key(self, public_ip):
+        """Ours: flanneld ignores keys outside config and subnets."""
+        return "%s/netlab-hosts/%s" % (self.prefix, public_ip)
+
+    # ---- the operations, each API's ---------------------------------------------------------
+
+    def get_config(self):
+        """The raw config text; ConfigMissing when the key does not exist."""
+        raise NotImplementedError
+
+    def put_config(self, text):
+        raise NotImplementedError
+
+    def list_leases(self, config=None):
+        """Every lease under subnets/, checked (against `config` when given): a LeaseListing."""
+        raise NotImplementedError
+
+    def get_lease(self, subnet):
+        """The lease for a subnet, or None."""
+        raise NotImplementedError
+
+    def create_lease(self, subnet, attrs, ttl):
+        """Create a lease only if the key is free; None when another host got there first."""
+        raise NotImplementedError
+
+    def update_lease(self, lease, attrs, ttl):
+        """Rewrite a lease if it is unchanged since it was read; None when it changed or vanished.
+        An unchanged value only has its TTL refreshed, which wakes no watcher."""
+        raise NotImplementedError
+
+    def delete_lease(self, lease):
+        """Delete a lease if it is unchanged since it was read; False when it changed or vanished."""
+        raise NotImplementedError
+
+    def claim_public_ip(self, public_ip, host_id, ttl):
+        """Hold <prefix>/netlab-hosts/<ip> for `host_id` for `ttl` s; refresh it when already ours.
+
+        Returns None when held, else the id of the live host that holds it: two hosts with one
+        public IP would otherwise share one lease (upstream #51, #98).
+        """
+        raise NotImplementedError
+
+    def watch_leases(self, after_index, timeout, config=None, with_config=False):
+        """Wait up to `timeout` s for the next change after `after_index`.
+
+        Returns (events, next_index, skipped): at most one event; `skipped` is (key, reason) for
+        a change that is not a valid lease (the watch moves past it instead of stalling, upstream
+        PR #1368). A lease key that could hold a lease under `config` but was given a bad value
+        also yields a removal: what it held before can no longer be trusted.
+        With `with_config`, the whole prefix is watched and a change of the network config is a
+        ConfigEvent (one watch, so config and lease changes arrive in etcd's order); changes of
+        other keys under the prefix (public IP claims) move the index on, with no event.
+        Raises IndexCleared when etcd no longer has that history.
+        """
+        raise NotImplementedError
+
+    # ---- what etcd's nodes mean, for both APIs ----------------------------------------------
+
+    def _lease_from_node(self, node, config=None):
+        """The checked lease of an etcd node; ValueError says why it is not one. With `config`,
+        also the checks that need it (see lease.checked_lease)."""
+        raise NotImplementedError
+
+    def _config_text(self, node):
+        """The text a node of the config key holds."""
+        raise NotImplementedError
+
+    def _is_directory(self, node):
+        return False
+
+    def _listing(self, listed, index, config):
+        """The LeaseListing of (key, node) pairs read under subnets/ at `index`."""
+        leases, skipped, taken = [], [], []
+        for key, node in listed:
+            try:
+                taken.append(subnet_of_key(key, self.subnets_key))
+                if self._is_directory(node):  # it stops a create at its key as any other value does
+                    raise ValueError("a directory, not a lease")
+                leases.append(self._lease_from_node(node, config))
+            except ValueError as err:
+                skipped.append((key, str(err)))
+        return LeaseListing(leases, index, skipped, taken)
+
+    def _change(self, key, removed, node, next_index, config):
+        """What a watched change of `key` (to `node`, or `removed`) means, as watch_leases returns it."""
+        if key == self.config_key:
+            return [ConfigEvent(None if removed else self._config_text(node))], next_index, None
+        if not key.startswith(self.subnets_key + "/"):
+            return [], next_index, None  # public IP claims
+        try:
+            subnet = subnet_of_key(key, self.subnets_key)
+        except ValueError as err:
+            if removed:
+                return [UnreadableKeyRemoved(key)], next_index, None
+            return [], next_index, (key, str(err))
+        if removed:
+            return [LeaseEvent(subnet, None)], next_index, None
+        try:
+            lease = self._lease_from_node(node, config)
+        except ValueError as err:
+            gone = [LeaseEvent(subnet, None)] if config is None or is_leasable_key(subnet, config) else []
+            return gone, next_index, (key, str(err))
+        return [LeaseEvent(lease.subnet, lease)], next_index, None
