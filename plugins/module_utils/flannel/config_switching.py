@@ -1,18 +1,19 @@
-"""The Agent's (daemon.py) network config: fetched at start-up (retried until valid), examined
-again when it changes, and a new valid one (config_watch.py decides) put in force without a
-restart (flanneld v0.10 reads the config at start only).
+"""The network config in force and the ConfigFollower, a part of the Agent (daemon.py): the
+config is fetched at start-up (retried until valid), examined again when it changes, and a new
+valid one (config_watch.py decides) put in force without a restart (flanneld v0.10 reads the
+config at start only).
 
-A part of the Agent, kept apart so that daemon.py stays the loop: it works on the Agent's state
-and calls its lease methods (lease_keeping.py) and its _wait, _refused_backoff, _set_health,
-_report_healthy and _resync.
+`InForce` is what runs here: the interface, the config and the backend started for it. The
+follower alone writes it; the lease keeper and the peer table read it. A switch moves the lease
+through the keeper and the peers through the peer table; `resync()` and `report_healthy()` are
+the Agent's (a switch ends with a full re-listing; a refusal shows on /healthz at once).
 """
 
 import logging
 
 from .backends import make_backend
 from .config import ConfigError, check_underlay_addresses, parse_network_config
-from .config_watch import config_changes, moves_lease
-from .lease import LeaseAttrs
+from .config_watch import ConfigWatch, config_changes, moves_lease
 from .lease_keeping import MAX_BACKOFF
 from .registry import ConfigMissing, RegistryError
 from .registry.errors import BACKED_OFF_ERRORS
@@ -20,14 +21,75 @@ from .registry.errors import BACKED_OFF_ERRORS
 LOG = logging.getLogger("flanneld")
 
 
-class ConfigSwitching:
-    """The Agent's methods that read the stored network config and move the host to a new one."""
+class InForce:
+    """The external interface, the network config in force and its running backend."""
 
-    def _fetch_config(self, public_ip):
+    def __init__(self):
+        self.iface = None
+        self.config = None
+        self.backend = None
+        self.info = None  # the backend's setup() answer: backend_type, vtep_mac, mtu, changes
+
+    @property
+    def mtu(self):
+        return self.info["mtu"]
+
+
+class ConfigFollower:
+    """`backend_options` go to the backends; `refused_backoff()` is the wait after etcd refused
+    us (shared with the Agent's loop); `wait` and `stopped` as for the LeaseKeeper."""
+
+    def __init__(self, registry, in_force, keeper, peer_table, health, resync, report_healthy, refused_backoff,
+                 wait, stopped, backend_options):
+        self.registry = registry
+        self.in_force = in_force
+        self.keeper = keeper
+        self.peer_table = peer_table
+        self.health = health
+        self.resync = resync
+        self.report_healthy = report_healthy
+        self.refused_backoff = refused_backoff
+        self.wait = wait
+        self.stopped = stopped
+        self.backend_options = backend_options
+        self.watch = ConfigWatch(getattr(registry, "config_key", None), LOG)
+
+    @property
+    def refusal(self):
+        """Why the stored config is not in force, or None."""
+        return self.watch.refusal
+
+    def forget(self):
+        """SIGHUP: examine the stored config again, even a text refused before."""
+        self.watch.forget()
+
+    def start(self, public_ip):
+        """Fetch the config and start its backend; an exit status, or None to go on."""
+        from .backends.base import BackendError
+
+        iface = self.in_force.iface
+        config = self.fetch(public_ip)
+        if config is None:
+            return 0
+        self.in_force.config = config
+        LOG.info("network config: %s", config)
+        LOG.info("using interface %s (%s), public IP %s", iface.name, iface.address, public_ip)
+        try:
+            self.in_force.backend = make_backend(config, iface, public_ip, self.backend_options)
+            self.in_force.info = self.in_force.backend.setup()
+        except BackendError as err:
+            LOG.error("backend %s: %s", config.backend.type, err)
+            return 1
+        for change in self.in_force.info["changes"]:
+            LOG.info("backend: %s", change)
+        self.keeper.use_backend(public_ip, self.in_force.info)
+        return None
+
+    def fetch(self, public_ip):
         """Poll <prefix>/config until it is valid and its Network clear of this host's addresses
         and the live leases' PublicIPs; None when stopped first."""
         last_reason = None
-        while not self._stop.is_set():
+        while not self.stopped():
             refused = False
             try:
                 # Not strict: keys written by other tools are warned about, not refused.
@@ -36,7 +98,7 @@ class ConfigSwitching:
                 check_underlay_addresses(config, self._underlay(public_ip, self._leases_beside(config)))
                 for warning in config.warnings:
                     LOG.warning("network config at %s: %s", self.registry.config_key, warning)
-                self.config_watch.started_with(text)
+                self.watch.started_with(text)
                 return config
             except ConfigError as err:
                 reason = "network config at %s rejected: %s" % (self.registry.config_key, err)
@@ -47,17 +109,17 @@ class ConfigSwitching:
                 LOG.error("%s; retrying %s", reason,
                           "with backoff (1, 2, 4 ... %.0f s)" % MAX_BACKOFF if refused else "every second")
                 last_reason = reason
-            self._set_health(False, reason)
-            self._wait(self._refused_backoff() if refused else 1.0)
+            self.health.set(False, reason)
+            self.wait(self.refused_backoff() if refused else 1.0)
         return None
 
-    def _check_stored_config(self):
+    def check_stored(self):
         """Examine the stored config: it may have changed while the watch was not looking."""
         try:
             text = self.registry.get_config()
         except ConfigMissing:
             text = None
-        self._on_config_text(text)
+        self.follow(text)
 
     def _leases_beside(self, config):
         """The leases held outside `config`'s Network: hosts still running on an earlier config,
@@ -72,21 +134,24 @@ class ConfigSwitching:
         (and every lease would then be refused for a PublicIP inside it)."""
         from .netlink import addresses_of
 
+        iface = self.in_force.iface
         addresses = [(public_ip, "this host (its public IP)")]
-        addresses += [(cidr.split("/")[0], "this host (interface %s)" % self.iface.name)
-                      for cidr in addresses_of(self.iface.index)]
+        addresses += [(cidr.split("/")[0], "this host (interface %s)" % iface.name)
+                      for cidr in addresses_of(iface.index)]
         return addresses + [(lease.attrs.public_ip, "the host holding lease %s" % lease.subnet)
                             for lease in sorted(leases, key=lambda lease: lease.subnet)]
 
-    def _on_config_text(self, text):
-        config = self.config_watch.examine(
-            text, self.config, lambda: self._underlay(self.attrs.public_ip, self.peers.values()))
+    def follow(self, text):
+        """The stored config's text (None: the key is gone), read at start-up or from the watch."""
+        config = self.watch.examine(
+            text, self.in_force.config,
+            lambda: self._underlay(self.keeper.attrs.public_ip, self.peer_table.peers.values()))
         if config is not None:
-            self._switch_to(config)
-        elif self._health[0]:
-            self._report_healthy()  # a refusal shows on /healthz at once
+            self.switch_to(config)
+        elif self.health.ok:
+            self.report_healthy()  # a refusal shows on /healthz at once
 
-    def _switch_to(self, config):
+    def switch_to(self, config):
         """Move this host to a new valid config: the new backend starts beside the old one, takes
         the lease (kept when it still fits, else released and a new one acquired) and the peers,
         then the old backend stops, removing what the new one does not use. The lease's
@@ -95,73 +160,47 @@ class ConfigSwitching:
         from .backends.base import BackendError
         from .netlink import NetlinkError
 
-        old_config, old_backend = self.config, self.backend
-        self._set_health(False, "moving to network config %s (%s changed)"
-                         % (config.digest(), ", ".join(config_changes(old_config, config))))
+        keeper, in_force = self.keeper, self.in_force
+        old_config, old_backend = in_force.config, in_force.backend
+        self.health.set(False, "moving to network config %s (%s changed)"
+                        % (config.digest(), ", ".join(config_changes(old_config, config))))
         backend = None
         try:
-            backend = make_backend(config, self.iface, self.attrs.public_ip, self.options)
+            backend = make_backend(config, in_force.iface, keeper.attrs.public_ip, self.backend_options)
             info = backend.setup()
         except (BackendError, NetlinkError, OSError) as err:
             self._keep_old_backend(config, backend, err)
             return
         for change in info["changes"]:
             LOG.info("backend: %s", change)
-        self.config, self.backend, self.backend_info = config, backend, info
-        self.attrs = LeaseAttrs(self.attrs.public_ip, info["backend_type"], info["vtep_mac"])
+        in_force.config, in_force.backend, in_force.info = config, backend, info
+        keeper.use_backend(keeper.attrs.public_ip, info)
         try:
-            if moves_lease(config, self.lease.subnet):
-                if not self._replace_lease(old_config):
+            if moves_lease(config, keeper.lease.subnet):
+                self.peer_table.forget()
+                if not keeper.replace(old_config.network):
                     return
             else:
                 if config.network != old_config.network:
-                    self._remove_masquerade(self.lease.subnet, old_config.network)
-                self._install_lease(self.lease)  # the new backend's device; subnet.env gets its MTU
-                self._log_changes(backend.sync(self.peers))
+                    keeper.remove_masquerade(keeper.lease.subnet, old_config.network)
+                keeper.install(keeper.lease)  # the new backend's device; subnet.env gets its MTU
+                self.peer_table.program()
         finally:
             for change in old_backend.teardown(backend):
                 LOG.info("old backend %s: %s", old_backend.backend_type, change)
             old_backend.close()
-        self._log_changes(backend.sync(self.peers))  # whatever the old one's teardown took
-        self._publish_backend_attrs()
-        self._resync()
+        self.peer_table.program()  # whatever the old one's teardown took
+        keeper.publish_attrs()
+        self.resync()
         LOG.info("network config %s in force", config.digest())
 
     def _keep_old_backend(self, config, backend, err):
         LOG.error("cannot start backend %s for network config %s: %s", config.backend.type, config.digest(), err)
         if backend is not None:
-            for change in backend.teardown(self.backend):
+            for change in backend.teardown(self.in_force.backend):
                 LOG.info("abandoned backend %s: %s", config.backend.type, change)
             backend.close()
-        self.config_watch.refuse("network config %s cannot run here: backend %s: %s"
-                                 % (config.digest(), config.backend.type, err), self.config)
-        self._log_changes(self.backend.sync(self.peers))  # repair what the attempt disturbed
-        self._report_healthy()
-
-    def _replace_lease(self, old_config):
-        """Give up a lease the new config has no room for and acquire one that fits; False when
-        stopped first."""
-        old_subnet = self.lease.subnet
-        LOG.info("lease %s does not fit the new network config; releasing it", old_subnet)
-        self._remove_masquerade(old_subnet, old_config.network)
-        self.registry.delete_lease(self.lease)
-        self.peers = {}
-        lease = self._acquire(None)
-        if lease is None:
-            return False
-        LOG.warning("lease moved from %s to %s", old_subnet, lease.subnet)
-        self._install_lease(lease)
-        return True
-
-    def _publish_backend_attrs(self):
-        """Write the new BackendType/BackendData into our lease (compare-and-swap)."""
-        if self.lease.attrs == self.attrs:
-            return
-        updated = self.registry.update_lease(self.lease, self.attrs,
-                                             None if self.lease.is_reservation else self.lease_ttl)
-        if updated is None:
-            self._reacquire("own lease %s changed while moving to the new config" % self.lease.subnet)
-            return
-        self.lease = updated
-        self._schedule_renewal()
-        LOG.info("lease %s now published as %s", updated.subnet, updated.attrs.to_json())
+        self.watch.refuse("network config %s cannot run here: backend %s: %s"
+                          % (config.digest(), config.backend.type, err), self.in_force.config)
+        self.peer_table.program()  # repair what the attempt disturbed
+        self.report_healthy()

@@ -1,6 +1,14 @@
 """The agent's main loop: config -> lease -> backend -> subnet.env, then watch, renew, reconcile.
-Its parts: the lease (lease_keeping.py) and the network config, fetched at start-up and followed
-while running (config_switching.py, which moves the host to a changed config without a restart).
+
+`Agent` is the loop; the state lives in parts it builds and passes to each other, each owning
+its own and calling the others' public methods only:
+- health.py `Health`: (ok, reason) for /healthz and the metrics;
+- config_switching.py `InForce` (the interface, config and backend running here) and
+  `ConfigFollower` (fetches the config at start-up, follows it, switches backend and config);
+- lease_keeping.py `LeaseKeeper`: this host's lease (acquire, install, renew, regain);
+- peer_table.py `PeerTable`: the other hosts' programmed leases and their identity book.
+The loop feeds them events: the etcd watch (leases and the config), its timers (renewal,
+reconcile) and signals (stop, SIGHUP).
 
 Differences from flanneld v0.10 (each fixes a reported failure): a bad or missing config is
 retried, not fatal; a lost lease is re-acquired (preferring the same subnet) instead of exiting 0;
@@ -15,68 +23,77 @@ import sys
 import threading
 import time
 
-from . import metrics, missing_libraries, peer_identity
-from .backends import make_backend
+from . import metrics, missing_libraries
 from .bad_leases import BadLeases
-from .config_switching import ConfigSwitching
-from .config_watch import ConfigWatch
+from .config_switching import ConfigFollower, InForce
 from .etcd_http import Stopping
+from .health import Health
 from .healthz import ListenError, notify_systemd, start_endpoints
-from .lease import LEASE_TTL, LeaseAttrs
-from .lease_keeping import MAX_BACKOFF, Backoff, LeaseKeeping, default_host_id
+from .lease import LEASE_TTL
+from .lease_keeping import MAX_BACKOFF, Backoff, LeaseKeeper, default_host_id
+from .peer_table import PeerTable
 from .signals import handle_other_signals
 from .registry import ConfigEvent, IndexCleared, RegistryError, RegistryUnavailable, make_registry
 from .registry.errors import BACKED_OFF_ERRORS
-from .subnet_env import previous_subnet, render_subnet_env, write_subnet_env
+from .subnet_env import previous_subnet
 
 LOG = logging.getLogger("flanneld")
 MAX_WATCH_WAIT = 5.0
 ETCD_RETRY = 1.0
 
 
-class Agent(LeaseKeeping, ConfigSwitching):
+def _held_by(part, name):
+    """An attribute of the Agent that is `name` of one of its parts (metrics.py reads the agent's
+    state by these names; the unit tests drive and inspect the agent by them)."""
+    return property(lambda agent: getattr(getattr(agent, part), name),
+                    lambda agent, value: setattr(getattr(agent, part), name, value))
+
+
+class Agent:
     """One host's agent. `run()` returns the process exit status."""
+
+    config = _held_by("in_force", "config")
+    backend = _held_by("in_force", "backend")
+    backend_info = _held_by("in_force", "info")
+    attrs = _held_by("keeper", "attrs")
+    lease = _held_by("keeper", "lease")
+    renew_at = _held_by("keeper", "renew_at")
+    lease_expires_at = _held_by("keeper", "expires_at")
+    _lost_lease = _held_by("keeper", "lost")
+    peers = _held_by("peer_table", "peers")
+    identities = _held_by("peer_table", "identities")
 
     def __init__(self, options, registry, lease_ttl=LEASE_TTL, clock=time.monotonic):
         self.options = options
         self.registry = registry
-        self.lease_ttl = lease_ttl
         self.clock = clock
-        self.config = None
-        self.backend = None
-        self.backend_info = None
-        self.iface = None
-        self.attrs = None
-        self.lease = None
-        self.peers = {}  # the other hosts' leases that are programmed: each holds its identity
-        self.identities = peer_identity.IdentityBook()  # every valid lease of the other hosts
-        self.index = 0
-        self.renew_at = None
-        self.lease_expires_at = None  # on self.clock; None for a reservation (no TTL)
-        self.reconcile_at = 0.0
-        self._health = (False, "starting")
         self._stop = threading.Event()
+        self.reconcile_interval = options.reconcile_interval
+        self.health = Health()
+        self.bad_leases = BadLeases(LOG)
+        self.in_force = InForce()
+        # The parts wait through self._wait, looked up at each call (a test may replace it).
+        self.keeper = LeaseKeeper(
+            registry, self.in_force, self.health, on_lost=self._reacquire,
+            wait=lambda seconds: self._wait(seconds), stopped=self._stop.is_set, clock=clock, lease_ttl=lease_ttl,
+            host_id=options.host_id or default_host_id(),
+            # Refreshed at every reconcile, so a replaced host waits at most this long for the IP.
+            claim_ttl=max(30, 3 * options.reconcile_interval),
+            renew_margin=options.subnet_lease_renew_margin * 60, subnet_file=options.subnet_file,
+            ip_masq=options.ip_masq)
+        self.peer_table = PeerTable(self.in_force, self.keeper)
+        self.follower = ConfigFollower(
+            registry, self.in_force, self.keeper, self.peer_table, self.health, resync=self.resync,
+            report_healthy=self.report_healthy, refused_backoff=self._refused_backoff,
+            wait=lambda seconds: self._wait(seconds), stopped=self._stop.is_set, backend_options=options)
+        self.index = 0
+        self.reconcile_at = 0.0
         self._needs_resync = False  # set when etcd was unreachable: re-list before watching again
         self._refused_delay = ETCD_RETRY
-        self.bad_leases = BadLeases(LOG)
-        self._lost_lease = None  # why, while the loop has a lease to re-acquire
         self._backoff = Backoff(clock)  # for failures that repeat (lost lease, etcd's index going back)
         self._retry_delay = 0.0  # what the loop waits before its next step
-        self._local = None  # netlink.LocalAddresses, for the on-link prefixes
-        self.host_id = options.host_id or default_host_id()
-        self.config_watch = ConfigWatch(getattr(registry, "config_key", None), LOG)
-        # Refreshed at every reconcile, so a replaced host waits at most this long for the IP.
-        self.claim_ttl = max(30, 3 * options.reconcile_interval)
 
-    # ---- health and stopping ---------------------------------------------------------------
-
-    def health(self):
-        return self._health
-
-    def _set_health(self, ok, reason):
-        if (ok, reason) != self._health:
-            LOG.info("health: %s (%s)", "ok" if ok else "unhealthy", reason)
-        self._health = (ok, reason)
+    # ---- signals, stopping and retries ----------------------------------------------------
 
     def stop(self, *_signal_args):
         """SIGTERM, SIGINT: raises Stopping out of the etcd request the agent waits in (and any
@@ -88,7 +105,7 @@ class Agent(LeaseKeeping, ConfigSwitching):
         """SIGHUP: re-read the network config (a refused one is tried again), re-list the leases
         and reconcile the data plane at the next step."""
         LOG.info("SIGHUP: re-listing leases and reconciling the data plane (and re-reading the network config)")
-        self.config_watch.forget()
+        self.follower.forget()
         self._needs_resync = True
         self.reconcile_at = 0.0
 
@@ -103,176 +120,155 @@ class Agent(LeaseKeeping, ConfigSwitching):
         self._refused_delay = min(delay * 2, MAX_BACKOFF)
         return delay
 
+    def _retry_later(self, reason, healthy=False):
+        """Re-list at the next step; when this keeps happening, after a backoff (1, 2, 4 ... s)."""
+        self._retry_delay = self._backoff.failed()
+        if self._retry_delay:
+            reason += " (%d times in a row; next try in %.0f s)" % (
+                self._backoff.repeats + 1, self._retry_delay)
+        self._needs_resync = True
+        if healthy:
+            LOG.info("%s", reason)
+        else:
+            LOG.warning("%s", reason)
+            self.health.set(False, reason)
+
+    def _reacquire(self, why):
+        """Mark the lease lost: the loop re-acquires it (_regain_lease), then re-lists, after a
+        backoff when it keeps getting lost. Never done at once: a registry that never lists our
+        lease would otherwise make this recurse until the stack runs out."""
+        self._retry_later("%s; re-acquiring a lease (same subnet if free)" % why)
+        self.keeper.lose(why)
+
+    def _regain_lease(self):
+        """Re-acquire the lost lease; the next step re-lists. False when stopped first."""
+        if not self.keeper.regain():
+            return False
+        self._needs_resync = True
+        return True
+
     # ---- start-up --------------------------------------------------------------------------
 
     def start(self):
         """Everything before the watch loop; returns an exit status or None to go on."""
-        from .backends.base import BackendError
-
-        iface = self.iface
-        public_ip = self.options.public_ip or str(iface.address)
-        self.config = self._fetch_config(public_ip)
-        if self.config is None:
-            return 0
-        LOG.info("network config: %s", self.config)
-        LOG.info("using interface %s (%s), public IP %s", iface.name, iface.address, public_ip)
-        try:
-            self.backend = make_backend(self.config, iface, public_ip, self.options)
-            self.backend_info = self.backend.setup()
-        except BackendError as err:
-            LOG.error("backend %s: %s", self.config.backend.type, err)
-            return 1
-        for change in self.backend_info["changes"]:
-            LOG.info("backend: %s", change)
-        self.attrs = LeaseAttrs(public_ip, self.backend_info["backend_type"], self.backend_info["vtep_mac"])
-        lease = self._acquire(previous_subnet(self.options.subnet_file))
+        status = self.follower.start(self.options.public_ip or str(self.in_force.iface.address))
+        if status is not None:
+            return status
+        lease = self.keeper.acquire(previous_subnet(self.options.subnet_file))
         if lease is None:
             return 0
-        self._install_lease(lease)
+        self.keeper.install(lease)
         try:
-            self._resync()
-            if not self._lost_lease:
-                self._check_stored_config()  # changed after it was fetched, before the listing?
+            self.resync()
+            if not self.keeper.lost:
+                self.follower.check_stored()  # changed after it was fetched, before the listing?
         except RegistryError as err:  # etcd went away after the lease was taken: the loop retries
-            self._set_health(False, "etcd error: %s" % err)
+            self.health.set(False, "etcd error: %s" % err)
             self._needs_resync = True
         notify_systemd()
         return None
 
     # ---- steady state ----------------------------------------------------------------------
 
-    def _resync(self):
+    def resync(self):
         """Re-list all leases, program the difference, and mark the agent healthy."""
-        if self._lost_lease:
+        if self.keeper.lost:
             self._needs_resync = True  # after the loop re-acquired the lease
             return
-        listing = self.registry.list_leases(self.config)
+        listing = self.registry.list_leases(self.in_force.config)
         self.bad_leases.listed(listing.skipped)
         if listing.index < self.index:  # a reset: this listing is the state from now on
             LOG.warning("etcd's index went back from %d to %d (etcd restored or replaced?); following it from here",
                         self.index, listing.index)
             self.index = listing.index
-        own = [lease for lease in listing.leases if lease.subnet == self.lease.subnet]
-        if not own or own[0].attrs != self.attrs:
-            self._reacquire("own lease %s %s" % (self.lease.subnet, "vanished" if not own else "was taken"))
+        own_subnet = self.keeper.lease.subnet
+        own = [lease for lease in listing.leases if lease.subnet == own_subnet]
+        if not own or own[0].attrs != self.keeper.attrs:
+            self._reacquire("own lease %s %s" % (own_subnet, "vanished" if not own else "was taken"))
             return
-        self.lease = own[0]
-        book = self._identity_book()
-        peer_identity.report(book.reset(listing.leases), book)
-        current = book.programmable()
-        for subnet in sorted(set(self.peers) - set(current)):
-            LOG.info("peer removed: %s", subnet)
-        for subnet, lease in sorted(current.items()):
-            known = self.peers.get(subnet)
-            if known is None:
-                LOG.info("peer added: %s at %s", subnet, lease.attrs.public_ip)
-            elif known.attrs != lease.attrs:
-                LOG.info("peer changed: %s now %s", subnet, lease.attrs)
-        self.peers = current
-        for change in self.backend.sync(self.peers):
-            LOG.info("programmed: %s", change)
+        self.keeper.lease = own[0]
+        self.peer_table.reset(listing.leases)
         self.index = listing.index
         self._needs_resync = False
         self._refused_delay = ETCD_RETRY
-        self.reconcile_at = self.clock() + self.options.reconcile_interval
-        self._report_healthy()
+        self.reconcile_at = self.clock() + self.reconcile_interval
+        self.report_healthy()
 
-    def _report_healthy(self):
+    def report_healthy(self):
         skipped = ", bad leases skipped: %d" % self.bad_leases.count if self.bad_leases.count else ""
-        if self.identities.conflicts:
-            skipped += ", conflicting leases skipped: %d" % len(self.identities.conflicts)
-        reason = "lease %s, %d peers, config in force %s%s" % (self.lease.subnet, len(self.peers),
-                                                               self.config.digest(), skipped)
-        if self.config_watch.refusal:
+        if self.peer_table.conflicts:
+            skipped += ", conflicting leases skipped: %d" % self.peer_table.conflicts
+        reason = "lease %s, %d peers, config in force %s%s" % (
+            self.keeper.lease.subnet, len(self.peer_table.peers), self.in_force.config.digest(), skipped)
+        if self.follower.refusal:
             # Still 200: the data plane runs as it did; a restart would not start on the refused config.
-            reason += "; " + self.config_watch.refusal
-        if self._health[0]:
-            self._health = (True, reason)  # counts change with events: not worth a log line each
-        else:
-            self._set_health(True, reason)
+            reason += "; " + self.follower.refusal
+        self.health.healthy(reason)
+
+    _resync, _report_healthy = resync, report_healthy  # the unit tests' names
+    _set_health = _held_by("health", "set")
+    _install_lease = _held_by("keeper", "install")
+    _schedule_renewal = _held_by("keeper", "schedule")
+    _acquire = _held_by("keeper", "acquire")
+    _check_stored_config = _held_by("follower", "check_stored")
 
     def _apply(self, event):
         """Act on one lease event; True when a peer's kernel entries were (re)programmed."""
-        if event.subnet == self.lease.subnet:
-            if event.removed or event.lease.attrs != self.attrs:
-                what = ("was removed" if event.removed
-                        else "was overwritten by %s" % event.lease.attrs.public_ip)
-                self._reacquire("own lease %s %s" % (event.subnet, what))
-            else:
-                self.lease = event.lease
-                self._schedule_renewal()
-            return False
-        book = self._identity_book()
-        changes = book.remove(event.subnet) if event.removed else book.put(event.lease)
-        peer_identity.report(changes, book)
-        for subnet in changes.unprogrammed:  # a lease the book skips was never programmed
-            self.peers.pop(subnet, None)
-            LOG.info("peer removed: %s", subnet)
-            self._log_changes(self.backend.remove_peer(subnet))
-        programmed = bool(changes.unprogrammed)
-        for lease in changes.programmed:
-            known = self.peers.get(lease.subnet)
-            self.peers[lease.subnet] = lease
-            if known is None:
-                LOG.info("peer added: %s at %s", lease.subnet, lease.attrs.public_ip)
-            elif known.attrs != lease.attrs:
-                LOG.info("peer changed: %s now %s", lease.subnet, lease.attrs)
-            else:
-                continue  # a renewal: nothing to program
-            self._log_changes(self.backend.add_peer(lease))
-            programmed = True
-        return programmed
-
-    def _identity_book(self):
-        """The IdentityBook, told this host's current backend type, lease attrs and subnet."""
-        self.identities.configure(self.config.backend.type, self.attrs, self.lease.subnet)
-        return self.identities
-
-    @staticmethod
-    def _log_changes(changes):
-        for change in changes:
-            LOG.info("programmed: %s", change)
+        keeper = self.keeper
+        if event.subnet != keeper.lease.subnet:
+            return self.peer_table.apply(event)
+        if event.removed or event.lease.attrs != keeper.attrs:
+            what = "was removed" if event.removed else "was overwritten by %s" % event.lease.attrs.public_ip
+            self._reacquire("own lease %s %s" % (event.subnet, what))
+        else:
+            keeper.followed(event.lease)
+        return False
 
     def _reconcile(self):
-        repairs = self.backend.sync(self.peers)
+        repairs = self.peer_table.repair()
         for change in repairs:
             LOG.warning("reconcile repaired: %s", change)
         metrics.repaired(repairs)
-        content = render_subnet_env(self.config.network, self.lease.subnet, self.backend_info["mtu"],
-                                    self.options.ip_masq)
-        if write_subnet_env(self.options.subnet_file, content):
-            LOG.warning("reconcile repaired: rewrote %s", self.options.subnet_file)
-            metrics.repaired([self.options.subnet_file], "subnet_env")
-        metrics.repaired(self._ensure_masquerade(), "masquerade")
-        self.reconcile_at = self.clock() + self.options.reconcile_interval
-        duplicate = self._claim_public_ip()  # last: the data plane is repaired even without etcd
+        if self.keeper.write_subnet_env():
+            LOG.warning("reconcile repaired: rewrote %s", self.keeper.subnet_file)
+            metrics.repaired([self.keeper.subnet_file], "subnet_env")
+        metrics.repaired(self.keeper.ensure_masquerade(), "masquerade")
+        self.reconcile_at = self.clock() + self.reconcile_interval
+        duplicate = self.keeper.claim_public_ip()  # last: the data plane is repaired even without etcd
         if duplicate:
             LOG.error("%s", duplicate)
-            self._set_health(False, duplicate)
+            self.health.set(False, duplicate)
 
     def _next_deadline(self):
         deadlines = [self.reconcile_at]
-        if self.renew_at is not None:
-            deadlines.append(self.renew_at)
+        if self.keeper.renew_at is not None:
+            deadlines.append(self.keeper.renew_at)
         return min(deadlines)
 
     def _step(self):
+        """One turn: catch up (lost lease, re-listing), run the timers that are due, then wait for
+        events until the next deadline: the etcd watch's (a second source, the kernel's netlink
+        notifications, is to be waited on beside it and handled as _on_watch_answer is)."""
         if self._lost_lease and not self._regain_lease():
             return  # stopped
         if self._needs_resync:
             self._resync()
-            if not self._lost_lease:  # after the listing: a later change comes through the watch
+            if not self.keeper.lost:  # after the listing: a later change comes through the watch
                 self._check_stored_config()
-        if self._lost_lease:
+        if self.keeper.lost:
             return  # lost again at once: the loop waits (backoff) before the next try
         now = self.clock()
-        if self.renew_at is not None and now >= self.renew_at:
-            self._renew()
+        if self.keeper.renew_at is not None and now >= self.keeper.renew_at:
+            self.keeper.renew()
         if now >= self.reconcile_at:
             self._reconcile()
         wait = min(max(self._next_deadline() - self.clock(), 0.01), MAX_WATCH_WAIT)
-        events, index, skipped = self.registry.watch_leases(self.index, wait, self.config, with_config=True)
-        received = time.monotonic()
+        events, index, skipped = self.registry.watch_leases(self.index, wait, self.in_force.config,
+                                                            with_config=True)
+        self._on_watch_answer(events, index, skipped, received=time.monotonic())
+
+    def _on_watch_answer(self, events, index, skipped, received):
+        """The lease and config events of one watch answer, read at `received` (time.monotonic())."""
         if index < self.index:  # not a reason to loop: one re-listing, the new state from then on
             self._retry_later("etcd's index went back from %d to %d (etcd restored or replaced?); re-listing"
                               % (self.index, index))
@@ -282,12 +278,12 @@ class Agent(LeaseKeeping, ConfigSwitching):
         metrics.watch_event(events, skipped)
         for event in events:
             if isinstance(event, ConfigEvent):
-                self._on_config_text(event.text)
+                self.follower.follow(event.text)
             elif event.subnet is not None:  # not an unreadable key's removal
                 if self._apply(event):
                     metrics.peer_programmed(received)
-        if self._health[0] and (skipped or events):
-            self._report_healthy()
+        if self.health.ok and (skipped or events):
+            self.report_healthy()
 
     def loop(self):
         """Steps until stopped. Every retry is a turn of this loop (never a recursive call), after a
@@ -326,7 +322,7 @@ class Agent(LeaseKeeping, ConfigSwitching):
         from .netlink import InterfaceError, select_interface
 
         try:
-            self.iface = select_interface(self.options.iface, self.options.iface_regex)
+            self.in_force.iface = select_interface(self.options.iface, self.options.iface_regex)
         except InterfaceError as err:
             flags = "/".join(name for name, given in (("-iface", self.options.iface),
                                                       ("-iface-regex", self.options.iface_regex)) if given)
@@ -337,8 +333,20 @@ class Agent(LeaseKeeping, ConfigSwitching):
             return 1
         return None
 
+    def _check_public_ip(self):
+        """Exit status 2 when our public IP is the network or broadcast address of an on-link
+        prefix (followed from here on for the lease checks), else None."""
+        public_ip = self.options.public_ip or str(self.in_force.iface.address)
+        problem = self.keeper.follow_onlink_prefixes(public_ip)
+        if problem:
+            flag = "-public-ip" if self.options.public_ip else "-iface"
+            sys.stderr.write("flanneld: invalid value for flag %s: public IP %s: no single host answers there; "
+                             "choose another address with -public-ip or -iface\n" % (flag, problem))
+            return 2
+        return None
+
     def run(self):
-        status = self._choose_interface() or self._follow_onlink_prefixes()
+        status = self._choose_interface() or self._check_public_ip()
         if status is not None:
             return status
         try:
@@ -358,9 +366,9 @@ class Agent(LeaseKeeping, ConfigSwitching):
             LOG.info("exiting; the data plane is left in place")
             for server in servers:
                 server.shutdown()
-            if self.backend is not None:
-                self.backend.close()
-            self._local.close()
+            if self.in_force.backend is not None:
+                self.in_force.backend.close()
+            self.keeper.close()
 
 
 def run_agent(options):

@@ -1,20 +1,18 @@
-"""This host's own lease, for the Agent (daemon.py): check its public IP against the on-link
-prefixes, acquire the lease (first claiming the public IP), install it (backend, subnet.env,
-masquerade), renew it before it expires, re-acquire it when it vanishes or is taken.
+"""This host's own lease: the LeaseKeeper, a part of the Agent (daemon.py).
 
-A part of the Agent, kept apart so that daemon.py stays the loop: it works on the Agent's state
-(registry, options, clock, config, backend, backend_info, attrs, lease, lease_ttl, renew_at,
-lease_expires_at, host_id, claim_ttl, iface, _local, _lost_lease, _backoff, _retry_delay,
-_needs_resync) and calls its _stop, _wait and _set_health. A lost lease is re-acquired by the
-Agent's loop, never from here.
+It checks the public IP against the on-link prefixes, claims the public IP, acquires the lease,
+installs it (the running backend's side, subnet.env, masquerade), renews it before it expires,
+and re-acquires it when it was lost. It owns the lease, the attrs this host publishes in it and
+the renewal times; it reads the config and backend in force (the config follower's `in_force`)
+and reports to the health record. A lost lease is never re-acquired from here: `on_lost(why)`
+tells the Agent's loop, which calls `regain()` at its next turn.
 """
 
 import logging
 import socket
-import sys
 
 from . import metrics
-from .lease import LeaseError, acquire_lease, onlink_address_problem
+from .lease import LeaseAttrs, LeaseError, acquire_lease, onlink_address_problem
 from .registry import RegistryError
 from .subnet_env import render_subnet_env, write_subnet_env
 
@@ -35,26 +33,50 @@ def default_host_id():
     return socket.gethostname()
 
 
-class LeaseKeeping:
-    """The Agent's methods that acquire, install, renew and re-acquire its lease."""
+class LeaseKeeper:
+    """`wait(seconds)` sleeps unless stopping (True when stopping), `stopped()` says whether the
+    agent is stopping; the rest are the option values the lease depends on."""
 
-    def _follow_onlink_prefixes(self):
-        """Follow this host's on-link prefixes (netlink) for the lease checks; exit status 2 when
-        our own public IP is the network or broadcast address of one of them, else None."""
+    def __init__(self, registry, in_force, health, on_lost, wait, stopped, clock, lease_ttl, host_id, claim_ttl,
+                 renew_margin, subnet_file, ip_masq):
+        self.registry = registry
+        self.in_force = in_force
+        self.health = health
+        self.on_lost = on_lost
+        self.wait = wait
+        self.stopped = stopped
+        self.clock = clock
+        self.lease_ttl = lease_ttl
+        self.host_id = host_id
+        self.claim_ttl = claim_ttl
+        self.renew_margin = renew_margin  # seconds
+        self.subnet_file = subnet_file
+        self.ip_masq = ip_masq
+        self.attrs = None  # what this host publishes in its lease
+        self.lease = None
+        self.renew_at = None
+        self.expires_at = None  # on `clock`; None for a reservation (no TTL)
+        self.lost = None  # why, while the loop has a lease to re-acquire
+        self._local = None  # netlink.LocalAddresses, for the on-link prefixes
+
+    def follow_onlink_prefixes(self, public_ip):
+        """Follow this host's on-link prefixes (netlink) for the lease checks; the problem when
+        `public_ip` is the network or broadcast address of one of them, else None."""
         from .netlink import LocalAddresses
 
         self._local = LocalAddresses(None, listen=True)
         self.registry.onlink_prefixes = self._local.prefixes
-        public_ip = self.options.public_ip or str(self.iface.address)
-        problem = onlink_address_problem(public_ip, self._local.prefixes())
-        if problem:
-            flag = "-public-ip" if self.options.public_ip else "-iface"
-            sys.stderr.write("flanneld: invalid value for flag %s: public IP %s: no single host answers there; "
-                             "choose another address with -public-ip or -iface\n" % (flag, problem))
-            return 2
-        return None
+        return onlink_address_problem(public_ip, self._local.prefixes())
 
-    def _claim_public_ip(self):
+    def close(self):
+        if self._local is not None:
+            self._local.close()
+
+    def use_backend(self, public_ip, info):
+        """The attrs to publish for the backend that `info` (its setup()'s answer) describes."""
+        self.attrs = LeaseAttrs(public_ip, info["backend_type"], info["vtep_mac"])
+
+    def claim_public_ip(self):
         """Reason the public IP cannot be used by this host, or None once it is held."""
         holder = self.registry.claim_public_ip(self.attrs.public_ip, self.host_id, self.claim_ttl)
         if holder is None:
@@ -62,122 +84,141 @@ class LeaseKeeping:
         return ("public IP %s is already used by another live host (host id %s, this host %s): two hosts "
                 "must not share a public IP; set -public-ip or -iface" % (self.attrs.public_ip, holder, self.host_id))
 
-    def _acquire(self, preferred):
+    def acquire(self, preferred):
         """Acquire a lease, retrying with bounded backoff; None when stopped first. A reason is
         logged when it starts (or changes), not at every retry: an episode is one line."""
         delay, logged = 1.0, None
-        while not self._stop.is_set():
+        while not self.stopped():
             try:
-                reason = self._claim_public_ip()
+                reason = self.claim_public_ip()
                 if reason is None:
-                    return acquire_lease(self.registry, self.config, self.attrs, previous_subnet=preferred,
+                    return acquire_lease(self.registry, self.in_force.config, self.attrs, previous_subnet=preferred,
                                          log=LOG.info)
             except (LeaseError, RegistryError) as err:  # OutOfSubnets is a LeaseError
                 reason = "failed to acquire lease: %s" % err
             if reason != logged:
                 LOG.error("%s; retrying with backoff (1, 2, 4 ... %.0f s)", reason, MAX_BACKOFF)
                 logged = reason
-            self._set_health(False, reason)
-            self._wait(delay)
+            self.health.set(False, reason)
+            self.wait(delay)
             delay = min(delay * 2, MAX_BACKOFF)
         return None
 
-    def _install_lease(self, lease):
+    def install(self, lease):
         """Program our own side of the lease and publish subnet.env."""
         self.lease = lease
-        self._schedule_renewal()
-        for change in self.backend.configure_lease(lease.subnet):
+        self.schedule()
+        for change in self.in_force.backend.configure_lease(lease.subnet):
             LOG.info("backend: %s", change)
-        content = render_subnet_env(self.config.network, lease.subnet, self.backend_info["mtu"],
-                                    self.options.ip_masq)
-        if write_subnet_env(self.options.subnet_file, content):
-            LOG.info("wrote %s: FLANNEL_SUBNET=%s/%d FLANNEL_MTU=%d", self.options.subnet_file,
-                     lease.subnet.network + 1, lease.subnet.prefixlen, self.backend_info["mtu"])
-        self._ensure_masquerade()
+        if self.write_subnet_env():
+            LOG.info("wrote %s: FLANNEL_SUBNET=%s/%d FLANNEL_MTU=%d", self.subnet_file,
+                     lease.subnet.network + 1, lease.subnet.prefixlen, self.in_force.mtu)
+        self.ensure_masquerade()
 
-    def _ensure_masquerade(self):
+    def write_subnet_env(self):
+        """Write subnet.env for the lease and the MTU in force; True when its content changed."""
+        content = render_subnet_env(self.in_force.config.network, self.lease.subnet, self.in_force.mtu, self.ip_masq)
+        return write_subnet_env(self.subnet_file, content)
+
+    def ensure_masquerade(self):
         """Restore the masquerade rules where missing; returns the changes."""
-        if not self.options.ip_masq:
+        if not self.ip_masq:
             return []
         from .ipmasq import ensure_masquerade
 
-        changes = ensure_masquerade(self.config.network, self.lease.subnet)
+        changes = ensure_masquerade(self.in_force.config.network, self.lease.subnet)
         for change in changes:
             LOG.info("ip-masq: %s", change)
         return changes
 
-    def _remove_masquerade(self, subnet, network=None):
+    def remove_masquerade(self, subnet, network=None):
         """Drop the rules naming a subnet (or Network) this host no longer holds."""
-        if not self.options.ip_masq:
+        if not self.ip_masq:
             return
         from .ipmasq import remove_masquerade
 
-        for change in remove_masquerade(network or self.config.network, subnet):
+        for change in remove_masquerade(network or self.in_force.config.network, subnet):
             LOG.info("ip-masq: %s", change)
 
-    def _schedule_renewal(self):
+    def schedule(self):
+        """Set the renewal time from the lease's remaining TTL."""
         if self.lease.is_reservation:
-            self.renew_at = self.lease_expires_at = None  # operator reservations never expire, never renew
+            self.renew_at = self.expires_at = None  # operator reservations never expire, never renew
             return
-        margin = self.options.subnet_lease_renew_margin * 60
         remaining = self.lease.ttl or self.lease_ttl
-        self.lease_expires_at = self.clock() + remaining
+        self.expires_at = self.clock() + remaining
         # Times are etcd's remaining TTL, not wall clocks, so host clock skew cannot matter.
-        wait = remaining - margin if remaining > margin else remaining / 2.0
+        wait = remaining - self.renew_margin if remaining > self.renew_margin else remaining / 2.0
         self.renew_at = self.clock() + wait
 
-    def _renew(self):
+    def _ttl(self):
+        return None if self.lease.is_reservation else self.lease_ttl
+
+    def renew(self):
         try:
-            renewed = self.registry.update_lease(self.lease, self.attrs,
-                                                 None if self.lease.is_reservation else self.lease_ttl)
+            renewed = self.registry.update_lease(self.lease, self.attrs, self._ttl())
         except RegistryError as err:
             LOG.error("renewing lease %s failed: %s; retrying in %.0f s", self.lease.subnet, err, RENEW_RETRY)
             self.renew_at = self.clock() + RENEW_RETRY
             return
         if renewed is None:
-            self._reacquire("own lease %s changed or expired before renewal" % self.lease.subnet)
+            self.on_lost("own lease %s changed or expired before renewal" % self.lease.subnet)
             return
         self.lease = renewed
-        self._schedule_renewal()
+        self.schedule()
         metrics.lease_renewed()
         LOG.info("renewed lease %s", renewed.subnet)
 
-    def _retry_later(self, reason, healthy=False):
-        """Re-list at the next step; when this keeps happening, after a backoff (1, 2, 4 ... s)."""
-        self._retry_delay = self._backoff.failed()
-        if self._retry_delay:
-            reason += " (%d times in a row; next try in %.0f s)" % (
-                self._backoff.repeats + 1, self._retry_delay)
-        self._needs_resync = True
-        if healthy:
-            LOG.info("%s", reason)
-        else:
-            LOG.warning("%s", reason)
-            self._set_health(False, reason)
+    def followed(self, lease):
+        """Our own lease as a watch event shows it, unchanged: a renewal (ours or a reservation's)."""
+        self.lease = lease
+        self.schedule()
 
-    def _reacquire(self, why):
-        """Mark the lease lost: the main loop re-acquires it (_regain_lease), then re-lists, after
-        a backoff when it keeps getting lost. Never done from here: a registry that never lists
-        our lease would otherwise make this recurse until the stack runs out."""
-        self._retry_later("%s; re-acquiring a lease (same subnet if free)" % why)
-        self._lost_lease = why
+    def lose(self, why):
+        """The lease is gone or taken: no renewal until `regain()`."""
+        self.lost = why
         self.renew_at = None
 
-    def _regain_lease(self):
+    def regain(self):
         """Acquire a lease again (preferring the lost one's subnet) and install it; the caller
         re-lists next. Returns False when stopped first."""
         old_subnet = self.lease.subnet
-        lease = self._acquire(old_subnet)
+        lease = self.acquire(old_subnet)
         if lease is None:
             return False
-        self._lost_lease = None
+        self.lost = None
         metrics.lease_reacquired()
         if lease.subnet != old_subnet:
             LOG.warning("lease moved from %s to %s", old_subnet, lease.subnet)
-            self._remove_masquerade(old_subnet)
-        self._install_lease(lease)
-        self._needs_resync = True
+            self.remove_masquerade(old_subnet)
+        self.install(lease)
         return True
+
+    def replace(self, old_network):
+        """Give up a lease the new config has no room for and acquire one that fits; False when
+        stopped first."""
+        old_subnet = self.lease.subnet
+        LOG.info("lease %s does not fit the new network config; releasing it", old_subnet)
+        self.remove_masquerade(old_subnet, old_network)
+        self.registry.delete_lease(self.lease)
+        lease = self.acquire(None)
+        if lease is None:
+            return False
+        LOG.warning("lease moved from %s to %s", old_subnet, lease.subnet)
+        self.install(lease)
+        return True
+
+    def publish_attrs(self):
+        """Write the attrs of a new backend into our lease (compare-and-swap)."""
+        if self.lease.attrs == self.attrs:
+            return
+        updated = self.registry.update_lease(self.lease, self.attrs, self._ttl())
+        if updated is None:
+            self.on_lost("own lease %s changed while moving to the new config" % self.lease.subnet)
+            return
+        self.lease = updated
+        self.schedule()
+        LOG.info("lease %s now published as %s", updated.subnet, updated.attrs.to_json())
 
 
 class Backoff:
