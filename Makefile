@@ -126,7 +126,7 @@ bench-memory: prereqs venv
 
 # udp backend: iperf3 container -> container, ours then upstream's C proxy (see BENCHMARKS.md).
 bench-udp: prereqs venv
-	$(PY) tests/agent/bench_udp.py
+	$(PY) tests/bench/bench_udp.py
 
 clean:
 	rm -rf build

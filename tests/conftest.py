@@ -1,16 +1,10 @@
-"""Test-wide setup: import the checkout as the collection netlab.flannel, and a real etcd."""
-
-import os
-import sys
+"""Test-wide fixtures: a real etcd. pytest.ini's pythonpath imports the checkout as the collection
+netlab.flannel (.collections/ansible_collections/netlab/flannel links back to it) and the shared
+helpers as `support.*` (tests/support/)."""
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# .collections/ansible_collections/netlab/flannel links back to the checkout.
-sys.path.insert(0, os.path.join(ROOT, ".collections"))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from etcdserver import EtcdServer  # noqa: E402  (needs the path above)
+from support.etcdserver import EtcdServer
 
 
 @pytest.fixture(scope="session")

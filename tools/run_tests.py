@@ -28,8 +28,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 OUT = os.path.join(ROOT, "build", "test")
 LOCK = "/tmp/netlab-lab.lock"
-# Directories under tests/ that hold no test cases of their own.
-NOT_TIERS = ("bench",)
+# Directories under tests/ that hold no test cases of their own (benchmarks, shared helpers).
+NOT_TIERS = ("bench", "support")
 # Lines of a failed tier's log printed at the end (the whole log stays in build/test/).
 TAIL_LINES = 120
 HEARTBEAT_SECONDS = 300

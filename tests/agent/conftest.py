@@ -1,14 +1,11 @@
 """Fixtures for tests on real kernel objects inside throw-away network namespaces."""
 
 import os
-import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from cluster import Cluster, build_agent, upstream_absent_reason  # noqa: E402  (needs the path above)
-from netns import Lab  # noqa: E402
+from support.cluster import Cluster, build_agent, upstream_absent_reason
+from support.netns import Lab
 
 
 @pytest.fixture

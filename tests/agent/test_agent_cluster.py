@@ -6,8 +6,8 @@ import signal
 import pytest
 from netaddr import IPNetwork
 
-from cluster import Cluster, wait_for
-from netns import ping
+from support.cluster import Cluster, wait_for
+from support.netns import ping
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink import deterministic_vtep_mac
 

@@ -3,7 +3,7 @@ ignored (interop with other tools), a bad value is refused naming the key and th
 
 from netaddr import IPNetwork
 
-from cluster import Cluster, wait_for
+from support.cluster import Cluster, wait_for
 
 
 def test_unknown_keys_are_warned_about_and_the_lease_taken(lab, agent_path):

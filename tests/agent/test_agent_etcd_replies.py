@@ -1,4 +1,4 @@
-"""The built agent against an etcd that misbehaves (tests/misbehaving_etcd.py in the Lab's LAN
+"""The built agent against an etcd that misbehaves (tests/support/misbehaving_etcd.py in the Lab's LAN
 namespace, where etcd would be): its memory stays bounded, /healthz says 503 naming the problem,
 the problem is logged once (not once per retry), retries back off, no traceback; SIGTERM ends the
 agent within 2 s whatever etcd does, also with a real etcd frozen (SIGSTOP) mid-request."""
@@ -13,8 +13,8 @@ import urllib.request
 import pytest
 from pyroute2 import netns as pyroute2_netns
 
-from cluster import HEALTHZ_PORT, wait_for
-from misbehaving_etcd import MisbehavingEtcd
+from support.cluster import HEALTHZ_PORT, wait_for
+from support.misbehaving_etcd import MisbehavingEtcd
 
 STOP_WITHIN = 2.0  # seconds: the issue's bound for SIGTERM, whatever etcd is doing
 

@@ -7,8 +7,8 @@ import time
 
 from netaddr import IPNetwork
 
-from cluster import wait_for
-from netns import Pinger
+from support.cluster import wait_for
+from support.netns import Pinger
 from test_reliability import record
 
 PREFIX = "/coreos.com/network/subnets/"

@@ -9,8 +9,8 @@ import time
 import pytest
 from netaddr import IPNetwork
 
-from cluster import wait_for
-from netns import Pinger
+from support.cluster import wait_for
+from support.netns import Pinger
 from test_agent_metrics import scrape
 from test_reliability import record
 

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from cluster import Cluster
+from support.cluster import Cluster
 
 OPENSSL_LIBRARIES = ("libcrypto.so", "libssl.so")
 

@@ -11,8 +11,8 @@ import time
 import pytest
 from netaddr import IPNetwork
 
-from cluster import wait_for
-from etcdserver import v2_admin_call
+from support.cluster import wait_for
+from support.etcdserver import v2_admin_call
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry.v2 import EtcdRegistry
 
 EVENTS_ONLY = "-reconcile-interval=3600"  # so that only SIGHUP can repair what is removed below

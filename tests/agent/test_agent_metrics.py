@@ -13,7 +13,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from cluster import HEALTHZ_PORT, wait_for
+from support.cluster import HEALTHZ_PORT, wait_for
 
 PROMETHEUS = shutil.which("prometheus")
 

@@ -13,8 +13,8 @@ import pytest
 from netaddr import IPNetwork
 from pyroute2 import netns as pyroute2_netns
 
-from cluster import TUTORIAL_CONFIG, AgentProcess, Cluster, wait_for
-from fake_etcd import FakeEtcd
+from support.cluster import TUTORIAL_CONFIG, AgentProcess, Cluster, wait_for
+from support.fake_etcd import FakeEtcd
 from test_reliability import acquisition_attempts, error_lines, record
 
 SUBNETS = "/coreos.com/network/subnets/"

@@ -9,8 +9,8 @@ import time
 import pytest
 from netaddr import IPNetwork
 
-from cluster import wait_for
-from netns import Pinger, ping
+from support.cluster import wait_for
+from support.netns import Pinger, ping
 from test_reliability import record
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config

@@ -9,8 +9,8 @@ import json
 import pytest
 from netaddr import IPNetwork
 
-from cluster import TUTORIAL_CONFIG, Cluster, wait_for
-from netns import Pinger
+from support.cluster import TUTORIAL_CONFIG, Cluster, wait_for
+from support.netns import Pinger
 from test_config_change import VXLAN_100, _digest, _in_force
 from test_reliability import record
 

@@ -10,7 +10,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.ba
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.host_gw import HostGwBackend
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import Lease, LeaseAttrs
-from netns import ping
+from support.netns import ping
 
 CONFIG = parse_network_config({"Network": "10.6.0.0/16", "Backend": {"Type": "host-gw"}})
 SUBNETS = ["10.6.1.0/24", "10.6.2.0/24", "10.6.3.0/24"]

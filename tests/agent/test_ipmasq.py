@@ -3,7 +3,7 @@
 import pytest
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import ipmasq
-from netns import ping
+from support.netns import ping
 
 NETWORK, OWN_SUBNET = "10.7.0.0/16", "10.7.1.0/24"
 MASQ_RULES = [

@@ -11,7 +11,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.ho
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import VxlanBackend
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import Lease, LeaseAttrs
-from netns import ping
+from support.netns import ping
 
 NETWORK = {"Network": "10.6.0.0/16", "SubnetLen": 24}
 VXLAN = parse_network_config(dict(NETWORK, Backend={"Type": "vxlan", "VNI": 7}))

@@ -9,8 +9,8 @@ import signal
 import pytest
 from netaddr import IPNetwork
 
-from cluster import TUTORIAL_CONFIG, Cluster, wait_for
-from netns import Pinger, ping
+from support.cluster import TUTORIAL_CONFIG, Cluster, wait_for
+from support.netns import Pinger, ping
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink import deterministic_vtep_mac

@@ -12,8 +12,8 @@ import time
 import pytest
 from netaddr import IPNetwork
 
-from cluster import ROOT, Cluster, wait_for
-from netns import Pinger
+from support.cluster import ROOT, Cluster, wait_for
+from support.netns import Pinger
 
 OUTAGE = int(os.environ.get("NETLAB_OUTAGE_SECONDS", "10"))
 MANY_AGENTS = int(os.environ.get("NETLAB_MANY_AGENTS", "30"))

@@ -10,8 +10,8 @@ import time
 import pytest
 from netaddr import IPNetwork
 
-from cluster import Cluster, upstream_absent_reason, wait_for
-from netns import Pinger, ping
+from support.cluster import Cluster, upstream_absent_reason, wait_for
+from support.netns import Pinger, ping
 
 UDP_CONFIG = '{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0"}'
 

@@ -94,7 +94,7 @@ def test_container_pings_container_across_vxlan(lab, nodes):
 
 
 def lab_ping(ns, address):
-    from netns import ping
+    from support.netns import ping
     return ping(ns, address, count=2, timeout=1.5)[:1]
 
 
@@ -241,7 +241,6 @@ def test_device_set_down_is_brought_up_by_sync(nodes):
 INSIDE_NAMESPACE = r"""
 import subprocess
 import sys
-sys.path.insert(0, sys.argv[1])
 from pyroute2.ethtool import Ethtool
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import netlink
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import VxlanBackend
@@ -253,7 +252,7 @@ def features():
                     for name in ("tx-checksum-ip-generic", "tx-tcp-segmentation"))
 
 config = parse_network_config({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan", "VNI": 1}})
-backend = VxlanBackend(config, netlink.select_interface(), sys.argv[2], offload=sys.argv[3])  # own IPRoute
+backend = VxlanBackend(config, netlink.select_interface(), sys.argv[1], offload=sys.argv[2])  # own IPRoute
 setup_changes = backend.setup()["changes"]
 backend.configure_lease("10.5.1.0/24")
 print("setup", [c for c in setup_changes if "checksum" in c], features())
@@ -266,12 +265,17 @@ print("sync", [c for c in backend.sync({}) if "checksum" in c], features())
 """
 
 
-def _offload_run(host, choice):
+def in_namespace_python(host, script, *args):
+    """Run a python script inside the host's namespace, with the checkout importable as netlab.flannel."""
     import os
     import sys
     collections = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
                                ".collections")
-    return host.run([sys.executable, "-c", INSIDE_NAMESPACE, collections, host.address, choice]).stdout
+    return host.run(["env", "PYTHONPATH=" + collections, sys.executable, "-c", script] + list(args))
+
+
+def _offload_run(host, choice):
+    return in_namespace_python(host, INSIDE_NAMESPACE, host.address, choice).stdout
 
 
 @pytest.mark.parametrize("choice,state", [("off", "off"), ("on", "on"), ("auto", "on")])
@@ -327,14 +331,13 @@ def test_leases_that_would_steer_traffic_elsewhere_program_nothing(nodes, by_eve
 ADDRESS_ADDED_AFTER_SYNC = r"""
 import subprocess
 import sys
-sys.path.insert(0, sys.argv[1])
 from netaddr import IPNetwork
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import netlink
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import VxlanBackend
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import Lease, LeaseAttrs
 config = parse_network_config({"Network": "10.5.0.0/16", "Backend": {"Type": "vxlan", "VNI": 1}})
-backend = VxlanBackend(config, netlink.select_interface(), sys.argv[2])  # its own IPRoute: listens
+backend = VxlanBackend(config, netlink.select_interface(), sys.argv[1])  # its own IPRoute: listens
 backend.setup()
 backend.configure_lease("10.5.1.0/24")
 backend.sync({})
@@ -348,12 +351,8 @@ print("after", backend.add_peer(Lease(IPNetwork("10.5.8.0/24"), LeaseAttrs("172.
 def test_address_added_after_the_last_sync_is_seen_by_the_next_event(three_hosts, caplog):
     """add_peer() re-reads the host's addresses only when the kernel announced a change: an
     address added after the last sync still keeps a lease over it out of the kernel."""
-    import os
-    import sys
     host = three_hosts[0]
-    collections = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                               ".collections")
-    result = host.run([sys.executable, "-c", ADDRESS_ADDED_AFTER_SYNC, collections, host.address])
+    result = in_namespace_python(host, ADDRESS_ADDED_AFTER_SYNC, host.address)
     lines = result.stdout.splitlines()
     assert lines[0].startswith("before ['added neighbour 10.5.2.0 lladdr 02:00:00:00:09:09'")
     assert lines[1] == "after []"

@@ -18,16 +18,15 @@ import sys
 import tempfile
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "agent"))
-sys.path.insert(0, os.path.join(HERE, "..", "..", ".collections"))  # the checkout as netlab.flannel
-from cluster import AGENT_KINDS, Cluster, build_agent, upstream_absent_reason  # noqa: E402
-from netns import Lab  # noqa: E402
-from pyroute2 import netns as pyroute2_netns  # noqa: E402
-from pyroute2.netlink.rtnl.rtmsg import rtmsg  # noqa: E402
+# First: puts .collections and tests/ on sys.path, as pytest.ini does for the tests.
+import benchpath  # noqa: F401  pylint: disable=unused-import
+from netaddr import IPNetwork
+from pyroute2 import netns as pyroute2_netns
+from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs  # noqa: E402
-from netaddr import IPNetwork  # noqa: E402
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs
+from support.cluster import AGENT_KINDS, Cluster, build_agent, upstream_absent_reason
+from support.netns import Lab
 
 RTMGRP_IPV4_ROUTE = 0x40
 RTM_NEWROUTE = 24

@@ -17,10 +17,9 @@ import os
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.dirname(HERE))
-from etcdserver import EtcdServer  # noqa: E402
+# First: puts .collections and tests/ on sys.path, as pytest.ini does for the tests.
+import benchpath
+from support.etcdserver import EtcdServer
 
 # Run in a child process: import the client, then time requests. Prints one JSON line.
 CHILD = r'''
@@ -28,7 +27,7 @@ import json, sys, time
 def rss():
     with open("/proc/self/status") as handle:
         return int([line for line in handle if line.startswith("VmRSS:")][0].split()[1])
-kind, endpoint, count, collections = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+kind, endpoint, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 before = rss()
 if kind == "urllib3":  # the only library our client needs; requests made by hand
     import base64, urllib3
@@ -38,7 +37,6 @@ if kind == "urllib3":  # the only library our client needs; requests made by han
     get = lambda: http.request("POST", endpoint + "/v3/kv/range", body=json.dumps({"key": key})).data
     put = lambda: http.request("POST", endpoint + "/v3/kv/put", body=json.dumps({"key": key, "value": value})).data
 elif kind == "ours":
-    sys.path.insert(0, collections)
     from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import make_registry
     client = make_registry("v3", endpoints=endpoint)
     get = lambda: client._range("/bench/key")
@@ -66,8 +64,9 @@ print(json.dumps({"import_kib": imported - before, "rss_kib": rss(), "timings": 
 
 
 def measure(python, kind, endpoint, count):
-    # A bare interpreter's RSS, for the baseline of the same python.
-    output = subprocess.run([python, "-c", CHILD, kind, endpoint, str(count), os.path.join(ROOT, ".collections")],
+    # A bare interpreter's RSS, for the baseline of the same python; PYTHONPATH: the checkout as netlab.flannel.
+    environment = dict(os.environ, PYTHONPATH=os.path.join(benchpath.ROOT, ".collections"))
+    output = subprocess.run([python, "-c", CHILD, kind, endpoint, str(count)], env=environment,
                             stdout=subprocess.PIPE, check=True, universal_newlines=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 

@@ -12,20 +12,17 @@ Prints figures; asserts nothing. Two parts:
 import argparse
 import os
 import subprocess
-import sys
 import time
 import urllib.request
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, ".."))  # etcdserver, which cluster uses
-sys.path.insert(0, os.path.join(HERE, "..", "agent"))
-sys.path.insert(0, os.path.join(HERE, "..", "..", ".collections"))  # the checkout as netlab.flannel
-from cluster import HEALTHZ_PORT, Cluster, build_agent, wait_for  # noqa: E402
-from netns import Lab  # noqa: E402
+# First: puts .collections and tests/ on sys.path, as pytest.ini does for the tests.
+import benchpath
+from netaddr import IPNetwork
 
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs  # noqa: E402
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.slim import STEPS, STEPS_VARIABLE  # noqa: E402
-from netaddr import IPNetwork  # noqa: E402
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.slim import STEPS, STEPS_VARIABLE
+from support.cluster import HEALTHZ_PORT, Cluster, build_agent, wait_for
+from support.netns import Lab
 
 IMPORT_STEPS = [
     ("the zipapp on sys.path", "import sys; sys.path.insert(0, ZIPAPP)"),
@@ -113,7 +110,7 @@ def main():
     parser.add_argument("--settle", type=float, default=3.0, help="seconds to wait before reading VmRSS")
     parser.add_argument("--no-slim", action="store_true", help="import steps without flannel.slim")
     args = parser.parse_args()
-    workdir = os.path.join(HERE, "..", "..", "build", "bench")
+    workdir = os.path.join(benchpath.ROOT, "build", "bench")
     os.makedirs(workdir, exist_ok=True)
     zipapp = build_agent(workdir)
     print("interpreter: %s (%s)" % (args.python, subprocess.check_output([args.python, "--version"],

@@ -1,18 +1,12 @@
 """Fixtures: registry and raw clients on the test etcd, for each etcd API (v2, and v3 on an etcd
 with v2 off); a PKI made with openssl and a TLS etcd on loopback (see tlsetcd.py)."""
 
-import os
-import sys
-
 import etcd
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from tlsetcd import Pki, TlsEtcdServer  # noqa: E402  (needs the path above)
-
-from etcdserver import RawV3Client  # noqa: E402
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import make_registry  # noqa: E402
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import make_registry
+from support.etcdserver import RawV3Client
+from support.tlsetcd import Pki, TlsEtcdServer
 
 
 @pytest.fixture(params=["v2", "v3"])

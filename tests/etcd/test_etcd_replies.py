@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from misbehaving_etcd import WRONG_SHAPES, MisbehavingEtcd
+from support.misbehaving_etcd import WRONG_SHAPES, MisbehavingEtcd
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import etcd_http
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.etcd_http import Stopping
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (

@@ -11,7 +11,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease impor
     LeaseAttrs, OutOfSubnets, acquire_lease)
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
     RegistryAuthError, RegistryError, UnreadableKeyRemoved, make_registry)
-from etcdserver import EtcdServer, v2_admin_call, v3_call
+from support.etcdserver import EtcdServer, v2_admin_call, v3_call
 
 PREFIX = "/coreos.com/network"
 CONFIG = parse_network_config({"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0",

@@ -290,7 +290,7 @@ def test_v3_credentials_work_whether_etcd_auth_is_off_or_turned_on_later():
     """Off, etcd refuses the login ("authentication is not enabled") and serves without a token, as
     etcd's own client assumes; turned on later, the registry logs in at its next request; a wrong
     password is an auth error naming the flags to check."""
-    from etcdserver import EtcdServer, v3_call
+    from support.etcdserver import EtcdServer, v3_call
 
     server = EtcdServer(enable_v2=False).start()  # its own: auth stays on once enabled
     try:

@@ -26,8 +26,8 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry im
     RegistryError, RegistryUnavailable, make_registry)
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry.v2 import EtcdRegistry
 
-from etcdserver import _b64, v3_call  # tests/etcdserver.py
-from tlsetcd import Pki, client_opener, environment  # tests/etcd/tlsetcd.py (on the path via conftest.py)
+from support.etcdserver import _b64, v3_call
+from support.tlsetcd import Pki, client_opener, environment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CONFIG_TEXT = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0",'
@@ -140,8 +140,8 @@ def tls_cluster(pki, tmp_path_factory, request):
     """tests/agent's Cluster (etcd in a LAN namespace, agents on hosts) with etcd on https."""
     if os.geteuid() != 0:
         pytest.skip("network namespace tests need root")
-    from cluster import Cluster, build_agent
-    from netns import Lab
+    from support.cluster import Cluster, build_agent
+    from support.netns import Lab
 
     class TlsCluster(Cluster):
         def __init__(self, lab, agent_path, name):
@@ -191,7 +191,7 @@ def test_agent_without_client_certificate_is_refused_and_says_so(tls_cluster):
     host = tls_cluster.lab.add_host()
     agent = tls_cluster.agent(host, "-etcd-cafile=" + tls_cluster.client_flags()[0].split("=", 1)[1],
                               "-etcd-username=flannel", "-etcd-password=" + PASSWORD)
-    from cluster import wait_for
+    from support.cluster import wait_for
     wait_for(lambda: tls_cluster.endpoint in agent.log, timeout=20, what="the agent to report etcd refusing it")
     status, body = agent.healthz()
     assert status in (None, 503), body

@@ -1,13 +1,8 @@
-"""Integration fixtures: the shared two-node lab (see labtools.py)."""
-
-import os
-import sys
+"""Integration fixtures: the shared two-node lab (see tests/support/labtools.py)."""
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from labtools import ensure_lab, lab_lock, run  # noqa: E402  (needs the path above)
+from support.labtools import ensure_lab, lab_lock, run
 
 
 @pytest.fixture(scope="session")

@@ -125,7 +125,7 @@ import urllib.request
 import etcd
 import pytest
 
-from labtools import PLAYBOOKS, ROOT, ansible_playbook, ensure_lab, lab_inventories, lab_snapshot
+from support.labtools import PLAYBOOKS, ROOT, ansible_playbook, ensure_lab, lab_inventories, lab_snapshot
 
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
 ROLE = os.path.join(PLAYBOOKS, "role.yml")

@@ -7,7 +7,7 @@ is not running the stored config; site.yml brings the lab back to the inventory'
 import json
 import os
 
-from labtools import NODES, PLAYBOOKS, ROOT, ansible_playbook, docker_exec, ensure_lab, lab_inventories, lab_snapshot
+from support.labtools import NODES, PLAYBOOKS, ROOT, ansible_playbook, docker_exec, ensure_lab, lab_inventories, lab_snapshot
 from test_upstream_agent import changed_counts, run_ok, subnets
 
 SITE = os.path.join(ROOT, "playbooks", "site.yml")

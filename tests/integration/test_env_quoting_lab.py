@@ -16,7 +16,7 @@ import os
 import shlex
 
 from ansible_collections.netlab.flannel.plugins.filter.systemd_env_value import systemd_env_value
-from labtools import PLAYBOOKS, ansible_playbook, docker_exec, ensure_lab, lab_inventories, lab_snapshot
+from support.labtools import PLAYBOOKS, ansible_playbook, docker_exec, ensure_lab, lab_inventories, lab_snapshot
 
 ROLE = os.path.join(PLAYBOOKS, "role.yml")
 NODE = "docker-node1"

@@ -12,7 +12,7 @@ import re
 import subprocess
 import time
 
-from labtools import BIN, ROOT, ansible_playbook, docker_exec, ensure_lab, run
+from support.labtools import BIN, ROOT, ansible_playbook, docker_exec, ensure_lab, run
 
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
 VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")

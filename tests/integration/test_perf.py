@@ -17,7 +17,7 @@ import re
 
 import pytest
 
-from labtools import ROOT, ansible_playbook, ensure_lab, lab_inventories, lab_snapshot
+from support.labtools import ROOT, ansible_playbook, ensure_lab, lab_inventories, lab_snapshot
 
 PERF = os.path.join(ROOT, "playbooks", "perf.yml")
 SITE = os.path.join(ROOT, "playbooks", "site.yml")

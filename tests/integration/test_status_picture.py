@@ -8,7 +8,7 @@ import os
 import re
 import time
 
-from labtools import NODES, ROOT, ansible_playbook, docker_exec, ensure_lab, lab_inventories
+from support.labtools import NODES, ROOT, ansible_playbook, docker_exec, ensure_lab, lab_inventories
 
 PICTURE = os.path.join(ROOT, "build", "overlay")
 TABLE_ROW = re.compile(r'"(docker-node[12]) +(10\.\d+\.\d+\.0/\d+) +([0-9a-f:]{17}) +([0-9.]+) h +(\d+) +(\d+) +test')

@@ -13,8 +13,8 @@ import re
 
 import pytest
 
-from labtools import (NODES, PLAYBOOKS, ROOT, UPSTREAM_FLANNELD, ansible_playbook, docker_exec, ensure_lab,
-                      lab_inventories, lab_snapshot)
+from support.labtools import (NODES, PLAYBOOKS, ROOT, UPSTREAM_FLANNELD, ansible_playbook, docker_exec, ensure_lab,
+                              lab_inventories, lab_snapshot)
 
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
 VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")

@@ -75,10 +75,9 @@ def test_peer_without_a_usable_vtep_mac_expects_nothing():
 
 RUNNER = """
 import json, sys
-sys.path.insert(0, sys.argv[1])
 from ansible.module_utils.testing import patch_module_args
 from ansible_collections.netlab.flannel.plugins.modules import overlay_info
-with patch_module_args(json.loads(sys.argv[2])):
+with patch_module_args(json.loads(sys.argv[1])):
     overlay_info.main()
 """
 
@@ -101,8 +100,9 @@ def netns():
 
 
 def run_in(netns, args):
-    process = subprocess.run(["ip", "netns", "exec", netns, sys.executable, "-c", RUNNER,
-                              os.path.join(ROOT, ".collections"), json.dumps(args)],
+    # PYTHONPATH: the checkout as the collection netlab.flannel, in the child as in this process.
+    process = subprocess.run(["ip", "netns", "exec", netns, "env", "PYTHONPATH=" + os.path.join(ROOT, ".collections"),
+                              sys.executable, "-c", RUNNER, json.dumps(args)],
                              capture_output=True, text=True, check=False)
     assert process.stdout, process.stderr
     return json.loads(process.stdout)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from etcdserver import RawV3Client, v3_call, _b64
+from support.etcdserver import RawV3Client, v3_call, _b64
 from test_leases import PREFIX, lease_value, put, seed
 
 

@@ -2,7 +2,7 @@
 
 The certificates are made the way the etcd role makes them on the controller (EC P-256, one CA,
 certificates with serverAuth+clientAuth and IP SANs, a client-only certificate for the agents).
-The servers reuse tests/etcdserver.py's EtcdServer and tests/agent/cluster.py's Cluster: TLS
+The servers reuse etcdserver.py's EtcdServer and cluster.py's Cluster: TLS
 reaches etcd through its ETCD_* environment variables, and the readiness probes present the
 client certificate through urllib's global opener while the server starts.
 """
@@ -11,18 +11,11 @@ import contextlib
 import os
 import ssl
 import subprocess
-import sys
 import urllib.request
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(TESTS, "agent"))
-sys.path.insert(0, TESTS)
-
-
-from etcdserver import EtcdServer  # noqa: E402  (tests/ is on sys.path)
+from .etcdserver import EtcdServer
 
 
 class Pki:

@@ -17,10 +17,9 @@ from pyroute2 import netns as pyroute2_netns
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink import overlay_state
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import make_registry
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # tests/, when run as a script
-from etcdserver import RawV3Client  # noqa: E402
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.subnet_env import read_subnet_env
+
+from .etcdserver import RawV3Client
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TUTORIAL_CONFIG = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", '

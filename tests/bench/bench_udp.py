@@ -1,6 +1,6 @@
 """Container -> container throughput and latency over the udp backend, ours against upstream's.
 
-Run as root: python tests/agent/bench_udp.py [seconds] [runs]. For each agent kind (ours: the
+Run as root: python tests/bench/bench_udp.py [seconds] [runs]. For each agent kind (ours: the
 built zipapp; upstream: flanneld v0.10.0 with its C proxy, skipped with a message when absent)
 it starts two namespace hosts with a real etcd, a container behind each, then prints:
 iperf3 TCP one stream (Gbit/s, each run), ICMP echo RTT p50/p99 (idle and under load) and the
@@ -16,12 +16,10 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path[:0] = [HERE, os.path.join(ROOT, ".collections")]
-
-from cluster import Cluster, build_agent, upstream_absent_reason, wait_for  # noqa: E402
-from netns import Lab, ping, run_in  # noqa: E402
+# First: puts .collections and tests/ on sys.path, as pytest.ini does for the tests.
+import benchpath  # noqa: F401  pylint: disable=unused-import
+from support.cluster import Cluster, build_agent, upstream_absent_reason, wait_for
+from support.netns import Lab, ping, run_in
 
 CONFIG = '{"Network": "10.0.0.0/8", "SubnetLen": 20, "Backend": {"Type": "udp"}}'
 

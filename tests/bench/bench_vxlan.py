@@ -1,6 +1,6 @@
 """Measure VxlanBackend per-peer programming time inside a throw-away namespace.
 
-Run as root: python tests/agent/bench_vxlan.py [peers]. Prints p50/p95 of add_peer() for new
+Run as root: python tests/bench/bench_vxlan.py [peers]. Prints p50/p95 of add_peer() for new
 peers and the time of full syncs (from empty, unchanged, one peer changed) for `peers` peers.
 The backend runs with a plain IPRoute inside the namespace (`ip netns exec`), as the agent does.
 """
@@ -11,11 +11,9 @@ import subprocess
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path[:0] = [HERE, os.path.join(ROOT, ".collections")]
-
-from netns import Lab  # noqa: E402
+# First: puts .collections and tests/ on sys.path, as pytest.ini does for the tests.
+import benchpath  # noqa: F401  pylint: disable=unused-import
+from support.netns import Lab
 
 
 def measure(peers):
