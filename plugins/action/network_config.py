@@ -46,7 +46,7 @@ def check_config_bounds(config, name):
     validation (which deep-copies it), else None."""
     if missing_libraries(["netaddr"]):
         return None  # validate_config reports it
-    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import ConfigError, check_bounds
+    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config_json import ConfigError, check_bounds
 
     try:
         check_bounds(config)

@@ -7,10 +7,12 @@ Port ranges, unsupported backend types, wrong JSON types.
 Every error names the offending key and the rule, so callers can report it as is.
 """
 
-import difflib
 import hashlib
 import json
 import re
+
+# ConfigError is this module's API too (the modules and the action plugin catch it).
+from .config_json import ConfigError, KeyReader, decode, shown
 
 try:
     from netaddr import AddrFormatError, IPAddress, IPNetwork
@@ -23,12 +25,6 @@ VXLAN_DEFAULT_PORT = 8472
 UDP_DEFAULT_PORT = 8285
 VNI_MAX = 2 ** 24 - 1
 
-# A network config is a few hundred bytes, two levels deep (the config and its Backend); the
-# bounds leave room for configs written by other tools and stop a huge or deeply nested value
-# before it costs memory or recursion.
-MAX_CONFIG_BYTES = 64 * 1024
-MAX_DEPTH = 8
-
 CONFIG_KEYS = ("Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend")
 BACKEND_KEYS = {"vxlan": ("Type", "VNI", "Port", "GBP", "DirectRouting", "MTU"), "host-gw": ("Type",),
                 "udp": ("Type", "Port")}
@@ -40,21 +36,6 @@ NOT_UNICAST = (("0.0.0.0/8", "'this network'"), ("127.0.0.0/8", "loopback"), ("1
 _DOTTED_QUAD = r"(?:0|[1-9][0-9]{0,2})(?:\.(?:0|[1-9][0-9]{0,2})){3}"
 _CIDR = re.compile(r"%s/(?:0|[1-9][0-9]?)\Z" % _DOTTED_QUAD)
 _ADDRESS = re.compile(r"%s\Z" % _DOTTED_QUAD)
-_MAX_WARNINGS = 10
-
-
-class ConfigError(ValueError):
-    """An invalid network config; `key` names the offending key, `rule` the rule it broke."""
-
-    def __init__(self, key, rule):
-        super().__init__("%s: %s" % (key, rule))
-        self.key = key
-        self.rule = rule
-
-    def under(self, name):
-        """The message for a config held in variable `name`: '<name>.<key>: <rule>' ('<name>: ...'
-        when the whole document is at fault)."""
-        return "%s: %s" % (name if self.key == "config" else "%s.%s" % (name, self.key), self.rule)
 
 
 class BackendConfig:
@@ -134,202 +115,24 @@ class NetworkConfig:
         return "NetworkConfig(%s)" % json.dumps(self.as_dict(), sort_keys=True)
 
 
-def _kind(value):
-    """How a value reads in JSON/YAML terms (never an internal Python class name)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return "a value that is not JSON data"
-
-
-def _shown(value, limit=60):
-    """A value as JSON text, quoted so that an empty or blank string is visible; cut when long."""
-    try:
-        text = json.dumps(value)
-    except (TypeError, ValueError):  # not JSON data, or an integer too long to print
-        text = _kind(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _key_name(key):
-    """A key as written when it reads plainly, else quoted (an empty or odd key stays visible)."""
-    return key if re.match(r"[A-Za-z0-9_-]{1,40}\Z", key) else _shown(key, limit=40)
-
-
-def _text_depth(text, limit):
-    """How deep objects and arrays nest in JSON text, counted up to limit + 1 without decoding it."""
-    depth = deepest = 0
-    for token in re.finditer(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', text):
-        bracket = token.group()
-        if bracket in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-            if deepest > limit:
-                break
-        elif bracket in "]}":
-            depth -= 1
-    return deepest
-
-
-def _data_depth(data, limit):
-    """How deep dicts and lists nest in decoded data, counted up to limit + 1 (no recursion, so a
-    self-referencing structure ends too)."""
-    deepest = 0
-    pending = [(data, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if isinstance(value, dict):
-            children = value.values()
-        elif isinstance(value, (list, tuple)):
-            children = value
-        else:
-            continue
-        deepest = max(deepest, depth)
-        if deepest > limit:
-            break
-        pending.extend((child, depth + 1) for child in children)
-    return deepest
-
-
-def _too_deep():
-    return ConfigError("config", "nests objects and lists more than %d levels deep (a network config "
-                                 "needs 2: the config and its Backend)" % MAX_DEPTH)
-
-
-def _too_big(size):
-    return ConfigError("config", "is %d bytes of JSON, above the limit of %d bytes (a network config "
-                                 "is a few hundred)" % (size, MAX_CONFIG_BYTES))
-
-
-class _JSONObject(dict):
-    """A decoded JSON object that remembers the keys given more than once (json keeps the last)."""
-
-    repeated = ()
-
-
-def _object_from_pairs(pairs):
-    decoded = _JSONObject(pairs)
-    if len(decoded) < len(pairs):
-        seen = set()
-        decoded.repeated = [key for key, dummy in pairs if key in seen or seen.add(key)]
-    return decoded
-
-
-def check_bounds(data):
-    """Refuse a config (JSON text or decoded data) too big or too deeply nested to handle, before
-    anything walks it recursively (json, copy.deepcopy, templating)."""
-    if isinstance(data, bytes):
-        data = data.decode("utf-8", "replace")
-    if isinstance(data, str):
-        if len(data) > MAX_CONFIG_BYTES:  # characters: a cheap lower bound of the byte count
-            raise _too_big(len(data.encode("utf-8", "surrogatepass")))
-        size = len(data.encode("utf-8", "surrogatepass"))
-        if size > MAX_CONFIG_BYTES:
-            raise _too_big(size)
-        if _text_depth(data, MAX_DEPTH) > MAX_DEPTH:
-            raise _too_deep()
-        return
-    if _data_depth(data, MAX_DEPTH) > MAX_DEPTH:
-        raise _too_deep()
-    try:
-        size = len(json.dumps(data, separators=(",", ":")).encode("utf-8", "surrogatepass"))
-    except (TypeError, ValueError):
-        raise ConfigError("config", "must be JSON data (objects, lists, strings, numbers, booleans, null)")
-    if size > MAX_CONFIG_BYTES:
-        raise _too_big(size)
-
-
-def _decode(data):
-    """The config as decoded JSON data, its size and depth checked first."""
-    check_bounds(data)
-    if isinstance(data, bytes):
-        data = data.decode("utf-8", "replace")
-    if isinstance(data, str):
-        try:
-            return json.loads(data, object_pairs_hook=_object_from_pairs)
-        except ValueError as err:
-            if not data.lstrip().startswith("{"):  # such as a bare CIDR given for the whole config
-                raise ConfigError("config", "must be a JSON object (a dictionary) or JSON text of one, got the "
-                                            "text %s" % _shown(data))
-            raise ConfigError("config", "is not valid JSON: %s" % err)
-    return data
-
-
-class _Reader:
-    """Folds an object's keys as Go's encoding/json matches them (case-insensitively) and deals
-    with keys flannel does not know: refused (strict) or noted in `warnings` and ignored."""
-
-    def __init__(self, strict):
-        self.strict = strict
-        self.warnings = []
-        self.ignored = 0
-
-    def note(self, key, rule):
-        if self.strict:
-            raise ConfigError(key, rule)
-        self.ignored += 1
-        if len(self.warnings) < _MAX_WARNINGS:
-            self.warnings.append("%s: %s, ignored" % (key, rule))
-
-    def fields(self, data, where, known):
-        """{lower-case key: value} of the known keys of the object `data` found at `where`."""
-        if not isinstance(data, dict):
-            if where == "config":
-                raise ConfigError("config", "must be a JSON object (a dictionary) or JSON text of one, got %s"
-                                  % _kind(data))
-            raise ConfigError(where, "must be a JSON object, got %s" % _kind(data))
-        prefix = "" if where == "config" else where + "."
-        spelled = dict((name.lower(), name) for name in known)
-        fields, given = {}, {}
-        for key in getattr(data, "repeated", ()):
-            self.note(prefix + _key_name(key), "given more than once (the last one counts)")
-        for key, value in data.items():
-            key = _key_name(str(key))
-            folded = key.lower()
-            if folded not in spelled:
-                close = difflib.get_close_matches(folded, spelled, n=1, cutoff=0.6)
-                hint = 'did you mean "%s"? ' % spelled[close[0]] if close else ""
-                self.note(prefix + key, "unknown key (%sknown keys: %s)" % (hint, ", ".join(known)))
-                continue
-            if folded in given:
-                self.note(prefix + key, "given twice, as %s and %s: keys are case-insensitive (the last one "
-                                        "counts)" % (given[folded], key))
-            given[folded] = key
-            fields[folded] = value
-        return fields
-
-    def summary(self):
-        extra = self.ignored - len(self.warnings)
-        return self.warnings + (["and %d more such keys, ignored" % extra] if extra > 0 else [])
-
-
 def _integer(value, key):
     # bool is an int subclass in Python, but JSON true is not a number.
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, "must be an integer, got %s" % _shown(value))
+        raise ConfigError(key, "must be an integer, got %s" % shown(value))
     return value
 
 
 def _boolean(value, key):
     if not isinstance(value, bool):
-        raise ConfigError(key, "must be true or false, got %s" % _shown(value))
+        raise ConfigError(key, "must be true or false, got %s" % shown(value))
     return value
 
 
 def _text(value, key, example):
     if not isinstance(value, str):
-        raise ConfigError(key, "must be %s, got %s" % (example, _shown(value)))
+        raise ConfigError(key, "must be %s, got %s" % (example, shown(value)))
     if value != value.strip():
-        raise ConfigError(key, "must not have surrounding whitespace, got %s" % _shown(value))
+        raise ConfigError(key, "must not have surrounding whitespace, got %s" % shown(value))
     return value
 
 
@@ -341,7 +144,7 @@ def _network(value):
             raise ValueError(text)
         network = IPNetwork(text, flags=0)
     except (AddrFormatError, ValueError, TypeError):
-        raise ConfigError("Network", "must be %s, got %s" % (example, _shown(value)))
+        raise ConfigError("Network", "must be %s, got %s" % (example, shown(value)))
     if network.ip != network.network:
         raise ConfigError("Network", "%s has host bits set: must be a network address, such as %s"
                           % (text, network.cidr))
@@ -363,7 +166,7 @@ def _ipv4_address(value, key):
             raise ValueError(text)
         return IPAddress(text, flags=0)
     except (AddrFormatError, ValueError, TypeError):
-        raise ConfigError(key, "must be an IPv4 address, got %s" % _shown(value))
+        raise ConfigError(key, "must be an IPv4 address, got %s" % shown(value))
 
 
 def _subnet_len(fields, network):
@@ -394,11 +197,11 @@ def _backend(value, reader):
     fields = reader.fields(value, "Backend", ALL_BACKEND_KEYS) if value is not None else {}
     type_name = fields.get("type", "udp")  # flanneld's default when Backend or Type is absent
     if not isinstance(type_name, str):
-        raise ConfigError("Backend.Type", "must be a string, got %s" % _shown(type_name))
+        raise ConfigError("Backend.Type", "must be a string, got %s" % shown(type_name))
     type_name = type_name.lower()
     if type_name not in SUPPORTED_BACKENDS:
         raise ConfigError("Backend.Type", "unknown backend type: %s; use one of: %s"
-                          % (_shown(type_name), ", ".join(SUPPORTED_BACKENDS)))
+                          % (shown(type_name), ", ".join(SUPPORTED_BACKENDS)))
     known = BACKEND_KEYS[type_name]
     spelled = dict((name.lower(), name) for name in ALL_BACKEND_KEYS)
     for folded in [name for name in fields if spelled[name] not in known]:
@@ -438,8 +241,8 @@ def parse_network_config(data, strict=True):
     the rule. strict=False is the agent's mode, for configs written by other tools: unknown keys
     (and keys given twice) are ignored and listed in the result's `warnings` instead of refused.
     """
-    reader = _Reader(strict)
-    fields = reader.fields(_decode(data), "config", CONFIG_KEYS)
+    reader = KeyReader(strict)
+    fields = reader.fields(decode(data), "config", CONFIG_KEYS)
     if fields.get("network") in (None, ""):
         ignored = "; ignored keys: %s" % "; ".join(reader.summary()) if reader.ignored else ""
         raise ConfigError("Network", "is required: please define a correct Network parameter "

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import (
-    MAX_CONFIG_BYTES, MAX_DEPTH, ConfigError, check_host_addresses, check_underlay_addresses, parse_network_config)
+    ConfigError, check_host_addresses, check_underlay_addresses, parse_network_config)
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config_json import MAX_CONFIG_BYTES, MAX_DEPTH
 
 TUTORIAL = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", '
             '"SubnetMax": "10.99.0.0", "Backend": {"Type": "vxlan", "VNI": 100, "Port": 8472}}')

@@ -7,7 +7,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from netaddr import IPNetwork
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import (
-    MAX_DEPTH, NOT_UNICAST, ConfigError, check_host_addresses, parse_network_config)
+    NOT_UNICAST, ConfigError, check_host_addresses, parse_network_config)
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config_json import MAX_DEPTH
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
