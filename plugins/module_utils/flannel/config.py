@@ -7,10 +7,12 @@ Port ranges, unsupported backend types, wrong JSON types.
 Every error names the offending key and the rule, so callers can report it as is.
 """
 
+import collections
 import hashlib
 import json
 import re
 
+from .backends import BACKENDS
 # ConfigError is this module's API too (the modules and the action plugin catch it).
 from .config_json import ConfigError, KeyReader, decode, shown
 
@@ -20,15 +22,14 @@ except ImportError:  # reported by the caller through missing_libraries()
     AddrFormatError = ValueError
     IPAddress = IPNetwork = None
 
-SUPPORTED_BACKENDS = ("vxlan", "host-gw", "udp")
+SUPPORTED_BACKENDS = tuple(BACKENDS)
 VXLAN_DEFAULT_PORT = 8472
 UDP_DEFAULT_PORT = 8285
 VNI_MAX = 2 ** 24 - 1
 
 CONFIG_KEYS = ("Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend")
-BACKEND_KEYS = {"vxlan": ("Type", "VNI", "Port", "GBP", "DirectRouting", "MTU"), "host-gw": ("Type",),
-                "udp": ("Type", "Port")}
-ALL_BACKEND_KEYS = ("Type", "VNI", "Port", "GBP", "DirectRouting", "MTU")
+BACKEND_KEYS = dict((name, entry.config_keys) for name, entry in BACKENDS.items())
+ALL_BACKEND_KEYS = tuple(collections.OrderedDict.fromkeys(key for keys in BACKEND_KEYS.values() for key in keys))
 
 # IPv4 space that is not unicast host space: an overlay there would break the hosts.
 NOT_UNICAST = (("0.0.0.0/8", "'this network'"), ("127.0.0.0/8", "loopback"), ("169.254.0.0/16", "link-local"),

@@ -25,6 +25,7 @@ import time
 
 from . import metrics, missing_libraries
 from .bad_leases import BadLeases
+from .changes import SUBNET_ENV, Change
 from .config_switching import ConfigFollower, InForce
 from .etcd_http import Stopping
 from .health import Health
@@ -231,8 +232,8 @@ class Agent:
         metrics.repaired(repairs)
         if self.keeper.write_subnet_env():
             LOG.warning("reconcile repaired: rewrote %s", self.keeper.subnet_file)
-            metrics.repaired([self.keeper.subnet_file], "subnet_env")
-        metrics.repaired(self.keeper.ensure_masquerade(), "masquerade")
+            metrics.repaired([Change(SUBNET_ENV, "rewrote", self.keeper.subnet_file)])
+        metrics.repaired(self.keeper.ensure_masquerade())
         self.reconcile_at = self.clock() + self.reconcile_interval
         duplicate = self.keeper.claim_public_ip()  # last: the data plane is repaired even without etcd
         if duplicate:

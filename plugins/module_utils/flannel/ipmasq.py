@@ -13,6 +13,8 @@ in order, as flanneld does: the order of the masquerade rules matters.
 
 import subprocess
 
+from .changes import MASQUERADE, Change
+
 MASQ_COMMENT = "flanneld masq"
 MULTICAST = "224.0.0.0/4"
 
@@ -67,7 +69,7 @@ def _change(prefix, iptables, table, action, chain, rule):
     if result.returncode != 0:
         raise IptablesError("iptables -t %s %s %s %s: %s"
                             % (table, action, chain, " ".join(rule), result.stderr.strip()))
-    return "%s -t %s %s %s" % ("added" if action == "-A" else "deleted", table, chain, _quoted(rule))
+    return Change(MASQUERADE, "added" if action == "-A" else "deleted", "-t %s %s %s" % (table, chain, _quoted(rule)))
 
 
 def _ensure(prefix, iptables, table, chain, rules):

@@ -12,7 +12,12 @@ Ansible modules share the registry code and need neither.
 import functools
 import time
 
-REPAIR_KINDS = ("route", "neighbour", "fdb", "subnet_env", "masquerade", "device")
+from .changes import ADDRESS, DEVICE, FDB, MASQUERADE, NEIGHBOUR, ROUTE, SUBNET_ENV, WORKER
+
+REPAIR_KINDS = (ROUTE, NEIGHBOUR, FDB, SUBNET_ENV, MASQUERADE, DEVICE)
+# The repair counter's kind for a Change's kind that has no series of its own: a device's
+# addresses and the udp backend's workers are parts of the device.
+REPAIR_KIND_OF = {ADDRESS: DEVICE, WORKER: DEVICE}
 EVENT_OUTCOMES = ("handled", "skipped")
 ETCD_OPERATIONS = ("get_config", "put_config", "list_leases", "get_lease", "create_lease", "update_lease",
                    "delete_lease", "claim_public_ip", "watch_leases")
@@ -44,7 +49,7 @@ class _AgentCollector:
             yield InfoMetricFamily("flannel_config", "The network config in force", value={
                 "network": str(config.network), "subnet_len": str(config.subnet_len),
                 "backend": config.backend.type,
-                "vni": str(config.backend.vni) if config.backend.type == "vxlan" else ""})
+                "vni": str(config.backend.as_dict().get("VNI", ""))})
             peers = GaugeMetricFamily("flannel_peers", "Other hosts' leases this host routes to, by their backend",
                                       labels=["backend"])
             counts = {config.backend.type: 0}
@@ -156,24 +161,14 @@ def peer_programmed(since):
         _active.latency.observe(time.monotonic() - since)
 
 
-def repair_kind(change):
-    """The kind of one change line a backend's sync() returned ("added neighbour 10.1.0.0 lladdr ...",
-    "removed stale fdb ...", "added route ...", "udp route ...")."""
-    words = change.split()
-    for kind in ("neighbour", "fdb", "route"):
-        if kind in words:
-            return kind
-    return "device"
-
-
-def repaired(changes, kind=None):
-    """Count reconcile repairs: `changes` lines of one `kind`, or classified with repair_kind().
+def repaired(changes):
+    """Count reconcile repairs: `changes` are Changes (changes.py), counted by their kind.
     Masquerade rules are restored as a set (the rest deleted, all appended): each rule appended counts."""
     if _active:
-        if kind == "masquerade":
-            changes = [change for change in changes if change.startswith("added")]
         for change in changes:
-            _active.repairs.labels(kind or repair_kind(change)).inc()
+            if change.kind == MASQUERADE and change.action != "added":
+                continue
+            _active.repairs.labels(REPAIR_KIND_OF.get(change.kind, change.kind)).inc()
 
 
 def etcd_operation(operation, failure, answers=()):

@@ -8,6 +8,8 @@ from netaddr import IPNetwork
 from prometheus_client.parser import text_string_to_metric_families
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import metrics
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.changes import (
+    FDB, MASQUERADE, NEIGHBOUR, ROUTE, SUBNET_ENV, Change)
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.cli import UsageError, parse_args
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import Lease, LeaseAttrs
@@ -89,12 +91,13 @@ def test_counters_start_at_zero_and_count(agent):
     metrics.watch_event(["an event"], None)
     metrics.watch_event([], ("/coreos.com/network/subnets/junk", "not a subnet key"))
     metrics.watch_event([], None)  # a watch that timed out is no event
-    metrics.repaired(["added neighbour 10.30.0.0 lladdr 0e:00:00:00:00:11", "removed stale fdb 0e:00:00:00:00:11 dst "
-                      "192.168.205.11", "added route 10.30.0.0/20 via 10.30.0.0 dev flannel.100 onlink",
-                      "udp route 10.30.0.0/20 via 192.168.205.11:8285"])
-    metrics.repaired(["/run/flannel/subnet.env"], "subnet_env")
-    metrics.repaired(["deleted -t nat POSTROUTING -s 10.0.0.0/8 -d 10.0.0.0/8 -j RETURN",
-                      "added -t nat POSTROUTING -s 10.0.0.0/8 -d 10.0.0.0/8 -j RETURN"], "masquerade")
+    metrics.repaired([Change(NEIGHBOUR, "added", "neighbour 10.30.0.0 lladdr 0e:00:00:00:00:11"),
+                      Change(FDB, "removed", "fdb 0e:00:00:00:00:11 dst 192.168.205.11"),
+                      Change(ROUTE, "added", "route 10.30.0.0/20 via 10.30.0.0 dev flannel.100 onlink"),
+                      Change(ROUTE, "added", "udp route 10.30.0.0/20 via 192.168.205.11:8285")])
+    metrics.repaired([Change(SUBNET_ENV, "rewrote", "/run/flannel/subnet.env")])
+    metrics.repaired([Change(MASQUERADE, "deleted", "-t nat POSTROUTING -s 10.0.0.0/8 -d 10.0.0.0/8 -j RETURN"),
+                      Change(MASQUERADE, "added", "-t nat POSTROUTING -s 10.0.0.0/8 -d 10.0.0.0/8 -j RETURN")])
     _watch_leases(False)
     with pytest.raises(ConnectionError):
         _watch_leases(True)

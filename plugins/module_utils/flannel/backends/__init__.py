@@ -1,23 +1,40 @@
-"""The agent's data-plane backends; make_backend picks the one a network config names."""
+"""The agent's data-plane backends, registered by name in BACKENDS; make_backend builds the one a
+network config names.
 
-import logging
+This module imports no backend (nor pyroute2): config.py reads the table to validate configs in
+the Ansible modules too. docs/architecture.md lists what a new backend provides and where else it
+plugs in.
+"""
 
-LOG = logging.getLogger("flanneld")
+import collections
+import importlib
+
+# module: the module of this package defining the backend class `class_name`; config_keys: the
+# keys of the network config's Backend object this type accepts ("Type" first).
+BackendEntry = collections.namedtuple("BackendEntry", "module class_name config_keys")
+
+BACKENDS = collections.OrderedDict([  # in the order messages list them
+    ("vxlan", BackendEntry("vxlan", "VxlanBackend", ("Type", "VNI", "Port", "GBP", "DirectRouting", "MTU"))),
+    ("host-gw", BackendEntry("host_gw", "HostGwBackend", ("Type",))),
+    ("udp", BackendEntry("udp", "UdpBackend", ("Type", "Port"))),
+])
+
+
+def backend_class(type_name):
+    """The class of backend `type_name`; ValueError naming the known types for any other."""
+    entry = BACKENDS.get(type_name)
+    if entry is None:
+        raise ValueError("unknown backend type %r; the known ones: %s" % (type_name, ", ".join(BACKENDS)))
+    return getattr(importlib.import_module("." + entry.module, __name__), entry.class_name)
 
 
 def make_backend(config, iface, public_ip, options):
-    """The backend `config` names, for the external interface `iface`; its setup() starts it."""
-    if config.backend.type == "vxlan":
-        from .vxlan import VxlanBackend
+    """The backend `config` names, for the external interface `iface`; its setup() starts it.
+    Raises BackendError for a type that is not in BACKENDS."""
+    try:
+        cls = backend_class(config.backend.type)
+    except ValueError as error:
+        from .base import BackendError
 
-        backend = VxlanBackend(config, iface, public_ip, offload=options.vxlan_offload)
-        LOG.info("tx checksum offload on %s: %s (%s)", backend.device_name,
-                 "on" if backend.offload else "off", backend.offload_reason)
-        return backend
-    if config.backend.type == "udp":
-        from .udp import UdpBackend
-
-        return UdpBackend(config, iface, public_ip)
-    from .host_gw import HostGwBackend
-
-    return HostGwBackend(config, iface, public_ip)
+        raise BackendError(str(error))
+    return cls.create(config, iface, public_ip, options)

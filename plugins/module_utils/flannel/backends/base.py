@@ -11,6 +11,7 @@ import errno
 import logging
 
 from .. import netlink
+from ..changes import ADDRESS, DEVICE, FDB, NEIGHBOUR, ROUTE, Change
 
 try:
     from netaddr import IPAddress, IPNetwork
@@ -18,6 +19,7 @@ except ImportError:  # reported by the caller through missing_libraries()
     IPAddress = IPNetwork = None
 
 PeerEntries = collections.namedtuple("PeerEntries", "neighbour fdb route")
+ENTRY_TEXT = {NEIGHBOUR: "neighbour %s lladdr %s", FDB: "fdb %s dst %s"}
 
 
 def peer_scope_problem(network, own_subnet, own_public_ip, local_addresses, subnet, public_ip):
@@ -44,13 +46,30 @@ def peer_scope_problem(network, own_subnet, own_public_ip, local_addresses, subn
     return None
 
 
+def address_change(action, address, device):
+    """The Change of an address added to or removed from a device: '<action> address <a/len>
+    (to|from) <device>'."""
+    what = "address %s %s %s" % (address, "to" if action == "added" else "from", device)
+    return Change(ADDRESS, action.split()[0], what, "%s %s" % (action, what))
+
+
+def mtu_change(index, device, mtu, was, ipr):
+    """Set a device's MTU; returns its Change."""
+    netlink.set_link_mtu(index, mtu, ipr)
+    return Change(DEVICE, "set", "%s mtu %d" % (device, mtu), "set %s mtu %d (was %d)" % (device, mtu, was))
+
+
 class BackendError(Exception):
     """The backend cannot run with this host's configuration; the message says why."""
 
 
-class RouteBackend:
-    """Base of VxlanBackend and HostGwBackend. Subclasses set `backend_type`, `device_index`
-    (None when there is no device) and implement setup(), configure_lease(), _entries_for()."""
+class Backend:
+    """What every backend shares: the config, the external interface, this host's public IP and
+    subnet, one netlink socket for its life, this host's addresses, and warnings said once.
+
+    A backend provides setup(), configure_lease(subnet), sync(peers), add_peer(lease),
+    remove_peer(subnet) and teardown(successor); each returns the Changes it made (setup() in
+    its dict's "changes"). docs/architecture.md lists the rest of what a new backend needs."""
 
     backend_type = None
 
@@ -60,18 +79,58 @@ class RouteBackend:
         self.public_ip = str(IPAddress(public_ip))
         self.log = logging.getLogger("flannel.backend." + (self.backend_type or "base"))
         self._own_ipr = ipr is None
-        self.ipr = ipr if ipr is not None else netlink.IPRoute()  # one socket for the agent's life
+        self.ipr = ipr if ipr is not None else netlink.open_ipr()  # one socket for the agent's life
+        self.device_name = None  # the backend's device, if it has one (its index: device_index)
         self.device_index = None
         self.subnet = None
-        self._programmed = {}  # subnet (str) -> PeerEntries last written for that peer
         self._warned = set()
-        self._local_addresses = set()  # this host's IPv4 addresses, refreshed by sync/add_peer
         self._addresses = netlink.LocalAddresses(self.ipr, listen=self._own_ipr)
+
+    @classmethod
+    def create(cls, config, iface, public_ip, options):
+        """The backend for the agent's command-line `options` (make_backend's call)."""
+        return cls(config, iface, public_ip)
 
     def close(self):
         self._addresses.close()
         if self._own_ipr:
             self.ipr.close()
+
+    def _ensure_address(self, wanted):
+        """Give the device the address `wanted` ('a.b.c.d/len'), removing its other addresses
+        inside the flannel network (an old lease's); foreign ones (dhcpcd, APIPA) stay."""
+        changes = []
+        for address in netlink.addresses_of(self.device_index, self.ipr):
+            if address == wanted:
+                wanted = None
+            elif IPNetwork(address).ip in self.config.network:
+                netlink.delete_address(self.device_index, address, self.ipr)
+                changes.append(address_change("removed old", address, self.device_name))
+        if wanted:
+            netlink.add_address(self.device_index, wanted, self.ipr)
+            changes.append(address_change("added", wanted, self.device_name))
+        return changes
+
+    def _ensure_up(self):
+        if netlink.link_attributes(self.device_index, self.ipr)["state"] == "up":
+            return []
+        netlink.set_link_up(self.device_index, self.ipr)
+        return [Change(DEVICE, "set up", self.device_name, "set %s up" % self.device_name)]
+
+    def _warn_once(self, key, message, *args):
+        if key not in self._warned:
+            self._warned.add(key)
+            self.log.warning(message, *args)
+
+
+class RouteBackend(Backend):
+    """Base of VxlanBackend and HostGwBackend. Subclasses set `backend_type`, `device_index`
+    (None when there is no device) and implement setup(), configure_lease(), _entries_for()."""
+
+    def __init__(self, config, iface, public_ip, ipr=None):
+        super().__init__(config, iface, public_ip, ipr)
+        self._programmed = {}  # subnet (str) -> PeerEntries last written for that peer
+        self._local_addresses = set()  # this host's IPv4 addresses, refreshed by sync/add_peer
 
     # -- what subclasses provide ----------------------------------------------------------------
 
@@ -91,7 +150,7 @@ class RouteBackend:
     def sync(self, peers):
         """Make the kernel hold exactly the entries `peers` ({subnet: Lease} of other hosts) need.
 
-        Idempotent; returns one human-readable string per change (empty: nothing was wrong).
+        Idempotent; returns one Change per change made (empty: nothing was wrong).
         """
         self._local_addresses = self._addresses.current(reread=True)
         desired = {}
@@ -109,36 +168,35 @@ class RouteBackend:
                 if route in want_routes:
                     present_routes.add(route)
                 else:
-                    self._try(changes, "removed stale " + self._route_text(route),
+                    self._try(changes, self._entry_change(ROUTE, "removed", route, stale=True),
                               netlink.delete_route, route, self.ipr)
         if self.device_index is not None:
             for ip, mac in netlink.permanent_neighbours(self.device_index, self.ipr).items():
                 if ip not in want_neighbours:
-                    self._try(changes, "removed stale neighbour %s lladdr %s" % (ip, mac),
+                    self._try(changes, self._entry_change(NEIGHBOUR, "removed", (ip, mac), stale=True),
                               netlink.delete_neighbour, self.device_index, ip, self.ipr)
                 elif want_neighbours[ip] != mac:
-                    self._try(changes, "replaced neighbour %s lladdr %s (was %s)"
-                              % (ip, want_neighbours[ip], mac), netlink.replace_neighbour,
-                              self.device_index, ip, want_neighbours[ip], self.ipr)
+                    self._try(changes, self._entry_change(NEIGHBOUR, "replaced", (ip, want_neighbours[ip]), was=mac),
+                              netlink.replace_neighbour, self.device_index, ip, want_neighbours[ip], self.ipr)
                 want_neighbours.pop(ip, None)
             for mac, dst in netlink.fdb_entries(self.device_index, self.ipr):
                 if (mac, dst) in want_fdb:
                     want_fdb.discard((mac, dst))
                 else:
-                    self._try(changes, "removed stale fdb %s dst %s" % (mac, dst),
+                    self._try(changes, self._entry_change(FDB, "removed", (mac, dst), stale=True),
                               netlink.delete_fdb, self.device_index, mac, dst, self.ipr)
         # Add in flannel's order: neighbour, FDB, then the route (the kernel resolves its gateway).
         failed = set()
         for ip, mac in sorted(want_neighbours.items()):
-            if not self._try(changes, "added neighbour %s lladdr %s" % (ip, mac),
+            if not self._try(changes, self._entry_change(NEIGHBOUR, "added", (ip, mac)),
                              netlink.replace_neighbour, self.device_index, ip, mac, self.ipr):
                 failed.add((ip, mac))
         for mac, dst in sorted(want_fdb):
-            if not self._try(changes, "added fdb %s dst %s" % (mac, dst),
+            if not self._try(changes, self._entry_change(FDB, "added", (mac, dst)),
                              netlink.replace_fdb, self.device_index, mac, dst, self.ipr):
                 failed.add((mac, dst))
         for route in sorted(want_routes - present_routes, key=str):
-            if not self._try(changes, "added " + self._route_text(route),
+            if not self._try(changes, self._entry_change(ROUTE, "added", route),
                              netlink.replace_route, route, self.ipr):
                 failed.add(route)
         # A peer that failed is left out, so that add_peer() retries it instead of skipping it.
@@ -161,12 +219,12 @@ class RouteBackend:
         try:
             if entries.neighbour:
                 netlink.replace_neighbour(self.device_index, *entries.neighbour, ipr=self.ipr)
-                changes.append("%s neighbour %s lladdr %s" % ((verb,) + entries.neighbour))
+                changes.append(self._entry_change(NEIGHBOUR, verb, entries.neighbour))
             if entries.fdb:
                 netlink.replace_fdb(self.device_index, *entries.fdb, ipr=self.ipr)
-                changes.append("%s fdb %s dst %s" % ((verb,) + entries.fdb))
+                changes.append(self._entry_change(FDB, verb, entries.fdb))
             netlink.replace_route(entries.route, self.ipr)
-            changes.append("%s %s" % (verb, self._route_text(entries.route)))
+            changes.append(self._entry_change(ROUTE, verb, entries.route))
         except netlink.NetlinkError as error:
             self._programmed.pop(key, None)  # unknown state: the next sync repairs it
             self.log.error("failed to program peer %s: %s%s", key, error, self._failure_hint(error))
@@ -195,7 +253,7 @@ class RouteBackend:
                 continue
             # A route the successor replaced (same destination), or one on a device already
             # re-created, no longer exists: nothing to do.
-            self._try(changes, "removed " + self._route_text(entries.route), netlink.delete_route,
+            self._try(changes, self._entry_change(ROUTE, "removed", entries.route), netlink.delete_route,
                       entries.route, self.ipr, missing_ok=True)
         self._programmed = {}
         return changes + self._remove_device(successor)
@@ -239,38 +297,41 @@ class RouteBackend:
         if old.route and (new.route is None or new.route.dst != old.route.dst
                           or new.route.index != old.route.index):
             # A replace on another link does not remove the old one; same dst+link was replaced.
-            self._try(changes, "removed " + self._route_text(old.route),
+            self._try(changes, self._entry_change(ROUTE, "removed", old.route),
                       netlink.delete_route, old.route, self.ipr, missing_ok=True)
         if old.neighbour and (new.neighbour is None or new.neighbour[0] != old.neighbour[0]):
-            self._try(changes, "removed neighbour %s lladdr %s" % old.neighbour,
+            self._try(changes, self._entry_change(NEIGHBOUR, "removed", old.neighbour),
                       netlink.delete_neighbour, self.device_index, old.neighbour[0], self.ipr,
                       missing_ok=True)
         if old.fdb and old.fdb != new.fdb and all(e.fdb != old.fdb for e in others):
-            self._try(changes, "removed fdb %s dst %s" % old.fdb,
+            self._try(changes, self._entry_change(FDB, "removed", old.fdb),
                       netlink.delete_fdb, self.device_index, old.fdb[0], old.fdb[1], self.ipr,
                       missing_ok=True)
         return changes
 
-    def _try(self, changes, description, action, *args, missing_ok=False):
-        """Run one kernel change and record it, or log the failure; returns whether it succeeded."""
+    def _try(self, changes, change, action, *args, missing_ok=False):
+        """Run one kernel change and record its Change, or log the failure; returns whether it
+        succeeded."""
         try:
             action(*args)
         except netlink.NetlinkError as error:
             if missing_ok and netlink.is_errno(error, errno.ENOENT, errno.ESRCH, errno.ENODEV):
                 return True
-            self.log.error("failed: %s: %s%s", description, error, self._failure_hint(error))
+            self.log.error("failed: %s: %s%s", change, error, self._failure_hint(error))
             return False
-        changes.append(description)
+        changes.append(change)
         return True
 
     def _failure_hint(self, error):
         """Extra words for a failed kernel change that tell the operator what to fix."""
         return ""
 
+    def _entry_change(self, kind, action, entry, stale=False, was=None):
+        """The Change of one peer entry: a route (a netlink.Route), a neighbour (ip, mac) or an FDB
+        entry (mac, dst); its text as '<action> [stale ]<entry>[ (was <was>)]'."""
+        what = self._route_text(entry) if kind == ROUTE else ENTRY_TEXT[kind] % entry
+        text = "%s %s%s%s" % (action, "stale " if stale else "", what, " (was %s)" % was if was else "")
+        return Change(kind, action, what, text)
+
     def _route_text(self, route):
         return netlink.format_route(route, self._link_names().get(route.index))
-
-    def _warn_once(self, key, message, *args):
-        if key not in self._warned:
-            self._warned.add(key)
-            self.log.warning(message, *args)

@@ -13,14 +13,14 @@ route, and the next agent attaches to it again.
 
 import ctypes
 import errno
-import logging
 import os
 import signal
 import socket
 
 from .. import netlink
+from ..changes import DEVICE, ROUTE, WORKER, Change
 from . import tun, udp_proxy
-from .base import BackendError, peer_scope_problem
+from .base import Backend, BackendError, address_change, mtu_change, peer_scope_problem
 
 try:
     from netaddr import IPAddress, IPNetwork
@@ -45,30 +45,22 @@ def worker_count():
         return max(1, os.cpu_count() or 1)
 
 
-class UdpBackend:
+class UdpBackend(Backend):
     backend_type = "udp"
 
     def __init__(self, config, iface, public_ip, ipr=None, workers=None):
-        self.config = config
-        self.iface = netlink.Interface(*iface)
-        self.public_ip = str(IPAddress(public_ip))
+        super().__init__(config, iface, public_ip, ipr)
+        self.device_name = DEVICE_NAME
         self.port = config.backend.port
         self.mtu = self.iface.mtu - UDP_OVERHEAD
         self.workers = workers or worker_count()
-        self.log = logging.getLogger("flannel.backend.udp")
-        self._own_ipr = ipr is None
-        self.ipr = ipr if ipr is not None else netlink.IPRoute()
-        self.device_index = None
-        self.subnet = None
         self.tun_fds = []
         self.sockets = []
         self.controls = []  # agent's ends of the SOCK_SEQPACKET pairs, one per worker
         self.pids = []
         self.counters = udp_proxy.CounterBlock(self.workers)
         self._routes = {}  # subnet (str) -> peer PublicIP: what the workers were last sent
-        self._addresses = netlink.LocalAddresses(self.ipr, listen=self._own_ipr)
         self._reported = dict.fromkeys(udp_proxy.COUNTERS, 0)
-        self._warned = set()
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -83,15 +75,16 @@ class UdpBackend:
             if error.errno != errno.EINVAL:
                 raise BackendError(str(error))
             self.log.warning("%s; recreating it", error)
-            self.ipr.link("del", index=netlink.link_index(DEVICE_NAME, self.ipr))
-            changes.append("removed incompatible %s" % DEVICE_NAME)
+            netlink.delete_link(netlink.link_index(DEVICE_NAME, self.ipr), self.ipr)
+            changes.append(Change(DEVICE, "removed", DEVICE_NAME, "removed incompatible %s" % DEVICE_NAME))
             existed = False
             self.tun_fds = tun.open_queues(DEVICE_NAME, self.workers)
         except OSError as error:
             raise BackendError("cannot open TUN device %s: %s" % (DEVICE_NAME, error))
         self.device_index = netlink.link_index(DEVICE_NAME, self.ipr)
         if not existed:
-            changes.append("created %s (tun, no packet information, %d queues)" % (DEVICE_NAME, self.workers))
+            changes.append(Change(DEVICE, "created", DEVICE_NAME, "created %s (tun, no packet information, %d queues)"
+                                  % (DEVICE_NAME, self.workers)))
         try:
             self.sockets = [self._bind() for _worker in range(self.workers)]
         except OSError as error:
@@ -116,55 +109,29 @@ class UdpBackend:
         if self.device_index is None:
             raise BackendError("configure_lease() called before setup()")
         self.subnet = IPNetwork(str(subnet)).cidr
-        changes = self._ensure_address() + self._ensure_up() + self._ensure_route()
+        changes = self._ensure_address(self._wanted_address()) + self._ensure_up() + self._ensure_route()
         if not self.pids:
             self._start_workers()
-            changes.append("started %d forwarding worker%s on UDP %s:%d" % (
-                self.workers, "" if self.workers == 1 else "s", self.iface.address, self.port))
+            changes.append(self._workers_change("started", self.workers))
         self._send_routes()
         return changes
 
     def _wanted_address(self):
         return "%s/%d" % (self.subnet.ip, self.config.network.prefixlen)
 
-    def _ensure_address(self):
-        wanted = self._wanted_address()
-        changes = []
-        for address in netlink.addresses_of(self.device_index, self.ipr):
-            if address == wanted:
-                wanted = None
-            elif IPNetwork(address).ip in self.config.network:
-                network = IPNetwork(address)
-                self.ipr.addr("del", index=self.device_index, address=str(network.ip),
-                              prefixlen=network.prefixlen)
-                changes.append("removed old address %s from %s" % (address, DEVICE_NAME))
-        if wanted:
-            self.ipr.addr("add", index=self.device_index, address=str(self.subnet.ip),
-                          prefixlen=self.config.network.prefixlen)
-            changes.append("added address %s to %s" % (wanted, DEVICE_NAME))
-        return changes
-
-    def _ensure_up(self):
-        if netlink.link_attributes(self.device_index, self.ipr)["state"] == "up":
-            return []
-        self.ipr.link("set", index=self.device_index, state="up")
-        return ["set %s up" % DEVICE_NAME]
-
     def _ensure_mtu(self):
         current = netlink.link_attributes(self.device_index, self.ipr)["mtu"]
         if current == self.mtu:
             return []
-        self.ipr.link("set", index=self.device_index, mtu=self.mtu)
-        return ["set %s mtu %d (was %d)" % (DEVICE_NAME, self.mtu, current)]
+        return [mtu_change(self.device_index, DEVICE_NAME, self.mtu, current, self.ipr)]
 
     def _ensure_route(self):
         """The Network through flannel0 (the address's prefix route is it; added if removed)."""
         network = self.config.network
         if str(network) in netlink.link_route_destinations(self.device_index, self.ipr):
             return []
-        self.ipr.route("replace", dst=str(network.ip), dst_len=network.prefixlen, oif=self.device_index,
-                       table=netlink.MAIN_TABLE)
-        return ["added route %s dev %s" % (network, DEVICE_NAME)]
+        netlink.replace_link_route(network, self.device_index, self.ipr)
+        return [Change(ROUTE, "added", "route %s dev %s" % (network, DEVICE_NAME))]
 
     # -- workers ---------------------------------------------------------------------------------
 
@@ -216,7 +183,7 @@ class UdpBackend:
                                os.waitstatus_to_exitcode(status) if status else 0)
                 self._start_worker(slot)
                 self._send_routes(only=slot)
-                changes.append("restarted forwarding worker %d" % slot)
+                changes.append(Change(WORKER, "restarted", "forwarding worker %d" % slot))
         return changes
 
     def _stop_workers(self):
@@ -254,17 +221,13 @@ class UdpBackend:
         if self.subnet is not None and subnet == self.subnet:
             return None
         if not udp_peer_type(lease.attrs.backend_type):
-            key = (str(subnet), lease.attrs.backend_type)
-            if key not in self._warned:
-                self._warned.add(key)
-                self.log.warning("ignoring lease %s: backend type %s is not udp", subnet, lease.attrs.backend_type)
+            self._warn_once((str(subnet), lease.attrs.backend_type), "ignoring lease %s: backend type %s is not udp",
+                            subnet, lease.attrs.backend_type)
             return None
         problem = peer_scope_problem(self.config.network, self.subnet, self.public_ip, local_addresses,
                                      subnet, lease.attrs.public_ip)
         if problem:
-            if (str(subnet), problem) not in self._warned:
-                self._warned.add((str(subnet), problem))
-                self.log.warning("ignoring lease %s: %s", subnet, problem)
+            self._warn_once((str(subnet), problem), "ignoring lease %s: %s", subnet, problem)
             return None
         return lease.attrs.public_ip
 
@@ -279,10 +242,10 @@ class UdpBackend:
             if ip is not None:
                 wanted[str(IPNetwork(str(subnet)).cidr)] = ip
         for subnet in sorted(set(self._routes) - set(wanted)):
-            changes.append("removed udp route %s" % subnet)
+            changes.append(self._route_change("removed", subnet))
         for subnet, ip in sorted(wanted.items()):
             if self._routes.get(subnet) != ip:
-                changes.append("udp route %s via %s:%d" % (subnet, ip, self.port))
+                changes.append(self._route_change("added", subnet, ip, worded=False))
         if wanted != self._routes:
             self._routes = wanted
             self._send_routes()
@@ -299,14 +262,24 @@ class UdpBackend:
         verb = "updated" if subnet in self._routes else "added"
         self._routes[subnet] = ip
         self._send_routes()
-        return ["%s udp route %s via %s:%d" % (verb, subnet, ip, self.port)]
+        return [self._route_change(verb, subnet, ip)]
 
     def remove_peer(self, subnet):
         subnet = str(IPNetwork(str(subnet)).cidr)
         if self._routes.pop(subnet, None) is None:
             return []
         self._send_routes()
-        return ["removed udp route %s" % subnet]
+        return [self._route_change("removed", subnet)]
+
+    def _route_change(self, action, subnet, ip=None, worded=True):
+        """'<action> udp route <subnet>[ via <ip>:<port>]': a route of the workers' table (a
+        reconcile's line has no action word, as ever)."""
+        what = "udp route %s" % subnet if ip is None else "udp route %s via %s:%d" % (subnet, ip, self.port)
+        return Change(ROUTE, action, what, None if worded else what)
+
+    def _workers_change(self, action, count):
+        return Change(WORKER, action, "%d forwarding worker%s on UDP %s:%d" % (
+            count, "" if count == 1 else "s", self.iface.address, self.port))
 
     # -- upkeep ----------------------------------------------------------------------------------
 
@@ -318,7 +291,8 @@ class UdpBackend:
             self._close_data_plane()
             info = self.setup()
             return info["changes"] + self.configure_lease(self.subnet)
-        return (self._ensure_mtu() + self._ensure_address() + self._ensure_up() + self._ensure_route()
+        return (self._ensure_mtu() + self._ensure_address(self._wanted_address()) + self._ensure_up()
+                + self._ensure_route()
                 + self._reap_workers())
 
     def counts(self):
@@ -341,21 +315,19 @@ class UdpBackend:
         flannel0), delete flannel0 with its address and the Network's route. Returns the changes."""
         changes = []
         if self.pids:
-            changes.append("stopped %d forwarding worker%s on UDP %s:%d" % (
-                len(self.pids), "" if len(self.pids) == 1 else "s", self.iface.address, self.port))
+            changes.append(self._workers_change("stopped", len(self.pids)))
         self._close_data_plane()
         self._routes = {}
         index = netlink.link_index(DEVICE_NAME, self.ipr)
         if index is None:
             return changes
         if not isinstance(successor, UdpBackend):
-            self.ipr.link("del", index=index)
-            return changes + ["removed %s" % DEVICE_NAME]
+            netlink.delete_link(index, self.ipr)
+            return changes + [Change(DEVICE, "removed", DEVICE_NAME)]
         old = self._wanted_address() if self.subnet is not None else None
         if old and old != successor._wanted_address() and old in netlink.addresses_of(index, self.ipr):
-            network = IPNetwork(old)
-            self.ipr.addr("del", index=index, address=str(network.ip), prefixlen=network.prefixlen)
-            changes.append("removed old address %s from %s" % (old, DEVICE_NAME))
+            netlink.delete_address(index, old, self.ipr)
+            changes.append(address_change("removed old", old, DEVICE_NAME))
         return changes
 
     def _close_data_plane(self):
@@ -369,6 +341,4 @@ class UdpBackend:
     def close(self):
         """Stop forwarding; the device, its address and route stay for the next agent."""
         self._close_data_plane()
-        self._addresses.close()
-        if self._own_ipr:
-            self.ipr.close()
+        super().close()

@@ -14,8 +14,9 @@ import os
 import re
 
 from .. import netlink
+from ..changes import DEVICE, Change
 from ..lease import unicast_mac_problem
-from .base import BackendError, PeerEntries, RouteBackend
+from .base import BackendError, PeerEntries, RouteBackend, address_change, mtu_change
 
 try:
     from netaddr import IPNetwork
@@ -90,6 +91,13 @@ class VxlanBackend(RouteBackend):
                               "link_index": self.iface.index, "port": backend.dst_port,
                               "learning": False, "gbp": bool(backend.gbp)}
 
+    @classmethod
+    def create(cls, config, iface, public_ip, options):
+        backend = cls(config, iface, public_ip, offload=options.vxlan_offload)
+        backend.log.info("tx checksum offload on %s: %s (%s)", backend.device_name,
+                         "on" if backend.offload else "off", backend.offload_reason)
+        return backend
+
     def setup(self):
         """Create or reuse flannel.<VNI> with the deterministic MAC and the MTU.
 
@@ -106,16 +114,18 @@ class VxlanBackend(RouteBackend):
             if differences:
                 self.log.warning("%s has an incompatible configuration (%s); recreating device",
                                  self.device_name, "; ".join(differences))
-                self.ipr.link("del", index=index)
-                changes.append("removed incompatible %s (%s)" % (self.device_name, "; ".join(differences)))
+                netlink.delete_link(index, self.ipr)
+                changes.append(Change(DEVICE, "removed", self.device_name, "removed incompatible %s (%s)"
+                                      % (self.device_name, "; ".join(differences))))
                 index = None
         if index is None:
             index = netlink.create_vxlan(self.device_name, self.vni, self.iface.address, self.iface.index,
                                          self.wanted_device["port"], self.wanted_device["gbp"],
                                          self.vtep_mac, self.mtu, self.ipr)
-            changes.append("created %s (vni %d, local %s, dev %s, dstport %d, nolearning%s)"
-                           % (self.device_name, self.vni, self.iface.address, self.iface.name,
-                              self.wanted_device["port"], ", gbp" if self.wanted_device["gbp"] else ""))
+            changes.append(Change(DEVICE, "created", self.device_name,
+                                  "created %s (vni %d, local %s, dev %s, dstport %d, nolearning%s)"
+                                  % (self.device_name, self.vni, self.iface.address, self.iface.name,
+                                     self.wanted_device["port"], ", gbp" if self.wanted_device["gbp"] else "")))
         self.device_index = index
         changes.extend(self._ensure_mac_and_mtu())
         changes.extend(self._ensure_offload())
@@ -128,22 +138,7 @@ class VxlanBackend(RouteBackend):
         if self.device_index is None:
             raise BackendError("configure_lease() called before setup()")
         self.subnet = IPNetwork(str(subnet)).cidr
-        wanted = "%s/32" % self.subnet.ip
-        changes = []
-        for address in netlink.addresses_of(self.device_index, self.ipr):
-            if address != wanted and IPNetwork(address).ip in self.config.network:
-                network = IPNetwork(address)
-                self.ipr.addr("del", index=self.device_index, address=str(network.ip),
-                              prefixlen=network.prefixlen)
-                changes.append("removed old address %s from %s" % (address, self.device_name))
-            elif address == wanted:
-                wanted = None
-        if wanted:
-            self.ipr.addr("add", index=self.device_index, address=str(self.subnet.ip), prefixlen=32)
-            changes.append("added address %s to %s" % (wanted, self.device_name))
-        if netlink.link_attributes(self.device_index, self.ipr)["state"] != "up":
-            self.ipr.link("set", index=self.device_index, state="up")
-            changes.append("set %s up" % self.device_name)
+        changes = self._ensure_address("%s/32" % self.subnet.ip) + self._ensure_up()
         # Something (systemd's MACAddressPolicy, #1155) may rewrite the MAC when the link appears.
         changes.extend(self._ensure_mac_and_mtu())
         return changes
@@ -163,8 +158,8 @@ class VxlanBackend(RouteBackend):
         if index is None:
             return []
         # Its address, neighbours, FDB entries and routes go with it.
-        self.ipr.link("del", index=index)
-        return ["removed %s" % self.device_name]
+        netlink.delete_link(index, self.ipr)
+        return [Change(DEVICE, "removed", self.device_name)]
 
     def _remove_old_address(self, successor):
         if self.subnet is None or self.subnet == successor.subnet:
@@ -173,8 +168,8 @@ class VxlanBackend(RouteBackend):
         index = netlink.link_index(self.device_name, self.ipr)
         if index is None or address not in netlink.addresses_of(index, self.ipr):
             return []
-        self.ipr.addr("del", index=index, address=str(self.subnet.ip), prefixlen=32)
-        return ["removed old address %s from %s" % (address, self.device_name)]
+        netlink.delete_address(index, address, self.ipr)
+        return [address_change("removed old", address, self.device_name)]
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -196,7 +191,7 @@ class VxlanBackend(RouteBackend):
         state = "on" if self.offload else "off"
         try:
             if netlink.set_tx_checksum_offload(self.device_name, self.offload):
-                return ["set %s %s %s" % (self.device_name, netlink.TX_CSUM_FEATURE, state)]
+                return [Change(DEVICE, "set", "%s %s %s" % (self.device_name, netlink.TX_CSUM_FEATURE, state))]
         except Exception as error:  # a driver without the ioctl: the overlay still works
             self._warn_once(("offload", state), "cannot set %s %s on %s: %s",
                             netlink.TX_CSUM_FEATURE, state, self.device_name, error)
@@ -206,11 +201,11 @@ class VxlanBackend(RouteBackend):
         current = netlink.link_attributes(self.device_index, self.ipr)
         changes = []
         if current["mac"] != self.vtep_mac:
-            self.ipr.link("set", index=self.device_index, address=self.vtep_mac)
-            changes.append("set %s mac %s (was %s)" % (self.device_name, self.vtep_mac, current["mac"]))
+            netlink.set_link_mac(self.device_index, self.vtep_mac, self.ipr)
+            changes.append(Change(DEVICE, "set", "%s mac %s" % (self.device_name, self.vtep_mac),
+                                  "set %s mac %s (was %s)" % (self.device_name, self.vtep_mac, current["mac"])))
         if current["mtu"] != self.mtu:
-            self.ipr.link("set", index=self.device_index, mtu=self.mtu)
-            changes.append("set %s mtu %d (was %d)" % (self.device_name, self.mtu, current["mtu"]))
+            changes.append(mtu_change(self.device_index, self.device_name, self.mtu, current["mtu"], self.ipr))
         return changes
 
     def _link_names(self):

@@ -59,6 +59,11 @@ class _Session:
             self.ipr.close()
 
 
+def open_ipr():
+    """An IPRoute for the caller to keep and close (a backend holds one for its life)."""
+    return IPRoute()
+
+
 def session(ipr=None):
     """`with session(ipr) as ipr:` works whether or not the caller passed one."""
     return _Session(ipr)
@@ -89,8 +94,9 @@ def is_errno(error, *codes):
 # The parts, re-exported: callers use netlink.<name> whatever part defines it.
 from .interfaces import (LocalAddresses, deterministic_vtep_mac, interface_has_address,  # noqa: E402
                          local_ipv4_addresses, local_ipv4_prefixes, select_interface)
-from .links import addresses_of, create_vxlan, link_attributes, link_index, set_tx_checksum_offload  # noqa: E402
+from .links import (add_address, addresses_of, create_vxlan, delete_address, delete_link, link_attributes,  # noqa: E402
+                    link_index, set_link_mac, set_link_mtu, set_link_up, set_tx_checksum_offload)
 from .entries import (Route, delete_fdb, delete_neighbour, delete_route, direct_route, fdb_entries,  # noqa: E402
                       format_route, link_route_destinations, permanent_neighbours, replace_fdb,
-                      replace_neighbour, replace_route, routes_via)
+                      replace_link_route, replace_neighbour, replace_route, routes_via)
 from .overlay import overlay_state  # noqa: E402

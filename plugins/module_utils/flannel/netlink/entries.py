@@ -93,6 +93,12 @@ def delete_route(route, ipr=None):
 
 
 @optional_ipr
+def replace_link_route(network, index, ipr=None):
+    """Route `network` (an IPNetwork) straight out of link `index`, with no gateway."""
+    ipr.route("replace", dst=str(network.ip), dst_len=network.prefixlen, oif=index, table=MAIN_TABLE)
+
+
+@optional_ipr
 def direct_route(ip, ipr=None):
     """The outgoing link index when `ip` is reachable without a gateway (on-link), else None."""
     try:

@@ -1,4 +1,5 @@
-"""Links and their addresses: lookup, attributes, vxlan device creation, tx checksum offload."""
+"""Links and their addresses: lookup, attributes, vxlan device creation and removal, settings
+(state, MAC, MTU), addresses, tx checksum offload."""
 
 import socket
 
@@ -50,6 +51,41 @@ def addresses_of(index, ipr=None):
     """The IPv4 addresses of a link as 'a.b.c.d/len' strings."""
     return ["%s/%d" % (msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"), msg["prefixlen"])
             for msg in ipr.get_addr(family=socket.AF_INET, index=index)]
+
+
+@optional_ipr
+def delete_link(index, ipr=None):
+    """Delete a link; the kernel drops its addresses, neighbours, FDB entries and routes with it."""
+    ipr.link("del", index=index)
+
+
+@optional_ipr
+def set_link_up(index, ipr=None):
+    ipr.link("set", index=index, state="up")
+
+
+@optional_ipr
+def set_link_mac(index, mac, ipr=None):
+    ipr.link("set", index=index, address=mac)
+
+
+@optional_ipr
+def set_link_mtu(index, mtu, ipr=None):
+    ipr.link("set", index=index, mtu=mtu)
+
+
+@optional_ipr
+def add_address(index, address, ipr=None):
+    """Add an IPv4 address given as 'a.b.c.d/len'."""
+    ip, prefixlen = address.split("/")
+    ipr.addr("add", index=index, address=ip, prefixlen=int(prefixlen))
+
+
+@optional_ipr
+def delete_address(index, address, ipr=None):
+    """Delete an IPv4 address given as 'a.b.c.d/len'."""
+    ip, prefixlen = address.split("/")
+    ipr.addr("del", index=index, address=ip, prefixlen=int(prefixlen))
 
 
 def set_tx_checksum_offload(ifname, enabled):
