@@ -184,3 +184,12 @@ def test_refused_credentials_are_a_one_line_registry_auth_error(auth_etcd, usern
     right.put_config('{"Network": "10.0.0.0/8"}')
     assert right.get_config() == '{"Network": "10.0.0.0/8"}'
     right.close()
+
+
+def test_right_credentials_are_sent_with_the_watch_too(auth_etcd):
+    registry = make_registry(auth_etcd.api, endpoints=auth_etcd.endpoint, username="root", password="rootpw")
+    index = registry.list_leases().index
+    registry.put_config('{"Network": "10.1.0.0/16"}')
+    events = registry.watch_leases(index, 2, with_config=True)[0]
+    registry.close()
+    assert [event.text for event in events] == ['{"Network": "10.1.0.0/16"}']

@@ -1,8 +1,9 @@
 """etcd's replies read as untrusted input, and etcd requests that SIGTERM can end.
 
 One transport for both registries: the v2 registry puts BoundedHTTP in place of the urllib3 pool
-python-etcd issues its requests on (python-etcd then parses the body it is handed), the v3 registry
-uses it on etcd's JSON gateway, and its watch reads the stream through LineStream.
+python-etcd issues its requests on (python-etcd then parses the body it is handed) and reads its
+watch's replies with read_body on a connection of its own (registry/v2_watch.py), the v3 registry
+uses BoundedHTTP on etcd's JSON gateway, and its watch reads the stream through LineStream.
 - Every reply body is read within MAX_REPLY_BYTES and a time limit: a reply that never ends,
   is too big, stalls or is cut short raises BadReply, which names the endpoint and what was wrong.
 - A RequestGate marks the requests the main thread waits in: the agent's SIGTERM handler closes

@@ -85,7 +85,7 @@ def node(key, value, action="set", index=7):
 
 
 def registry():
-    return EtcdRegistry("http://127.0.0.1:1")  # never contacted: answers come from FakeClient
+    return EtcdRegistry("http://127.0.0.1:1")  # never contacted: answers come from FakeWatch
 
 
 # ---- the parser ----------------------------------------------------------------------------------
@@ -158,16 +158,14 @@ class FakeKernel:
             assert unicast_mac_problem(mac) is None
 
 
-class FakeClient:
-    """Answers the agent's watch with the next prepared etcd result."""
-
-    base_uri = "http://fake"
+class FakeWatch:
+    """Answers the agent's watch (the v2 registry's, registry/v2_watch.py) with the next prepared
+    etcd result."""
 
     def __init__(self, results):
         self.results = list(results)
 
-    def read(self, key, **params):
-        assert params.get("wait"), "only the watch is expected"
+    def read(self, key, wait_index, timeout):
         return self.results.pop(0)
 
 
@@ -181,7 +179,7 @@ class Options:
 
 def _agent(config, backend_class, events):
     agent = Agent(Options(), registry())
-    agent.registry._clients = [FakeClient(events)]
+    agent.registry._watches = [FakeWatch(events)]
     agent.config = config
     own_subnet = IPNetwork("%s/%d" % (config.subnet_min, config.subnet_len))
     extra = {"workers": 1} if backend_class is UdpBackend else {}

@@ -3,7 +3,7 @@ that talks to etcd (the agent and the modules use it; the action plugin reaches 
 modules).
 
 - base.py: the keys, the operations, and what a listing or a watched change means (written once);
-- v2.py: etcd's v2 API (flanneld v0.10's, the default), on python-etcd;
+- v2.py: etcd's v2 API (flanneld v0.10's, the default), on python-etcd, but for its watch (v2_watch.py);
 - v3.py: etcd's v3 API, on its JSON gateway with urllib3 only (v3_gateway.py, v3_watch.py);
 - errors.py: what they raise.
 

@@ -1,4 +1,5 @@
-"""flannel's registry on etcd's v2 API (flanneld v0.10's), through python-etcd.
+"""flannel's registry on etcd's v2 API (flanneld v0.10's), through python-etcd; its watch on a
+kept-alive connection of its own (v2_watch.py).
 
 Every lease write is conditional (prevExist=false to create, prevIndex to change or delete).
 """
@@ -15,6 +16,7 @@ from ..lease import Lease, LeaseAttrs, checked_lease
 from .base import (DEFAULT_ENDPOINTS, DEFAULT_PREFIX, LeaseListing, Registry, counted, parse_endpoints, subnet_of_key,
                    unanswered)
 from .errors import ConfigMissing, IndexCleared, RegistryAuthError, RegistryBadReply, RegistryError, _root_cause
+from .v2_watch import V2Watch
 
 _REMOVAL_ACTIONS = ("delete", "expire", "compareAndDelete")
 # python-etcd 0.4.5's messages for a 200 whose body it could not make a result of, and what they mean.
@@ -33,14 +35,23 @@ class EtcdRegistry(Registry):
         cert = (cert_file, key_file) if cert_file and key_file else cert_file or None
         # One client per endpoint without python-etcd's own reconnect, which queries the
         # cluster while constructing and so cannot start while etcd is down.
+        parsed = parse_endpoints(endpoints)
         self._clients = [etcd.Client(host=host, port=port, protocol=scheme, cert=cert, ca_cert=ca_file,
                                      username=username, password=password, read_timeout=timeout,
                                      allow_reconnect=False)
-                         for scheme, host, port in parse_endpoints(endpoints)]
+                         for scheme, host, port in parsed]
         # Every reply python-etcd asks for is read within etcd_http's limits, inside the gate.
         for client in self._clients:
             client.http = BoundedHTTP(client.http, self.gate)
+        # The watch's own connections, one per endpoint (v2_watch.py).
+        self._watches = [V2Watch(client, scheme, host, port, username, password, self.gate)
+                         for client, (scheme, host, port) in zip(self._clients, parsed)]
         self._current = 0
+
+    def close(self):
+        """Close the watch's kept-alive connections."""
+        for watch in self._watches:
+            watch.close()
 
     def _call(self, operation):
         """Run operation(client), moving to the next endpoint when one cannot be reached."""
@@ -195,8 +206,8 @@ class EtcdRegistry(Registry):
     def watch_leases(self, after_index, timeout, config=None, with_config=False):
         watched = self.prefix if with_config else self.subnets_key
         try:
-            node = self._call(lambda c: c.read(watched, wait=True, recursive=True,
-                                               waitIndex=after_index + 1, timeout=timeout))
+            # _call's endpoint is the current one, as its watch's.
+            node = self._call(lambda _client: self._watches[self._current].read(watched, after_index + 1, timeout))
         except etcd.EtcdWatchTimedOut:
             return [], after_index, None
         except etcd.EtcdEventIndexCleared:
