@@ -113,7 +113,8 @@ up() {
 }
 
 # The MTU of the lab network, set live: each node's interface on it and its host-side veth peer,
-# then the bridge. Agents pick the new MTU up (FLANNEL_MTU) when they next start.
+# then the bridge. Running agents follow it at once (flannel device MTU, FLANNEL_MTU in subnet.env);
+# docker0 follows at the next site.yml run (the docker role).
 set_mtu() {  # mtu
   local mtu=$1 id bridge current name addr pid dev peer host_dev
   if ! [[ $mtu =~ ^[0-9]+$ ]] || ((mtu < 1280 || mtu > 65535)); then

@@ -124,7 +124,8 @@ def test_restart_keeps_subnet_and_vtep_mac(lab, cluster):
 
 def test_route_deleted_by_hand_comes_back(lab, cluster):
     hosts = [lab.add_host(), lab.add_host()]
-    watcher = cluster.agent(hosts[0], "-reconcile-interval=1")
+    # The reconcile, the backstop: repairs on the kernel's notifications off (tests/agent/test_kernel_repairs.py).
+    watcher = cluster.agent(hosts[0], "-reconcile-interval=1", "-repair-on-events=false")
     other = cluster.agent(hosts[1])
     other_subnet = _subnet(other)
     wait_for(lambda: _routed(watcher, other_subnet), what="initial route")

@@ -24,7 +24,11 @@ from netaddr import IPNetwork
 from pyroute2 import netns as pyroute2_netns
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel import netlink
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink.events import (
+    FdbEvent, NeighbourEvent, RouteEvent)
+from support.kernel_listener import Listener
 from support.cluster import AGENT_KINDS, Cluster, build_agent, upstream_absent_reason
 from support.netns import Lab
 
@@ -134,6 +138,55 @@ def report(kind, title, values):
     return figures
 
 
+def _wait(predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.005)
+    return None
+
+
+def measure_repairs(host, rounds, device_rounds):
+    """Ours only (upstream never repairs): {kind: [seconds]} from deleting one entry of a peer
+    (cycling through the peers) to the kernel announcing it again, and from deleting flannel.100 to
+    every peer's route announced again. A repair that never comes counts as None."""
+    listener = Listener(host)
+    found = {"route": [], "neighbour": [], "fdb": [], "device": []}
+    try:
+        state = netlink.overlay_state(100, ipr=listener.kernel)
+        index = listener.kernel.link_lookup(ifname="flannel.100")[0]
+        routes = [netlink.Route(r["dst"], r["gateway"], index, r["onlink"]) for r in state["routes"]]
+        for number in range(rounds):
+            route = routes[number % len(routes)]
+            mac = next(n["mac"] for n in state["neighbours"] if n["ip"] == route.gateway)
+            dst = next(f["dst"] for f in state["fdb"] if f["mac"] == mac)
+            cases = (("route", lambda: netlink.delete_route(route, listener.kernel),
+                      lambda e: isinstance(e, RouteEvent) and not e.removed and e.route == route),
+                     ("neighbour", lambda: netlink.delete_neighbour(index, route.gateway, listener.kernel),
+                      lambda e: isinstance(e, NeighbourEvent) and not e.removed and e.ip == route.gateway
+                      and e.permanent),
+                     ("fdb", lambda: netlink.delete_fdb(index, mac, dst, listener.kernel),
+                      lambda e: isinstance(e, FdbEvent) and not e.removed and (e.mac, e.dst) == (mac, dst)))
+            for kind, delete, restored in cases:
+                started = time.monotonic()
+                delete()
+                back = _wait(lambda: listener.first_after(started, restored))
+                found[kind].append(back - started if back else None)
+                time.sleep(0.05)
+        destinations = [route.dst for route in routes]
+        for _round in range(device_rounds):
+            started = time.monotonic()
+            listener.kernel.link("del", index=listener.kernel.link_lookup(ifname="flannel.100")[0])
+            back = _wait(lambda: listener.routes_back(started, destinations))
+            found["device"].append(back - started if back else None)
+            time.sleep(1.0)
+    finally:
+        listener.close()
+    return found
+
+
 def bench(kind, agent_path, args):
     """Every figure for one kind of agent, in a lab and an etcd of its own."""
     figures = {}
@@ -141,7 +194,8 @@ def bench(kind, agent_path, args):
     try:
         with Cluster(lab, agent_path, name="bench-" + kind, api=args.etcd_api) as cluster:
             hosts = [lab.add_host() for _number in range(args.agents)]
-            single = cluster.agent(hosts[0], kind=kind)
+            flags = args.ours_flags.split() if kind == "ours" else []
+            single = cluster.agent(hosts[0], *flags, kind=kind)
             single.wait_ready(20)
             figures["rss"], figures["cpu"] = process_figures(agent_pid(single), args.idle_seconds)
             print("%-8s agent RSS after start-up: %.1f MB; idle CPU over %.0f s: %.3f %% of one core"
@@ -152,7 +206,7 @@ def bench(kind, agent_path, args):
             print("%-8s CPU per lease event, 1 watching agent: %.2f ms" % (kind, figures["cpu_per_event_one"]))
             figures["write"] = report(kind, "etcd lease write alone (part of the above)", writes)
             figures["one"] = report(kind, "lease write -> route, 1 watching agent", latencies)
-            others = [cluster.agent(host, kind=kind) for host in hosts[1:]]
+            others = [cluster.agent(host, *flags, kind=kind) for host in hosts[1:]]
             for agent in others:
                 agent.wait_ready(120)
             sockets = [route_socket(host.ns) for host in hosts]
@@ -172,6 +226,13 @@ def bench(kind, agent_path, args):
             figures["cpu_peers"] = process_figures(agent_pid(single), args.idle_seconds)[1]
             print("%-8s idle CPU with %d peers over %.0f s: %.3f %% of one core"
                   % (kind, peers, args.idle_seconds, figures["cpu_peers"]))
+            if kind == "ours" and args.repairs and "-repair-on-events=false" not in flags:
+                for what, seconds in sorted(measure_repairs(hosts[0], args.repairs, args.device_repairs).items()):
+                    missing = seconds.count(None)
+                    title = ("deleted %s -> back" % what if what != "device"
+                             else "deleted flannel.100 -> all %d peers back" % peers)
+                    figures["repair_" + what] = report(kind, title + (" (%d never)" % missing if missing else ""),
+                                                       [1000 * value for value in seconds if value is not None])
     finally:
         lab.cleanup()
     return figures
@@ -203,6 +264,13 @@ def main():
     parser.add_argument("--joins", type=int, default=60)
     parser.add_argument("--agents", type=int, default=50)
     parser.add_argument("--idle-seconds", type=float, default=20)
+    parser.add_argument("--repairs", type=int, default=50,
+                        help="ours only: deletions of each kind (route, neighbour, FDB entry) timed to their repair")
+    parser.add_argument("--device-repairs", type=int, default=5,
+                        help="ours only: deletions of flannel.100 timed to every peer routed again")
+    parser.add_argument("--ours-flags", default="",
+                        help="extra flags for our agents, e.g. '-reconcile-interval=10 -repair-on-events=false' "
+                             "for the behaviour before repairs on kernel events")
     parser.add_argument("--kinds", default=",".join(AGENT_KINDS),
                         help="which agents to measure, in this order (default: %(default)s)")
     parser.add_argument("--etcd-api", choices=("v2", "v3"), default="v2",

@@ -149,8 +149,12 @@ FLAGS = [
                           "-metrics=false turns them off", kind=bool),
     Flag("metrics-port", 0, "a port of its own for /metrics on -healthz-ip (0: the healthz port)",
          kind=int, check=_port),
-    Flag("reconcile-interval", 10, "seconds between checks that re-create data-plane entries "
-                                   "removed behind the agent's back", kind=int, check=_positive),
+    Flag("reconcile-interval", 300, "seconds between full checks of the data plane, a backstop: entries "
+                                    "removed behind the agent's back come back at once on the kernel's "
+                                    "notifications", kind=int, check=_positive),
+    Flag("repair-on-events", True, "restore at once what the kernel's notifications show removed or changed "
+                                   "(routes, neighbours, FDB entries, the device) and follow the interface's MTU; "
+                                   "-repair-on-events=false leaves repairs to -reconcile-interval", kind=bool),
     Flag("vxlan-offload", "auto", "tx checksum offload on the vxlan device: auto (on, but off on "
                                   "kernels before 5.7, whose checksums break under NAT), on or off",
          check=_offload_choice),

@@ -6,15 +6,16 @@ its own and calling the others' public methods only:
 - config_switching.py `InForce` (the interface, config and backend running here) and
   `ConfigFollower` (fetches the config at start-up, follows it, switches backend and config);
 - lease_keeping.py `LeaseKeeper`: this host's lease (acquire, install, renew, regain);
-- peer_table.py `PeerTable`: the other hosts' programmed leases and their identity book.
-The loop feeds them events: the etcd watch (leases and the config), its timers (renewal,
+- peer_table.py `PeerTable`: the other hosts' programmed leases and their identity book;
+- kernel_following.py `KernelFollower`: repairs on the kernel's notifications, from a thread.
+The loop feeds them events: the etcd watch (leases and the config), its timers (renewal, claim,
 reconcile) and signals (stop, SIGHUP).
 
 Differences from flanneld v0.10 (each fixes a reported failure): a bad or missing config is
 retried, not fatal; a lost lease is re-acquired (preferring the same subnet) instead of exiting 0;
 renewals are compare-and-swap; peers whose attributes changed are re-programmed; an unparsable
 key is skipped, and so is a lease whose VtepMAC or PublicIP another lease holds (peer_identity.py);
-data-plane entries removed behind the agent's back are restored periodically.
+data-plane entries removed behind the agent's back are restored at once (kernel_following.py).
 """
 
 import logging
@@ -31,7 +32,8 @@ from .etcd_http import Stopping
 from .health import Health
 from .healthz import ListenError, notify_systemd, start_endpoints
 from .lease import LEASE_TTL
-from .lease_keeping import MAX_BACKOFF, Backoff, LeaseKeeper, default_host_id
+from .kernel_following import KernelFollower
+from .lease_keeping import CLAIM_REFRESH, MAX_BACKOFF, Backoff, LeaseKeeper, default_host_id
 from .peer_table import PeerTable
 from .signals import handle_other_signals
 from .registry import ConfigEvent, IndexCleared, RegistryError, RegistryUnavailable, make_registry
@@ -78,11 +80,15 @@ class Agent:
             registry, self.in_force, self.health, on_lost=self._reacquire,
             wait=lambda seconds: self._wait(seconds), stopped=self._stop.is_set, clock=clock, lease_ttl=lease_ttl,
             host_id=options.host_id or default_host_id(),
-            # Refreshed at every reconcile, so a replaced host waits at most this long for the IP.
-            claim_ttl=max(30, 3 * options.reconcile_interval),
+            # Refreshed every CLAIM_REFRESH s, so a replaced host waits at most this long for the IP.
+            claim_ttl=3 * CLAIM_REFRESH,
             renew_margin=options.subnet_lease_renew_margin * 60, subnet_file=options.subnet_file,
             ip_masq=options.ip_masq)
         self.peer_table = PeerTable(self.in_force, self.keeper)
+        # Held by the loop while it changes the backend, the lease or the peers, and by the
+        # kernel-events thread while it repairs.
+        self._lock = threading.RLock()
+        self.kernel = KernelFollower(self.in_force, self.peer_table, self.keeper, self._lock)
         self.follower = ConfigFollower(
             registry, self.in_force, self.keeper, self.peer_table, self.health, resync=self.resync,
             report_healthy=self.report_healthy, refused_backoff=self._refused_backoff,
@@ -235,38 +241,50 @@ class Agent:
             metrics.repaired([Change(SUBNET_ENV, "rewrote", self.keeper.subnet_file)])
         metrics.repaired(self.keeper.ensure_masquerade())
         self.reconcile_at = self.clock() + self.reconcile_interval
-        duplicate = self.keeper.claim_public_ip()  # last: the data plane is repaired even without etcd
+
+    def _refresh_claim(self):
+        duplicate = self.keeper.refresh_claim()
         if duplicate:
             LOG.error("%s", duplicate)
             self.health.set(False, duplicate)
 
     def _next_deadline(self):
-        deadlines = [self.reconcile_at]
+        deadlines = [self.reconcile_at, self.keeper.claim_at]
         if self.keeper.renew_at is not None:
             deadlines.append(self.keeper.renew_at)
         return min(deadlines)
 
     def _step(self):
         """One turn: catch up (lost lease, re-listing), run the timers that are due, then wait for
-        events until the next deadline: the etcd watch's (a second source, the kernel's netlink
-        notifications, is to be waited on beside it and handled as _on_watch_answer is)."""
+        events until the next deadline: the etcd watch's, while the kernel's notifications are
+        handled by the KernelFollower's thread (both under the lock, the watch's wait outside it)."""
+        with self._lock:
+            wait = self._before_watch()
+        if wait is None:
+            return
+        answer = self.registry.watch_leases(self.index, wait, self.in_force.config, with_config=True)
+        received = time.monotonic()
+        with self._lock:
+            self._on_watch_answer(*answer, received=received)
+
+    def _before_watch(self):
+        """The seconds the watch may wait, or None to go round the loop again first."""
         if self._lost_lease and not self._regain_lease():
-            return  # stopped
+            return None  # stopped
         if self._needs_resync:
             self._resync()
             if not self.keeper.lost:  # after the listing: a later change comes through the watch
                 self._check_stored_config()
         if self.keeper.lost:
-            return  # lost again at once: the loop waits (backoff) before the next try
+            return None  # lost again at once: the loop waits (backoff) before the next try
         now = self.clock()
         if self.keeper.renew_at is not None and now >= self.keeper.renew_at:
             self.keeper.renew()
         if now >= self.reconcile_at:
             self._reconcile()
-        wait = min(max(self._next_deadline() - self.clock(), 0.01), MAX_WATCH_WAIT)
-        events, index, skipped = self.registry.watch_leases(self.index, wait, self.in_force.config,
-                                                            with_config=True)
-        self._on_watch_answer(events, index, skipped, received=time.monotonic())
+        if now >= self.keeper.claim_at:
+            self._refresh_claim()  # after the reconcile: the data plane is repaired even without etcd
+        return min(max(self._next_deadline() - self.clock(), 0.01), MAX_WATCH_WAIT)
 
     def _on_watch_answer(self, events, index, skipped, received):
         """The lease and config events of one watch answer, read at `received` (time.monotonic())."""
@@ -317,37 +335,8 @@ class Agent:
                 if self._wait(1.0):
                     break
 
-    def _choose_interface(self):
-        """Pick the external interface before etcd is asked anything; an exit status when none
-        fits (2 when -iface or -iface-regex named no interface here), else None."""
-        from .netlink import InterfaceError, select_interface
-
-        try:
-            self.in_force.iface = select_interface(self.options.iface, self.options.iface_regex)
-        except InterfaceError as err:
-            flags = "/".join(name for name, given in (("-iface", self.options.iface),
-                                                      ("-iface-regex", self.options.iface_regex)) if given)
-            if flags:
-                sys.stderr.write("flanneld: invalid value for flag %s: %s\n" % (flags, err))
-                return 2
-            LOG.error("%s", err)
-            return 1
-        return None
-
-    def _check_public_ip(self):
-        """Exit status 2 when our public IP is the network or broadcast address of an on-link
-        prefix (followed from here on for the lease checks), else None."""
-        public_ip = self.options.public_ip or str(self.in_force.iface.address)
-        problem = self.keeper.follow_onlink_prefixes(public_ip)
-        if problem:
-            flag = "-public-ip" if self.options.public_ip else "-iface"
-            sys.stderr.write("flanneld: invalid value for flag %s: public IP %s: no single host answers there; "
-                             "choose another address with -public-ip or -iface\n" % (flag, problem))
-            return 2
-        return None
-
     def run(self):
-        status = self._choose_interface() or self._check_public_ip()
+        status = self.kernel.choose_interface(self.options) or self.kernel.check_public_ip(self.options)
         if status is not None:
             return status
         try:
@@ -359,6 +348,8 @@ class Agent:
             status = self.start()
             if status is not None:
                 return status
+            if self.options.repair_on_events:
+                self.kernel.start()
             self.loop()
             return 0
         except Stopping:
@@ -367,6 +358,7 @@ class Agent:
             LOG.info("exiting; the data plane is left in place")
             for server in servers:
                 server.shutdown()
+            self.kernel.stop()
             if self.in_force.backend is not None:
                 self.in_force.backend.close()
             self.keeper.close()

@@ -19,6 +19,7 @@ from .subnet_env import render_subnet_env, write_subnet_env
 LOG = logging.getLogger("flanneld")
 RENEW_RETRY = 60.0
 MAX_BACKOFF = 30.0
+CLAIM_REFRESH = 10  # seconds between refreshes of the public IP's claim (its TTL is 3 times that)
 
 
 def default_host_id():
@@ -57,6 +58,7 @@ class LeaseKeeper:
         self.renew_at = None
         self.expires_at = None  # on `clock`; None for a reservation (no TTL)
         self.lost = None  # why, while the loop has a lease to re-acquire
+        self.claim_at = float("inf")  # when the public IP's claim is to be refreshed, from the first one on
         self._local = None  # netlink.LocalAddresses, for the on-link prefixes
 
     def follow_onlink_prefixes(self, public_ip):
@@ -84,6 +86,11 @@ class LeaseKeeper:
         return ("public IP %s is already used by another live host (host id %s, this host %s): two hosts "
                 "must not share a public IP; set -public-ip or -iface" % (self.attrs.public_ip, holder, self.host_id))
 
+    def refresh_claim(self):
+        """Claim the public IP again (claim_public_ip), CLAIM_REFRESH s after the last claim."""
+        self.claim_at = self.clock() + CLAIM_REFRESH
+        return self.claim_public_ip()
+
     def acquire(self, preferred):
         """Acquire a lease, retrying with bounded backoff; None when stopped first. A reason is
         logged when it starts (or changes), not at every retry: an episode is one line."""
@@ -91,6 +98,7 @@ class LeaseKeeper:
         while not self.stopped():
             try:
                 reason = self.claim_public_ip()
+                self.claim_at = self.clock() + CLAIM_REFRESH
                 if reason is None:
                     return acquire_lease(self.registry, self.in_force.config, self.attrs, previous_subnet=preferred,
                                          log=LOG.info)

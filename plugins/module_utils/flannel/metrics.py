@@ -90,7 +90,7 @@ class _Metrics:
         self.latency = Histogram("flannel_event_programming_seconds", "Seconds from a lease event read on the "
                                  "watch to its peer's kernel entries programmed", buckets=LATENCY_BUCKETS,
                                  registry=registry)
-        self.repairs = Counter("flannel_reconcile_repairs", "Entries the periodic reconcile restored or removed, "
+        self.repairs = Counter("flannel_reconcile_repairs", "Entries restored or removed on kernel events or by the periodic reconcile, "
                                "by kind", ["kind"], registry=registry)
         self.etcd_requests = Counter("flannel_etcd_requests", "Registry operations sent to etcd, by operation",
                                      ["operation"], registry=registry)

@@ -12,7 +12,7 @@ def test_defaults_match_flanneld():
     assert options.subnet_file == "/run/flannel/subnet.env"
     assert options.subnet_lease_renew_margin == 60
     assert options.ip_masq is False and options.healthz_port == 0 and options.healthz_ip == "0.0.0.0"
-    assert options.iface == [] and options.reconcile_interval == 10
+    assert options.iface == [] and options.reconcile_interval == 300
 
 
 @pytest.mark.parametrize("argv", [

@@ -12,6 +12,7 @@ import logging
 
 from .. import netlink
 from ..changes import ADDRESS, DEVICE, FDB, NEIGHBOUR, ROUTE, Change
+from ..kernel_repairs import Owned
 
 try:
     from netaddr import IPAddress, IPNetwork
@@ -240,6 +241,38 @@ class RouteBackend(Backend):
         if old is None:
             return []
         return self._remove_leftovers(old, PeerEntries(None, None, None))
+
+    def owned(self):
+        """What this backend holds in the kernel (kernel_repairs.Owned), for repairs on events."""
+        routes, neighbours, fdb = {}, {}, {}
+        for entries in self._programmed.values():
+            routes[entries.route.dst] = entries.route
+            if entries.neighbour:
+                neighbours[entries.neighbour[0]] = entries.neighbour[1]
+            if entries.fdb:
+                fdb[entries.fdb[0]] = entries.fdb[1]
+        return Owned(self.device_index, None, None, None, None, frozenset(), routes, neighbours, fdb,
+                     self.iface.index, self.iface.mtu)
+
+    def restore(self, routes=(), neighbours=(), fdb=()):
+        """Write again entries of programmed peers that someone removed or changed (one request
+        each, no dump), in flannel's order; returns the Changes."""
+        changes = []
+        for ip, mac in neighbours:
+            self._try(changes, self._entry_change(NEIGHBOUR, "restored", (ip, mac)), netlink.replace_neighbour,
+                      self.device_index, ip, mac, self.ipr)
+        for mac, dst in fdb:
+            self._try(changes, self._entry_change(FDB, "restored", (mac, dst)), netlink.replace_fdb,
+                      self.device_index, mac, dst, self.ipr)
+        for route in routes:
+            self._try(changes, self._entry_change(ROUTE, "restored", route), netlink.replace_route, route, self.ipr)
+        return changes
+
+    def underlay_mtu_changed(self, mtu):
+        """The external interface's MTU is now `mtu`: follow it. Returns (the MTU containers
+        must use, changes); host-gw sends packets as they are, so it is the interface's."""
+        self.iface = self.iface._replace(mtu=mtu)
+        return mtu, []
 
     def teardown(self, successor=None):
         """Stop, removing what this backend programmed that `successor` (the backend that took

@@ -19,6 +19,7 @@ import socket
 
 from .. import netlink
 from ..changes import DEVICE, ROUTE, WORKER, Change
+from ..kernel_repairs import Owned
 from . import tun, udp_proxy
 from .base import Backend, BackendError, address_change, mtu_change, peer_scope_problem
 
@@ -294,6 +295,23 @@ class UdpBackend(Backend):
         return (self._ensure_mtu() + self._ensure_address(self._wanted_address()) + self._ensure_up()
                 + self._ensure_route()
                 + self._reap_workers())
+
+    def owned(self):
+        """What this backend holds in the kernel (kernel_repairs.Owned): the device, its address
+        and the Network's route through it; the peers are the workers' table, not kernel entries."""
+        address = str(self.subnet.ip) if self.subnet is not None else None
+        return Owned(self.device_index, DEVICE_NAME, self.mtu, None, address, frozenset([str(self.config.network)]),
+                     {}, {}, {}, self.iface.index, self.iface.mtu)
+
+    def restore(self, routes=(), neighbours=(), fdb=()):
+        return []  # it owns no per-peer kernel entries
+
+    def underlay_mtu_changed(self, mtu):
+        """Follow the external interface's MTU: flannel0's is `mtu` less the UDP overhead.
+        Returns (flannel0's MTU, changes)."""
+        self.iface = self.iface._replace(mtu=mtu)
+        self.mtu = mtu - UDP_OVERHEAD
+        return self.mtu, self._ensure_mtu()
 
     def counts(self):
         return self.counters.totals()

@@ -10,6 +10,7 @@
 - tx checksum offload chosen per kernel (see decide_offload).
 """
 
+import errno
 import os
 import re
 
@@ -119,9 +120,12 @@ class VxlanBackend(RouteBackend):
                                       % (self.device_name, "; ".join(differences))))
                 index = None
         if index is None:
-            index = netlink.create_vxlan(self.device_name, self.vni, self.iface.address, self.iface.index,
-                                         self.wanted_device["port"], self.wanted_device["gbp"],
-                                         self.vtep_mac, self.mtu, self.ipr)
+            try:
+                index = netlink.create_vxlan(self.device_name, self.vni, self.iface.address, self.iface.index,
+                                             self.wanted_device["port"], self.wanted_device["gbp"],
+                                             self.vtep_mac, self.mtu, self.ipr)
+            except netlink.NetlinkError as error:
+                raise self._refusal("create %s" % self.device_name, error)
             changes.append(Change(DEVICE, "created", self.device_name,
                                   "created %s (vni %d, local %s, dev %s, dstport %d, nolearning%s)"
                                   % (self.device_name, self.vni, self.iface.address, self.iface.name,
@@ -205,8 +209,35 @@ class VxlanBackend(RouteBackend):
             changes.append(Change(DEVICE, "set", "%s mac %s" % (self.device_name, self.vtep_mac),
                                   "set %s mac %s (was %s)" % (self.device_name, self.vtep_mac, current["mac"])))
         if current["mtu"] != self.mtu:
-            changes.append(mtu_change(self.device_index, self.device_name, self.mtu, current["mtu"], self.ipr))
+            try:
+                changes.append(mtu_change(self.device_index, self.device_name, self.mtu, current["mtu"], self.ipr))
+            except netlink.NetlinkError as error:
+                raise self._refusal("set %s mtu %d" % (self.device_name, self.mtu), error)
         return changes
+
+    def _refusal(self, action, error):
+        """A BackendError naming what the kernel refused and the values involved, not an errno."""
+        if netlink.is_errno(error, errno.EINVAL):
+            why = "a vxlan device's MTU can be at most its parent's less %d" % VXLAN_OVERHEAD
+        else:
+            why = getattr(error, "args", (str(error),))[-1]
+        return BackendError("the kernel refused to %s: %s (device %s MTU %d, parent %s MTU %d, Backend.MTU %s)"
+                            % (action, why, self.device_name, self.mtu, self.iface.name, self.iface.mtu,
+                               self.config.backend.mtu or "unset"))
+
+    def owned(self):
+        owned = super().owned()
+        address = str(self.subnet.ip) if self.subnet is not None else None
+        return owned._replace(device_name=self.device_name, device_mtu=self.mtu, device_mac=self.vtep_mac,
+                              device_address=address)
+
+    def underlay_mtu_changed(self, mtu):
+        """Follow the external interface's MTU: the device's becomes `mtu` less the VXLAN
+        overhead, unless Backend.MTU sets it. Returns (the device's MTU, changes)."""
+        self.iface = self.iface._replace(mtu=mtu)
+        if not self.config.backend.mtu:
+            self.mtu = mtu - VXLAN_OVERHEAD
+        return self.mtu, self._ensure_mac_and_mtu()
 
     def _link_names(self):
         return {self.iface.index: self.iface.name, self.device_index: self.device_name}

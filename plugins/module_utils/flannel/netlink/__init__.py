@@ -5,7 +5,8 @@ kernel constants, sessions); the parts are:
 - interfaces: the external interface's choice, this host's addresses, the VTEP MAC;
 - links: links and their addresses, device creation and settings;
 - entries: routes, neighbours and FDB entries (what the backends program per peer);
-- overlay: the read-only view of a vxlan overlay for overlay_info.
+- overlay: the read-only view of a vxlan overlay for overlay_info;
+- events: the kernel's notifications as small typed events (the agent's repairs, kernel_repairs.py).
 
 Works with pyroute2 0.7.2 (Debian 12) and 0.9.x: only the common IPRoute calls are used and
 messages are read with get_attr(). Every function takes an optional `ipr` (IPRoute or NetNS);

@@ -1,0 +1,96 @@
+"""The external interface, chosen at start-up and followed live, and repairs on kernel events:
+the KernelFollower, a part of the Agent (daemon.py).
+
+A thread (kernel_repairs.KernelWatch) reads the kernel's notifications and restores at once the
+entries and the device the running backend owns when someone removes or changes them; the
+external interface's MTU is followed (the device's MTU, FLANNEL_MTU in subnet.env; docker0
+follows at the docker role's next run). The Agent's periodic reconcile stays as a rare backstop.
+It reads the backend in force (`in_force`) and the peers (`peer_table`), writes subnet.env
+through the lease keeper, and does all of it under `lock`, which the Agent's loop holds while it
+changes any of them.
+"""
+
+import logging
+import sys
+
+from . import kernel_repairs, metrics
+
+LOG = logging.getLogger("flanneld")
+
+
+class KernelFollower:
+    def __init__(self, in_force, peer_table, keeper, lock):
+        self.in_force = in_force
+        self.peer_table = peer_table
+        self.keeper = keeper
+        self.lock = lock
+        self._watch = None
+
+    def choose_interface(self, options):
+        """Pick the external interface (in_force.iface) before etcd is asked anything; an exit
+        status when none fits (2 when -iface or -iface-regex named no interface here), else None."""
+        from .netlink import InterfaceError, select_interface
+
+        try:
+            self.in_force.iface = select_interface(options.iface, options.iface_regex)
+        except InterfaceError as err:
+            flags = "/".join(name for name, given in (("-iface", options.iface),
+                                                      ("-iface-regex", options.iface_regex)) if given)
+            if flags:
+                sys.stderr.write("flanneld: invalid value for flag %s: %s\n" % (flags, err))
+                return 2
+            LOG.error("%s", err)
+            return 1
+        return None
+
+    def check_public_ip(self, options):
+        """Exit status 2 when our public IP is the network or broadcast address of an on-link
+        prefix (followed from here on for the lease checks), else None."""
+        public_ip = options.public_ip or str(self.in_force.iface.address)
+        problem = self.keeper.follow_onlink_prefixes(public_ip)
+        if problem:
+            flag = "-public-ip" if options.public_ip else "-iface"
+            sys.stderr.write("flanneld: invalid value for flag %s: public IP %s: no single host answers there; "
+                             "choose another address with -public-ip or -iface\n" % (flag, problem))
+            return 2
+        return None
+
+    def start(self):
+        """Start the thread. A thread, not a selector in the loop: the loop waits in the etcd
+        long-poll (urllib3, whose socket a selector cannot share) and a repair must not wait for
+        it; the lock keeps the backend and its netlink socket to one side at a time."""
+        from .netlink.events import KernelEvents
+
+        self._watch = kernel_repairs.KernelWatch(KernelEvents(), self.lock, self.owned, self.repair)
+        self._watch.start()
+
+    def stop(self):
+        if self._watch is not None:
+            self._watch.stop()
+
+    def owned(self):
+        """What the running backend owns now; None while there is no lease to own anything for."""
+        if self.keeper.lost or self.keeper.lease is None or self.in_force.backend is None:
+            return None
+        return self.in_force.backend.owned()
+
+    def repair(self, repairs):
+        """Make the Repairs the events call for (kernel_repairs.needed); logs and counts them."""
+        if repairs.underlay_mtu is not None:
+            self.follow_underlay_mtu(repairs.underlay_mtu)
+        changes = kernel_repairs.repair(repairs, self.in_force.backend, self.peer_table.peers)
+        for change in changes:
+            LOG.warning("repaired on a kernel event: %s", change)
+        metrics.repaired(changes)
+
+    def follow_underlay_mtu(self, mtu):
+        """The external interface's MTU changed: the backend's device follows, and subnet.env
+        says the new FLANNEL_MTU."""
+        iface = self.in_force.iface
+        LOG.warning("%s MTU changed from %d to %d", iface.name, iface.mtu, mtu)
+        self.in_force.iface = iface._replace(mtu=mtu)
+        self.in_force.info["mtu"], changes = self.in_force.backend.underlay_mtu_changed(mtu)
+        for change in changes:
+            LOG.info("backend: %s", change)
+        if self.keeper.write_subnet_env():
+            LOG.info("wrote %s: FLANNEL_MTU=%d", self.keeper.subnet_file, self.in_force.mtu)
