@@ -75,7 +75,8 @@ class Agent:
         self.health = Health()
         self.bad_leases = BadLeases(LOG)
         self.in_force = InForce()
-        # The parts wait through self._wait, looked up at each call (a test may replace it).
+        # The parts wait through self._wait, looked up at each call (a test may replace it): the
+        # lambdas are needed.  pylint: disable=unnecessary-lambda
         self.keeper = LeaseKeeper(
             registry, self.in_force, self.health, on_lost=self._reacquire,
             wait=lambda seconds: self._wait(seconds), stopped=self._stop.is_set, clock=clock, lease_ttl=lease_ttl,
