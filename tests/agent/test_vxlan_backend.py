@@ -358,3 +358,54 @@ def test_address_added_after_the_last_sync_is_seen_by_the_next_event(three_hosts
     assert lines[1] == "after []"
     assert "ignoring lease 10.5.8.0/24: subnet 10.5.8.0/24 contains this host's address 10.5.8.1" in result.stderr
     assert "10.5.8.0/24" not in host.run(["ip", "route", "show"]).stdout
+
+
+# ---- netlink.Batch: a peer's entries as one request, each refusal named ----------------------------
+
+def test_a_refused_request_is_named_and_the_others_of_the_batch_are_made(nodes):
+    node = nodes[0]
+    index = node.backend.device_index
+    batch = netlink.Batch(node.ipr)
+    try:
+        netlink.replace_neighbour(index, "10.5.7.0", "0e:00:00:00:07:07", ipr=batch)
+        netlink.replace_route(netlink.Route("10.5.8.0/24", "10.5.8.0", 4242, True), ipr=batch)  # no such link
+        netlink.replace_route(netlink.Route("10.5.7.0/24", "10.5.7.0", index, True), ipr=batch)
+        refused = batch.send()
+        assert list(refused) == [1]
+        assert str(refused[1]) == "route 10.5.8.0/24 via 10.5.8.0 oif 4242 onlink: No such device (errno 19)"
+        assert netlink.is_errno(refused[1], 19)
+        state = node.state()
+        assert {"ip": "10.5.7.0", "mac": "0e:00:00:00:07:07"} in state["neighbours"]
+        assert {"dst": "10.5.7.0/24", "gateway": "10.5.7.0", "onlink": True} in state["routes"]
+        netlink.delete_route(netlink.Route("10.5.7.0/24", "10.5.7.0", index, True), ipr=batch)
+        netlink.delete_neighbour(index, "10.5.7.0", ipr=batch)
+        netlink.delete_neighbour(index, "10.5.7.0", ipr=batch)  # gone by then
+        refused = batch.send()
+        assert list(refused) == [2] and netlink.is_errno(refused[2], 2)
+        assert str(refused[2]).startswith("neighbour 10.5.7.0 lladdr None on link %d: " % index)
+        state = node.state()
+        assert "10.5.7.0/24" not in [route["dst"] for route in state["routes"]]
+        assert "10.5.7.0" not in [neighbour["ip"] for neighbour in state["neighbours"]]
+        assert batch.send() == {}  # nothing queued: nothing sent
+    finally:
+        batch.close()
+
+
+def test_add_peer_on_a_vanished_device_logs_each_entry_refused_and_programs_nothing(nodes, caplog):
+    first, second, third = nodes
+    first.backend.remove_peer(third.subnet)
+    netlink.delete_link(first.backend.device_index, first.ipr)
+    with caplog.at_level(logging.ERROR, logger="flannel.backend.vxlan"):
+        assert first.backend.add_peer(third.lease) == []
+    index = first.backend.device_index
+    mac = third.info["vtep_mac"]
+    assert [record.getMessage() for record in caplog.records] == [
+        "failed to program peer 10.5.3.0/24: neighbour 10.5.3.0 lladdr %s on link %d: No such device (errno 19)"
+        % (mac, index),
+        "failed to program peer 10.5.3.0/24: fdb %s dst %s on link %d: No such device (errno 19)"
+        % (mac, third.host.address, index),
+        "failed to program peer 10.5.3.0/24: route 10.5.3.0/24 via 10.5.3.0 oif %d onlink: No such device "
+        "(errno 19)" % index]
+    # The peer was not recorded as programmed: the reconcile re-creates the device and programs it.
+    changes = first.backend.sync(dict((node.subnet, node.lease) for node in (second, third)))
+    assert "added route 10.5.3.0/24 via 10.5.3.0 dev flannel.1 onlink" in changes

@@ -1,8 +1,15 @@
-"""Measure VxlanBackend per-peer programming time inside a throw-away namespace.
+"""Measure VxlanBackend per-peer programming time inside a throw-away namespace, or the data
+plane the agent programs.
 
 Run as root: python tests/bench/bench_vxlan.py [peers]. Prints p50/p95 of add_peer() for new
 peers and the time of full syncs (from empty, unchanged, one peer changed) for `peers` peers.
 The backend runs with a plain IPRoute inside the namespace (`ip netns exec`), as the agent does.
+It measures CPU and wall time of programming, not traffic.
+
+python tests/bench/bench_vxlan.py --throughput AGENT.pyz[,AGENT.pyz...] [rounds] [seconds]: for
+each round and each agent zipapp in turn (so that builds alternate), two namespace hosts with a
+real etcd and the agent on each (vxlan, VNI 1), a container behind each, and iperf3 TCP, one
+stream, container -> container for `seconds`: prints Gbit/s per zipapp and round, with the load.
 """
 
 import os
@@ -61,7 +68,52 @@ def measure(peers):
     print("add_peer, one MAC changed: %.2f ms (%d changes)" % ((time.perf_counter() - start) * 1000, len(changes)))
 
 
+def throughput(agent_path, seconds):
+    """Gbit/s of one iperf3 TCP stream between containers on two hosts running `agent_path`."""
+    import json
+
+    from support.cluster import Cluster, wait_for
+    from support.netns import ping, run_in
+
+    config = '{"Network": "10.0.0.0/8", "SubnetLen": 20, "Backend": {"Type": "vxlan", "VNI": 1}}'
+    lab = Lab(lan_prefix="172.31.248")
+    try:
+        with Cluster(lab, agent_path, config=config, name="bench-vxlan") as cluster:
+            hosts = [lab.add_host(), lab.add_host()]
+            agents = [cluster.agent(host) for host in hosts]
+            subnets = [agent.wait_env() for agent in agents]
+            for agent in agents:
+                agent.wait_ready()
+            one, two = [lab.add_container(host, subnet) for host, subnet in zip(hosts, subnets)]
+            wait_for(lambda: ping(one.ns, two.address, count=1), what="overlay up")
+            server = subprocess.Popen(["ip", "netns", "exec", two.ns, "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
+            time.sleep(0.5)
+            report = json.loads(run_in(one.ns, ["iperf3", "-c", two.address, "-t", seconds, "-J"]).stdout)
+            server.wait(10)
+            return report["end"]["sum_received"]["bits_per_second"] / 1e9
+    finally:
+        lab.cleanup()
+
+
+def compare_throughput(agent_paths, rounds, seconds):
+    print("vxlan, container -> container over two namespace hosts, %s, %d CPUs, load average %.2f"
+          % (time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), os.getloadavg()[0]))
+    results = dict((path, []) for path in agent_paths)
+    for number in range(rounds):
+        for path in agent_paths:
+            results[path].append(throughput(path, seconds))
+            print("round %d %s: %.2f Gbit/s (load average %.2f)"
+                  % (number + 1, path, results[path][-1], os.getloadavg()[0]))
+    for path, values in results.items():
+        print("%s: %s Gbit/s (median %.2f)" % (path, " ".join("%.2f" % value for value in values),
+                                               statistics.median(values)))
+
+
 if __name__ == "__main__":
+    if len(sys.argv) > 2 and sys.argv[1] == "--throughput":
+        compare_throughput(sys.argv[2].split(","), int(sys.argv[3]) if len(sys.argv) > 3 else 2,
+                           int(sys.argv[4]) if len(sys.argv) > 4 else 10)
+        sys.exit(0)
     if len(sys.argv) > 2 and sys.argv[1] == "--inside":
         if os.environ.get("BENCH_PROFILE"):
             import cProfile

@@ -132,6 +132,11 @@ class RouteBackend(Backend):
         super().__init__(config, iface, public_ip, ipr)
         self._programmed = {}  # subnet (str) -> PeerEntries last written for that peer
         self._local_addresses = set()  # this host's IPv4 addresses, refreshed by sync/add_peer
+        self._batch = netlink.Batch(self.ipr)  # add_peer's requests, sent together
+
+    def close(self):
+        self._batch.close()
+        super().close()
 
     # -- what subclasses provide ----------------------------------------------------------------
 
@@ -216,19 +221,22 @@ class RouteBackend(Backend):
         if old == entries:
             return []
         verb = "added" if old is None else "updated"
-        changes = []
-        try:
-            if entries.neighbour:
-                netlink.replace_neighbour(self.device_index, *entries.neighbour, ipr=self.ipr)
-                changes.append(self._entry_change(NEIGHBOUR, verb, entries.neighbour))
-            if entries.fdb:
-                netlink.replace_fdb(self.device_index, *entries.fdb, ipr=self.ipr)
-                changes.append(self._entry_change(FDB, verb, entries.fdb))
-            netlink.replace_route(entries.route, self.ipr)
-            changes.append(self._entry_change(ROUTE, verb, entries.route))
-        except netlink.NetlinkError as error:
+        # One request for the peer's entries, in flannel's order: neighbour, FDB, then the route.
+        planned = []
+        if entries.neighbour:
+            netlink.replace_neighbour(self.device_index, *entries.neighbour, ipr=self._batch)
+            planned.append(self._entry_change(NEIGHBOUR, verb, entries.neighbour))
+        if entries.fdb:
+            netlink.replace_fdb(self.device_index, *entries.fdb, ipr=self._batch)
+            planned.append(self._entry_change(FDB, verb, entries.fdb))
+        netlink.replace_route(entries.route, ipr=self._batch)
+        planned.append(self._entry_change(ROUTE, verb, entries.route))
+        refused = self._batch.send()
+        changes = [change for position, change in enumerate(planned) if position not in refused]
+        if refused:
             self._programmed.pop(key, None)  # unknown state: the next sync repairs it
-            self.log.error("failed to program peer %s: %s%s", key, error, self._failure_hint(error))
+            for error in refused.values():
+                self.log.error("failed to program peer %s: %s%s", key, error, self._failure_hint(error))
             return changes
         self._programmed[key] = entries
         if old is not None:

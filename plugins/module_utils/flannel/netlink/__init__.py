@@ -6,7 +6,8 @@ kernel constants, sessions); the parts are:
 - links: links and their addresses, device creation and settings;
 - entries: routes, neighbours and FDB entries (what the backends program per peer);
 - overlay: the read-only view of a vxlan overlay for overlay_info;
-- events: the kernel's notifications as small typed events (the agent's repairs, kernel_repairs.py).
+- events: the kernel's notifications as small typed events (the agent's repairs, kernel_repairs.py);
+- batch: requests sent together on a synchronous socket (a peer's three entries).
 
 Works with pyroute2 0.7.2 (Debian 12) and 0.9.x: only the common IPRoute calls are used and
 messages are read with get_attr(). Every function takes an optional `ipr` (IPRoute or NetNS);
@@ -101,3 +102,4 @@ from .entries import (Route, delete_fdb, delete_neighbour, delete_route, direct_
                       format_route, link_route_destinations, permanent_neighbours, replace_fdb,
                       replace_link_route, replace_neighbour, replace_route, routes_via)
 from .overlay import overlay_state  # noqa: E402
+from .batch import Batch, RequestError  # noqa: E402
