@@ -244,6 +244,13 @@ def test_public_ip_claim_is_held_refreshed_and_refused_to_another_host(registry,
     assert 25 < raw.read(PREFIX + "/netlab-hosts/192.168.205.10").ttl <= 30
 
 
+def test_public_ip_claim_someone_wrote_junk_into_is_refused_naming_it(registry, raw):
+    raw.write(PREFIX + "/netlab-hosts/192.168.205.10", "{not json", ttl=30)
+    holder = registry.claim_public_ip("192.168.205.10", "host-one", 30)
+    assert holder == "unknown (unreadable claim at %s/netlab-hosts/192.168.205.10)" % PREFIX
+    assert raw.read(PREFIX + "/netlab-hosts/192.168.205.10").value == "{not json"
+
+
 def test_concurrent_acquisition_never_shares_a_subnet(api, api_endpoint):
     import threading
 

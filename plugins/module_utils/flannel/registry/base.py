@@ -5,6 +5,7 @@ A registry (v2.py on python-etcd, v3.py on etcd's JSON gateway) reads and writes
 module imports neither client library.
 """
 
+import json
 from urllib.parse import urlsplit
 
 from .. import metrics
@@ -106,6 +107,19 @@ def parse_endpoints(endpoints):
     if not parsed:
         raise ValueError("at least one etcd endpoint is required")
     return parsed
+
+
+def claim_value(host_id):
+    """What a public IP claim holds: the id of the host that holds it, as compact JSON."""
+    return json.dumps({"HostID": host_id}, separators=(",", ":"))
+
+
+def claim_holder(text, key):
+    """The host id a claim's stored `text` names (the claim at `key`, another host's)."""
+    try:
+        return str(json.loads(text).get("HostID", "unknown"))
+    except (TypeError, ValueError, AttributeError):
+        return "unknown (unreadable claim at %s)" % key
 
 
 class Registry:

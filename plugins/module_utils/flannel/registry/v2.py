@@ -4,8 +4,6 @@ kept-alive connection of its own (v2_watch.py).
 Every lease write is conditional (prevExist=false to create, prevIndex to change or delete).
 """
 
-import json
-
 try:
     import etcd
 except ImportError:  # reported by the caller through missing_libraries()
@@ -13,8 +11,8 @@ except ImportError:  # reported by the caller through missing_libraries()
 
 from ..etcd_http import BadReply, BoundedHTTP, checked_v2_node, checked_v2_nodes, excerpt
 from ..lease import Lease, LeaseAttrs, checked_lease
-from .base import (DEFAULT_ENDPOINTS, DEFAULT_PREFIX, LeaseListing, Registry, counted, parse_endpoints, subnet_of_key,
-                   unanswered)
+from .base import (DEFAULT_ENDPOINTS, DEFAULT_PREFIX, LeaseListing, Registry, claim_holder, claim_value, counted,
+                   parse_endpoints, subnet_of_key, unanswered)
 from .errors import ConfigMissing, IndexCleared, RegistryAuthError, RegistryBadReply, RegistryError, _root_cause
 from .v2_watch import V2Watch
 
@@ -179,7 +177,7 @@ class EtcdRegistry(Registry):
     @counted("claim_public_ip")
     def claim_public_ip(self, public_ip, host_id, ttl):
         key = self.host_claim_key(public_ip)
-        value = json.dumps({"HostID": host_id}, separators=(",", ":"))
+        value = claim_value(host_id)
         for _attempt in range(3):
             try:
                 self._call(lambda c: c.write(key, value, ttl=ttl, prevExist=False))
@@ -192,12 +190,10 @@ class EtcdRegistry(Registry):
                 return None
             except etcd.EtcdCompareFailed:
                 try:
-                    holder = json.loads(self._call(lambda c: c.read(key, quorum=True)).value)
-                    return str(holder.get("HostID", "unknown"))
+                    text = self._call(lambda c: c.read(key, quorum=True)).value
                 except etcd.EtcdKeyNotFound:
                     continue
-                except (TypeError, ValueError, AttributeError):
-                    return "unknown (unreadable claim at %s)" % key
+                return claim_holder(text, key)
             except etcd.EtcdKeyNotFound:
                 continue
         raise RegistryError("could not claim %s: it changed three times in a row" % key)

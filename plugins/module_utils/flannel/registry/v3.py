@@ -9,12 +9,11 @@ deleted only at the mod_revision it was read at. Watches are one streaming reque
 thread; a broken stream is resumed from the last revision seen, a compacted one asks for a resync.
 """
 
-import json
 import time
 
 from ..etcd_http import checked_v3_kv
 from ..lease import Lease, LeaseAttrs, checked_lease
-from .base import DEFAULT_ENDPOINTS, DEFAULT_PREFIX, Registry, counted, subnet_of_key
+from .base import DEFAULT_ENDPOINTS, DEFAULT_PREFIX, Registry, claim_holder, claim_value, counted, subnet_of_key
 from .errors import ConfigMissing, RegistryError, RegistryUnavailable
 from .v3_gateway import Gateway, b64 as _b64, prefix_end, unb64 as _unb64
 
@@ -252,7 +251,7 @@ class EtcdV3Registry(Registry):
     def claim_public_ip(self, public_ip, host_id, ttl):
         """Ours is kept alive (its etcd lease), another host's named."""
         key = self.host_claim_key(public_ip)
-        value = json.dumps({"HostID": host_id}, separators=(",", ":"))
+        value = claim_value(host_id)
         for _attempt in range(3):
             kvs = self._range(key)[0]
             if not kvs:
@@ -263,10 +262,7 @@ class EtcdV3Registry(Registry):
                 continue
             kv = kvs[0]
             if _unb64(kv.get("value")) != value:
-                try:
-                    return str(json.loads(_unb64(kv.get("value"))).get("HostID", "unknown"))
-                except (TypeError, ValueError, AttributeError):
-                    return "unknown (unreadable claim at %s)" % key
+                return claim_holder(_unb64(kv.get("value")), key)
             held_by = int(kv.get("lease", 0) or 0)
             if held_by and self._keepalive(held_by):
                 return None
