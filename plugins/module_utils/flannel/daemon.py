@@ -66,20 +66,21 @@ class Agent:
     peers = _held_by("peer_table", "peers")
     identities = _held_by("peer_table", "identities")
 
-    def __init__(self, options, registry, lease_ttl=LEASE_TTL, clock=time.monotonic):
+    def __init__(self, options, registry, lease_ttl=LEASE_TTL, clock=time.monotonic, wait=None):
+        """`wait(seconds)` is the sleep that ends early on stop (True when stopping): the stop
+        flag's own unless a test gives one that does not sleep."""
         self.options = options
         self.registry = registry
         self.clock = clock
         self._stop = threading.Event()
+        self._wait = wait or self._stop.wait
         self.reconcile_interval = options.reconcile_interval
         self.health = Health()
         self.bad_leases = BadLeases(LOG)
         self.in_force = InForce()
-        # The parts wait through self._wait, looked up at each call (a test may replace it): the
-        # lambdas are needed.  pylint: disable=unnecessary-lambda
         self.keeper = LeaseKeeper(
             registry, self.in_force, self.health, on_lost=self._reacquire,
-            wait=lambda seconds: self._wait(seconds), stopped=self._stop.is_set, clock=clock, lease_ttl=lease_ttl,
+            wait=self._wait, stopped=self._stop.is_set, clock=clock, lease_ttl=lease_ttl,
             host_id=options.host_id or default_host_id(),
             # Refreshed every CLAIM_REFRESH s, so a replaced host waits at most this long for the IP.
             claim_ttl=3 * CLAIM_REFRESH,
@@ -93,7 +94,7 @@ class Agent:
         self.follower = ConfigFollower(
             registry, self.in_force, self.keeper, self.peer_table, self.health, resync=self.resync,
             report_healthy=self.report_healthy, refused_backoff=self._refused_backoff,
-            wait=lambda seconds: self._wait(seconds), stopped=self._stop.is_set, backend_options=options)
+            wait=self._wait, stopped=self._stop.is_set, backend_options=options)
         self.index = 0
         self.reconcile_at = 0.0
         self._needs_resync = False  # set when etcd was unreachable: re-list before watching again
@@ -116,10 +117,6 @@ class Agent:
         self.follower.forget()
         self._needs_resync = True
         self.reconcile_at = 0.0
-
-    def _wait(self, seconds):
-        """Sleep that ends early on stop; True when stopping."""
-        return self._stop.wait(seconds)
 
     def _refused_backoff(self):
         """Seconds to wait after etcd refused our credentials: 1, 2, 4 ... MAX_BACKOFF (reset by

@@ -102,8 +102,8 @@ def registry():
 def agent(registry, tmp_path):
     """An agent that holds OWN_SUBNET and has listed one peer, PEER_SUBNET."""
     options = parse_args(["-subnet-file=%s" % (tmp_path / "subnet.env"), "-host-id=test"], environ={})
-    running = Agent(options, registry, clock=lambda: 1000.0)
-    running._wait = lambda seconds: False  # retries go on at once instead of sleeping
+    # wait: retries go on at once instead of sleeping
+    running = Agent(options, registry, clock=lambda: 1000.0, wait=lambda seconds: False)
     running.config = CONFIG
     running.backend = RecordingBackend()
     running.backend_info = {"mtu": 1450}

@@ -158,32 +158,41 @@ class CountingRegistry(FakeRegistry):
         return [LeaseEvent(PEER_SUBNET, self.leases[PEER_SUBNET])], after_index - 10, None
 
 
-def _run_loop(agent, turns):
-    """Run the agent's loop until it has waited `turns` times; returns the waits and the registry
-    calls made between them."""
-    waits, calls = [], []
+class TurnCounter:
+    """The agent's wait in these tests: records each wait and the registry calls made since the
+    last one, and stops the agent (`agent`, set once it exists) after `turns` waits."""
 
-    def wait(seconds):
-        waits.append(seconds)
-        calls.append(list(agent.registry.calls))
-        del agent.registry.calls[:]
-        if len(waits) >= turns:
-            agent._stop.set()
-        return agent._stop.is_set()
+    def __init__(self, registry, turns):
+        self.registry, self.turns = registry, turns
+        self.agent = None
+        self.waits, self.calls = [], []
 
-    agent._wait = wait
+    def __call__(self, seconds):
+        self.waits.append(seconds)
+        self.calls.append(list(self.registry.calls))
+        del self.registry.calls[:]
+        if len(self.waits) >= self.turns:
+            self.agent._stop.set()
+        return self.agent._stop.is_set()
+
+
+def _run_loop(agent, counter):
+    """Run the agent's loop until `counter` stops it; returns the waits and the registry calls
+    made between them."""
+    counter.agent = agent
     agent._check_stored_config = lambda: None  # the config is not what this test is about
     agent.loop()
-    return waits, calls
+    return counter.waits, counter.calls
 
 
 @pytest.mark.parametrize("forget_own, watch_back", [(True, False), (False, True)], ids=["lease-never-listed",
                                                                                         "index-backwards"])
 def test_repeated_failures_are_loop_turns_with_a_growing_wait(tmp_path, caplog, forget_own, watch_back):
     registry = CountingRegistry(forget_own, watch_back)
-    agent = _agent(registry, tmp_path)
+    counter = TurnCounter(registry, 7)
+    agent = _agent(registry, tmp_path, wait=counter)
     agent._needs_resync = True  # as after start-up
-    waits, calls = _run_loop(agent, 7)
+    waits, calls = _run_loop(agent, counter)
     assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     # Between two waits, one turn: a re-acquisition and one listing, or one listing and one watch.
     expected = ["list", "list"] if forget_own else ["list", "watch"]
@@ -192,10 +201,10 @@ def test_repeated_failures_are_loop_turns_with_a_growing_wait(tmp_path, caplog, 
     assert "unexpected error" not in caplog.text
 
 
-def _agent(registry, tmp_path):
+def _agent(registry, tmp_path, wait=None):
     """An agent that holds OWN_SUBNET beside one peer, on `registry`."""
     options = parse_args(["-subnet-file=%s" % (tmp_path / "subnet.env"), "-host-id=test"], environ={})
-    running = Agent(options, registry)
+    running = Agent(options, registry, wait=wait)
     running.config, running.backend, running.attrs = CONFIG, RecordingBackend(), OWN
     running.backend_info = {"mtu": 1450}
     registry._store(PEER_SUBNET, PEER, 86400)
