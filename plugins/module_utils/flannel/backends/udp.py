@@ -20,7 +20,7 @@ import socket
 from .. import netlink
 from ..changes import DEVICE, ROUTE, WORKER, Change
 from ..kernel_repairs import Owned
-from . import tun, udp_proxy
+from . import tun, udp_packets, udp_proxy
 from .base import Backend, BackendError, address_change, mtu_change, peer_scope_problem
 
 try:
@@ -59,9 +59,9 @@ class UdpBackend(Backend):
         self.sockets = []
         self.controls = []  # agent's ends of the SOCK_SEQPACKET pairs, one per worker
         self.pids = []
-        self.counters = udp_proxy.CounterBlock(self.workers)
+        self.counters = udp_packets.CounterBlock(self.workers)
         self._routes = {}  # subnet (str) -> peer PublicIP: what the workers were last sent
-        self._reported = dict.fromkeys(udp_proxy.COUNTERS, 0)
+        self._reported = dict.fromkeys(udp_packets.COUNTERS, 0)
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -190,7 +190,7 @@ class UdpBackend(Backend):
     def _stop_workers(self):
         for control in self.controls:
             try:
-                control.send(udp_proxy.COMMAND_STOP)
+                control.send(udp_packets.COMMAND_STOP)
             except OSError:
                 pass
         for pid in self.pids:
@@ -206,7 +206,7 @@ class UdpBackend(Backend):
     def _send_routes(self, only=None):
         routes = [(int(IPNetwork(subnet).ip), IPNetwork(subnet).prefixlen, int(IPAddress(ip)), self.port)
                   for subnet, ip in sorted(self._routes.items())]
-        message = udp_proxy.pack_routes(routes)
+        message = udp_packets.pack_routes(routes)
         for slot, control in enumerate(self.controls):
             if only is not None and slot != only:
                 continue
