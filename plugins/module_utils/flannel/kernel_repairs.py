@@ -176,6 +176,6 @@ def repair(repairs, backend, peers):
     """Make `repairs` with `backend` for `peers` ({subnet: Lease}); returns the changes. A lost
     device or lost events need the whole sync (device, then every peer); entries are written
     one by one."""
-    if repairs.full or repairs.device:
+    if repairs.full or repairs.device or backend.device_replaced():
         return backend.sync(peers)
     return backend.restore(repairs.routes, repairs.neighbours, repairs.fdb)

@@ -266,15 +266,21 @@ class RouteBackend(Backend):
         """Write again entries of programmed peers that someone removed or changed (one request
         each, no dump), in flannel's order; returns the Changes."""
         changes = []
+        # Missing device: deleted, its removal announced after its entries'; that event repairs it.
         for ip, mac in neighbours:
             self._try(changes, self._entry_change(NEIGHBOUR, "restored", (ip, mac)), netlink.replace_neighbour,
-                      self.device_index, ip, mac, self.ipr)
+                      self.device_index, ip, mac, self.ipr, missing_ok=True)
         for mac, dst in fdb:
             self._try(changes, self._entry_change(FDB, "restored", (mac, dst)), netlink.replace_fdb,
-                      self.device_index, mac, dst, self.ipr)
+                      self.device_index, mac, dst, self.ipr, missing_ok=True)
         for route in routes:
-            self._try(changes, self._entry_change(ROUTE, "restored", route), netlink.replace_route, route, self.ipr)
+            self._try(changes, self._entry_change(ROUTE, "restored", route), netlink.replace_route, route, self.ipr,
+                      missing_ok=True)
         return changes
+
+    def device_replaced(self):
+        """Whether the device is gone or another now has its name (one lookup, no dump)."""
+        return self.device_name is not None and netlink.link_index(self.device_name, self.ipr) != self.device_index
 
     def underlay_mtu_changed(self, mtu):
         """The external interface's MTU is now `mtu`: follow it. Returns (the MTU containers

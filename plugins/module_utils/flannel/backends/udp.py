@@ -306,6 +306,9 @@ class UdpBackend(Backend):
     def restore(self, routes=(), neighbours=(), fdb=()):
         return []  # it owns no per-peer kernel entries
 
+    def device_replaced(self):
+        return False  # its events are all device repairs (owned): nothing is restored alone
+
     def underlay_mtu_changed(self, mtu):
         """Follow the external interface's MTU: flannel0's is `mtu` less the UDP overhead.
         Returns (flannel0's MTU, changes)."""
