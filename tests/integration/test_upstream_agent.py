@@ -1,9 +1,11 @@
 """The flanneld role deploys upstream flanneld v0.10.0 instead of the collection's agent, and back.
 
-On the lab (under its lock), on vxlan and on udp: site.yml with flanneld_upstream_binary, then
-verify.yml; site.yml without it, verify.yml, and a second site.yml that changes nothing. Each host keeps its subnet
-through both switches, and the agent that runs is the one asked for (the unit's ExecStart and
-the running process's executable). Skipped, saying where the binary was looked for, when it is
+On the lab (under its lock), on udp: site.yml with flanneld_upstream_binary, then verify.yml;
+site.yml without it, verify.yml, and a second site.yml that changes nothing. Each host keeps its
+subnet through both switches, and the agent that runs is the one asked for (the unit's ExecStart
+and the running process's executable). On udp because it has the one hazard vxlan lacks (our
+agent's flannel0 outlives it and must not be in upstream's way); the role's steps are the same on
+every backend, and upstream on vxlan beside our agent is tests/agent/test_mixed_cluster.py's. Skipped, saying where the binary was looked for, when it is
 absent. A bad path is refused before any host changes.
 """
 
@@ -83,21 +85,20 @@ def drop_upstream_forward_rules(rules_before):
                 docker_exec(node, "iptables -w -D %s" % rule[len("-A "):])
 
 
-# The inventory's overlay (vxlan), and the same on udp: our agent keeps its udp device flannel0
-# across restarts, which upstream must not find in its way (it would name its own flannel1).
+# The inventory's overlay on udp: our agent keeps its udp device flannel0 across restarts, which
+# upstream must not find in its way (it would name its own flannel1).
 UDP_CONFIG = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0",
               "Backend": {"Type": "udp", "Port": 8285}}
 
 
 @needs_upstream
-@pytest.mark.parametrize("backend_vars", [{}, {"network_config_flannel": UDP_CONFIG}], ids=["vxlan", "udp"])
-def test_switch_to_upstream_flanneld_and_back_keeps_each_hosts_subnet(lab, backend_vars):
+def test_switch_to_upstream_flanneld_and_back_on_udp_keeps_each_hosts_subnet(lab):
+    backend_vars = {"network_config_flannel": UDP_CONFIG}
     with lab():
         ensure_lab()
         rules_before = forward_rules()
         try:
-            if backend_vars:
-                run_ok(SITE, backend_vars)
+            run_ok(SITE, backend_vars)
             before = subnets(lab_snapshot())
             assert len(before) == len(NODES), before
             # Relative to the directory ansible-playbook runs in (the checkout), as documented.
