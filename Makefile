@@ -18,7 +18,7 @@ help:
 	@echo "make bench-agent  print the agent benchmarks (see BENCHMARKS.md)"
 	@echo "make bench-udp    udp backend throughput and latency, ours beside upstream's C proxy"
 	@echo "make perf         the overlay's performance test on the lab (playbooks/perf.yml, build/perf/, ~8 min);"
-	@echo "                  PERF_FULL=1: both MTUs and the variants"
+	@echo "                  PERF_FULL=1: both MTUs and the variants (tutorial NAT, offload off)"
 	@echo "make lab-destroy  remove every container, network and image the lab made"
 
 $(VENV)/.installed: requirements.txt requirements-test.txt
@@ -101,9 +101,10 @@ test: prereqs venv agent
 	$(PY) tools/run_tests.py $(TIERS)
 
 # The overlay's performance test on the lab (playbooks/perf.yml), one progress line per case.
-# Default (about 8 min): at the lab's MTU, every backend with our agent and upstream flanneld's.
-# PERF_FULL=1: the full run, at MTUs 1500 and 9000 (PERF_MTUS) and with perf_variants (VXLAN with
-# the tx checksum offload off). The lab's own config is back at the end.
+# Default (about 8 min): at the lab's MTU, every backend with our agent and upstream flanneld's,
+# in the lab's setup (NAT-free containers).
+# PERF_FULL=1: the full run, at MTUs 1500 and 9000 (PERF_MTUS) and with perf_variants (the
+# tutorial's NAT for both agents on VXLAN and host-gw, VXLAN with the tx checksum offload off). The lab's own config is back at the end.
 # site.yml first: perf.yml starts each backend with teardown.yml, which needs a provisioned lab.
 # PERF_ARGS adds ansible-playbook arguments, e.g. PERF_ARGS='-e perf_seconds=10'.
 ifdef PERF_FULL

@@ -68,19 +68,37 @@ def build(raw):
                       "idle_cpu": {"sender": case["client"]["idle_cpu"]["host_percent"],
                                    "receiver": case["server"]["idle_cpu"]["host_percent"]},
                       "cpu_source": case["client"]["cpu_source"]})
-    # Ours against upstream: the same backend, MTU and path, plain runs (no variant).
-    upstream = {(c["mtu"], c["backend"], row["path"]): row
+    # Ours against upstream: the same backend, MTU, variant (or none) and path.
+    upstream = {(c["mtu"], c["backend"], c["variant"], row["path"]): row
                 for c in cases if c["agent"] == "upstream" for row in c["rows"]}
     for case in cases:
-        if case["agent"] != "ours" or case["variant"]:
+        if case["agent"] != "ours":
             continue
         for row in case["rows"]:
-            theirs = upstream.get((case["mtu"], case["backend"], row["path"]))
+            theirs = upstream.get((case["mtu"], case["backend"], case["variant"], row["path"]))
             if theirs:
                 row["ours_vs_upstream"] = {
                     streams: ratio(figure["gbps"], theirs["throughput"].get(streams, {}).get("gbps"))
                     for streams, figure in row["throughput"].items()}
     return cases, empty
+
+
+def against_variants(cases):
+    """Our plain run (the inventory's setup) against each variant's run of either agent on the same
+    backend and MTU, container -> container: e.g. NAT-free ours against the tutorial's NAT upstream."""
+    lines = []
+    plain = {(c["mtu"], c["backend"]): c for c in cases if c["agent"] == "ours" and not c["variant"]}
+    for case in cases:
+        ours = plain.get((case["mtu"], case["backend"]))
+        if not case["variant"] or ours is None:
+            continue
+        mine = next(row for row in ours["rows"] if row["path"] == "overlay container")
+        theirs = next(row for row in case["rows"] if row["path"] == "overlay container")
+        lines.append("MTU %s, %s: ours (plain) / %s (%s), container -> container: %s" % (
+            case["mtu"], case["backend"], case["agent"], case["variant"], " / ".join(
+                "%d: %s" % (s, fmt(ratio(f["gbps"], theirs["throughput"].get(s, {}).get("gbps"))))
+                for s, f in sorted(mine["throughput"].items()))))
+    return "\n".join(lines)
 
 
 def table(cases):
@@ -179,6 +197,11 @@ def main(argv):
     with open(os.path.join(out_dir, "summary.json"), "w") as handle:
         json.dump({"date": raw.get("date"), "cases": cases, "no_traffic": empty}, handle, indent=1)
     print(text)
+    versus = against_variants(cases)
+    if versus:
+        print(versus)
+        with open(os.path.join(out_dir, "table.txt"), "a") as handle:
+            handle.write(versus + "\n")
     if cases:
         print("CPU: %% of one core, node's %s; idle (sender/receiver): %s" % (
             cases[0]["cpu_source"].split()[0],
