@@ -409,3 +409,15 @@ def test_add_peer_on_a_vanished_device_logs_each_entry_refused_and_programs_noth
     # The peer was not recorded as programmed: the reconcile re-creates the device and programs it.
     changes = first.backend.sync(dict((node.subnet, node.lease) for node in (second, third)))
     assert "added route 10.5.3.0/24 via 10.5.3.0 dev flannel.1 onlink" in changes
+
+
+def test_remove_peer_sends_one_request_and_an_entry_already_gone_is_no_change_and_no_error(nodes, caplog):
+    first, _second, third = nodes
+    netlink.delete_neighbour(first.backend.device_index, "10.5.3.0", ipr=first.ipr)  # someone else did
+    with caplog.at_level(logging.ERROR, logger="flannel.backend.vxlan"):
+        changes = first.backend.remove_peer(third.subnet)
+    assert [(change.kind, change.action) for change in changes] == [("route", "removed"), ("fdb", "removed")]
+    assert caplog.records == []
+    state = first.state()
+    assert "10.5.3.0/24" not in [route["dst"] for route in state["routes"]]
+    assert third.info["vtep_mac"] not in [entry["mac"] for entry in state["fdb"]]

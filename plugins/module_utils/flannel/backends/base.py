@@ -21,6 +21,7 @@ except ImportError:  # reported by the caller through missing_libraries()
 
 PeerEntries = collections.namedtuple("PeerEntries", "neighbour fdb route")
 ENTRY_TEXT = {NEIGHBOUR: "neighbour %s lladdr %s", FDB: "fdb %s dst %s"}
+MISSING = (errno.ENOENT, errno.ESRCH, errno.ENODEV)  # what deleting an entry already gone answers
 
 
 def peer_scope_problem(network, own_subnet, own_public_ip, local_addresses, subnet, public_ip):
@@ -338,22 +339,29 @@ class RouteBackend(Backend):
         return self._entries_for(lease)
 
     def _remove_leftovers(self, old, new):
-        """Delete the old entries of a peer that its new entries no longer cover."""
-        changes = []
+        """Delete the old entries of a peer that its new entries no longer cover, in one request.
+        An entry already gone is no change and no error."""
+        planned = []
         others = [e for e in self._programmed.values() if e is not new]
         if old.route and (new.route is None or new.route.dst != old.route.dst
                           or new.route.index != old.route.index):
             # A replace on another link does not remove the old one; same dst+link was replaced.
-            self._try(changes, self._entry_change(ROUTE, "removed", old.route),
-                      netlink.delete_route, old.route, self.ipr, missing_ok=True)
+            netlink.delete_route(old.route, ipr=self._batch)
+            planned.append(self._entry_change(ROUTE, "removed", old.route))
         if old.neighbour and (new.neighbour is None or new.neighbour[0] != old.neighbour[0]):
-            self._try(changes, self._entry_change(NEIGHBOUR, "removed", old.neighbour),
-                      netlink.delete_neighbour, self.device_index, old.neighbour[0], self.ipr,
-                      missing_ok=True)
+            netlink.delete_neighbour(self.device_index, old.neighbour[0], ipr=self._batch)
+            planned.append(self._entry_change(NEIGHBOUR, "removed", old.neighbour))
         if old.fdb and old.fdb != new.fdb and all(e.fdb != old.fdb for e in others):
-            self._try(changes, self._entry_change(FDB, "removed", old.fdb),
-                      netlink.delete_fdb, self.device_index, old.fdb[0], old.fdb[1], self.ipr,
-                      missing_ok=True)
+            netlink.delete_fdb(self.device_index, old.fdb[0], old.fdb[1], ipr=self._batch)
+            planned.append(self._entry_change(FDB, "removed", old.fdb))
+        refused = self._batch.send() if planned else {}
+        changes = []
+        for position, change in enumerate(planned):
+            error = refused.get(position)
+            if error is None:
+                changes.append(change)
+            elif not netlink.is_errno(error, *MISSING):
+                self.log.error("failed: %s: %s%s", change, error, self._failure_hint(error))
         return changes
 
     def _try(self, changes, change, action, *args, missing_ok=False):
@@ -362,7 +370,7 @@ class RouteBackend(Backend):
         try:
             action(*args)
         except netlink.NetlinkError as error:
-            if missing_ok and netlink.is_errno(error, errno.ENOENT, errno.ESRCH, errno.ENODEV):
+            if missing_ok and netlink.is_errno(error, *MISSING):
                 return True
             self.log.error("failed: %s: %s%s", change, error, self._failure_hint(error))
             return False
