@@ -85,6 +85,11 @@ class ConfigFollower:
         self.keeper.use_backend(public_ip, self.in_force.info)
         return None
 
+    def close(self):
+        """Let go of the running backend (its kernel state stays in place)."""
+        if self.in_force.backend is not None:
+            self.in_force.backend.close()
+
     def fetch(self, public_ip):
         """Poll <prefix>/config until it is valid and its Network clear of this host's addresses
         and the live leases' PublicIPs; None when stopped first."""

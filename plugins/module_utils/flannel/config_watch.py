@@ -1,9 +1,10 @@
 """Following <prefix>/config while the agent runs (flanneld v0.10 reads it at start only).
 
-A valid new config is handed to the daemon, which moves the host to it without a restart; an
-invalid one (or a deleted key), or one whose Network covers the hosts' own addresses, is refused
-with the key and the rule, in the log and on /healthz, and the host runs on with the config in
-force. Parsed in the agent's mode (unknown keys warned about, not refused), as at start-up.
+A valid new config is handed to the config follower (config_switching.py), which moves the host
+to it without a restart; an invalid one (or a deleted key), or one whose Network covers the hosts'
+own addresses, is refused with the key and the rule, in the log and on /healthz, and the host runs
+on with the config in force. Parsed in the agent's mode (unknown keys warned about, not refused),
+as at start-up.
 """
 
 from .config import ConfigError, check_underlay_addresses, parse_network_config

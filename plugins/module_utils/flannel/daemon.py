@@ -186,12 +186,10 @@ class Agent:
             LOG.warning("etcd's index went back from %d to %d (etcd restored or replaced?); following it from here",
                         self.index, listing.index)
             self.index = listing.index
-        own_subnet = self.keeper.lease.subnet
-        own = [lease for lease in listing.leases if lease.subnet == own_subnet]
-        if not own or own[0].attrs != self.keeper.attrs:
-            self._reacquire("own lease %s %s" % (own_subnet, "vanished" if not own else "was taken"))
+        lost = self.keeper.find_own(listing.leases)
+        if lost:
+            self._reacquire(lost)
             return
-        self.keeper.lease = own[0]
         self.peer_table.reset(listing.leases)
         self.index = listing.index
         self._needs_resync = False
@@ -219,14 +217,11 @@ class Agent:
 
     def _apply(self, event):
         """Act on one lease event; True when a peer's kernel entries were (re)programmed."""
-        keeper = self.keeper
-        if event.subnet != keeper.lease.subnet:
+        if event.subnet != self.keeper.lease.subnet:
             return self.peer_table.apply(event)
-        if event.removed or event.lease.attrs != keeper.attrs:
-            what = "was removed" if event.removed else "was overwritten by %s" % event.lease.attrs.public_ip
-            self._reacquire("own lease %s %s" % (event.subnet, what))
-        else:
-            keeper.followed(event.lease)
+        lost = self.keeper.follow(event)
+        if lost:
+            self._reacquire(lost)
         return False
 
     def _reconcile(self):
@@ -333,15 +328,13 @@ class Agent:
                 if self._wait(1.0):
                     break
 
+    def check_flags(self):
+        """The flag checks that need the host (the interface; the public IP against the on-link
+        prefixes): an exit status, else None."""
+        return self.kernel.choose_interface(self.options) or self.kernel.check_public_ip(self.options)
+
     def run(self):
-        status = self.kernel.choose_interface(self.options) or self.kernel.check_public_ip(self.options)
-        if status is not None:
-            return status
-        try:
-            servers = start_endpoints(self.options, self.health, lambda: metrics.enable(self))
-        except ListenError as err:
-            sys.stderr.write("flanneld: %s\n" % err)
-            return 2
+        """Start, then loop until stopped; the exit status."""
         try:
             status = self.start()
             if status is not None:
@@ -354,12 +347,23 @@ class Agent:
             return 0
         finally:
             LOG.info("exiting; the data plane is left in place")
-            for server in servers:
-                server.shutdown()
             self.kernel.stop()
-            if self.in_force.backend is not None:
-                self.in_force.backend.close()
+            self.follower.close()
             self.keeper.close()
+
+
+def _serve(agent, options):
+    """The agent's run, with its /healthz and /metrics listeners around it."""
+    try:
+        servers = start_endpoints(options, agent.health, lambda: metrics.enable(agent))
+    except ListenError as err:
+        sys.stderr.write("flanneld: %s\n" % err)
+        return 2
+    try:
+        return agent.run()
+    finally:
+        for server in servers:
+            server.shutdown()
 
 
 def run_agent(options):
@@ -388,4 +392,4 @@ def run_agent(options):
     signal.signal(signal.SIGINT, agent.stop)
     signal.signal(signal.SIGHUP, agent.hangup)
     handle_other_signals(agent.stop, LOG)
-    return agent.run()
+    return agent.check_flags() or _serve(agent, options)

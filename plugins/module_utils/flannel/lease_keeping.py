@@ -177,10 +177,23 @@ class LeaseKeeper:
         metrics.lease_renewed()
         LOG.info("renewed lease %s", renewed.subnet)
 
-    def followed(self, lease):
-        """Our own lease as a watch event shows it, unchanged: a renewal (ours or a reservation's)."""
-        self.lease = lease
+    def find_own(self, leases):
+        """Take our lease from a full listing; why it is lost when it is not there as ours."""
+        own = [lease for lease in leases if lease.subnet == self.lease.subnet]
+        if not own or own[0].attrs != self.attrs:
+            return "own lease %s %s" % (self.lease.subnet, "vanished" if not own else "was taken")
+        self.lease = own[0]
+        return None
+
+    def follow(self, event):
+        """A watch event of our own lease: a renewal (ours or a reservation's) is followed; why
+        the lease is lost when it was removed or overwritten."""
+        if event.removed or event.lease.attrs != self.attrs:
+            what = "was removed" if event.removed else "was overwritten by %s" % event.lease.attrs.public_ip
+            return "own lease %s %s" % (event.subnet, what)
+        self.lease = event.lease
         self.schedule()
+        return None
 
     def lose(self, why):
         """The lease is gone or taken: no renewal until `regain()`."""

@@ -17,7 +17,8 @@ its key first. Limits: a key created earlier and later rewritten with a copied i
 from its creation; upstream flanneld renews with a plain PUT, which re-creates its key in etcd
 v2, so a copy of an upstream host's identity written before that host's last renewal holds.
 
-Pure logic (no netlink, no etcd): the daemon feeds it leases and programs what it answers.
+Pure logic (no netlink, no etcd): the peer table (peer_table.py) feeds it leases and programs
+what it answers.
 """
 
 import collections
