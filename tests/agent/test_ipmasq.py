@@ -54,6 +54,24 @@ def test_remove_masquerade_deletes_only_ours(host):
     assert ipmasq.remove_masquerade(NETWORK, OWN_SUBNET, prefix=prefix(host)) == []
 
 
+def test_upstream_rules_left_behind_are_replaced_by_ours(host):
+    """Upstream flanneld v0.10 appends the same four rules without a comment and leaves them when
+    it stops: the first ensure after it keeps one set, ours."""
+    for rule in ipmasq.masquerade_rules(NETWORK, OWN_SUBNET, comment=False):
+        host.run(["iptables", "-w", "-t", "nat", "-A", "POSTROUTING"] + rule)
+    changes = ipmasq.ensure_masquerade(NETWORK, OWN_SUBNET, prefix=prefix(host))
+    assert len([c for c in changes if c.startswith("deleted")]) == 4
+    assert listed(host, "nat", "POSTROUTING") == MASQ_RULES
+    assert ipmasq.ensure_masquerade(NETWORK, OWN_SUBNET, prefix=prefix(host)) == []
+    # Ours already in place when the agent starts again after upstream: the first check still
+    # finds upstream's (a new process: the memo of the checks made is emptied).
+    ipmasq._UPSTREAM_CHECKED.clear()
+    for rule in ipmasq.masquerade_rules(NETWORK, OWN_SUBNET, comment=False):
+        host.run(["iptables", "-w", "-t", "nat", "-A", "POSTROUTING"] + rule)
+    assert len(ipmasq.ensure_masquerade(NETWORK, OWN_SUBNET, prefix=prefix(host))) == 4
+    assert listed(host, "nat", "POSTROUTING") == MASQ_RULES
+
+
 def test_masquerade_lets_a_container_reach_a_host_without_overlay_routes(lab, host):
     other = lab.add_host()
     container = lab.add_container(host, OWN_SUBNET)

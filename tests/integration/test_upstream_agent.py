@@ -5,7 +5,9 @@ site.yml without it, verify.yml, and a second site.yml that changes nothing. Eac
 subnet through both switches, and the agent that runs is the one asked for (the unit's ExecStart
 and the running process's executable). On udp because it has the one hazard vxlan lacks (our
 agent's flannel0 outlives it and must not be in upstream's way); the role's steps are the same on
-every backend, and upstream on vxlan beside our agent is tests/agent/test_mixed_cluster.py's. Skipped, saying where the binary was looked for, when it is
+every backend, and upstream on vxlan beside our agent is tests/agent/test_mixed_cluster.py's. The
+lab runs NAT-free, so upstream runs with -ip-masq: its uncommented masquerade rules must be gone
+once our agent runs again (it deletes them at its first check). Skipped, saying where the binary was looked for, when it is
 absent. A bad path is refused before any host changes.
 """
 
@@ -76,6 +78,13 @@ def forward_rules():
     return {node: docker_exec(node, "iptables -w -S FORWARD").splitlines() for node in NODES}
 
 
+def uncommented_masquerade_rules():
+    """nat POSTROUTING rules naming the lab's Network without our comment: upstream's -ip-masq
+    rules (the lab runs NAT-free, with -ip-masq), which it leaves when it stops."""
+    return {node: [rule for rule in docker_exec(node, "iptables -w -t nat -S POSTROUTING").splitlines()
+                   if "-s 10.0.0.0/8" in rule and "flanneld masq" not in rule] for node in NODES}
+
+
 def drop_upstream_forward_rules(rules_before):
     """Upstream leaves its two FORWARD rules (-s/-d Network -j ACCEPT) when it stops (see the role's
     README): remove the ones that were not there before, so that the shared lab is as it was."""
@@ -105,9 +114,12 @@ def test_switch_to_upstream_flanneld_and_back_on_udp_keeps_each_hosts_subnet(lab
             run_ok(SITE, dict(backend_vars, flanneld_upstream_binary=os.path.relpath(UPSTREAM_FLANNELD, ROOT)))
             assert_agent("upstream")
             assert subnets(lab_snapshot()) == before, "a subnet changed when switching to upstream"
+            assert all(uncommented_masquerade_rules().values()), "upstream set no -ip-masq rules"
             run_ok(VERIFY, backend_vars)
             run_ok(SITE, backend_vars)
             assert_agent("ours")
+            assert uncommented_masquerade_rules() == {node: [] for node in NODES}, \
+                "upstream's -ip-masq rules outlived the switch back"
             assert subnets(lab_snapshot()) == before, "a subnet changed when switching back"
             run_ok(VERIFY, backend_vars)
             again = changed_counts(run_ok(SITE, backend_vars))

@@ -7,7 +7,10 @@ policy to DROP); this agent leaves FORWARD to the role netlab.flannel.forward, w
 policy or rules across Docker restarts and removes them on teardown.
 
 Rules are checked with -C. When any of a set is missing they are all deleted and appended again
-in order, as flanneld does: the order of the masquerade rules matters.
+in order, as flanneld does: the order of the masquerade rules matters. The first check of a
+process, and any re-append, also deletes the same four rules without the comment: upstream
+flanneld v0.10's, which it leaves when it stops (a host switched from it to this agent), so that
+one agent's set remains.
 `prefix` is an argv prefix for every command, e.g. ("ip", "netns", "exec", "ns1") in tests.
 """
 
@@ -19,14 +22,19 @@ MASQ_COMMENT = "flanneld masq"
 MULTICAST = "224.0.0.0/4"
 
 
+# (prefix, iptables, network, subnet) whose uncommented copies this process has looked for.
+_UPSTREAM_CHECKED = set()
+
+
 class IptablesError(Exception):
     """iptables failed for another reason than a missing rule."""
 
 
-def masquerade_rules(network, own_subnet):
-    """flanneld's four nat POSTROUTING rules, in order, as argument lists."""
+def masquerade_rules(network, own_subnet, comment=True):
+    """flanneld's four nat POSTROUTING rules, in order, as argument lists (without the comment:
+    upstream v0.10's)."""
     network, own_subnet = str(network), str(own_subnet)
-    comment = ["-m", "comment", "--comment", MASQ_COMMENT]
+    comment = ["-m", "comment", "--comment", MASQ_COMMENT] if comment else []
     return [
         ["-s", network, "-d", network] + comment + ["-j", "RETURN"],  # inside the overlay: keep sources
         ["-s", network, "!", "-d", MULTICAST] + comment + ["-j", "MASQUERADE"],  # overlay to the world
@@ -37,7 +45,13 @@ def masquerade_rules(network, own_subnet):
 
 def ensure_masquerade(network, own_subnet, prefix=(), iptables="iptables"):
     """Make nat POSTROUTING hold the four masquerade rules in order; returns the changes made."""
-    return _ensure(prefix, iptables, "nat", "POSTROUTING", masquerade_rules(network, own_subnet))
+    changes = _ensure(prefix, iptables, "nat", "POSTROUTING", masquerade_rules(network, own_subnet))
+    key = (tuple(prefix), iptables, str(network), str(own_subnet))
+    if changes or key not in _UPSTREAM_CHECKED:
+        _UPSTREAM_CHECKED.add(key)
+        changes.extend(_remove(prefix, iptables, "nat", "POSTROUTING",
+                               masquerade_rules(network, own_subnet, comment=False)))
+    return changes
 
 
 def remove_masquerade(network, own_subnet, prefix=(), iptables="iptables"):
