@@ -1,12 +1,16 @@
 """Run the test tiers of `make test` in two lanes and print one summary.
 
 The lab lane runs what needs the shared Docker lab, one tier after another: each Molecule scenario
-(extensions/molecule/*/, default first) under the lab lock, then tests/integration (whose cases
-take the lock themselves). The other lane runs, meanwhile, what shares nothing with the lab: lint,
-sanity, then pytest on each directory under tests/ (a new directory is picked up, a new file in one
-too): tests/integration's cases that do not use the lab (fixture `lab`) run in this lane as
-integration-controller; tests/agent waits for Molecule to end (its ping-loss counts are
-timing-sensitive; it runs beside tests/integration's lab cases).
+(extensions/molecule/*/, default last) under the lab lock, then tests/integration (whose cases
+take the lock themselves). The default scenario ends where `make lab` does (the lab's own config,
+verified), so it keeps its nodes: the integration cases start on them instead of bringing nodes up
+and running site.yml once more (`--destroy never` also skips the scenario's first destroy, so
+`molecule destroy` runs before it: the scenario still starts from fresh nodes). The other lane
+runs, meanwhile, what shares nothing with the lab: lint, sanity, then pytest on each directory
+under tests/ (a new directory is picked up, a new file in one too): tests/integration's cases that
+do not use the lab (fixture `lab`) run in this lane as integration-controller; tests/agent waits
+for Molecule to end (its ping-loss counts are timing-sensitive; it runs beside tests/integration's
+lab cases).
 
 Each tier's output goes to build/test/<tier>.log; pytest tiers also write build/test/<tier>.xml
 (JUnit) and their 15 slowest cases (--durations). A tier that is not pytest counts as one test.
@@ -86,14 +90,17 @@ def pytest_tier(directory, after=None, name=None, marks=None):
 def molecule_scenarios():
     names = sorted(os.path.basename(os.path.dirname(path))
                    for path in glob.glob(os.path.join(ROOT, "extensions", "molecule", "*", "molecule.yml")))
-    # default first: the others reuse its create and destroy playbooks.
-    return sorted(names, key=lambda name: name != "default")
+    # default last (see the docstring); the others only reuse its create and destroy playbooks.
+    return sorted(names, key=lambda name: name == "default")
 
 
 def plan():
     """(lab lane, other lane): lists of tiers run in order."""
     molecule_done = threading.Event()
-    lab = [Tier("molecule-" + name, ["flock", LOCK, os.path.join(BIN, "molecule"), "test", "-s", name])
+    molecule = os.path.join(BIN, "molecule")
+    lab = [Tier("molecule-" + name, ["flock", LOCK, molecule, "test", "-s", name]) if name != "default" else
+           Tier("molecule-default", ["flock", LOCK, "sh", "-c", '"$0" destroy -s default && "$0" test -s default '
+                                     '--destroy never', molecule])
            for name in molecule_scenarios()]
     directories = sorted(path.rstrip("/") for path in glob.glob(os.path.join(ROOT, "tests", "*", ""))
                          if os.path.basename(path.rstrip("/")) not in NOT_TIERS + ("integration",)
