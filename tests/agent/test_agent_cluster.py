@@ -11,8 +11,8 @@ from support.netns import ping
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink import deterministic_vtep_mac
 
-# For tests of the watch-event path: the periodic reconcile (every 10 s by default) would repair
-# whatever an event failed to program within a wait_for's 10 s, and hide the failure.
+# For tests of the watch-event path: a periodic reconcile (300 s by default, shorter where a test
+# sets it) would repair whatever an event failed to program, and hide the failure.
 EVENTS_ONLY = "-reconcile-interval=3600"
 # The cases that also run against etcd's v3 API (etcd with v2 off, agents with -etcd-api=v3).
 BOTH_APIS = pytest.mark.parametrize("etcd_api", ["v2", "v3"])
