@@ -33,6 +33,8 @@ PUBLIC_IP = "PublicIP"
 IDENTITY_KINDS = (VTEP_MAC, PUBLIC_IP)
 _KEY_PATTERN = re.compile(r"^(\d+\.\d+\.\d+\.\d+)-(\d+)$")
 _MAC_PATTERN = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+# Characters Go's json.Marshal escapes inside strings (they appear nowhere else in JSON text).
+_GO_ESCAPES = re.compile("[<>&\u2028\u2029]")
 
 
 class LeaseError(Exception):
@@ -154,21 +156,28 @@ def _json_depth_exceeds(text, limit):
 
 
 class LeaseAttrs:
-    """What a host publishes about itself: its public IP and backend data."""
+    """What a host publishes about itself: its public IP and backend data. `vtep_mac` is a vxlan
+    lease's BackendData; `backend_data` any other type's, as decoded JSON (the extension backend's
+    string, for one), None when the lease has none."""
 
-    def __init__(self, public_ip, backend_type=None, vtep_mac=None):
+    def __init__(self, public_ip, backend_type=None, vtep_mac=None, backend_data=None):
         self.public_ip = str(IPAddress(public_ip))
         self.backend_type = backend_type
         self.vtep_mac = vtep_mac
+        self.backend_data = backend_data
 
     def to_json(self):
-        """Byte-for-byte what flanneld's Go json.Marshal writes (field order, no spaces)."""
+        """Byte-for-byte what flanneld's Go json.Marshal writes (field order, no spaces, UTF-8,
+        and <, >, & and U+2028/9 escaped as Go escapes them)."""
         data = {"PublicIP": self.public_ip}
         if self.backend_type and self.backend_type != "udp":  # flanneld's udp backend writes none
             data["BackendType"] = self.backend_type
         if self.vtep_mac:
             data["BackendData"] = {"VtepMAC": self.vtep_mac}
-        return json.dumps(data, separators=(",", ":"))
+        elif self.backend_data is not None:
+            data["BackendData"] = self.backend_data
+        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+        return _GO_ESCAPES.sub(lambda match: "\\u%04x" % ord(match.group()), text)
 
     @classmethod
     def from_json(cls, text):
@@ -204,7 +213,7 @@ class LeaseAttrs:
             raise ValueError("lease BackendType %s is not a flannel backend (%s)"
                              % (json.dumps(backend_type)[:80], ", ".join(KNOWN_BACKEND_TYPES)))
         backend_data = fields.get("backenddata")
-        mac = None
+        mac = other_data = None
         if isinstance(backend_data, dict):
             mac = dict((str(k).lower(), v) for k, v in backend_data.items()).get("vtepmac")
         elif backend_type == "vxlan" and backend_data is not None:
@@ -214,7 +223,9 @@ class LeaseAttrs:
             if problem:
                 raise ValueError("lease VtepMAC: %s" % problem)
             mac = mac.lower()
-        return cls(fields["publicip"], backend_type, mac)
+        if backend_type != "vxlan":
+            other_data = backend_data  # each backend checks the data it reads (extension: a string)
+        return cls(fields["publicip"], backend_type, mac, other_data)
 
     def __eq__(self, other):
         return isinstance(other, LeaseAttrs) and self.to_json() == other.to_json()

@@ -75,8 +75,9 @@ class LeaseKeeper:
             self._local.close()
 
     def use_backend(self, public_ip, info):
-        """The attrs to publish for the backend that `info` (its setup()'s answer) describes."""
-        self.attrs = LeaseAttrs(public_ip, info["backend_type"], info["vtep_mac"])
+        """The attrs to publish for the backend that `info` (its setup()'s answer) describes; its
+        "backend_data", when present, is the lease's BackendData (any type but vxlan)."""
+        self.attrs = LeaseAttrs(public_ip, info["backend_type"], info["vtep_mac"], info.get("backend_data"))
 
     def claim_public_ip(self):
         """Reason the public IP cannot be used by this host, or None once it is held."""

@@ -36,6 +36,25 @@ def test_json_matches_flanneld_byte_for_byte():
     assert LeaseAttrs.from_json(vxlan.to_json()) == vxlan
 
 
+def test_other_backend_data_round_trips_as_go_writes_it():
+    """An extension lease's BackendData is the JSON string its PreStartupCommand printed; Go's
+    json.Marshal writes non-ASCII as UTF-8 and escapes <, > and & (flanneld's bytes exactly)."""
+    data = 'key=<a&b> "q" \\ é'
+    extension = LeaseAttrs("10.0.0.1", "extension", backend_data=data)
+    assert extension.to_json() == ('{"PublicIP":"10.0.0.1","BackendType":"extension","BackendData":'
+                                   '"key=\\u003ca\\u0026b\\u003e \\"q\\" \\\\ é"}')
+    assert LeaseAttrs.from_json(extension.to_json()).backend_data == data
+    assert LeaseAttrs.from_json(extension.to_json()) == extension
+    # No PreStartupCommand: no BackendData; one that printed nothing: an empty string.
+    assert LeaseAttrs("10.0.0.1", "extension").to_json() == '{"PublicIP":"10.0.0.1","BackendType":"extension"}'
+    empty = LeaseAttrs.from_json('{"PublicIP":"10.0.0.1","BackendType":"extension","BackendData":""}')
+    assert empty.backend_data == "" and empty.to_json().endswith(',"BackendData":""}')
+    # Any JSON value is kept as read (each backend checks what it reads); vxlan's stays its VtepMAC.
+    assert LeaseAttrs.from_json('{"PublicIP":"10.0.0.1","BackendType":"extension","BackendData":[1]}'
+                                ).backend_data == [1]
+    assert LeaseAttrs.from_json(_vxlan_value()).backend_data is None
+
+
 def test_json_from_upstream_udp_lease_and_case_folding():
     udp = LeaseAttrs.from_json('{"PublicIP":"10.0.0.1"}')
     assert udp.backend_type == "udp" and udp.to_json() == '{"PublicIP":"10.0.0.1"}'
