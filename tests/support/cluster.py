@@ -79,13 +79,23 @@ class AgentProcess:
         self.directory = os.path.join(cluster.workdir, host.name)
         os.makedirs(self.directory, exist_ok=True)
         self.subnet_file = os.path.join(self.directory, "subnet.env")
+        self.key_file = os.path.join(self.directory, "wgkey")
         self.log_path = os.path.join(self.directory, "%s-%d.log" % (kind, len(cluster.agents)))
         self.process = None
 
     def start(self):
         program = [self.cluster.python, self.cluster.agent_path] if self.kind == "ours" else [UPSTREAM_FLANNELD]
         api = ["-etcd-api=v3"] if self.cluster.api == "v3" and self.kind == "ours" else []
-        argv = ["ip", "netns", "exec", self.host.ns] + program + api + [
+        wrap = []
+        if self.cluster.wireguard:
+            # wireguard-go's control sockets are in /var/run/wireguard whatever the network
+            # namespace: each host gets a directory of its own there (the same across restarts)
+            # and its key file beside it.
+            sockets = os.path.join(self.directory, "wireguard")
+            os.makedirs(sockets, exist_ok=True)
+            wrap = ["env", "WIREGUARD_KEY_FILE=" + self.key_file, "sh", "-c",
+                    'mkdir -p /run/wireguard && mount --bind "$0" /run/wireguard && exec "$@"', sockets]
+        argv = ["ip", "netns", "exec", self.host.ns] + wrap + program + api + [
             "-etcd-endpoints=" + self.cluster.endpoint, "-iface=eth0", "-subnet-file=" + self.subnet_file,
             "-healthz-ip=" + self.host.address, "-healthz-port=%d" % HEALTHZ_PORT] + list(self.flags)
         log = open(self.log_path, "a")
@@ -142,8 +152,10 @@ class Cluster:
     """etcd in the LAN namespace plus agents on hosts; use as a context manager. With api="v3",
     etcd runs with the v2 API off and our agents get -etcd-api=v3."""
 
-    def __init__(self, lab, agent_path, config=TUTORIAL_CONFIG, name="cluster", api="v2", python=sys.executable):
+    def __init__(self, lab, agent_path, config=TUTORIAL_CONFIG, name="cluster", api="v2", python=sys.executable,
+                 wireguard=False):
         self.lab, self.agent_path, self.config, self.name, self.api = lab, agent_path, config, name, api
+        self.wireguard = wireguard  # each agent with a private /run/wireguard (wireguard-go's sockets)
         self.python = python  # the interpreter running our agent's zipapp
         self.workdir = tempfile.mkdtemp(prefix="netlab-cluster-")
         self.endpoint = "http://%s.1:2379" % lab.lan_prefix

@@ -16,7 +16,8 @@ ADDRESS = "address"
 WORKER = "worker"
 SUBNET_ENV = "subnet_env"
 MASQUERADE = "masquerade"
-KINDS = (ROUTE, NEIGHBOUR, FDB, DEVICE, ADDRESS, WORKER, SUBNET_ENV, MASQUERADE)
+PEER = "peer"  # a peer of the wireguard backend's device (its key, endpoint and allowed IPs)
+KINDS = (ROUTE, NEIGHBOUR, FDB, DEVICE, ADDRESS, WORKER, SUBNET_ENV, MASQUERADE, PEER)
 
 
 class Change(str):

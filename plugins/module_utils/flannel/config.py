@@ -13,6 +13,7 @@ import json
 import re
 
 from .backends import BACKENDS
+from .backends.wireguard_keys import key_problem
 # ConfigError is this module's API too (the modules and the action plugin catch it).
 from .config_json import ConfigError, KeyReader, decode, shown
 
@@ -25,6 +26,7 @@ except ImportError:  # reported by the caller through missing_libraries()
 SUPPORTED_BACKENDS = tuple(BACKENDS)
 VXLAN_DEFAULT_PORT = 8472
 UDP_DEFAULT_PORT = 8285
+WIREGUARD_DEFAULT_PORT = 51820
 VNI_MAX = 2 ** 24 - 1
 
 CONFIG_KEYS = ("Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend")
@@ -40,15 +42,20 @@ _ADDRESS = re.compile(r"%s\Z" % _DOTTED_QUAD)
 
 
 class BackendConfig:
-    """The Backend object: its type, the vxlan options, and Port for udp (host-gw has none)."""
+    """The Backend object: its type, the vxlan options, Port for udp (host-gw has none), and the
+    wireguard options (listen_port, psk, keepalive; mtu shared with vxlan: the underlay's)."""
 
-    def __init__(self, type_name, vni=1, port=0, gbp=False, direct_routing=False, mtu=None):
+    def __init__(self, type_name, vni=1, port=0, gbp=False, direct_routing=False, mtu=None,
+                 listen_port=WIREGUARD_DEFAULT_PORT, psk=None, keepalive=0):
         self.type = type_name
         self.vni = vni
         self.port = port
         self.gbp = gbp
         self.direct_routing = direct_routing
         self.mtu = mtu
+        self.listen_port = listen_port
+        self.psk = psk
+        self.keepalive = keepalive
 
     @property
     def dst_port(self):
@@ -58,6 +65,11 @@ class BackendConfig:
     def as_dict(self):
         if self.type == "udp":
             return {"Type": "udp", "Port": self.port}
+        if self.type == "wireguard":
+            data = {"Type": "wireguard", "ListenPort": self.listen_port,
+                    "PersistentKeepaliveInterval": self.keepalive}
+            data.update(dict((key, value) for key, value in (("PSK", self.psk), ("MTU", self.mtu)) if value is not None))
+            return data
         if self.type != "vxlan":
             return {"Type": self.type}
         data = {"Type": "vxlan", "VNI": self.vni, "Port": self.port,
@@ -214,6 +226,8 @@ def _backend(value, reader):
         if not 1 <= port <= 65535:
             raise ConfigError("Backend.Port", "must be between 1 and 65535, got %d" % port)
         return BackendConfig("udp", port=port)
+    if type_name == "wireguard":
+        return _wireguard(fields)
     if type_name != "vxlan":
         return BackendConfig(type_name)
     vni = _integer(fields.get("vni", 1), "Backend.VNI")
@@ -223,16 +237,39 @@ def _backend(value, reader):
     if port != 0 and not 1 <= port <= 65535:
         raise ConfigError("Backend.Port", "must be between 1 and 65535 (0 means %d), got %d"
                           % (VXLAN_DEFAULT_PORT, port))
-    mtu = fields.get("mtu")
-    if mtu is not None:
-        mtu = _integer(mtu, "Backend.MTU")
-        if not 576 <= mtu <= 65535 - 50:
-            raise ConfigError("Backend.MTU", "must be between 576 and 65485, got %d" % mtu)
     return BackendConfig("vxlan", vni=vni, port=port,
                          gbp=_boolean(fields.get("gbp", False), "Backend.GBP"),
                          direct_routing=_boolean(fields.get("directrouting", False),
                                                  "Backend.DirectRouting"),
-                         mtu=mtu)
+                         mtu=_underlay_mtu(fields, 50))
+
+
+def _underlay_mtu(fields, overhead):
+    """Backend.MTU (the underlay's, as upstream v0.22 reads it), or None when not given: what is
+    left for the overlay after the backend's `overhead` must be at least IPv4's 576 bytes."""
+    mtu = fields.get("mtu")
+    if mtu is None:
+        return None
+    mtu = _integer(mtu, "Backend.MTU")
+    if not 576 <= mtu <= 65535 - overhead:
+        raise ConfigError("Backend.MTU", "must be between 576 and %d, got %d" % (65535 - overhead, mtu))
+    return mtu
+
+
+def _wireguard(fields):
+    port = _integer(fields.get("listenport", WIREGUARD_DEFAULT_PORT), "Backend.ListenPort")
+    if not 1 <= port <= 65535:
+        raise ConfigError("Backend.ListenPort", "must be between 1 and 65535, got %d" % port)
+    keepalive = _integer(fields.get("persistentkeepaliveinterval", 0), "Backend.PersistentKeepaliveInterval")
+    if not 0 <= keepalive <= 65535:
+        raise ConfigError("Backend.PersistentKeepaliveInterval",
+                          "must be between 0 (off) and 65535 seconds, got %d" % keepalive)
+    psk = fields.get("psk")
+    if psk is not None and key_problem(psk):  # the value is a secret: never in the message
+        raise ConfigError("Backend.PSK", "must be a WireGuard key (base64 of 32 bytes, as `wg genpsk` writes "
+                                         "it), got %d characters that are not one" % len(str(psk)))
+    return BackendConfig("wireguard", mtu=_underlay_mtu(fields, 80), listen_port=port, psk=psk,
+                         keepalive=keepalive)
 
 
 def parse_network_config(data, strict=True):

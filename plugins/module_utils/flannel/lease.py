@@ -23,14 +23,17 @@ MAX_LEASE_BYTES = 4096
 MAX_LEASE_DEPTH = 8
 # The backend types flanneld v0.10.0 registers (its backend packages: alivpc, alloc, awsvpc,
 # extension, gce, hostgw, ipip, udp, vxlan). A lease without BackendType is a udp lease.
-KNOWN_BACKEND_TYPES = ("ali-vpc", "alloc", "aws-vpc", "extension", "gce", "host-gw", "ipip", "udp", "vxlan")
+# Later releases add wireguard (v0.16), whose BackendData is {"PublicKey": .., "Port": ..}.
+KNOWN_BACKEND_TYPES = ("ali-vpc", "alloc", "aws-vpc", "extension", "gce", "host-gw", "ipip", "udp", "vxlan",
+                       "wireguard")
 # 0.0.0.0/8 (this network), 127.0.0.0/8 (loopback), 224.0.0.0/4 (multicast) and 240.0.0.0/4
 # (reserved, with the broadcast address): no host can be reached at any of them.
 _NOT_UNICAST = ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4")
 # The lease fields that identify a peer's entries (peer_identity.py; metrics labels by them).
 VTEP_MAC = "VtepMAC"
 PUBLIC_IP = "PublicIP"
-IDENTITY_KINDS = (VTEP_MAC, PUBLIC_IP)
+PUBLIC_KEY = "PublicKey"
+IDENTITY_KINDS = (VTEP_MAC, PUBLIC_IP, PUBLIC_KEY)
 _KEY_PATTERN = re.compile(r"^(\d+\.\d+\.\d+\.\d+)-(\d+)$")
 _MAC_PATTERN = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 # Characters Go's json.Marshal escapes inside strings (they appear nowhere else in JSON text).

@@ -12,9 +12,9 @@ Ansible modules share the registry code and need neither.
 import functools
 import time
 
-from .changes import ADDRESS, DEVICE, FDB, MASQUERADE, NEIGHBOUR, ROUTE, SUBNET_ENV, WORKER
+from .changes import ADDRESS, DEVICE, FDB, MASQUERADE, NEIGHBOUR, PEER, ROUTE, SUBNET_ENV, WORKER
 
-REPAIR_KINDS = (ROUTE, NEIGHBOUR, FDB, SUBNET_ENV, MASQUERADE, DEVICE)
+REPAIR_KINDS = (ROUTE, NEIGHBOUR, FDB, SUBNET_ENV, MASQUERADE, DEVICE, PEER)
 # The repair counter's kind for a Change's kind that has no series of its own: a device's
 # addresses and the udp backend's workers are parts of the device.
 REPAIR_KIND_OF = {ADDRESS: DEVICE, WORKER: DEVICE}
@@ -59,6 +59,9 @@ class _AgentCollector:
             for backend, count in sorted(counts.items()):
                 peers.add_metric([backend], count)
             yield peers
+        handshakes = getattr(getattr(agent, "backend", None), "handshakes", None)
+        if handshakes is not None:
+            yield self._handshake_ages(handshakes(), agent)
         if lease is not None:
             yield InfoMetricFamily("flannel_lease", "This host's lease", value={
                 "subnet": str(lease.subnet), "public_ip": lease.attrs.public_ip,
@@ -67,6 +70,22 @@ class _AgentCollector:
             remaining = float("inf") if expires_at is None else max(expires_at - agent.clock(), 0.0)
             yield GaugeMetricFamily("flannel_lease_expiry_seconds", "Seconds until the lease expires unless renewed "
                                     "(+Inf for an operator's reservation without TTL)", value=remaining)
+
+
+    @staticmethod
+    def _handshake_ages(handshakes, agent):
+        """The wireguard backend's seconds since each peer's last handshake (+Inf: none yet)."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        ages = GaugeMetricFamily("flannel_wireguard_handshake_age_seconds", "Seconds since the last WireGuard "
+                                 "handshake with each peer (+Inf: none yet)", labels=["subnet", "public_ip"])
+        now = time.time()
+        peers = dict((str(subnet), lease) for subnet, lease in list(agent.peers.items()))
+        for subnet, when in sorted(handshakes.items()):
+            peer = peers.get(subnet)
+            ages.add_metric([subnet, peer.attrs.public_ip if peer else ""],
+                            max(now - when, 0.0) if when else float("inf"))
+        return ages
 
 
 class _Metrics:

@@ -2,7 +2,8 @@
 
 A peer's identity is what the backend keys its kernel or forwarding entries by, so that two
 leases with one identity would overwrite each other's entries: the VtepMAC for vxlan (the FDB
-entry MAC -> PublicIP exists once per MAC), the PublicIP (the next hop) for udp and host-gw and
+entry MAC -> PublicIP exists once per MAC), the PublicKey for wireguard (the device holds one
+peer per key), the PublicIP (the next hop) for udp and host-gw and
 for the direct routes between vxlan and host-gw hosts. A lease whose identity a live lease
 already holds, or that is this host's own, is a conflict: it is skipped (logged once with both
 keys, counted), never programmed, and its removal removes nothing. When the holder goes, the
@@ -25,7 +26,8 @@ import collections
 import logging
 
 from . import metrics
-from .lease import PUBLIC_IP, VTEP_MAC, subnet_key
+from .backends.wireguard_keys import lease_key_and_port
+from .lease import PUBLIC_IP, PUBLIC_KEY, VTEP_MAC, subnet_key
 
 # `holder`: the subnet of the lease that holds `identity`, or None when it is this host's own.
 Conflict = collections.namedtuple("Conflict", "subnet identity holder")
@@ -38,6 +40,9 @@ def lease_identity(backend_type, attrs):
     """(kind, value) identifying a peer with `attrs` to a backend of `backend_type`, or None."""
     if backend_type == "vxlan" and attrs.backend_type == "vxlan":
         return (VTEP_MAC, attrs.vtep_mac.lower()) if attrs.vtep_mac else None
+    if backend_type == "wireguard" and attrs.backend_type == "wireguard":
+        key = lease_key_and_port(attrs.backend_data)[0]
+        return (PUBLIC_KEY, key) if isinstance(key, str) and key else None
     return (PUBLIC_IP, attrs.public_ip)
 
 

@@ -81,7 +81,7 @@ def test_semantically_equal_configs_compare_equal():
      "must be between 1 and 65535, got 0"),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": "udp", "Port": "8285"}}, "Backend.Port", "must be an integer"),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan2"}}, "Backend.Type",
-     'unknown backend type: "vxlan2"; use one of: vxlan, host-gw, udp'),
+     'unknown backend type: "vxlan2"; use one of: vxlan, host-gw, udp, wireguard'),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": ""}}, "Backend.Type", 'unknown backend type: ""'),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": " vxlan"}}, "Backend.Type", 'unknown backend type: " vxlan"'),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": 3}}, "Backend.Type", "must be a string"),
@@ -90,7 +90,7 @@ def test_semantically_equal_configs_compare_equal():
     ('"10.0.0.0/8"', "config", "must be a JSON object (a dictionary) or JSON text of one, got a string"),
     (None, "config", "got null"),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan", "Learning": True}}, "Backend.Learning",
-     "unknown key (known keys: Type, VNI, Port, GBP, DirectRouting, MTU)"),
+     "unknown key (known keys: Type, VNI, Port, GBP, DirectRouting, MTU, PSK, ListenPort, PersistentKeepaliveInterval)"),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan", "VNI": 0}}, "Backend.VNI", "must be between 1 and 16777215"),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan", "VNI": 16777216}}, "Backend.VNI",
      "must be between 1 and 16777215"),
@@ -212,7 +212,7 @@ TUTORIAL_DICT = json.loads(TUTORIAL)
     (dict(TUTORIAL_DICT, Netwrok="10.0.0.0/8"), "Netwrok",
      'unknown key (did you mean "Network"? known keys: Network, SubnetLen, SubnetMin, SubnetMax, Backend)'),
     (dict(TUTORIAL_DICT, Backend={"Type": "vxlan", "VNl": 100}), "Backend.VNl",
-     'unknown key (did you mean "VNI"? known keys: Type, VNI, Port, GBP, DirectRouting, MTU)'),
+     'unknown key (did you mean "VNI"? known keys: Type, VNI, Port, GBP, DirectRouting, MTU, PSK, ListenPort, PersistentKeepaliveInterval)'),
     (dict(TUTORIAL_DICT, Backend={"Typ": "vxlan"}), "Backend.Typ", 'unknown key (did you mean "Type"?'),
     (dict(TUTORIAL_DICT, subnet_len=24), "subnet_len", 'did you mean "SubnetLen"?'),
     (dict(TUTORIAL_DICT, EnableIPv6=True), "EnableIPv6",
@@ -252,7 +252,7 @@ def test_agent_mode_warns_and_ignores_unknown_keys():
         'Netwrok: unknown key (did you mean "Network"? known keys: Network, SubnetLen, SubnetMin, SubnetMax, '
         'Backend), ignored',
         "EnableIPv6: unknown key (known keys: Network, SubnetLen, SubnetMin, SubnetMax, Backend), ignored",
-        'Backend.VNl: unknown key (did you mean "VNI"? known keys: Type, VNI, Port, GBP, DirectRouting, MTU), '
+        'Backend.VNl: unknown key (did you mean "VNI"? known keys: Type, VNI, Port, GBP, DirectRouting, MTU, PSK, ListenPort, PersistentKeepaliveInterval), '
         'ignored'])
 
 

@@ -283,7 +283,7 @@ def test_copy_of_a_peers_vtep_mac_is_skipped_logged_once_and_counted(agent, regi
         agent._apply(_created(registry, COPY_SUBNET, COPY_OF_PEER))
         agent._apply(_event(registry, COPY_SUBNET, COPY_OF_PEER))  # its renewal
         agent._resync()
-        assert _conflicts_counted() == {"VtepMAC": 1, "PublicIP": 0}
+        assert _conflicts_counted() == {"VtepMAC": 1, "PublicIP": 0, "PublicKey": 0}
     finally:
         metrics.disable()
     assert agent.backend.calls == [("sync", [str(PEER_SUBNET)])]

@@ -98,7 +98,7 @@ def _vxlan_value(**fields):
     (_vxlan_value(BackendData={}), "VtepMAC: null is not a MAC address"),
     (_vxlan_value(BackendData="0e:00:00:00:00:01"), "BackendData is not a JSON object"),
     (_vxlan_value(BackendType="VXLAN"), "BackendType \"VXLAN\" is not a flannel backend"),
-    (_vxlan_value(BackendType="wireguard"), "BackendType \"wireguard\" is not a flannel backend"),
+    (_vxlan_value(BackendType="geneve"), "BackendType \"geneve\" is not a flannel backend"),
     (_vxlan_value(BackendType=7), "BackendType 7 is not a flannel backend"),
     ('{"PublicIP": "192.0.2.7", "x": "%s"}' % ("a" * MAX_LEASE_BYTES), "above the limit of 4096"),
     ('{"PublicIP": "192.0.2.7", "x": %s}' % ("[" * 9 + "]" * 9), "nests deeper than 8 levels"),

@@ -107,7 +107,7 @@ def test_counters_start_at_zero_and_count(agent):
     assert samples[("flannel_watch_events_total", (("outcome", "handled"),))] == 1
     assert samples[("flannel_watch_events_total", (("outcome", "skipped"),))] == 1
     assert [samples[("flannel_reconcile_repairs_total", (("kind", kind),))] for kind in metrics.REPAIR_KINDS] == [
-        2, 1, 1, 1, 1, 0]
+        2, 1, 1, 1, 1, 0, 0]
     assert samples[("flannel_etcd_requests_total", (("operation", "watch_leases"),))] == 2
     assert samples[("flannel_etcd_request_errors_total", (("operation", "watch_leases"),))] == 1
 

@@ -17,6 +17,8 @@ BACKENDS = collections.OrderedDict([  # in the order messages list them
     ("vxlan", BackendEntry("vxlan", "VxlanBackend", ("Type", "VNI", "Port", "GBP", "DirectRouting", "MTU"))),
     ("host-gw", BackendEntry("host_gw", "HostGwBackend", ("Type",))),
     ("udp", BackendEntry("udp", "UdpBackend", ("Type", "Port"))),
+    ("wireguard", BackendEntry("wireguard", "WireguardBackend",
+                               ("Type", "PSK", "ListenPort", "MTU", "PersistentKeepaliveInterval"))),
 ])
 
 

@@ -83,8 +83,8 @@ BIG_MESSAGE = "is %d bytes of JSON, above the limit of 65536 bytes (a network co
 
 @pytest.mark.parametrize("config, key, rule", [
     (dict(TUTORIAL, Backend={"Type": "geneve"}), "Backend.Type",
-     'unknown backend type: "geneve"; use one of: vxlan, host-gw, udp'),
-    (dict(TUTORIAL, Backend={"Type": ""}), "Backend.Type", 'unknown backend type: ""; use one of: vxlan, host-gw, udp'),
+     'unknown backend type: "geneve"; use one of: vxlan, host-gw, udp, wireguard'),
+    (dict(TUTORIAL, Backend={"Type": ""}), "Backend.Type", 'unknown backend type: ""; use one of: vxlan, host-gw, udp, wireguard'),
     (dict(TUTORIAL, SubnetLen="20"), "SubnetLen", 'must be an integer, got "20"'),
     (dict(TUTORIAL, SubnetMax="10.99.0.1"), "SubnetMax", "SubnetMax is not on a SubnetLen boundary: 10.99.0.1"),
     (dict(TUTORIAL, SubnetLen=31), "SubnetLen", "SubnetLen must be less than /31"),
@@ -94,7 +94,7 @@ BIG_MESSAGE = "is %d bytes of JSON, above the limit of 65536 bytes (a network co
     (dict(TUTORIAL, Netwrok="10.0.0.0/8"), "Netwrok",
      'unknown key (did you mean "Network"? known keys: Network, SubnetLen, SubnetMin, SubnetMax, Backend)'),
     (dict(TUTORIAL, Backend={"Type": "vxlan", "VNl": 100}), "Backend.VNl",
-     'unknown key (did you mean "VNI"? known keys: Type, VNI, Port, GBP, DirectRouting, MTU)'),
+     'unknown key (did you mean "VNI"? known keys: Type, VNI, Port, GBP, DirectRouting, MTU, PSK, ListenPort, PersistentKeepaliveInterval)'),
     (dict(TUTORIAL, Network="10.1.2.3/8"), "Network",
      "10.1.2.3/8 has host bits set: must be a network address, such as 10.0.0.0/8"),
     (dict(TUTORIAL, Network="10.0.0.0/8 "), "Network", 'must not have surrounding whitespace, got "10.0.0.0/8 "'),

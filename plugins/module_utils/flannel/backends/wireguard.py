@@ -1,0 +1,289 @@
+"""The wireguard backend, as flannel's (v0.16 onwards, IPv4): every packet between hosts is
+encrypted by WireGuard on the device `flannel-wg`.
+
+The device holds the lease's first address (/32) and the whole Network is routed through it; each
+peer is a WireGuard peer with its lease's PublicKey, endpoint PublicIP:Port and, as allowed IPs,
+its subnet. The lease's BackendData is {"PublicKey": .., "Port": ..}; FLANNEL_MTU is the underlay
+MTU (or Backend.MTU) less 80 bytes (outer IPv4 20, UDP 8, WireGuard 32, and room for IPv6's 20).
+
+The device is the kernel's where it has the wireguard module, otherwise wireguard-go's (a TUN
+device run by that program); both are configured the same way (wireguard_device.py). The data
+plane outlives the agent: a restarted agent finds the device, its peers and the same private key
+(kept in a file) and changes nothing, so its peers notice nothing.
+"""
+
+import os
+
+from .. import netlink
+from ..changes import DEVICE, PEER, ROUTE, Change
+from ..kernel_repairs import Owned
+from ..netlink.wireguard import KernelDevice, create_wireguard
+from .base import Backend, BackendError, address_change, mtu_change, peer_scope_problem
+from .wireguard_device import DeviceError, UapiDevice, WgPeer, is_missing_kind, start_wireguard_go
+from .wireguard_keys import KeyFileError, key_problem, lease_key_and_port, load_or_create_private_key, public_key
+
+try:
+    from netaddr import IPNetwork
+except ImportError:  # reported by the caller through missing_libraries()
+    IPNetwork = None
+
+DEVICE_NAME = "flannel-wg"
+WIREGUARD_OVERHEAD = 80
+# Upstream's place and variable: the key lives as long as the boot, as the device does (see
+# docs/architecture.md, "The wireguard backend's key").
+DEFAULT_KEY_FILE = "/run/flannel/wgkey"
+KEY_FILE_VARIABLE = "WIREGUARD_KEY_FILE"
+
+
+def peer_data_problem(attrs):
+    """Why a wireguard lease's BackendData cannot make a peer, or None."""
+    key, port = lease_key_and_port(attrs.backend_data)
+    problem = key_problem(key)
+    if problem:
+        return "PublicKey: " + problem
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        return "Port: %r is not a UDP port (1 to 65535)" % (port,)
+    return None
+
+
+class WireguardBackend(Backend):
+    backend_type = "wireguard"
+
+    def __init__(self, config, iface, public_ip, ipr=None, key_file=None):
+        super().__init__(config, iface, public_ip, ipr)
+        self.device_name = DEVICE_NAME
+        self.port = config.backend.listen_port
+        self.mtu = (config.backend.mtu or self.iface.mtu) - WIREGUARD_OVERHEAD
+        self.key_file = key_file or os.environ.get(KEY_FILE_VARIABLE) or DEFAULT_KEY_FILE
+        self.private_key = None
+        self.public_key = None
+        self.device = None  # UapiDevice or KernelDevice, chosen by setup()
+        self._peers = {}  # subnet (str) -> WgPeer last configured
+
+    # -- set-up ----------------------------------------------------------------------------------
+
+    def setup(self):
+        """Load (or create) the key, find or make the device, set its key, port and MTU.
+        Returns {"backend_type": "wireguard", "vtep_mac": None, "backend_data", "mtu", "changes"}."""
+        try:
+            self.private_key, created = load_or_create_private_key(self.key_file)
+        except KeyFileError as error:
+            raise BackendError(str(error))
+        self.public_key = public_key(self.private_key)
+        self.log.info("wireguard: %s private key %s (public key %s)", "created" if created else "using the",
+                      self.key_file, self.public_key)
+        changes = self._open_device()
+        try:
+            state = self.device.state()
+            self.device.configure(self.private_key if state.private_key != self.private_key else None,
+                                  self.port if state.listen_port != self.port else None)
+        except DeviceError as error:
+            raise BackendError(str(error))
+        if state.listen_port != self.port or state.private_key != self.private_key:
+            changes.append(Change(DEVICE, "set", "%s key and port %d" % (DEVICE_NAME, self.port)))
+        changes.extend(self._ensure_mtu())
+        return {"backend_type": self.backend_type, "vtep_mac": None, "mtu": self.mtu, "changes": changes,
+                "backend_data": {"PublicKey": self.public_key, "Port": self.port}}
+
+    def _open_device(self):
+        """Find the running device or create one; logs which implementation and why."""
+        changes = []
+        index = netlink.link_index(DEVICE_NAME, self.ipr)
+        if index is not None:
+            kind = netlink.link_attributes(index, self.ipr)["kind"]
+            if kind == "wireguard":
+                return self._chose(KernelDevice(DEVICE_NAME), "%s exists and is the kernel's" % DEVICE_NAME, changes)
+            if UapiDevice(DEVICE_NAME).answers():
+                return self._chose(UapiDevice(DEVICE_NAME), "%s exists, run by a wireguard-go that answers on %s"
+                                   % (DEVICE_NAME, UapiDevice(DEVICE_NAME).path), changes)
+            netlink.delete_link(index, self.ipr)  # a TUN no wireguard-go serves any more, or not ours
+            changes.append(Change(DEVICE, "removed", DEVICE_NAME, "removed %s (%s, no WireGuard answering for it)"
+                                  % (DEVICE_NAME, kind or "no kind")))
+        try:
+            create_wireguard(DEVICE_NAME, self.mtu, self.ipr)
+            changes.append(Change(DEVICE, "created", DEVICE_NAME, "created %s (kernel wireguard)" % DEVICE_NAME))
+            return self._chose(KernelDevice(DEVICE_NAME), "the kernel has the wireguard module", changes)
+        except netlink.NetlinkError as error:
+            if not is_missing_kind(error):
+                raise BackendError("cannot create %s: %s" % (DEVICE_NAME, error))
+            reason = "the kernel has no wireguard module (creating a wireguard link: %s)" % error
+        try:
+            start_wireguard_go(DEVICE_NAME)
+        except DeviceError as error:
+            raise BackendError(str(error))
+        changes.append(Change(DEVICE, "created", DEVICE_NAME, "created %s (wireguard-go)" % DEVICE_NAME))
+        return self._chose(UapiDevice(DEVICE_NAME), reason, changes)
+
+    def _chose(self, device, reason, changes):
+        self.device = device
+        self.device_index = netlink.link_index(DEVICE_NAME, self.ipr)
+        if self.device_index is None:
+            raise BackendError("%s vanished while being set up" % DEVICE_NAME)
+        self.log.info("wireguard: %s runs %s: %s", device.implementation, DEVICE_NAME, reason)
+        return changes
+
+    def configure_lease(self, subnet):
+        """Address flannel-wg with the lease's first address, bring it up, route the Network
+        through it. Returns the changes."""
+        if self.device_index is None:
+            raise BackendError("configure_lease() called before setup()")
+        self.subnet = IPNetwork(str(subnet)).cidr
+        return self._ensure_address(self._wanted_address()) + self._ensure_up() + self._ensure_route()
+
+    def _wanted_address(self):
+        return "%s/32" % self.subnet.ip
+
+    def _ensure_mtu(self):
+        current = netlink.link_attributes(self.device_index, self.ipr)["mtu"]
+        if current == self.mtu:
+            return []
+        return [mtu_change(self.device_index, DEVICE_NAME, self.mtu, current, self.ipr)]
+
+    def _ensure_route(self):
+        network = self.config.network
+        if str(network) in netlink.link_route_destinations(self.device_index, self.ipr):
+            return []
+        netlink.replace_link_route(network, self.device_index, self.ipr)
+        return [Change(ROUTE, "added", "route %s dev %s" % (network, DEVICE_NAME))]
+
+    # -- peers -----------------------------------------------------------------------------------
+
+    def _wanted(self, lease, local_addresses):
+        """The WgPeer for a lease, or None (skipped, said once)."""
+        subnet = IPNetwork(str(lease.subnet)).cidr
+        if self.subnet is not None and subnet == self.subnet:
+            return None
+        attrs = lease.attrs
+        problem = "backend type %s is not wireguard" % attrs.backend_type \
+            if attrs.backend_type != self.backend_type else None
+        problem = problem or peer_scope_problem(self.config.network, self.subnet, self.public_ip, local_addresses,
+                                                subnet, attrs.public_ip) or peer_data_problem(attrs)
+        key, port = lease_key_and_port(attrs.backend_data)
+        if problem is None and key == self.public_key:
+            problem = "its PublicKey is this host's own"
+        if problem:
+            self._warn_once((str(subnet), problem), "ignoring lease %s: %s", subnet, problem)
+            return None
+        backend = self.config.backend
+        return WgPeer(key, "%s:%d" % (attrs.public_ip, port), (str(subnet),), backend.keepalive, backend.psk)
+
+    def sync(self, peers):
+        """Repair the device, then make its peers exactly those of `peers` ({subnet: Lease}),
+        reading them back from the device (what someone else changed is put back). Returns the
+        changes."""
+        changes = self._repair()
+        local_addresses = self._addresses.current(reread=True)
+        wanted = {}
+        for subnet, lease in peers.items():
+            peer = self._wanted(lease, local_addresses)
+            if peer is not None:
+                wanted[str(IPNetwork(str(subnet)).cidr)] = peer
+        try:
+            state = self.device.state()
+        except DeviceError as error:
+            self.log.error("wireguard: %s", error)
+            return changes
+        by_key = dict((peer.public_key, peer) for peer in wanted.values())
+        removed = sorted(key for key in state.peers if key not in by_key)
+        changed = [peer for key, peer in sorted(by_key.items()) if not self._same(state.peers.get(key), peer)]
+        changes.extend(self._configure(changed, removed, "added"))
+        self._peers = wanted
+        return changes
+
+    @staticmethod
+    def _same(current, wanted):
+        return current is not None and current._replace(allowed_ips=tuple(sorted(current.allowed_ips))) == wanted
+
+    def add_peer(self, lease):
+        peer = self._wanted(lease, self._addresses.current())
+        subnet = str(IPNetwork(str(lease.subnet)).cidr)
+        if peer is None:
+            return self.remove_peer(subnet)
+        old = self._peers.get(subnet)
+        if old == peer:
+            return []
+        removed = [old.public_key] if old is not None and old.public_key != peer.public_key else []
+        changes = self._configure([peer], removed, "updated" if old else "added")
+        self._peers[subnet] = peer
+        return changes
+
+    def remove_peer(self, subnet):
+        old = self._peers.pop(str(IPNetwork(str(subnet)).cidr), None)
+        if old is None:
+            return []
+        return self._configure([], [old.public_key], "removed")
+
+    def _configure(self, peers, removed, verb):
+        if not peers and not removed:
+            return []
+        try:
+            self.device.configure(None, None, peers, removed)
+        except DeviceError as error:
+            self.log.error("wireguard: %s", error)
+            return []
+        return ([Change(PEER, "removed", "peer %s" % key) for key in removed]
+                + [Change(PEER, verb, "peer %s endpoint %s allowed ips %s" % (
+                    peer.public_key, peer.endpoint, ",".join(peer.allowed_ips))) for peer in peers])
+
+    def handshakes(self):
+        """{subnet: unix time of the peer's last handshake (0: none yet)}, for /metrics."""
+        try:
+            state = self.device.state()
+        except DeviceError:
+            return {}
+        return dict((subnet, state.handshakes.get(peer.public_key, 0)) for subnet, peer in self._peers.items())
+
+    # -- upkeep ----------------------------------------------------------------------------------
+
+    def _repair(self):
+        if self.subnet is None:
+            return []
+        if netlink.link_index(DEVICE_NAME, self.ipr) != self.device_index or not self._device_answers():
+            self.log.warning("%s disappeared or its WireGuard stopped answering; making it again", DEVICE_NAME)
+            self._peers = {}
+            return self.setup()["changes"] + self.configure_lease(self.subnet)
+        return self._ensure_mtu() + self._ensure_address(self._wanted_address()) + self._ensure_up() \
+            + self._ensure_route()
+
+    def _device_answers(self):
+        try:
+            self.device.state()
+            return True
+        except DeviceError:
+            return False
+
+    def owned(self):
+        """The device, its address and the Network's route through it (kernel_repairs.Owned); the
+        peers live in the device, not in kernel tables: the reconcile reads them back."""
+        address = str(self.subnet.ip) if self.subnet is not None else None
+        return Owned(self.device_index, DEVICE_NAME, self.mtu, None, address, frozenset([str(self.config.network)]),
+                     {}, {}, {}, self.iface.index, self.iface.mtu)
+
+    def restore(self, routes=(), neighbours=(), fdb=()):
+        return []  # no per-peer kernel entries
+
+    def device_replaced(self):
+        return False  # its events are all device repairs (owned)
+
+    def underlay_mtu_changed(self, mtu):
+        """Follow the external interface's MTU (unless Backend.MTU fixes it)."""
+        self.iface = self.iface._replace(mtu=mtu)
+        self.mtu = (self.config.backend.mtu or mtu) - WIREGUARD_OVERHEAD
+        return self.mtu, self._ensure_mtu()
+
+    def teardown(self, successor=None):
+        """Delete flannel-wg (its address and route go with it; wireguard-go exits when its TUN
+        device is removed) unless `successor` is wireguard too. Returns the changes."""
+        self._peers = {}
+        index = netlink.link_index(DEVICE_NAME, self.ipr)
+        if index is None:
+            return []
+        if not isinstance(successor, WireguardBackend):
+            netlink.delete_link(index, self.ipr)
+            return [Change(DEVICE, "removed", DEVICE_NAME)]
+        old = self._wanted_address() if self.subnet is not None else None
+        if old and old != (successor._wanted_address() if successor.subnet is not None else None) \
+                and old in netlink.addresses_of(index, self.ipr):
+            netlink.delete_address(index, old, self.ipr)
+            return [address_change("removed old", old, DEVICE_NAME)]
+        return []

@@ -1,0 +1,89 @@
+"""The kernel's WireGuard device (link kind `wireguard`), configured over generic netlink
+(pyroute2's WireGuard): the same configure()/state() as wireguard-go's control socket
+(backends/wireguard_device.UapiDevice), so the backend has one configuration path for both.
+
+Only used where the kernel has the wireguard module; the backend falls back to wireguard-go when
+creating the link fails (create_wireguard raises NetlinkError: EOPNOTSUPP, 'Unknown device type').
+"""
+
+import base64
+
+from . import optional_ipr
+from .links import link_index
+
+ZERO_KEY = base64.b64encode(bytes(32)).decode("ascii")
+
+
+@optional_ipr
+def create_wireguard(name, mtu, ipr=None):
+    """Create a kernel WireGuard link (down); returns its index."""
+    ipr.link("add", ifname=name, kind="wireguard", mtu=mtu)
+    return link_index(name, ipr)
+
+
+def _text(value):
+    return value.decode("ascii") if isinstance(value, bytes) else value
+
+
+class KernelDevice:
+    """The kernel's WireGuard device `name` in this process's network namespace."""
+
+    implementation = "kernel"
+
+    def __init__(self, name):
+        self.name = name
+
+    def _socket(self):
+        from pyroute2 import WireGuard  # imported here: only this path needs the genl family
+
+        return WireGuard()
+
+    def state(self):
+        from ..backends.wireguard_device import DeviceError, DeviceState, WgPeer
+
+        wireguard = self._socket()
+        try:
+            messages = list(wireguard.info(self.name))
+        except Exception as error:
+            raise DeviceError("cannot read the kernel WireGuard device %s: %s" % (self.name, error))
+        finally:
+            wireguard.close()
+        private_key, listen_port, peers, handshakes = None, 0, {}, {}
+        for message in messages:  # a device with many peers comes in several messages
+            private = message.get_attr("WGDEVICE_A_PRIVATE_KEY")
+            private_key = _text(private["value"]) if private else private_key
+            listen_port = message.get_attr("WGDEVICE_A_LISTEN_PORT") or listen_port
+            for peer in message.get_attr("WGDEVICE_A_PEERS") or ():
+                key = _text(peer.get_attr("WGPEER_A_PUBLIC_KEY")["value"])
+                endpoint = peer.get_attr("WGPEER_A_ENDPOINT")
+                psk = peer.get_attr("WGPEER_A_PRESHARED_KEY")
+                psk = _text(psk["value"]) if psk else None
+                allowed = tuple(entry["addr"] for entry in peer.get_attr("WGPEER_A_ALLOWEDIPS") or ())
+                old = peers.get(key, WgPeer(key, None, (), 0, None))
+                peers[key] = WgPeer(key, "%s:%d" % (endpoint["addr"], endpoint["port"]) if endpoint else old.endpoint,
+                                    old.allowed_ips + allowed,
+                                    peer.get_attr("WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL") or 0,
+                                    None if psk in (None, ZERO_KEY) else psk)
+                handshake = peer.get_attr("WGPEER_A_LAST_HANDSHAKE_TIME")
+                handshakes[key] = handshake["tv_sec"] if handshake else handshakes.get(key, 0)
+        return DeviceState(private_key, listen_port, peers, handshakes)
+
+    def configure(self, private_key, listen_port, peers=(), removed=()):
+        from ..backends.wireguard_device import DeviceError
+
+        wireguard = self._socket()
+        try:
+            if private_key is not None or listen_port is not None:
+                wireguard.set(self.name, private_key=private_key, listen_port=listen_port)
+            for public_key in removed:
+                wireguard.set(self.name, peer={"public_key": public_key, "remove": True})
+            for peer in peers:
+                address, port = peer.endpoint.rsplit(":", 1)
+                wireguard.set(self.name, peer={
+                    "public_key": peer.public_key, "endpoint_addr": address, "endpoint_port": int(port),
+                    "preshared_key": peer.psk or ZERO_KEY, "persistent_keepalive": peer.keepalive,
+                    "replace_allowed_ips": True, "allowed_ips": list(peer.allowed_ips)})
+        except Exception as error:
+            raise DeviceError("the kernel refused the configuration of %s: %s" % (self.name, error))
+        finally:
+            wireguard.close()
