@@ -33,15 +33,16 @@ $(VENV)/.installed: requirements.txt requirements-test.txt
 venv: $(VENV)/.installed
 
 # Host packages for the tests (etcd for the registry/agent tests, shellcheck for sanity, tcpdump
-# and iperf3 for the udp tests and benchmark, prometheus to scrape the agents), the lab (docker
-# engine) and verify.yml's picture of the overlay (graphviz).
+# and iperf3 for the udp tests and benchmark, prometheus to scrape the agents, wireguard-go and
+# wg for the wireguard backend's tests on kernels without the module), the lab (docker engine) and
+# verify.yml's picture of the overlay (graphviz).
 prereqs:
 	bash lab/ensure-docker.sh
 	command -v etcd >/dev/null && command -v shellcheck >/dev/null && command -v ethtool >/dev/null && \
 	  command -v tcpdump >/dev/null && command -v iperf3 >/dev/null && command -v prometheus >/dev/null && \
-	  command -v dot >/dev/null || \
+	  command -v dot >/dev/null && command -v wireguard-go >/dev/null && command -v wg >/dev/null || \
 	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	  etcd-server etcd-client shellcheck ethtool tcpdump iperf3 prometheus graphviz; }
+	  etcd-server etcd-client shellcheck ethtool tcpdump iperf3 prometheus graphviz wireguard-go wireguard-tools; }
 
 build/flanneld.pyz: $(VENV)/.installed $(AGENT_SOURCES)
 	$(PY) tools/build_agent.py $@

@@ -133,9 +133,9 @@ def test_sigkill_and_restart_keep_the_key_and_the_traffic(lab, wg_cluster):
     # Lost echoes are counted for BENCHMARKS.md, not asserted (the machine's load decides them).
     print("wireguard SIGKILL + restart: %d of %d echoes at 0.1 s lost" % (sent - replies, sent))
     assert replies > 0
-    text = wait_for(lambda: (lambda page: page if 'flannel_wireguard_handshake_age_seconds{public_ip="%s"'
-                             % hosts[1].address in page else None)(_metrics(hosts[0])), what="handshake age")
-    line = [row for row in text.splitlines() if row.startswith("flannel_wireguard_handshake_age_seconds{")][0]
+    series = 'flannel_wireguard_handshake_age_seconds{public_ip="%s"' % hosts[1].address
+    line = wait_for(lambda: [row for row in _metrics(hosts[0]).splitlines() if row.startswith(series)],
+                    what="handshake age")[0]
     assert 'subnet="%s"' % subnets[1] in line and float(line.rsplit(" ", 1)[1]) < 60
 
 

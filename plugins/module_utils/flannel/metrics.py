@@ -71,7 +71,6 @@ class _AgentCollector:
             yield GaugeMetricFamily("flannel_lease_expiry_seconds", "Seconds until the lease expires unless renewed "
                                     "(+Inf for an operator's reservation without TTL)", value=remaining)
 
-
     @staticmethod
     def _handshake_ages(handshakes, agent):
         """The wireguard backend's seconds since each peer's last handshake (+Inf: none yet)."""

@@ -66,7 +66,7 @@ def parse_get_reply(text):
     for line in text.split("\n"):
         if not line:
             continue
-        key, _, value = line.partition("=")
+        key, value = line.partition("=")[::2]
         if key == "errno":
             status = int(value)
         elif key == "private_key":
