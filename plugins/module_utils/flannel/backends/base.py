@@ -6,20 +6,19 @@ A peer needs up to three kernel entries: a permanent neighbour (ip, mac) and an 
 (mac, dst) on the vxlan device, and a Route. A backend says which, in `_entries_for(lease)`.
 """
 
-import collections
 import errno
 import logging
 
 from .. import netlink
 from ..changes import ADDRESS, DEVICE, FDB, NEIGHBOUR, ROUTE, Change
 from ..kernel_repairs import Owned
+from .peer_entries import PeerEntries, Programmed
 
 try:
     from netaddr import IPAddress, IPNetwork
 except ImportError:  # reported by the caller through missing_libraries()
     IPAddress = IPNetwork = None
 
-PeerEntries = collections.namedtuple("PeerEntries", "neighbour fdb route")
 ENTRY_TEXT = {NEIGHBOUR: "neighbour %s lladdr %s", FDB: "fdb %s dst %s"}
 MISSING = (errno.ENOENT, errno.ESRCH, errno.ENODEV)  # what deleting an entry already gone answers
 
@@ -98,6 +97,10 @@ class Backend:
         if self._own_ipr:
             self.ipr.close()
 
+    def request_ports(self):
+        """The netlink port ids of its sockets whose requests' announcements need no repair."""
+        return frozenset()
+
     def _ensure_address(self, wanted):
         """Give the device the address `wanted` ('a.b.c.d/len'), removing its other addresses
         inside the flannel network (an old lease's); foreign ones (dhcpcd, APIPA) stay."""
@@ -131,13 +134,18 @@ class RouteBackend(Backend):
 
     def __init__(self, config, iface, public_ip, ipr=None):
         super().__init__(config, iface, public_ip, ipr)
-        self._programmed = {}  # subnet (str) -> PeerEntries last written for that peer
+        self._programmed = Programmed()
         self._local_addresses = set()  # this host's IPv4 addresses, refreshed by sync/add_peer
         self._batch = netlink.Batch(self.ipr)  # add_peer's requests, sent together
 
     def close(self):
         self._batch.close()
         super().close()
+
+    def request_ports(self):
+        """The netlink port ids its batches are sent from: the kernel's announcements of those
+        requests are its own changes (the kernel-events reader skips them undecoded)."""
+        return self._batch.ports()
 
     # -- what subclasses provide ----------------------------------------------------------------
 
@@ -207,8 +215,8 @@ class RouteBackend(Backend):
                              netlink.replace_route, route, self.ipr):
                 failed.add(route)
         # A peer that failed is left out, so that add_peer() retries it instead of skipping it.
-        self._programmed = dict((key, entries) for key, entries in desired.items()
-                                if not failed.intersection(entries))
+        self._programmed = Programmed((key, entries) for key, entries in desired.items()
+                                      if not failed.intersection(entries))
         return changes
 
     def add_peer(self, lease):
@@ -253,13 +261,7 @@ class RouteBackend(Backend):
 
     def owned(self):
         """What this backend holds in the kernel (kernel_repairs.Owned), for repairs on events."""
-        routes, neighbours, fdb = {}, {}, {}
-        for entries in self._programmed.values():
-            routes[entries.route.dst] = entries.route
-            if entries.neighbour:
-                neighbours[entries.neighbour[0]] = entries.neighbour[1]
-            if entries.fdb:
-                fdb[entries.fdb[0]] = entries.fdb[1]
+        routes, neighbours, fdb = self._programmed.entries()
         return Owned(self.device_index, None, None, None, None, frozenset(), routes, neighbours, fdb,
                      self.iface.index, self.iface.mtu)
 
@@ -303,7 +305,7 @@ class RouteBackend(Backend):
             # re-created, no longer exists: nothing to do.
             self._try(changes, self._entry_change(ROUTE, "removed", entries.route), netlink.delete_route,
                       entries.route, self.ipr, missing_ok=True)
-        self._programmed = {}
+        self._programmed = Programmed()
         return changes + self._remove_device(successor)
 
     def _remove_device(self, successor):

@@ -18,6 +18,7 @@ from .. import netlink
 from ..changes import DEVICE, Change
 from ..lease import unicast_mac_problem
 from .base import BackendError, PeerEntries, RouteBackend, address_change, mtu_change
+from .peer_entries import Programmed
 
 try:
     from netaddr import IPNetwork
@@ -182,7 +183,7 @@ class VxlanBackend(RouteBackend):
             return []
         if netlink.link_index(self.device_name, self.ipr) != self.device_index:
             self.log.warning("%s disappeared or was replaced; recreating it", self.device_name)
-            self._programmed = {}  # its neighbours, FDB entries and routes went with it
+            self._programmed = Programmed()  # its neighbours, FDB entries and routes went with it
             return self.setup()["changes"] + self.configure_lease(self.subnet)
         return self.configure_lease(self.subnet) + self._ensure_offload()
 

@@ -2,8 +2,9 @@
 synchronous rtnetlink socket, answered by one acknowledgement each.
 
 Each IPRoute call of pyroute2 0.9 runs its asyncio machinery (about 0.2 ms of CPU); a Batch
-encodes the messages with pyroute2's message classes and sends them with one send() on an
-IPRSocket. A Batch stands where an IPRoute would: replace_neighbour(..., ipr=batch) and the
+packs the few fields of its messages with struct (pyroute2's message classes took about 0.3 ms
+of CPU per peer to encode three) and sends them with one send() on an IPRSocket. A Batch
+stands where an IPRoute would: replace_neighbour(..., ipr=batch) and the
 other entry functions queue their request on it, and send() sends what was queued. The kernel
 handles each message on its own, so one refused entry does not stop the others; send()
 reports each refusal as a RequestError naming the object and its values.
@@ -18,22 +19,26 @@ import struct
 from . import AF_BRIDGE, MAIN_TABLE, NetlinkError
 
 try:
-    from pyroute2.netlink import NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST
-    from pyroute2.netlink.rtnl import RTM_DELNEIGH, RTM_DELROUTE, RTM_NEWNEIGH, RTM_NEWROUTE
     from pyroute2.netlink.rtnl.iprsocket import IPRSocket
-    from pyroute2.netlink.rtnl.ndmsg import ndmsg
-    from pyroute2.netlink.rtnl.rtmsg import rtmsg
 except ImportError:  # reported by the caller through missing_libraries()
-    IPRSocket = ndmsg = rtmsg = None
+    IPRSocket = None
 
 NLMSG_ERROR = 2
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_REPLACE, NLM_F_CREATE = 0x1, 0x4, 0x100, 0x400
+RTM_NEWROUTE, RTM_DELROUTE, RTM_NEWNEIGH, RTM_DELNEIGH = 24, 25, 28, 29
+NDA_DST, NDA_LLADDR = 1, 2
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_TABLE = 1, 4, 5, 15
 RTPROT_STATIC = 4  # what IPRoute's route() writes: `ip route` shows "proto static"
 RTN_UNICAST = 1
 RT_SCOPE_NOWHERE = 255  # in a deletion: a route of any scope
 ANSWER_TIMEOUT = 5.0
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: length, type, flags, sequence, port
 _ERROR = struct.Struct("=i")  # nlmsgerr's error, after the header
-_CHANGE_FLAGS = {"replace": NLM_F_CREATE | NLM_F_REPLACE, "del": 0} if IPRSocket else {}
+_NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
+_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
+_ATTR = struct.Struct("=HH")  # length, type
+_U32 = struct.Struct("=I")
+_CHANGE_FLAGS = {"replace": NLM_F_CREATE | NLM_F_REPLACE, "del": 0}
 
 
 class RequestError(NetlinkError):
@@ -54,6 +59,7 @@ class Batch:
     def __init__(self, ipr):
         self.ipr = ipr
         self._socket = None
+        self._ports = frozenset()
         self._sequence = 0
         self._queued = []  # (sequence, what, encoded message)
 
@@ -68,14 +74,15 @@ class Batch:
                               "fdb %s dst %s on link %d" % (lladdr, dst, ifindex))
 
     def route(self, command, dst, dst_len, gateway, oif, table=MAIN_TABLE, flags=0):
-        msg = rtmsg()
-        msg["family"], msg["dst_len"], msg["table"], msg["flags"] = socket.AF_INET, dst_len, min(table, 255), flags
         if command == "replace":
-            msg["proto"], msg["scope"], msg["type"] = RTPROT_STATIC, 0, RTN_UNICAST
+            proto, scope, kind = RTPROT_STATIC, 0, RTN_UNICAST
         else:  # a deletion matches whatever wrote the route (flanneld's proto, any scope)
-            msg["proto"], msg["scope"], msg["type"] = 0, RT_SCOPE_NOWHERE, 0
-        msg["attrs"] = [("RTA_TABLE", table), ("RTA_DST", dst), ("RTA_GATEWAY", gateway), ("RTA_OIF", oif)]
-        self._queue(msg, RTM_NEWROUTE if command == "replace" else RTM_DELROUTE, command,
+            proto, scope, kind = 0, RT_SCOPE_NOWHERE, 0
+        body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, min(table, 255), proto, scope, kind, flags) + \
+            _attribute(RTA_TABLE, _U32.pack(table)) + _attribute(RTA_DST, _address(dst)) + \
+            (_attribute(RTA_GATEWAY, _address(gateway)) if gateway else b"") + \
+            (_attribute(RTA_OIF, _U32.pack(oif)) if oif is not None else b"")
+        self._queue(body, RTM_NEWROUTE if command == "replace" else RTM_DELROUTE, command,
                     "route %s/%d via %s oif %d%s" % (dst, dst_len, gateway, oif, " onlink" if flags else ""))
 
     # -- sending ---------------------------------------------------------------------------------
@@ -89,6 +96,8 @@ class Batch:
         if self._socket is None:
             self._socket = _open_socket(self.ipr)
         self._socket.socket.send(b"".join(data for _sequence, _what, data in queued))
+        if not self._ports:  # the kernel gives an unbound socket its port id at the first send
+            self._ports = frozenset([self._socket.socket.getsockname()[0]])
         positions = dict((sequence, position) for position, (sequence, _what, _data) in enumerate(queued))
         refused = {}
         while positions:
@@ -104,10 +113,16 @@ class Batch:
                 offset += (length + 3) & ~3
         return refused
 
+    def ports(self):
+        """The port id its requests are sent from ({} before the first send): the kernel stamps
+        the announcements of the changes they make with it (all but a VXLAN FDB entry's)."""
+        return self._ports
+
     def close(self):
         if self._socket is not None:
             self._socket.close()
             self._socket = None
+            self._ports = frozenset()
 
     def _receive(self, waited):
         # Blocking, with a bound: the kernel answers at once, and a lost answer must not hang the agent.
@@ -117,18 +132,24 @@ class Batch:
         return self._socket.socket.recv(65536)
 
     def _queue_neighbour(self, command, family, ifindex, state, flags, dst, lladdr, what):
-        msg = ndmsg()
-        msg["family"], msg["ifindex"], msg["state"], msg["flags"], msg["ndm_type"] = family, ifindex, state, flags, 0
-        msg["attrs"] = [("NDA_DST", dst)] + ([("NDA_LLADDR", lladdr)] if lladdr else [])
-        self._queue(msg, RTM_NEWNEIGH if command == "replace" else RTM_DELNEIGH, command, what)
+        body = _NDMSG.pack(family, ifindex, state, flags, 0) + _attribute(NDA_DST, _address(dst)) + \
+            (_attribute(NDA_LLADDR, bytes.fromhex(lladdr.replace(":", ""))) if lladdr else b"")
+        self._queue(body, RTM_NEWNEIGH if command == "replace" else RTM_DELNEIGH, command, what)
 
-    def _queue(self, msg, kind, command, what):
+    def _queue(self, body, kind, command, what):
         self._sequence = self._sequence % 0x7FFFFFFF + 1
-        header = msg["header"]
-        header["type"], header["flags"] = kind, NLM_F_REQUEST | NLM_F_ACK | _CHANGE_FLAGS[command]
-        header["sequence_number"], header["pid"] = self._sequence, 0
-        msg.encode()
-        self._queued.append((self._sequence, what, msg.data))
+        header = _HEADER.pack(_HEADER.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | _CHANGE_FLAGS[command],
+                              self._sequence, 0)
+        self._queued.append((self._sequence, what, header + body))
+
+
+def _attribute(kind, payload):
+    """One netlink attribute, padded to 4 bytes."""
+    return _ATTR.pack(_ATTR.size + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
+
+
+def _address(text):
+    return socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
 
 
 def _open_socket(ipr):

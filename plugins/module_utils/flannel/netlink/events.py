@@ -1,10 +1,14 @@
-"""Kernel notifications as small typed events (pyroute2 only): links, IPv4 addresses, IPv4
-neighbours, bridge FDB entries (AF_BRIDGE neighbours) and main-table IPv4 routes.
+"""Kernel notifications as small typed events: links, IPv4 addresses, IPv4 neighbours, bridge
+FDB entries (AF_BRIDGE neighbours) and main-table IPv4 routes.
 
-KernelEvents is a synchronous socket bound to the rtnetlink multicast groups: fileno() for a
-select, read() drains what is queued without blocking. It owns no state of the agent's;
+KernelEvents is a plain netlink socket bound to the rtnetlink multicast groups: fileno() for a
+select, read() drains what is queued without blocking. The few fields the agent reads are taken
+with struct (pyroute2's decoding of every announcement, the agent's own included, was most of
+the kernel-events thread's CPU per lease event). It owns no state of the agent's;
 kernel_repairs.py compares the events with what the agent owns. The agent's own changes are
-announced too (the kernel tells every listener): they are told apart by comparing the announced
+announced too (the kernel tells every listener): those of its batches (netlink.Batch) are left
+out by the sender's port id in the message header, before any decoding; the rest (the kernel
+stamps a VXLAN FDB entry's announcement with port 0) are told apart by comparing the announced
 entry with the wanted one, not by asking the kernel again.
 """
 
@@ -12,6 +16,7 @@ import collections
 import errno
 import select
 import socket
+import struct
 
 from . import AF_BRIDGE, IFF_UP, MAIN_TABLE, NUD_PERMANENT, RTNH_F_ONLINK
 from .entries import Route
@@ -29,6 +34,7 @@ RTM_NEWNEIGH, RTM_DELNEIGH = 28, 29
 RTN_UNICAST = 1
 # A burst (a device with 169 peers deleted) must not overflow the queue; only touched pages count.
 RECEIVE_BUFFER = 4 << 20
+RECEIVE_SIZE = 1 << 16  # one datagram: the kernel sends each notification in one of its own
 
 LinkEvent = collections.namedtuple("LinkEvent", "removed index name mtu up mac")
 AddressEvent = collections.namedtuple("AddressEvent", "removed index address prefixlen")
@@ -39,40 +45,86 @@ RouteEvent = collections.namedtuple("RouteEvent", "removed route metric")  # rou
 Overflow = collections.namedtuple("Overflow", "")
 
 
-def _link(message, removed):
-    return LinkEvent(removed, message["index"], message.get_attr("IFLA_IFNAME"), message.get_attr("IFLA_MTU"),
-                     bool(message["flags"] & IFF_UP), message.get_attr("IFLA_ADDRESS"))
+# Fixed parts of the messages after the 16-byte nlmsghdr (linux/rtnetlink.h, if_addr.h, neighbour.h).
+_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, port id
+_IFINFO = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_IFADDR = struct.Struct("=BBBBi")  # family, prefixlen, flags, scope, index
+_NDMSG = struct.Struct("=BxxxiHBB")  # family, ifindex, state, flags, type
+_RTMSG = struct.Struct("=BBBBBBBBI")  # family, dst_len, src_len, tos, table, protocol, scope, type, flags
+_ATTR = struct.Struct("=HH")  # length, type
+_U32 = struct.Struct("=I")
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_MTU = 1, 3, 4
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+NDA_DST, NDA_LLADDR = 1, 2
+RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
+NLA_TYPE_MASK = 0x3FFF  # without the nested and byte-order flags
 
 
-def _address(message, removed):
-    if message["family"] != socket.AF_INET:
+def _attributes(data, offset, end):
+    """{type: raw value} of the attributes between offset and end (the first of each type)."""
+    found = {}
+    while offset + 4 <= end:
+        length, kind = _ATTR.unpack_from(data, offset)
+        if length < 4:
+            break
+        found.setdefault(kind & NLA_TYPE_MASK, data[offset + 4:offset + length])
+        offset += (length + 3) & ~3
+    return found
+
+
+def _ip(raw):
+    if raw is None:
         return None
-    address = message.get_attr("IFA_LOCAL") or message.get_attr("IFA_ADDRESS")
-    return AddressEvent(removed, message["index"], address, message["prefixlen"])
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, raw)
 
 
-def _neighbour(message, removed):
-    family = message["family"]
-    if family == AF_BRIDGE:
-        dst = message.get_attr("NDA_DST")
-        if not dst:  # a local (bridge port) entry, never one of a vxlan device's remotes
-            return None
-        return FdbEvent(removed, message["ifindex"], message.get_attr("NDA_LLADDR"), dst)
+def _mac(raw):
+    return ":".join("%02x" % byte for byte in raw) if raw is not None else None
+
+
+def _u32(raw):
+    return _U32.unpack(raw[:4])[0] if raw is not None and len(raw) >= 4 else None
+
+
+def _link(data, offset, end, removed):
+    _family, _kind, index, flags, _change = _IFINFO.unpack_from(data, offset)
+    attrs = _attributes(data, offset + _IFINFO.size, end)
+    name = attrs.get(IFLA_IFNAME)
+    return LinkEvent(removed, index, name.split(b"\0", 1)[0].decode("utf-8", "replace") if name is not None else None,
+                     _u32(attrs.get(IFLA_MTU)), bool(flags & IFF_UP), _mac(attrs.get(IFLA_ADDRESS)))
+
+
+def _address(data, offset, end, removed):
+    family, prefixlen, _flags, _scope, index = _IFADDR.unpack_from(data, offset)
     if family != socket.AF_INET:
         return None
-    return NeighbourEvent(removed, message["ifindex"], message.get_attr("NDA_DST"),
-                          message.get_attr("NDA_LLADDR"), bool(message["state"] & NUD_PERMANENT))
+    attrs = _attributes(data, offset + _IFADDR.size, end)
+    return AddressEvent(removed, index, _ip(attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)), prefixlen)
 
 
-def _route(message, removed):
-    if message["family"] != socket.AF_INET or message["type"] != RTN_UNICAST:
+def _neighbour(data, offset, end, removed):
+    family, index, state, _flags, _kind = _NDMSG.unpack_from(data, offset)
+    if family not in (AF_BRIDGE, socket.AF_INET):
         return None
-    if (message.get_attr("RTA_TABLE") or message["table"]) != MAIN_TABLE:
+    attrs = _attributes(data, offset + _NDMSG.size, end)
+    if family == AF_BRIDGE:
+        if NDA_DST not in attrs:  # a local (bridge port) entry, never one of a vxlan device's remotes
+            return None
+        return FdbEvent(removed, index, _mac(attrs.get(NDA_LLADDR)), _ip(attrs[NDA_DST]))
+    return NeighbourEvent(removed, index, _ip(attrs.get(NDA_DST)), _mac(attrs.get(NDA_LLADDR)),
+                          bool(state & NUD_PERMANENT))
+
+
+def _route(data, offset, end, removed):
+    family, dst_len, _src_len, _tos, table, _protocol, _scope, kind, flags = _RTMSG.unpack_from(data, offset)
+    if family != socket.AF_INET or kind != RTN_UNICAST:
         return None
-    dst = "%s/%d" % (message.get_attr("RTA_DST") or "0.0.0.0", message["dst_len"])
-    route = Route(dst, message.get_attr("RTA_GATEWAY"), message.get_attr("RTA_OIF"),
-                  bool(message["flags"] & RTNH_F_ONLINK))
-    return RouteEvent(removed, route, message.get_attr("RTA_PRIORITY") or 0)
+    attrs = _attributes(data, offset + _RTMSG.size, end)
+    if (_u32(attrs.get(RTA_TABLE)) or table) != MAIN_TABLE:
+        return None
+    route = Route("%s/%d" % (_ip(attrs.get(RTA_DST)) or "0.0.0.0", dst_len), _ip(attrs.get(RTA_GATEWAY)),
+                  _u32(attrs.get(RTA_OIF)), bool(flags & RTNH_F_ONLINK))
+    return RouteEvent(removed, route, _u32(attrs.get(RTA_PRIORITY)) or 0)
 
 
 _PARSERS = {RTM_NEWLINK: (_link, False), RTM_DELLINK: (_link, True),
@@ -81,25 +133,37 @@ _PARSERS = {RTM_NEWLINK: (_link, False), RTM_DELLINK: (_link, True),
             RTM_NEWROUTE: (_route, False), RTM_DELROUTE: (_route, True)}
 
 
-def parse(message):
-    """The typed event of one rtnetlink message, or None for one the agent never acts on."""
-    kind = _PARSERS.get(message["header"]["type"])
-    if kind is None:
-        return None
-    parser, removed = kind
-    return parser(message, removed)
+def parse(data, skipped_ports=()):
+    """The typed events of one datagram of notifications, in order; a message the agent never
+    acts on is left out, and so is one answering a request sent from a port in `skipped_ports`
+    (the agent's own batches: the kernel stamps their announcements with the sender's port)."""
+    events, offset = [], 0
+    while offset + _HEADER.size <= len(data):
+        length, kind, _flags, _sequence, port = _HEADER.unpack_from(data, offset)
+        if length < _HEADER.size:
+            break
+        end = min(offset + length, len(data))
+        parser = _PARSERS.get(kind)
+        if parser is not None and not (port and port in skipped_ports):
+            function, removed = parser
+            event = function(data, offset + _HEADER.size, end, removed)
+            if event is not None:
+                events.append(event)
+        offset += (length + 3) & ~3
+    return events
 
 
 class KernelEvents:
-    """Notifications of the current network namespace, read without blocking."""
+    """Notifications of the current network namespace, read without blocking. `skipped_ports()`
+    says, at each read, the port ids whose requests' announcements are left out (parse)."""
 
-    def __init__(self, groups=GROUPS):
-        from pyroute2.netlink.rtnl.iprsocket import IPRSocket  # synchronous: select() sees every message
-
-        self._socket = IPRSocket()
+    def __init__(self, groups=GROUPS, skipped_ports=frozenset):
+        self.skipped_ports = skipped_ports
+        self._socket = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         try:
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
-            self._socket.bind(groups=groups)
+            self._socket.bind((0, groups))
+            self._socket.setblocking(False)
         except Exception:
             self._socket.close()
             raise
@@ -115,19 +179,18 @@ class KernelEvents:
         """Every queued notification as events, in kernel order ([] when none is queued); an
         Overflow event where the kernel dropped some."""
         events = []
-        while self.wait(0):
+        skipped = self.skipped_ports()
+        while True:
             try:
-                messages = self._socket.get()
+                data = self._socket.recv(RECEIVE_SIZE)
+            except BlockingIOError:
+                return events
             except OSError as error:
                 if error.errno != errno.ENOBUFS:
                     raise
                 events.append(Overflow())
                 continue
-            for message in messages:
-                event = parse(message)
-                if event is not None:
-                    events.append(event)
-        return events
+            events.extend(parse(data, skipped))
 
     def close(self):
         self._socket.close()

@@ -2,13 +2,13 @@
 VTEP MAC derived from the public IP."""
 
 import collections
+import errno
 import hashlib
 import re
-import select
 import socket
 
 from .. import netlink as package  # read through the package, where tests may put a fake kernel
-from . import LINK_LOCAL, MAIN_TABLE, NO_INTERFACE_MESSAGE, RTMGRP_IPV4_IFADDR, Interface, InterfaceError, IPRoute, session
+from . import LINK_LOCAL, MAIN_TABLE, NO_INTERFACE_MESSAGE, RTMGRP_IPV4_IFADDR, Interface, InterfaceError, session
 
 try:
     from netaddr import IPAddress, IPNetwork
@@ -129,9 +129,10 @@ class LocalAddresses:
         self.ipr = ipr
         self._addresses = self._prefixes = None
         self._announcements = None
-        if listen:
-            self._announcements = IPRoute()
-            self._announcements.bind(groups=RTMGRP_IPV4_IFADDR)
+        if listen:  # a plain socket: an announcement is only counted, never decoded
+            self._announcements = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            self._announcements.bind((0, RTMGRP_IPV4_IFADDR))
+            self._announcements.setblocking(False)
 
     def current(self, reread=False):
         """The addresses as a set of IPAddress; `reread` forces a dump (resync, reconcile)."""
@@ -155,10 +156,15 @@ class LocalAddresses:
         if self._announcements is None:
             return False
         announced = False
-        while select.select([self._announcements.fileno()], [], [], 0)[0]:
-            self._announcements.get()
+        while True:
+            try:
+                self._announcements.recv(65536)
+            except BlockingIOError:
+                return announced
+            except OSError as error:  # ENOBUFS: some were dropped, which is an announcement too
+                if error.errno != errno.ENOBUFS:
+                    raise
             announced = True
-        return announced
 
     def close(self):
         if self._announcements is not None:
