@@ -41,7 +41,9 @@ from .registry.errors import BACKED_OFF_ERRORS
 from .subnet_env import previous_subnet
 
 LOG = logging.getLogger("flanneld")
-MAX_WATCH_WAIT = 5.0
+# The longest the etcd watch waits before it is asked again: the claim's period, so that an idle
+# agent wakes once per claim refresh, whose request would notice an etcd that went away silently.
+MAX_WATCH_WAIT = float(CLAIM_REFRESH)
 ETCD_RETRY = 1.0
 
 

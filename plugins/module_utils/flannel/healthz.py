@@ -1,6 +1,7 @@
 """The agent's /healthz and /metrics endpoints and systemd readiness notification."""
 
 import os
+import select
 import socket
 import threading
 
@@ -11,6 +12,30 @@ from socketserver import TCPServer, ThreadingMixIn
 class _Server(ThreadingMixIn, HTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+
+    def __init__(self, *args):
+        self._wake = os.pipe()  # first: a failed bind calls server_close()
+        self._stopped = threading.Event()
+        super().__init__(*args)
+
+    def serve(self):
+        """serve_forever without its poll twice a second: the thread sleeps until a request or
+        shutdown() comes, so that an idle agent wakes only for its own timers."""
+        try:
+            while self._wake[0] not in select.select([self.socket, self._wake[0]], [], [])[0]:
+                self._handle_request_noblock()
+        finally:
+            self._stopped.set()
+
+    def shutdown(self):
+        """Stop serve() and wait until it returned."""
+        os.write(self._wake[1], b"x")
+        self._stopped.wait()
+
+    def server_close(self):
+        super().server_close()
+        for fd in self._wake:
+            os.close(fd)
 
     def server_bind(self):
         # HTTPServer.server_bind asks DNS for the host's FQDN, which stalls start-up for seconds
@@ -58,7 +83,7 @@ def start_health_server(address, port, health, pages=None):
             pass  # health probes and scrapes would flood the agent's log
 
     server = _Server((address, port), Handler)
-    thread = threading.Thread(target=server.serve_forever, name="healthz", daemon=True)
+    thread = threading.Thread(target=server.serve, name="healthz", daemon=True)
     thread.start()
     return server
 

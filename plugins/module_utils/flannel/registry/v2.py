@@ -180,22 +180,23 @@ class EtcdRegistry(Registry):
         value = claim_value(host_id)
         for _attempt in range(3):
             try:
-                self._call(lambda c: c.write(key, value, ttl=ttl, prevExist=False))
-                return None
-            except etcd.EtcdAlreadyExist:
-                pass
-            try:
-                # A refresh wakes no watcher: agents watching the whole prefix sleep through it.
+                # Ours already at every refresh after the first: one request. A refresh wakes no
+                # watcher: agents watching the whole prefix sleep through it.
                 self._call(lambda c: c.refresh(key, ttl, prevValue=value))
                 return None
+            except etcd.EtcdKeyNotFound:
+                pass
             except etcd.EtcdCompareFailed:
                 try:
                     text = self._call(lambda c: c.read(key, quorum=True)).value
                 except etcd.EtcdKeyNotFound:
                     continue
                 return claim_holder(text, key)
-            except etcd.EtcdKeyNotFound:
-                continue
+            try:
+                self._call(lambda c: c.write(key, value, ttl=ttl, prevExist=False))
+                return None
+            except etcd.EtcdAlreadyExist:
+                pass
         raise RegistryError("could not claim %s: it changed three times in a row" % key)
 
     @counted("watch_leases")
