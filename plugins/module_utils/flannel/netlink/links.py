@@ -92,16 +92,6 @@ def set_tx_checksum_offload(ifname, enabled):
     """Turn tx-checksum-ip-generic on or off for a device of the CURRENT namespace. Only that
     feature is written, so the kernel brings back the segmentation offloads that depend on it
     when it is turned on again. Returns True when it changed something."""
-    from pyroute2.ethtool import Ethtool  # imported here: only the agent needs it
+    from .ethtool import set_feature
 
-    ethtool = Ethtool()
-    try:
-        features = ethtool.get_features(ifname)
-        feature = features.features.get(TX_CSUM_FEATURE)
-        if feature is None or bool(feature.enable) == bool(enabled):
-            return False
-        feature.enable = bool(enabled)
-        ethtool.set_features(ifname, features)
-        return True
-    finally:
-        ethtool.close()
+    return set_feature(ifname, TX_CSUM_FEATURE, enabled)
