@@ -8,9 +8,10 @@ and running site.yml once more (`--destroy never` also skips the scenario's firs
 `molecule destroy` runs before it: the scenario still starts from fresh nodes). The other lane
 runs, meanwhile, what shares nothing with the lab: lint, sanity, then pytest on each directory
 under tests/ (a new directory is picked up, a new file in one too): tests/integration's cases that
-do not use the lab (fixture `lab`) run in this lane as integration-controller; tests/agent waits
-for Molecule to end (its ping-loss counts are timing-sensitive; it runs beside tests/integration's
-lab cases).
+do not use the lab (fixture `lab`) run in this lane as integration-controller; tests/agent's cases
+that send no overlay traffic (marked control_plane) run next as agent-control, and the rest of
+tests/agent waits for Molecule to end (its ping-loss counts are timing-sensitive; it runs beside
+tests/integration's lab cases).
 
 Each tier's output goes to build/test/<tier>.log; pytest tiers also write build/test/<tier>.xml
 (JUnit) and their 15 slowest cases (--durations). A tier that is not pytest counts as one test.
@@ -113,13 +114,14 @@ def plan():
     if os.path.isdir(integration):
         lab.append(pytest_tier(integration, marks="lab"))
         directories.append(integration)
-    # Timing-sensitive namespace tests last in their lane, after Molecule (see the docstring).
+    # Namespace tests last in their lane, those with traffic after Molecule (see the docstring).
     directories.sort(key=lambda path: os.path.basename(path) == "agent")
     for directory in directories:
         if directory == integration:
             other.append(pytest_tier(directory, name="integration-controller", marks="not lab"))
         elif os.path.basename(directory) == "agent":
-            other.append(pytest_tier(directory, after=molecule_done))
+            other.append(pytest_tier(directory, name="agent-control", marks="control_plane"))
+            other.append(pytest_tier(directory, after=molecule_done, marks="not control_plane"))
         else:
             other.append(pytest_tier(directory))
     return lab, other, molecule_done

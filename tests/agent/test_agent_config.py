@@ -1,9 +1,13 @@
 """The built agent reading network configs written by others: unknown keys are warned about and
 ignored (interop with other tools), a bad value is refused naming the key and the rule."""
 
+import pytest
 from netaddr import IPNetwork
 
 from support.cluster import Cluster, wait_for
+
+# No overlay traffic, no loss counted: make test runs this file before Molecule ends (agent-control).
+pytestmark = pytest.mark.control_plane
 
 
 def test_unknown_keys_are_warned_about_and_the_lease_taken(lab, agent_path):

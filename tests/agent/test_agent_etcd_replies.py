@@ -16,6 +16,9 @@ from pyroute2 import netns as pyroute2_netns
 from support.cluster import HEALTHZ_PORT, wait_for
 from support.misbehaving_etcd import MisbehavingEtcd
 
+# No overlay traffic, no loss counted: make test runs this file before Molecule ends (agent-control).
+pytestmark = pytest.mark.control_plane
+
 STOP_WITHIN = 2.0  # seconds: the bound for SIGTERM, whatever etcd is doing
 
 

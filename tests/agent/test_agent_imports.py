@@ -9,6 +9,9 @@ import pytest
 
 from support.cluster import Cluster
 
+# No overlay traffic, no loss counted: make test runs this file before Molecule ends (agent-control).
+pytestmark = pytest.mark.control_plane
+
 OPENSSL_LIBRARIES = ("libcrypto.so", "libssl.so")
 
 

@@ -15,6 +15,9 @@ from support.cluster import wait_for
 from support.etcdserver import v2_admin_call
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry.v2 import EtcdRegistry
 
+# No overlay traffic, no loss counted: make test runs this file before Molecule ends (agent-control).
+pytestmark = pytest.mark.control_plane
+
 EVENTS_ONLY = "-reconcile-interval=3600"  # so that only SIGHUP can repair what is removed below
 
 

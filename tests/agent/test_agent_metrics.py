@@ -15,6 +15,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from support.cluster import HEALTHZ_PORT, wait_for
 
+# No overlay traffic, no loss counted: make test runs this file before Molecule ends (agent-control).
+pytestmark = pytest.mark.control_plane
+
 PROMETHEUS = shutil.which("prometheus")
 
 
