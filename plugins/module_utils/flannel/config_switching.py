@@ -36,11 +36,11 @@ class InForce:
 
 
 class ConfigFollower:
-    """`backend_options` go to the backends; `refused_backoff()` is the wait after etcd refused
+    """`backend_flags` (backends.BackendFlags) go to the backends; `refused_backoff()` is the wait after etcd refused
     us (shared with the Agent's loop); `wait` and `stopped` as for the LeaseKeeper."""
 
     def __init__(self, registry, in_force, keeper, peer_table, health, resync, report_healthy, refused_backoff,
-                 wait, stopped, backend_options):
+                 wait, stopped, backend_flags):
         self.registry = registry
         self.in_force = in_force
         self.keeper = keeper
@@ -51,7 +51,7 @@ class ConfigFollower:
         self.refused_backoff = refused_backoff
         self.wait = wait
         self.stopped = stopped
-        self.backend_options = backend_options
+        self.backend_flags = backend_flags
         self.watch = ConfigWatch(getattr(registry, "config_key", None), LOG)
 
     @property
@@ -75,7 +75,7 @@ class ConfigFollower:
         LOG.info("network config: %s", config)
         LOG.info("using interface %s (%s), public IP %s", iface.name, iface.address, public_ip)
         try:
-            self.in_force.backend = make_backend(config, iface, public_ip, self.backend_options)
+            self.in_force.backend = make_backend(config, iface, public_ip, self.backend_flags)
             self.in_force.info = self.in_force.backend.setup()
         except BackendError as err:
             LOG.error("backend %s: %s", config.backend.type, err)
@@ -171,7 +171,7 @@ class ConfigFollower:
                         % (config.digest(), ", ".join(config_changes(old_config, config))))
         backend = None
         try:
-            backend = make_backend(config, in_force.iface, keeper.attrs.public_ip, self.backend_options)
+            backend = make_backend(config, in_force.iface, keeper.attrs.public_ip, self.backend_flags)
             info = backend.setup()
         except (BackendError, NetlinkError, OSError) as err:
             self._keep_old_backend(config, backend, err)

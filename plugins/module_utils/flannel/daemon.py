@@ -25,6 +25,7 @@ import threading
 import time
 
 from . import metrics, missing_libraries
+from .backends import backend_flags
 from .bad_leases import BadLeases
 from .changes import SUBNET_ENV, Change
 from .config_switching import ConfigFollower, InForce
@@ -47,26 +48,8 @@ MAX_WATCH_WAIT = float(CLAIM_REFRESH)
 ETCD_RETRY = 1.0
 
 
-def _held_by(part, name):
-    """An attribute of the Agent that is `name` of one of its parts (metrics.py reads the agent's
-    state by these names; the unit tests drive and inspect the agent by them)."""
-    return property(lambda agent: getattr(getattr(agent, part), name),
-                    lambda agent, value: setattr(getattr(agent, part), name, value))
-
-
 class Agent:
     """One host's agent. `run()` returns the process exit status."""
-
-    config = _held_by("in_force", "config")
-    backend = _held_by("in_force", "backend")
-    backend_info = _held_by("in_force", "info")
-    attrs = _held_by("keeper", "attrs")
-    lease = _held_by("keeper", "lease")
-    renew_at = _held_by("keeper", "renew_at")
-    lease_expires_at = _held_by("keeper", "expires_at")
-    _lost_lease = _held_by("keeper", "lost")
-    peers = _held_by("peer_table", "peers")
-    identities = _held_by("peer_table", "identities")
 
     def __init__(self, options, registry, lease_ttl=LEASE_TTL, clock=time.monotonic, wait=None):
         """`wait(seconds)` is the sleep that ends early on stop (True when stopping): the stop
@@ -81,7 +64,7 @@ class Agent:
         self.bad_leases = BadLeases(LOG)
         self.in_force = InForce()
         self.keeper = LeaseKeeper(
-            registry, self.in_force, self.health, on_lost=self._reacquire,
+            registry, self.in_force, self.health, on_lost=self.reacquire,
             wait=self._wait, stopped=self._stop.is_set, clock=clock, lease_ttl=lease_ttl,
             host_id=options.host_id or default_host_id(),
             # Refreshed every CLAIM_REFRESH s, so a replaced host waits at most this long for the IP.
@@ -96,7 +79,8 @@ class Agent:
         self.follower = ConfigFollower(
             registry, self.in_force, self.keeper, self.peer_table, self.health, resync=self.resync,
             report_healthy=self.report_healthy, refused_backoff=self._refused_backoff,
-            wait=self._wait, stopped=self._stop.is_set, backend_options=options)
+            wait=self._wait, stopped=self._stop.is_set,
+            backend_flags=backend_flags(options))
         self.index = 0
         self.reconcile_at = 0.0
         self._needs_resync = False  # set when etcd was unreachable: re-list before watching again
@@ -140,14 +124,14 @@ class Agent:
             LOG.warning("%s", reason)
             self.health.set(False, reason)
 
-    def _reacquire(self, why):
-        """Mark the lease lost: the loop re-acquires it (_regain_lease), then re-lists, after a
+    def reacquire(self, why):
+        """Mark the lease lost: the loop re-acquires it (regain_lease), then re-lists, after a
         backoff when it keeps getting lost. Never done at once: a registry that never lists our
         lease would otherwise make this recurse until the stack runs out."""
         self._retry_later("%s; re-acquiring a lease (same subnet if free)" % why)
         self.keeper.lose(why)
 
-    def _regain_lease(self):
+    def regain_lease(self):
         """Re-acquire the lost lease; the next step re-lists. False when stopped first."""
         if not self.keeper.regain():
             return False
@@ -190,7 +174,7 @@ class Agent:
             self.index = listing.index
         lost = self.keeper.find_own(listing.leases)
         if lost:
-            self._reacquire(lost)
+            self.reacquire(lost)
             return
         self.peer_table.reset(listing.leases)
         self.index = listing.index
@@ -210,20 +194,13 @@ class Agent:
             reason += "; " + self.follower.refusal
         self.health.healthy(reason)
 
-    _resync, _report_healthy = resync, report_healthy  # the unit tests' names
-    _set_health = _held_by("health", "set")
-    _install_lease = _held_by("keeper", "install")
-    _schedule_renewal = _held_by("keeper", "schedule")
-    _acquire = _held_by("keeper", "acquire")
-    _check_stored_config = _held_by("follower", "check_stored")
-
-    def _apply(self, event):
+    def apply(self, event):
         """Act on one lease event; True when a peer's kernel entries were (re)programmed."""
         if event.subnet != self.keeper.lease.subnet:
             return self.peer_table.apply(event)
         lost = self.keeper.follow(event)
         if lost:
-            self._reacquire(lost)
+            self.reacquire(lost)
         return False
 
     def _reconcile(self):
@@ -249,7 +226,7 @@ class Agent:
             deadlines.append(self.keeper.renew_at)
         return min(deadlines)
 
-    def _step(self):
+    def step(self):
         """One turn: catch up (lost lease, re-listing), run the timers that are due, then wait for
         events until the next deadline: the etcd watch's, while the kernel's notifications are
         handled by the KernelFollower's thread (both under the lock, the watch's wait outside it)."""
@@ -264,12 +241,12 @@ class Agent:
 
     def _before_watch(self):
         """The seconds the watch may wait, or None to go round the loop again first."""
-        if self._lost_lease and not self._regain_lease():
+        if self.keeper.lost and not self.regain_lease():
             return None  # stopped
         if self._needs_resync:
-            self._resync()
+            self.resync()
             if not self.keeper.lost:  # after the listing: a later change comes through the watch
-                self._check_stored_config()
+                self.follower.check_stored()
         if self.keeper.lost:
             return None  # lost again at once: the loop waits (backoff) before the next try
         now = self.clock()
@@ -294,7 +271,7 @@ class Agent:
             if isinstance(event, ConfigEvent):
                 self.follower.follow(event.text)
             elif event.subnet is not None:  # not an unreadable key's removal
-                if self._apply(event):
+                if self.apply(event):
                     metrics.peer_programmed(received)
         if self.health.ok and (skipped or events):
             self.report_healthy()
@@ -308,7 +285,7 @@ class Agent:
                 if self._wait(delay):
                     break
             try:
-                self._step()
+                self.step()
             except IndexCleared as err:
                 self._retry_later("watch resync: %s" % err, healthy=True)
             except RegistryError as err:
@@ -316,7 +293,7 @@ class Agent:
                 # A refusal or an unusable reply is not fixed by a quick retry: back off.
                 refused = isinstance(err, BACKED_OFF_ERRORS)
                 unreachable = isinstance(err, RegistryUnavailable) and not refused
-                self._set_health(False, ("etcd unreachable: %s" if unreachable else "etcd error: %s") % err)
+                self.health.set(False, ("etcd unreachable: %s" if unreachable else "etcd error: %s") % err)
                 self._needs_resync = True
                 # A refused connection costs nothing, so retry every second, as flanneld does.
                 if self._wait(self._refused_backoff() if refused else ETCD_RETRY):
@@ -325,7 +302,7 @@ class Agent:
                 raise
             except Exception as err:  # a netlink or etcd surprise must not kill the data plane
                 LOG.exception("unexpected error: %s; resyncing", err)
-                self._set_health(False, "unexpected error: %s" % err)
+                self.health.set(False, "unexpected error: %s" % err)
                 self._needs_resync = True
                 if self._wait(1.0):
                     break

@@ -28,7 +28,7 @@ _active = None  # the _Metrics of this process once enable() ran
 
 
 class _AgentCollector:
-    """The agent's state, read at scrape time."""
+    """The agent's state, read from its parts at scrape time (daemon.py: in_force, keeper, peer_table)."""
 
     def __init__(self, agent):
         self.agent = agent
@@ -44,7 +44,7 @@ class _AgentCollector:
         yield CounterMetricFamily("flannel_bad_lease_skips", "Bad leases read and skipped since the start (a key "
                                   "counts at every listing and watch event that reads it)",
                                   value=agent.bad_leases.total)
-        config, lease = agent.config, agent.lease
+        config, lease, peer_list = agent.in_force.config, agent.keeper.lease, list(agent.peer_table.peers.items())
         if config is not None:
             yield InfoMetricFamily("flannel_config", "The network config in force", value={
                 "network": str(config.network), "subnet_len": str(config.subnet_len),
@@ -53,33 +53,33 @@ class _AgentCollector:
             peers = GaugeMetricFamily("flannel_peers", "Other hosts' leases this host routes to, by their backend",
                                       labels=["backend"])
             counts = {config.backend.type: 0}
-            for peer in list(agent.peers.values()):
+            for _subnet, peer in peer_list:
                 backend = peer.attrs.backend_type or "udp"
                 counts[backend] = counts.get(backend, 0) + 1
             for backend, count in sorted(counts.items()):
                 peers.add_metric([backend], count)
             yield peers
-        handshakes = getattr(getattr(agent, "backend", None), "handshakes", None)
+        handshakes = getattr(agent.in_force.backend, "handshakes", None)
         if handshakes is not None:
-            yield self._handshake_ages(handshakes(), agent)
+            yield self._handshake_ages(handshakes(), peer_list)
         if lease is not None:
             yield InfoMetricFamily("flannel_lease", "This host's lease", value={
                 "subnet": str(lease.subnet), "public_ip": lease.attrs.public_ip,
                 "vtep_mac": lease.attrs.vtep_mac or ""})
-            expires_at = agent.lease_expires_at
+            expires_at = agent.keeper.expires_at
             remaining = float("inf") if expires_at is None else max(expires_at - agent.clock(), 0.0)
             yield GaugeMetricFamily("flannel_lease_expiry_seconds", "Seconds until the lease expires unless renewed "
                                     "(+Inf for an operator's reservation without TTL)", value=remaining)
 
     @staticmethod
-    def _handshake_ages(handshakes, agent):
+    def _handshake_ages(handshakes, peer_list):
         """The wireguard backend's seconds since each peer's last handshake (+Inf: none yet)."""
         from prometheus_client.core import GaugeMetricFamily
 
         ages = GaugeMetricFamily("flannel_wireguard_handshake_age_seconds", "Seconds since the last WireGuard "
                                  "handshake with each peer (+Inf: none yet)", labels=["subnet", "public_ip"])
         now = time.time()
-        peers = dict((str(subnet), lease) for subnet, lease in list(agent.peers.items()))
+        peers = dict((str(subnet), lease) for subnet, lease in peer_list)
         for subnet, when in sorted(handshakes.items()):
             peer = peers.get(subnet)
             ages.add_metric([subnet, peer.attrs.public_ip if peer else ""],

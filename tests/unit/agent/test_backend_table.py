@@ -10,7 +10,7 @@ from netaddr import IPNetwork
 from test_lease_properties import PUBLIC_IP, VXLAN, FakeKernel
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import changes, config, metrics
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends import (BACKENDS, backend_class,
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends import (BACKENDS, BackendFlags, backend_class,
                                                                                       make_backend)
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.base import BackendError, RouteBackend
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import VxlanBackend
@@ -22,7 +22,7 @@ IFACE = ("eth0", 2, PUBLIC_IP, 1500)
 def test_an_unknown_backend_type_is_an_error_listing_the_known_ones():
     unknown = types.SimpleNamespace(backend=types.SimpleNamespace(type="ipip"))
     with pytest.raises(BackendError) as error:
-        make_backend(unknown, IFACE, PUBLIC_IP, types.SimpleNamespace(vxlan_offload="auto"))
+        make_backend(unknown, IFACE, PUBLIC_IP, BackendFlags("auto"))
     assert str(error.value) == "unknown backend type 'ipip'; the known ones: vxlan, host-gw, udp, wireguard"
 
 
@@ -62,7 +62,9 @@ def test_a_vxlan_peer_yields_one_change_of_each_kind_and_repairs_count_them(monk
     repairs = RouteBackend.sync(backend, {peer.subnet: peer})  # the peers' part (no device here)
     assert [(change.kind, change.action) for change in repairs] == [("neighbour", "added")]
     agent = types.SimpleNamespace(health=lambda: (True, ""), bad_leases=types.SimpleNamespace(count=0, total=0),
-                                  config=None, lease=None)
+                                  in_force=types.SimpleNamespace(config=None, backend=None),
+                                  keeper=types.SimpleNamespace(lease=None),
+                                  peer_table=types.SimpleNamespace(peers={}))
     metrics.enable(agent)
     try:
         metrics.repaired(repairs + backend.remove_peer(peer.subnet))

@@ -1,6 +1,7 @@
-"""The daemon's event handling (Agent._apply, _resync, _reacquire, _acquire) against an in-memory
-registry and a backend that records what it was asked to program: pure logic, no etcd, no kernel.
-The real registry and backends are tested in tests/etcd and tests/agent."""
+"""The daemon's event handling (Agent.apply, resync, reacquire, regain_lease, and the lease keeper's
+acquire) against an in-memory registry and a backend that records what it was asked to program:
+pure logic, no etcd, no kernel. The agent's state is read and set through its parts (in_force,
+keeper, peer_table, health). The real registry and backends are tested in tests/etcd and tests/agent."""
 
 import pytest
 from netaddr import IPNetwork
@@ -11,6 +12,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel import metr
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.cli import parse_args
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.daemon import Agent
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.etcd_http import RequestGate
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import (
     Lease, LeaseAttrs, OutOfSubnets)
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
@@ -33,6 +35,7 @@ class FakeRegistry:
     config_key = "/coreos.com/network/config"
 
     def __init__(self):
+        self.gate = RequestGate()
         self.leases = {}  # subnet -> Lease
         self.index = 100
         self.skipped = []
@@ -104,15 +107,20 @@ def agent(registry, tmp_path):
     options = parse_args(["-subnet-file=%s" % (tmp_path / "subnet.env"), "-host-id=test"], environ={})
     # wait: retries go on at once instead of sleeping
     running = Agent(options, registry, clock=lambda: 1000.0, wait=lambda seconds: False)
-    running.config = CONFIG
-    running.backend = RecordingBackend()
-    running.backend_info = {"mtu": 1450}
-    running.attrs = OWN
+    start_backend(running, RecordingBackend())
     registry._store(PEER_SUBNET, PEER, 86400)
-    running._install_lease(registry._store(OWN_SUBNET, OWN, 86400))
-    running._resync()
-    running.backend.calls = []
+    running.keeper.install(registry._store(OWN_SUBNET, OWN, 86400))
+    running.resync()
+    running.in_force.backend.calls = []
     return running
+
+
+def start_backend(agent, backend, config=CONFIG, attrs=OWN):
+    """What the config follower's start() does once the config is fetched: the config and its
+    running backend in force, and the lease keeper told what to publish."""
+    agent.in_force.config, agent.in_force.backend = config, backend
+    agent.in_force.info = {"backend_type": attrs.backend_type, "vtep_mac": attrs.vtep_mac, "mtu": 1450}
+    agent.keeper.use_backend(attrs.public_ip, agent.in_force.info)
 
 
 def _event(registry, subnet, attrs):
@@ -125,88 +133,87 @@ def _event(registry, subnet, attrs):
 
 def _recover(agent):
     """What the loop's next step does after the lease was marked lost: re-acquire it, re-list."""
-    assert agent._lost_lease and agent._needs_resync
-    assert agent._regain_lease()
-    agent._resync()
-    assert agent._lost_lease is None
+    assert agent.keeper.lost and agent.keeper.renew_at is None
+    assert agent.regain_lease()
+    agent.resync()
+    assert agent.keeper.lost is None
 
 
-# ---- _apply: one watch event -------------------------------------------------------------------
+# ---- apply: one watch event -------------------------------------------------------------------
 
 def test_new_peer_is_programmed(agent, registry):
     subnet = IPNetwork("10.40.0.0/20")
-    agent._apply(_event(registry, subnet, INTRUDER))
-    assert agent.backend.calls == [("add_peer", "10.40.0.0/20")]
-    assert agent.backend.programmed[subnet] == INTRUDER and agent.peers[subnet].attrs == INTRUDER
+    agent.apply(_event(registry, subnet, INTRUDER))
+    assert agent.in_force.backend.calls == [("add_peer", "10.40.0.0/20")]
+    assert agent.in_force.backend.programmed[subnet] == INTRUDER and agent.peer_table.peers[subnet].attrs == INTRUDER
 
 
 def test_peer_with_changed_attributes_is_reprogrammed(agent, registry):
-    agent._apply(_event(registry, PEER_SUBNET, PEER_NEW_MAC))
-    assert agent.backend.calls == [("add_peer", str(PEER_SUBNET))]
-    assert agent.backend.programmed[PEER_SUBNET] == PEER_NEW_MAC
+    agent.apply(_event(registry, PEER_SUBNET, PEER_NEW_MAC))
+    assert agent.in_force.backend.calls == [("add_peer", str(PEER_SUBNET))]
+    assert agent.in_force.backend.programmed[PEER_SUBNET] == PEER_NEW_MAC
 
 
 def test_peer_renewal_programs_nothing(agent, registry):
-    agent._apply(_event(registry, PEER_SUBNET, PEER))
-    assert agent.backend.calls == []
-    assert agent.peers[PEER_SUBNET].modified_index == registry.leases[PEER_SUBNET].modified_index
+    agent.apply(_event(registry, PEER_SUBNET, PEER))
+    assert agent.in_force.backend.calls == []
+    assert agent.peer_table.peers[PEER_SUBNET].modified_index == registry.leases[PEER_SUBNET].modified_index
 
 
 def test_removed_peer_is_unprogrammed(agent, registry):
-    agent._apply(_event(registry, PEER_SUBNET, None))
-    assert agent.backend.calls == [("remove_peer", str(PEER_SUBNET))]
-    assert agent.backend.programmed == {} and agent.peers == {}
+    agent.apply(_event(registry, PEER_SUBNET, None))
+    assert agent.in_force.backend.calls == [("remove_peer", str(PEER_SUBNET))]
+    assert agent.in_force.backend.programmed == {} and agent.peer_table.peers == {}
 
 
 def test_removal_of_an_unknown_subnet_changes_nothing(agent, registry):
-    agent._apply(_event(registry, IPNetwork("10.40.0.0/20"), None))
-    assert agent.backend.calls == [] and list(agent.peers) == [PEER_SUBNET]
+    agent.apply(_event(registry, IPNetwork("10.40.0.0/20"), None))
+    assert agent.in_force.backend.calls == [] and list(agent.peer_table.peers) == [PEER_SUBNET]
 
 
 def test_own_renewal_only_reschedules(agent, registry):
-    agent.renew_at = None
+    agent.keeper.renew_at = None
     event = _event(registry, OWN_SUBNET, OWN)
-    agent._apply(event)
-    assert agent.lease is event.lease and agent.renew_at == 1000.0 + 86400 - 3600
-    assert agent.backend.calls == [] and agent.backend.own_subnets == [OWN_SUBNET]
+    agent.apply(event)
+    assert agent.keeper.lease is event.lease and agent.keeper.renew_at == 1000.0 + 86400 - 3600
+    assert agent.in_force.backend.calls == [] and agent.in_force.backend.own_subnets == [OWN_SUBNET]
 
 
 def test_own_lease_removed_is_reacquired_with_the_same_subnet(agent, registry):
-    agent._apply(_event(registry, OWN_SUBNET, None))
+    agent.apply(_event(registry, OWN_SUBNET, None))
     _recover(agent)
     assert registry.leases[OWN_SUBNET].attrs == OWN
-    assert agent.lease is registry.leases[OWN_SUBNET]
-    assert agent.backend.own_subnets == [OWN_SUBNET, OWN_SUBNET]
+    assert agent.keeper.lease is registry.leases[OWN_SUBNET]
+    assert agent.in_force.backend.own_subnets == [OWN_SUBNET, OWN_SUBNET]
     assert agent.health() == (True, "lease 10.20.0.0/20, 1 peers, config in force %s" % CONFIG.digest())
 
 
 def test_own_lease_overwritten_moves_to_a_free_subnet(agent, registry):
-    agent._apply(_event(registry, OWN_SUBNET, INTRUDER))
+    agent.apply(_event(registry, OWN_SUBNET, INTRUDER))
     _recover(agent)
     assert registry.leases[OWN_SUBNET].attrs == INTRUDER  # the other host's lease is left alone
-    moved = agent.lease.subnet
+    moved = agent.keeper.lease.subnet
     assert moved not in (OWN_SUBNET, PEER_SUBNET) and registry.leases[moved].attrs == OWN
-    assert agent.backend.own_subnets[-1] == moved
+    assert agent.in_force.backend.own_subnets[-1] == moved
     assert read_subnet_env(agent.options.subnet_file)["FLANNEL_SUBNET"] == "%s/20" % (moved.network + 1)
-    assert agent.peers[OWN_SUBNET].attrs == INTRUDER  # and the intruder is now a peer
-    assert agent.backend.programmed[OWN_SUBNET] == INTRUDER
+    assert agent.peer_table.peers[OWN_SUBNET].attrs == INTRUDER  # and the intruder is now a peer
+    assert agent.in_force.backend.programmed[OWN_SUBNET] == INTRUDER
 
 
-# ---- _resync: a full re-listing ----------------------------------------------------------------
+# ---- resync: a full re-listing ----------------------------------------------------------------
 
 def test_resync_programs_the_difference_and_marks_healthy(agent, registry, caplog):
     registry._store(PEER_SUBNET, PEER_NEW_MAC, 86400)
     added = IPNetwork("10.40.0.0/20")
     registry._store(added, INTRUDER, 86400)
     registry.skipped = [("/coreos.com/network/subnets/junk", "not a subnet lease key")]
-    agent._set_health(False, "etcd unreachable")
-    agent._needs_resync = True
+    agent.health.set(False, "etcd unreachable")
     caplog.set_level("INFO", logger="flanneld")
-    agent._resync()
-    agent._resync()
-    assert agent.backend.calls == [("sync", [str(PEER_SUBNET), str(added)])] * 2
-    assert agent.backend.programmed == {PEER_SUBNET: PEER_NEW_MAC, added: INTRUDER}
-    assert agent.index == registry.index and agent._needs_resync is False
+    agent.resync()
+    agent.resync()
+    assert agent.in_force.backend.calls == [("sync", [str(PEER_SUBNET), str(added)])] * 2
+    assert agent.in_force.backend.programmed == {PEER_SUBNET: PEER_NEW_MAC, added: INTRUDER}
+    assert agent.index == registry.index
     assert agent.reconcile_at == 1000.0 + agent.options.reconcile_interval
     health = "lease 10.20.0.0/20, 2 peers, config in force %s, bad leases skipped: 1" % CONFIG.digest()
     assert agent.health() == (True, health)
@@ -218,34 +225,34 @@ def test_resync_programs_the_difference_and_marks_healthy(agent, registry, caplo
 
 def test_resync_drops_vanished_peers(agent, registry):
     del registry.leases[PEER_SUBNET]
-    agent._resync()
-    assert agent.peers == {} and agent.backend.programmed == {}
+    agent.resync()
+    assert agent.peer_table.peers == {} and agent.in_force.backend.programmed == {}
 
 
 def test_resync_reacquires_a_vanished_own_lease(agent, registry):
     del registry.leases[OWN_SUBNET]
-    agent._resync()
+    agent.resync()
     _recover(agent)
-    assert registry.leases[OWN_SUBNET].attrs == OWN and agent.lease is registry.leases[OWN_SUBNET]
+    assert registry.leases[OWN_SUBNET].attrs == OWN and agent.keeper.lease is registry.leases[OWN_SUBNET]
 
 
 def test_resync_moves_off_an_own_lease_taken_by_another_host(agent, registry):
     registry._store(OWN_SUBNET, INTRUDER, 86400)
-    agent._resync()
+    agent.resync()
     _recover(agent)
-    assert agent.lease.subnet != OWN_SUBNET and registry.leases[agent.lease.subnet].attrs == OWN
-    assert agent.backend.programmed[OWN_SUBNET] == INTRUDER
+    assert agent.keeper.lease.subnet != OWN_SUBNET and registry.leases[agent.keeper.lease.subnet].attrs == OWN
+    assert agent.in_force.backend.programmed[OWN_SUBNET] == INTRUDER
 
 
-# ---- _reacquire and _acquire -------------------------------------------------------------------
+# ---- reacquire and the keeper's acquire -------------------------------------------------------------------
 
 def test_reacquire_stopped_keeps_everything(agent, registry):
     del registry.leases[OWN_SUBNET]
-    held = agent.lease
-    agent._stop.set()
-    agent._reacquire("own lease vanished")
-    assert not agent._regain_lease()
-    assert agent.lease is held and OWN_SUBNET not in registry.leases
+    held = agent.keeper.lease
+    agent.stop()
+    agent.reacquire("own lease vanished")
+    assert not agent.regain_lease()
+    assert agent.keeper.lease is held and OWN_SUBNET not in registry.leases
     assert agent.health() == (False, "own lease vanished; re-acquiring a lease (same subnet if free)")
 
 
@@ -253,7 +260,7 @@ def test_reacquire_stopped_keeps_everything(agent, registry):
 def test_acquire_retries_after_a_failure(agent, registry, failure):
     del registry.leases[OWN_SUBNET]
     registry.failures = [failure]
-    lease = agent._acquire(OWN_SUBNET)
+    lease = agent.keeper.acquire(OWN_SUBNET)
     assert lease is registry.leases[OWN_SUBNET] and registry.failures == []
 
 
@@ -280,48 +287,48 @@ def test_copy_of_a_peers_vtep_mac_is_skipped_logged_once_and_counted(agent, regi
     caplog.set_level("INFO", logger="flanneld")
     metrics.enable(agent)
     try:
-        agent._apply(_created(registry, COPY_SUBNET, COPY_OF_PEER))
-        agent._apply(_event(registry, COPY_SUBNET, COPY_OF_PEER))  # its renewal
-        agent._resync()
+        agent.apply(_created(registry, COPY_SUBNET, COPY_OF_PEER))
+        agent.apply(_event(registry, COPY_SUBNET, COPY_OF_PEER))  # its renewal
+        agent.resync()
         assert _conflicts_counted() == {"VtepMAC": 1, "PublicIP": 0, "PublicKey": 0}
     finally:
         metrics.disable()
-    assert agent.backend.calls == [("sync", [str(PEER_SUBNET)])]
-    assert agent.backend.programmed == {PEER_SUBNET: PEER} and list(agent.peers) == [PEER_SUBNET]
+    assert agent.in_force.backend.calls == [("sync", [str(PEER_SUBNET)])]
+    assert agent.in_force.backend.programmed == {PEER_SUBNET: PEER} and list(agent.peer_table.peers) == [PEER_SUBNET]
     lines = [record.getMessage() for record in caplog.records if "10.40.0.0-20" in record.getMessage()]
     assert len(lines) == 1 and "10.30.0.0-20" in lines[0] and "VtepMAC 0e:00:00:00:00:11" in lines[0], lines
     assert agent.health()[1].endswith("conflicting leases skipped: 1")
 
 
 def test_removing_the_copy_leaves_the_holder_programmed(agent, registry):
-    agent._apply(_created(registry, COPY_SUBNET, COPY_OF_PEER))
-    agent._apply(_event(registry, COPY_SUBNET, None))
-    assert agent.backend.calls == [] and agent.backend.programmed == {PEER_SUBNET: PEER}
-    agent._report_healthy()
+    agent.apply(_created(registry, COPY_SUBNET, COPY_OF_PEER))
+    agent.apply(_event(registry, COPY_SUBNET, None))
+    assert agent.in_force.backend.calls == [] and agent.in_force.backend.programmed == {PEER_SUBNET: PEER}
+    agent.report_healthy()
     assert "conflicting" not in agent.health()[1]
 
 
 def test_when_the_holder_goes_the_skipped_lease_is_programmed(agent, registry, caplog):
     caplog.set_level("INFO", logger="flanneld")
-    agent._apply(_created(registry, COPY_SUBNET, COPY_OF_PEER))
-    agent._apply(_event(registry, PEER_SUBNET, None))
-    assert agent.backend.calls == [("remove_peer", str(PEER_SUBNET)), ("add_peer", str(COPY_SUBNET))]
-    assert agent.backend.programmed == {COPY_SUBNET: COPY_OF_PEER}
+    agent.apply(_created(registry, COPY_SUBNET, COPY_OF_PEER))
+    agent.apply(_event(registry, PEER_SUBNET, None))
+    assert agent.in_force.backend.calls == [("remove_peer", str(PEER_SUBNET)), ("add_peer", str(COPY_SUBNET))]
+    assert agent.in_force.backend.programmed == {COPY_SUBNET: COPY_OF_PEER}
     assert "lease 10.40.0.0-20 now holds its VtepMAC 0e:00:00:00:00:11: programming it" in caplog.messages
 
 
 def test_a_holder_that_changes_its_mac_hands_the_old_one_to_the_next_claimant(agent, registry):
-    agent._apply(_created(registry, COPY_SUBNET, COPY_OF_PEER))
-    agent._apply(_event(registry, PEER_SUBNET, PEER_NEW_MAC))
-    assert agent.backend.calls == [("add_peer", str(PEER_SUBNET)), ("add_peer", str(COPY_SUBNET))]
-    assert agent.backend.programmed == {PEER_SUBNET: PEER_NEW_MAC, COPY_SUBNET: COPY_OF_PEER}
+    agent.apply(_created(registry, COPY_SUBNET, COPY_OF_PEER))
+    agent.apply(_event(registry, PEER_SUBNET, PEER_NEW_MAC))
+    assert agent.in_force.backend.calls == [("add_peer", str(PEER_SUBNET)), ("add_peer", str(COPY_SUBNET))]
+    assert agent.in_force.backend.programmed == {PEER_SUBNET: PEER_NEW_MAC, COPY_SUBNET: COPY_OF_PEER}
 
 
 def test_a_lease_with_this_hosts_own_vtep_mac_is_never_programmed(agent, registry, caplog):
     copy_of_own = LeaseAttrs("192.168.205.12", "vxlan", OWN.vtep_mac)
-    agent._apply(_created(registry, COPY_SUBNET, copy_of_own))
-    agent._resync()
-    assert agent.backend.programmed == {PEER_SUBNET: PEER}
+    agent.apply(_created(registry, COPY_SUBNET, copy_of_own))
+    agent.resync()
+    assert agent.in_force.backend.programmed == {PEER_SUBNET: PEER}
     assert [message for message in caplog.messages if "this host's own (lease 10.20.0.0-20)" in message
             and "10.40.0.0-20" in message]
 
@@ -331,5 +338,5 @@ def test_a_listing_picks_the_key_created_first_whatever_its_order(agent, registr
     registry.leases[PEER_SUBNET].created_index = 50
     copy = registry._store(COPY_SUBNET, COPY_OF_PEER, 86400)
     copy.created_index = 20  # created before PEER's key: the copy holds the MAC
-    agent._resync()
-    assert agent.backend.programmed == {COPY_SUBNET: COPY_OF_PEER}
+    agent.resync()
+    assert agent.in_force.backend.programmed == {COPY_SUBNET: COPY_OF_PEER}

@@ -73,7 +73,7 @@ class Etcd:
 def _programmed(kernel, agent, backend_type):
     """{subnet: identity} as the simulated kernel (or the udp workers' table) holds them."""
     if backend_type == "udp":
-        return dict(agent.backend._routes)
+        return dict(agent.in_force.backend._routes)
     if backend_type == "host-gw":
         return dict((route.dst, route.gateway) for route in kernel.routes.values())
     macs = dict(kernel.fdb)
@@ -103,7 +103,7 @@ def _check(backend_type, write_list):
         for action, subnet, ip, mac in write_list:
             previous_keys = dict(store.keys)
             store.write(action, SUBNETS[backend_type][subnet], ip, MACS[mac])
-            agent._step()
+            agent.step()
             programmed = _programmed(kernel, agent, backend_type)
             identities = list(programmed.values())
             # Each programmed identity belongs to exactly one lease, and never to this host.
@@ -125,10 +125,10 @@ def _check(backend_type, write_list):
         leases = list(_listing(agent, store))
         random.Random(len(write_list)).shuffle(leases)
         fresh = IdentityBook()
-        fresh.configure(backend_type, agent.attrs, agent.lease.subnet)
+        fresh.configure(backend_type, agent.keeper.attrs, agent.keeper.lease.subnet)
         fresh.reset(leases)
-        assert set(fresh.programmable()) == set(agent.peers) == set(IPNetwork(s) for s in before)
-        assert sorted(fresh.conflicts) == sorted(agent.identities.conflicts)
+        assert set(fresh.programmable()) == set(agent.peer_table.peers) == set(IPNetwork(s) for s in before)
+        assert sorted(fresh.conflicts) == sorted(agent.peer_table.identities.conflicts)
 
 
 def _listing(agent, store):
@@ -136,7 +136,7 @@ def _listing(agent, store):
         node = etcd.EtcdResult(action="get", node={
             "key": "%s/subnets/%s" % (PREFIX, subnet_key(IPNetwork(subnet))), "value": attrs.to_json(),
             "ttl": 600, "modifiedIndex": created, "createdIndex": created})
-        yield agent.registry._lease_from_node(node, agent.config)
+        yield agent.registry._lease_from_node(node, agent.in_force.config)
 
 
 @settings(SETTINGS, max_examples=200)

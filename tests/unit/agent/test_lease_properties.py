@@ -175,22 +175,23 @@ class Options:
     subnet_lease_renew_margin = 60
     ip_masq = False
     subnet_file = "/nonexistent/subnet.env"
+    vxlan_offload = "auto"
 
 
 def _agent(config, backend_class, events):
     agent = Agent(Options(), registry())
     agent.registry._watches = [FakeWatch(events)]
-    agent.config = config
     own_subnet = IPNetwork("%s/%d" % (config.subnet_min, config.subnet_len))
     extra = {"workers": 1} if backend_class is UdpBackend else {}
-    agent.backend = backend_class(config, ("eth0", 2, PUBLIC_IP, 1500), PUBLIC_IP, ipr=object(), **extra)
-    agent.backend.device_index = 3
-    agent.backend.subnet = own_subnet
-    agent.attrs = LeaseAttrs(PUBLIC_IP, agent.backend.backend_type, "0e:00:00:00:00:10")
-    agent.lease = Lease(own_subnet, agent.attrs, ttl=600)
-    agent.renew_at, agent.reconcile_at = None, float("inf")
+    backend = backend_class(config, ("eth0", 2, PUBLIC_IP, 1500), PUBLIC_IP, ipr=object(), **extra)
+    backend.device_index = 3
+    backend.subnet = own_subnet
+    agent.in_force.config, agent.in_force.backend = config, backend
+    agent.keeper.use_backend(PUBLIC_IP, {"backend_type": backend.backend_type, "vtep_mac": "0e:00:00:00:00:10"})
+    agent.keeper.lease = Lease(own_subnet, agent.keeper.attrs, ttl=600)
+    agent.keeper.renew_at, agent.reconcile_at = None, float("inf")
     agent.reacquired = []
-    agent._reacquire = agent.reacquired.append  # etcd work, outside this test's scope
+    agent.reacquire = agent.reacquired.append  # etcd work, outside this test's scope
     return agent
 
 
@@ -207,11 +208,11 @@ def _run(config, backend_class, events):
         kernel = FakeKernel(monkeypatch)
         agent = _agent(config, backend_class, events)
         for _event in events:
-            agent._step()
-            kernel.assert_in_scope(config, agent.lease.subnet)
+            agent.step()
+            kernel.assert_in_scope(config, agent.keeper.lease.subnet)
         # A full resync from what the agent holds must agree (the device repair is left out).
-        RouteBackend.sync(agent.backend, agent.peers)
-        kernel.assert_in_scope(config, agent.lease.subnet)
+        RouteBackend.sync(agent.in_force.backend, agent.peer_table.peers)
+        kernel.assert_in_scope(config, agent.keeper.lease.subnet)
         assert agent.index == len(events)
 
 
@@ -235,11 +236,11 @@ def test_udp_agent_never_forwards_outside_the_network(events):
         kernel = FakeKernel(monkeypatch)
         agent = _agent(UDP, UdpBackend, events)
         for _event in events:
-            agent._step()
-            for subnet, public_ip in agent.backend._routes.items():
+            agent.step()
+            for subnet, public_ip in agent.in_force.backend._routes.items():
                 kernel.routes[(subnet, 0)] = netlink.Route(subnet, public_ip, 0, False)
                 kernel.fdb.add(("0e:00:00:00:00:01", public_ip))  # the check for a gateway's scope
-            kernel.assert_in_scope(UDP, agent.lease.subnet)
+            kernel.assert_in_scope(UDP, agent.keeper.lease.subnet)
             kernel.routes.clear()
             kernel.fdb.clear()
 
@@ -251,12 +252,12 @@ def test_valid_peer_is_programmed_and_a_bad_overwrite_unprograms_it(monkeypatch)
     key = PREFIX + "/subnets/10.20.0.0-20"
     kernel = FakeKernel(monkeypatch)
     agent = _agent(VXLAN, VxlanBackend, [node(key, good, index=1), node(key, bad, index=2)])
-    agent._step()
+    agent.step()
     assert [route.dst for route in kernel.routes.values()] == ["10.20.0.0/20"]
     assert kernel.fdb == {("0e:00:00:00:00:11", "192.168.205.11")}
-    agent._step()
+    agent.step()
     assert kernel.routes == {} and kernel.fdb == set() and kernel.neighbours == {}
-    assert agent.peers == {} and list(agent.bad_leases.current) == [key]
+    assert agent.peer_table.peers == {} and list(agent.bad_leases.current) == [key]
 
 
 def test_udp_valid_peer_is_forwarded_and_one_over_this_host_is_not():
@@ -265,6 +266,6 @@ def test_udp_valid_peer_is_forwarded_and_one_over_this_host_is_not():
         events = [node(PREFIX + "/subnets/10.20.0.0-20", '{"PublicIP":"192.168.205.11"}', index=1),
                   node(PREFIX + "/subnets/10.50.0.0-20", '{"PublicIP":"192.168.205.12"}', index=2)]
         agent = _agent(UDP, UdpBackend, events)
-        agent._step()
-        agent._step()
-        assert agent.backend._routes == {"10.20.0.0/20": "192.168.205.11"}  # 10.50.0.1 is this host's
+        agent.step()
+        agent.step()
+        assert agent.in_force.backend._routes == {"10.20.0.0/20": "192.168.205.11"}  # 10.50.0.1 is this host's

@@ -18,15 +18,18 @@ CONFIG = parse_network_config('{"Network": "10.0.0.0/8", "SubnetLen": 20, "Backe
 
 
 class StandInAgent:
+    """The agent's parts that /metrics reads: the config and backend in force, the lease keeper's
+    lease and expiry, the peer table's peers."""
+
     def __init__(self):
-        self.config = CONFIG
-        self.lease = Lease(IPNetwork("10.20.0.0/20"), LeaseAttrs("192.168.205.10", "vxlan", "0e:00:00:00:00:10"),
-                           ttl=86400, modified_index=7)
+        self.in_force = types.SimpleNamespace(config=CONFIG, backend=None)
+        lease = Lease(IPNetwork("10.20.0.0/20"), LeaseAttrs("192.168.205.10", "vxlan", "0e:00:00:00:00:10"),
+                      ttl=86400, modified_index=7)
+        self.keeper = types.SimpleNamespace(lease=lease, expires_at=1000.0 + 3600)
         peers = [Lease(IPNetwork("10.30.0.0/20"), LeaseAttrs("192.168.205.11", "vxlan", "0e:00:00:00:00:11")),
                  Lease(IPNetwork("10.40.0.0/20"), LeaseAttrs("192.168.205.12", "host-gw"))]
-        self.peers = dict((peer.subnet, peer) for peer in peers)
+        self.peer_table = types.SimpleNamespace(peers=dict((peer.subnet, peer) for peer in peers))
         self.now = 1000.0
-        self.lease_expires_at = 1000.0 + 3600
         self.bad_leases = types.SimpleNamespace(count=2, total=5)  # keys skipped now, skips since the start
 
     def clock(self):
@@ -65,8 +68,8 @@ def test_state_is_read_from_the_agent_when_scraped(agent):
     assert samples[("flannel_healthy", ())] == 1
     assert samples[("process_resident_memory_bytes", ())] > 0
     agent.now += 600
-    agent.peers.clear()
-    agent.lease_expires_at = None
+    agent.peer_table.peers.clear()
+    agent.keeper.expires_at = None
     samples = _samples()
     assert samples[("flannel_lease_expiry_seconds", ())] == float("inf")
     assert samples[("flannel_peers", (("backend", "vxlan"),))] == 0  # the config's backend is always there

@@ -7,9 +7,10 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.daemon impo
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import Lease, LeaseAttrs
 
 
-def _agent(margin_minutes, now=1000.0):
+def _keeper(margin_minutes, now=1000.0):
+    """The lease keeper of an agent started with -subnet-lease-renew-margin=`margin_minutes`."""
     return Agent(parse_args(["-subnet-lease-renew-margin=%d" % margin_minutes], environ={}), registry=None,
-                 clock=lambda: now)
+                 clock=lambda: now).keeper
 
 
 def _lease(ttl):
@@ -17,21 +18,21 @@ def _lease(ttl):
 
 
 def test_renews_margin_before_expiry():
-    agent = _agent(60)
-    agent.lease = _lease(86400)
-    agent._schedule_renewal()
-    assert agent.renew_at == 1000.0 + 86400 - 3600
+    keeper = _keeper(60)
+    keeper.lease = _lease(86400)
+    keeper.schedule()
+    assert keeper.renew_at == 1000.0 + 86400 - 3600
 
 
 def test_short_ttl_renews_at_half_life():
-    agent = _agent(60)
-    agent.lease = _lease(120)
-    agent._schedule_renewal()
-    assert agent.renew_at == 1000.0 + 60
+    keeper = _keeper(60)
+    keeper.lease = _lease(120)
+    keeper.schedule()
+    assert keeper.renew_at == 1000.0 + 60
 
 
 def test_reservation_is_never_renewed():
-    agent = _agent(60)
-    agent.lease = _lease(None)
-    agent._schedule_renewal()
-    assert agent.renew_at is None
+    keeper = _keeper(60)
+    keeper.lease = _lease(None)
+    keeper.schedule()
+    assert keeper.renew_at is None

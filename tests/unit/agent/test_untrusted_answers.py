@@ -17,7 +17,8 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease impor
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease_keeping import Backoff
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
     LeaseEvent, LeaseListing, UnreadableKeyRemoved)
-from test_event_handling import CONFIG, OWN, OWN_SUBNET, PEER, PEER_SUBNET, FakeRegistry, RecordingBackend
+from test_event_handling import (CONFIG, OWN, OWN_SUBNET, PEER, PEER_SUBNET, FakeRegistry, RecordingBackend,
+                                 start_backend)
 
 KEY = "/coreos.com/network/subnets/"
 
@@ -97,10 +98,10 @@ def test_memory_of_logged_keys_is_bounded():
 
 def test_agent_reports_the_keys_skipped_now(agent, registry):
     registry.skipped = [(KEY + "junk", "not a subnet lease key"), (KEY + "10.40.0.0-20", "VtepMAC")]
-    agent._resync()
+    agent.resync()
     assert agent.health()[1].endswith("bad leases skipped: 2") and agent.bad_leases.total == 2
     registry.skipped = []  # an operator deleted them while the watch was not looking
-    agent._resync()
+    agent.resync()
     assert agent.health()[1].endswith("config in force %s" % CONFIG.digest())
     assert agent.bad_leases.count == 0 and agent.bad_leases.total == 2
 
@@ -172,15 +173,16 @@ class TurnCounter:
         self.calls.append(list(self.registry.calls))
         del self.registry.calls[:]
         if len(self.waits) >= self.turns:
-            self.agent._stop.set()
-        return self.agent._stop.is_set()
+            self.agent.stop()
+            return True
+        return False
 
 
 def _run_loop(agent, counter):
     """Run the agent's loop until `counter` stops it; returns the waits and the registry calls
     made between them."""
     counter.agent = agent
-    agent._check_stored_config = lambda: None  # the config is not what this test is about
+    agent.follower.check_stored = lambda: None  # the config is not what this test is about
     agent.loop()
     return counter.waits, counter.calls
 
@@ -191,7 +193,7 @@ def test_repeated_failures_are_loop_turns_with_a_growing_wait(tmp_path, caplog, 
     registry = CountingRegistry(forget_own, watch_back)
     counter = TurnCounter(registry, 7)
     agent = _agent(registry, tmp_path, wait=counter)
-    agent._needs_resync = True  # as after start-up
+    agent.hangup()  # a re-listing at the next step, as after start-up
     waits, calls = _run_loop(agent, counter)
     assert waits == [1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     # Between two waits, one turn: a re-acquisition and one listing, or one listing and one watch.
@@ -205,11 +207,10 @@ def _agent(registry, tmp_path, wait=None):
     """An agent that holds OWN_SUBNET beside one peer, on `registry`."""
     options = parse_args(["-subnet-file=%s" % (tmp_path / "subnet.env"), "-host-id=test"], environ={})
     running = Agent(options, registry, wait=wait)
-    running.config, running.backend, running.attrs = CONFIG, RecordingBackend(), OWN
-    running.backend_info = {"mtu": 1450}
+    start_backend(running, RecordingBackend())
     registry._store(PEER_SUBNET, PEER, 86400)
-    running._install_lease(registry._store(OWN_SUBNET, OWN, 86400))
-    running.reconcile_at = running.renew_at = float("inf")
+    running.keeper.install(registry._store(OWN_SUBNET, OWN, 86400))
+    running.reconcile_at = running.keeper.renew_at = float("inf")
     return running
 
 

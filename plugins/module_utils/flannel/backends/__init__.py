@@ -21,6 +21,15 @@ BACKENDS = collections.OrderedDict([  # in the order messages list them
                                ("Type", "PSK", "ListenPort", "MTU", "PersistentKeepaliveInterval"))),
 ])
 
+# The agent flags that backends read (each backend's create() takes them): the config follower is
+# given these, not the whole command line. A backend flag of cli.py gets a field here.
+BackendFlags = collections.namedtuple("BackendFlags", "vxlan_offload")
+
+
+def backend_flags(options):
+    """The BackendFlags of the agent's parsed command line."""
+    return BackendFlags(*(getattr(options, name) for name in BackendFlags._fields))
+
 
 def backend_class(type_name):
     """The class of backend `type_name`; ValueError naming the known types for any other."""
@@ -30,7 +39,7 @@ def backend_class(type_name):
     return getattr(importlib.import_module("." + entry.module, __name__), entry.class_name)
 
 
-def make_backend(config, iface, public_ip, options):
+def make_backend(config, iface, public_ip, flags):
     """The backend `config` names, for the external interface `iface`; its setup() starts it.
     Raises BackendError for a type that is not in BACKENDS."""
     try:
@@ -39,4 +48,4 @@ def make_backend(config, iface, public_ip, options):
         from .base import BackendError
 
         raise BackendError(str(error))
-    return cls.create(config, iface, public_ip, options)
+    return cls.create(config, iface, public_ip, flags)

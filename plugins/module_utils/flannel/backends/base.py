@@ -88,8 +88,8 @@ class Backend:
         self._addresses = netlink.LocalAddresses(self.ipr, listen=self._own_ipr)
 
     @classmethod
-    def create(cls, config, iface, public_ip, options):
-        """The backend for the agent's command-line `options` (make_backend's call)."""
+    def create(cls, config, iface, public_ip, flags):
+        """The backend for the agent's BackendFlags `flags` (make_backend's call)."""
         return cls(config, iface, public_ip)
 
     def close(self):

@@ -94,8 +94,8 @@ class VxlanBackend(RouteBackend):
                               "learning": False, "gbp": bool(backend.gbp)}
 
     @classmethod
-    def create(cls, config, iface, public_ip, options):
-        backend = cls(config, iface, public_ip, offload=options.vxlan_offload)
+    def create(cls, config, iface, public_ip, flags):
+        backend = cls(config, iface, public_ip, offload=flags.vxlan_offload)
         backend.log.info("tx checksum offload on %s: %s (%s)", backend.device_name,
                          "on" if backend.offload else "off", backend.offload_reason)
         return backend
