@@ -91,7 +91,7 @@ def lease_to_dict(lease, prefix_registry):
     """A lease as module output: plain strings and numbers only."""
     return dict(
         subnet=str(lease.subnet),
-        key=prefix_registry.lease_key(lease.subnet),
+        key=prefix_registry.key_of(lease),
         public_ip=lease.attrs.public_ip,
         backend_type=lease.attrs.backend_type,
         vtep_mac=lease.attrs.vtep_mac,

@@ -112,7 +112,7 @@ def main():
         for dummy in range(ATTEMPTS):
             listing = registry.list_leases()
             if before_keys is None:
-                before_keys = sorted(registry.lease_key(lease.subnet) for lease in listing.leases)
+                before_keys = sorted(registry.key_of(lease) for lease in listing.leases)
             targets = [lease for lease in listing.leases if matches(lease)]
             if not targets:
                 break

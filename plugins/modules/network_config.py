@@ -10,7 +10,8 @@ module: network_config
 short_description: Write the flannel network config to etcd, only when it differs
 version_added: 1.0.0
 description:
-  - Validates a flannel network config (C(Network), C(SubnetLen), C(SubnetMin), C(SubnetMax), C(Backend))
+  - Validates a flannel network config (C(Network), C(SubnetLen), C(SubnetMin), C(SubnetMax), C(Backend), and the
+    dual-stack keys C(EnableIPv6), C(IPv6Network), C(IPv6SubnetLen), C(IPv6SubnetMin), C(IPv6SubnetMax))
     with the same code the netlab.flannel agent uses, then stores it at C(<prefix>/config) in etcd.
   - Keys are case-insensitive, as flanneld reads them; an unknown key is refused, naming the closest known
     key. C(Network) must be a network address (no host bits, no surrounding whitespace) in IPv4 unicast

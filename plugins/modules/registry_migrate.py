@@ -113,7 +113,7 @@ def main():
         result["skipped"] = [dict(key=key, reason=reason) for key, reason in listing.skipped]
         present = dict((lease.subnet, lease) for lease in target.list_leases().leases)
         copied_keys = []
-        before_keys = sorted(target.lease_key(subnet) for subnet in present)
+        before_keys = sorted(target.key_of(lease) for lease in present.values())
         if config is not None and config != stored_config:
             result["config_copied"] = True
             if not module.check_mode:
@@ -129,11 +129,12 @@ def main():
                 continue
             # The TTL left in v2, so that a lease of a host that is gone still runs out on time.
             ttl = None if lease.is_reservation else max(int(lease.ttl), 1)
-            if not module.check_mode and target.create_lease(lease.subnet, lease.attrs, ttl) is None:
-                module.fail_json(msg="%s appeared in v3 while it was copied: run again" % target.lease_key(lease.subnet),
+            ipv6 = {"ipv6_subnet": lease.ipv6_subnet} if lease.ipv6_subnet is not None else {}
+            if not module.check_mode and target.create_lease(lease.subnet, lease.attrs, ttl, **ipv6) is None:
+                module.fail_json(msg="%s appeared in v3 while it was copied: run again" % target.key_of(lease),
                                  **result)
             result["copied"].append(dict(subnet=str(lease.subnet), public_ip=lease.attrs.public_ip, ttl=ttl))
-            copied_keys.append(target.lease_key(lease.subnet))
+            copied_keys.append(target.key_of(lease))
         target.close()
     result["changed"] = bool(result["config_copied"] or result["copied"])
     if module._diff:

@@ -11,16 +11,17 @@ pytestmark = pytest.mark.control_plane
 
 
 def test_unknown_keys_are_warned_about_and_the_lease_taken(lab, agent_path):
-    config = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "EnableIPv6": false, '
+    config = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "EnableNFTables": false, '
               '"Backend": {"Type": "vxlan", "VNI": 100, "VNl": 5}}')
     with Cluster(lab, agent_path, config=config, name="unknown-keys") as cluster:
         agent = cluster.agent(lab.add_host())
         assert IPNetwork(agent.wait_env()).prefixlen == 20
         log = agent.log
-        assert ("network config at /coreos.com/network/config: EnableIPv6: unknown key (known keys: Network, "
-                "SubnetLen, SubnetMin, SubnetMax, Backend), ignored") in log
+        assert ("network config at /coreos.com/network/config: EnableNFTables: unknown key (known keys: Network, "
+                "SubnetLen, SubnetMin, SubnetMax, Backend, EnableIPv4, EnableIPv6, IPv6Network, IPv6SubnetLen, "
+                "IPv6SubnetMin, IPv6SubnetMax), ignored") in log
         assert 'Backend.VNl: unknown key (did you mean "VNI"?' in log
-        assert log.count("EnableIPv6: unknown key") == 1
+        assert log.count("EnableNFTables: unknown key") == 1
         assert "Traceback" not in log
         wait_for(lambda: agent.healthz()[0] == 200, what="healthy")
 

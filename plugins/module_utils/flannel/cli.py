@@ -14,7 +14,7 @@ import sys
 import tempfile
 
 from . import VERSION
-from .lease import ipv4_unicast_problem
+from .lease import ipv4_unicast_problem, ipv6_unicast_problem
 from .registry import ETCD_APIS, parse_endpoints
 
 try:
@@ -81,6 +81,12 @@ def _public_ip(value):
         raise ValueError("must be an IPv4 unicast address other hosts reach this one at: %s" % problem)
 
 
+def _public_ipv6(value):
+    problem = value and ipv6_unicast_problem(value)
+    if problem:
+        raise ValueError("must be an IPv6 unicast address other hosts reach this one at: %s" % problem)
+
+
 def _listen_ip(value):
     try:
         if IPAddress(value, flags=0).version == 4:
@@ -138,6 +144,8 @@ FLAGS = [
          repeated=True, check=_regex),
     Flag("public-ip", "", "IP accessible by other nodes for inter-host communication", check=_public_ip,
          default_text="the interface's IP"),
+    Flag("public-ipv6", "", "IPv6 address published in a dual-stack lease (PublicIPv6; used with EnableIPv6)",
+         check=_public_ipv6),
     Flag("subnet-file", "/run/flannel/subnet.env", "filename where env variables are written"),
     Flag("subnet-lease-renew-margin", 60, "renew the lease this many minutes before it expires",
          kind=int, check=_minutes),

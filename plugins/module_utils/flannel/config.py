@@ -14,8 +14,9 @@ import re
 
 from .backends import BACKENDS
 from .backends.wireguard_keys import key_problem
+from .config_ipv6 import IPV6_KEYS, parse_ipv6
 # ConfigError is this module's API too (the modules and the action plugin catch it).
-from .config_json import ConfigError, KeyReader, decode, shown
+from .config_json import ConfigError, KeyReader, boolean as _boolean, decode, integer as _integer, shown, text as _text
 
 try:
     from netaddr import AddrFormatError, IPAddress, IPNetwork
@@ -24,12 +25,14 @@ except ImportError:  # reported by the caller through missing_libraries()
     IPAddress = IPNetwork = None
 
 SUPPORTED_BACKENDS = tuple(BACKENDS)
+# The backends that may run a dual-stack network (upstream's udp never carried IPv6).
+IPV6_BACKENDS = ("vxlan", "host-gw")
 VXLAN_DEFAULT_PORT = 8472
 UDP_DEFAULT_PORT = 8285
 WIREGUARD_DEFAULT_PORT = 51820
 VNI_MAX = 2 ** 24 - 1
 
-CONFIG_KEYS = ("Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend")
+CONFIG_KEYS = ("Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend") + IPV6_KEYS
 BACKEND_KEYS = dict((name, entry.config_keys) for name, entry in BACKENDS.items())
 ALL_BACKEND_KEYS = tuple(collections.OrderedDict.fromkeys(key for keys in BACKEND_KEYS.values() for key in keys))
 
@@ -82,12 +85,13 @@ class BackendConfig:
 class NetworkConfig:
     """An effective (defaults applied, validated) network config."""
 
-    def __init__(self, network, subnet_len, subnet_min, subnet_max, backend):
+    def __init__(self, network, subnet_len, subnet_min, subnet_max, backend, ipv6=None):
         self.network = network
         self.subnet_len = subnet_len
         self.subnet_min = subnet_min
         self.subnet_max = subnet_max
         self.backend = backend
+        self.ipv6 = ipv6  # config_ipv6.SubnetRange when EnableIPv6 is true, else None
         self.warnings = []  # keys ignored by a non-strict parse, one message each
 
     @property
@@ -106,14 +110,18 @@ class NetworkConfig:
             yield IPNetwork("%s/%d" % (IPAddress(value), self.subnet_len))
 
     def as_dict(self):
-        """The effective config in flannel's key spelling; equal dicts mean equal configs."""
-        return {
+        """The effective config in flannel's key spelling; equal dicts mean equal configs. The
+        IPv6 keys only when EnableIPv6 is on (so an IPv4-only config's digest is as before)."""
+        data = {
             "Network": str(self.network),
             "SubnetLen": self.subnet_len,
             "SubnetMin": str(self.subnet_min),
             "SubnetMax": str(self.subnet_max),
             "Backend": self.backend.as_dict(),
         }
+        if self.ipv6 is not None:
+            data.update(self.ipv6.as_dict())
+        return data
 
     def __eq__(self, other):
         return isinstance(other, NetworkConfig) and self.as_dict() == other.as_dict()
@@ -126,27 +134,6 @@ class NetworkConfig:
 
     def __repr__(self):
         return "NetworkConfig(%s)" % json.dumps(self.as_dict(), sort_keys=True)
-
-
-def _integer(value, key):
-    # bool is an int subclass in Python, but JSON true is not a number.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(key, "must be an integer, got %s" % shown(value))
-    return value
-
-
-def _boolean(value, key):
-    if not isinstance(value, bool):
-        raise ConfigError(key, "must be true or false, got %s" % shown(value))
-    return value
-
-
-def _text(value, key, example):
-    if not isinstance(value, str):
-        raise ConfigError(key, "must be %s, got %s" % (example, shown(value)))
-    if value != value.strip():
-        raise ConfigError(key, "must not have surrounding whitespace, got %s" % shown(value))
-    return value
 
 
 def _network(value):
@@ -295,7 +282,12 @@ def parse_network_config(data, strict=True):
     if subnet_min > subnet_max:
         raise ConfigError("SubnetMin", "SubnetMin %s is above SubnetMax %s: no subnet can be leased"
                           % (subnet_min, subnet_max))
-    config = NetworkConfig(network, subnet_len, subnet_min, subnet_max, _backend(fields.get("backend"), reader))
+    ipv6 = parse_ipv6(fields, reader)
+    backend = _backend(fields.get("backend"), reader)
+    if ipv6 is not None and backend.type not in IPV6_BACKENDS:
+        raise ConfigError("EnableIPv6", "backend %s does not carry IPv6: use one of %s, or turn EnableIPv6 off"
+                          % (backend.type, ", ".join(IPV6_BACKENDS)))
+    config = NetworkConfig(network, subnet_len, subnet_min, subnet_max, backend, ipv6)
     config.warnings = reader.summary()
     return config
 

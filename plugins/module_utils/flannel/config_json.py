@@ -204,3 +204,24 @@ class KeyReader:
     def summary(self):
         extra = self.ignored - len(self.warnings)
         return self.warnings + (["and %d more such keys, ignored" % extra] if extra > 0 else [])
+
+
+def integer(value, key):
+    # bool is an int subclass in Python, but JSON true is not a number.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(key, "must be an integer, got %s" % shown(value))
+    return value
+
+
+def boolean(value, key):
+    if not isinstance(value, bool):
+        raise ConfigError(key, "must be true or false, got %s" % shown(value))
+    return value
+
+
+def text(value, key, example):
+    if not isinstance(value, str):
+        raise ConfigError(key, "must be %s, got %s" % (example, shown(value)))
+    if value != value.strip():
+        raise ConfigError(key, "must not have surrounding whitespace, got %s" % shown(value))
+    return value

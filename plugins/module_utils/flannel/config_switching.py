@@ -181,7 +181,7 @@ class ConfigFollower:
         in_force.config, in_force.backend, in_force.info = config, backend, info
         keeper.use_backend(keeper.attrs.public_ip, info)
         try:
-            if moves_lease(config, keeper.lease.subnet):
+            if moves_lease(config, keeper.lease.subnet, keeper.lease.ipv6_subnet):
                 self.peer_table.forget()
                 if not keeper.replace(old_config.network):
                     return

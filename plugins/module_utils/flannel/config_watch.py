@@ -25,9 +25,15 @@ def config_changes(old, new):
     return changed + [key for key in NETWORK_KEYS if before[key] != after[key]]
 
 
-def moves_lease(new, subnet):
-    """Whether the lease on `subnet` must be given up under the `new` config."""
-    return not (new.is_compatible(subnet) and subnet in new.network)
+def moves_lease(new, subnet, ipv6_subnet=None):
+    """Whether the lease on `subnet` (and `ipv6_subnet`, a dual-stack lease's) must be given up
+    under the `new` config: its IPv4 subnet does not fit, or it must be re-keyed because IPv6 was
+    turned on or off or its IPv6 subnet does not fit."""
+    if not (new.is_compatible(subnet) and subnet in new.network):
+        return True
+    if new.ipv6 is None or ipv6_subnet is None:
+        return (new.ipv6 is None) != (ipv6_subnet is None)
+    return not new.ipv6.is_compatible(ipv6_subnet)
 
 
 class ConfigWatch:

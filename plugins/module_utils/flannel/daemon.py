@@ -37,9 +37,9 @@ from .kernel_following import KernelFollower
 from .lease_keeping import CLAIM_REFRESH, MAX_BACKOFF, Backoff, LeaseKeeper, default_host_id
 from .peer_table import PeerTable
 from .signals import handle_other_signals
-from .registry import ConfigEvent, IndexCleared, RegistryError, RegistryUnavailable, make_registry
+from .registry import ConfigEvent, IndexCleared, RegistryError, RegistryUnavailable, make_registry, names_another_key
 from .registry.errors import BACKED_OFF_ERRORS
-from .subnet_env import previous_subnet
+from .subnet_env import previous_subnets
 
 LOG = logging.getLogger("flanneld")
 # The longest the etcd watch waits before it is asked again: the claim's period, so that an idle
@@ -70,7 +70,7 @@ class Agent:
             # Refreshed every CLAIM_REFRESH s, so a replaced host waits at most this long for the IP.
             claim_ttl=3 * CLAIM_REFRESH,
             renew_margin=options.subnet_lease_renew_margin * 60, subnet_file=options.subnet_file,
-            ip_masq=options.ip_masq)
+            ip_masq=options.ip_masq, public_ipv6=getattr(options, "public_ipv6", ""))  # tests give bare options
         self.peer_table = PeerTable(self.in_force, self.keeper)
         # Held by the loop while it changes the backend, the lease or the peers, and by the
         # kernel-events thread while it repairs.
@@ -145,7 +145,7 @@ class Agent:
         status = self.follower.start(self.options.public_ip or str(self.in_force.iface.address))
         if status is not None:
             return status
-        lease = self.keeper.acquire(previous_subnet(self.options.subnet_file))
+        lease = self.keeper.acquire(*previous_subnets(self.options.subnet_file))
         if lease is None:
             return 0
         self.keeper.install(lease)
@@ -196,7 +196,11 @@ class Agent:
 
     def apply(self, event):
         """Act on one lease event; True when a peer's kernel entries were (re)programmed."""
-        if event.subnet != self.keeper.lease.subnet:
+        own = event.subnet == self.keeper.lease.subnet
+        if names_another_key(event, self.keeper.lease if own else self.peer_table.peers.get(event.subnet)):
+            self._needs_resync = True  # two keys name one subnet: the listing decides which one holds it
+            return False
+        if not own:
             return self.peer_table.apply(event)
         lost = self.keeper.follow(event)
         if lost:

@@ -1,43 +1,35 @@
 """Subnet leases: flannel's key and JSON formats, and the acquisition policy.
 
-A lease lives at <prefix>/subnets/A.B.C.D-LEN with the JSON value flanneld writes
-({"PublicIP":..,"BackendType":..,"BackendData":{"VtepMAC":..}}), so upstream flanneld
-and this agent can share one registry.
+A lease lives at <prefix>/subnets/A.B.C.D-LEN (on a dual-stack network
+A.B.C.D-LEN&<IPv6>-LEN, as modern flanneld names it) with the JSON value flanneld writes
+(lease_attrs.py), so upstream flanneld and this agent can share one registry.
 """
 
-import json
 import random
 import re
+
+# The value's format and checks, this module's API too (registries, backends, cli and tests import them from here).
+from .lease_attrs import (KNOWN_BACKEND_TYPES, MAX_LEASE_BYTES, MAX_LEASE_DEPTH, LeaseAttrs, ipv4_unicast_problem,
+                          ipv6_unicast_problem, strict_json_loads, unicast_mac_problem)
 
 try:
     from netaddr import IPAddress, IPNetwork
 except ImportError:  # reported by the caller through missing_libraries()
     IPAddress = IPNetwork = None
 
+__all__ = ["KNOWN_BACKEND_TYPES", "MAX_LEASE_BYTES", "MAX_LEASE_DEPTH", "LeaseAttrs", "ipv4_unicast_problem",
+           "ipv6_unicast_problem", "strict_json_loads", "unicast_mac_problem"]
+
 LEASE_TTL = 24 * 3600
 MAX_CANDIDATES = 100
 RACE_RETRIES = 10
-# flanneld's leases are under 200 bytes and two levels deep; anything far larger is not a lease,
-# and the bounds keep a hostile value from costing memory or a RecursionError in the parser.
-MAX_LEASE_BYTES = 4096
-MAX_LEASE_DEPTH = 8
-# The backend types flanneld v0.10.0 registers (its backend packages: alivpc, alloc, awsvpc,
-# extension, gce, hostgw, ipip, udp, vxlan). A lease without BackendType is a udp lease.
-# Later releases add wireguard (v0.16), whose BackendData is {"PublicKey": .., "Port": ..}.
-KNOWN_BACKEND_TYPES = ("ali-vpc", "alloc", "aws-vpc", "extension", "gce", "host-gw", "ipip", "udp", "vxlan",
-                       "wireguard")
-# 0.0.0.0/8 (this network), 127.0.0.0/8 (loopback), 224.0.0.0/4 (multicast) and 240.0.0.0/4
-# (reserved, with the broadcast address): no host can be reached at any of them.
-_NOT_UNICAST = ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4")
 # The lease fields that identify a peer's entries (peer_identity.py; metrics labels by them).
 VTEP_MAC = "VtepMAC"
 PUBLIC_IP = "PublicIP"
 PUBLIC_KEY = "PublicKey"
 IDENTITY_KINDS = (VTEP_MAC, PUBLIC_IP, PUBLIC_KEY)
-_KEY_PATTERN = re.compile(r"^(\d+\.\d+\.\d+\.\d+)-(\d+)$")
-_MAC_PATTERN = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
-# Characters Go's json.Marshal escapes inside strings (they appear nowhere else in JSON text).
-_GO_ESCAPES = re.compile("[<>&\u2028\u2029]")
+# flannel's key: A.B.C.D-LEN, and on a dual-stack network &<IPv6 as Go prints it>-LEN after it.
+_KEY_PATTERN = re.compile(r"^(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([0-9a-f:]+)-(\d+))?$")
 
 
 class LeaseError(Exception):
@@ -60,65 +52,43 @@ class OutOfSubnets(LeaseError):
         self.unreadable = unreadable
 
 
-def subnet_key(subnet):
-    """flannel's key for a subnet: 10.5.34.0/24 -> '10.5.34.0-24'."""
-    return "%s-%d" % (subnet.ip, subnet.prefixlen)
+def subnet_key(subnet, ipv6_subnet=None):
+    """flannel's key for a subnet: 10.5.34.0/24 -> '10.5.34.0-24', and with an IPv6 subnet
+    fd00:10:0:1::/64 -> '10.5.34.0-24&fd00:10:0:1::-64'."""
+    key = "%s-%d" % (subnet.ip, subnet.prefixlen)
+    return key if ipv6_subnet is None else "%s&%s-%d" % (key, ipv6_subnet.ip, ipv6_subnet.prefixlen)
 
 
-def parse_subnet_key(key):
-    """The subnet named by a lease key (its last path element); ValueError when it is not one.
+def _not_a_key(key):
+    return ValueError("not a subnet lease key (A.B.C.D-LEN or A.B.C.D-LEN&IPv6-LEN): %r" % key)
 
-    Only flannel's own spelling is a key: no host bits, no leading zeros. Another spelling of a
-    subnet would be read from one key and updated or deleted at another.
+
+def parse_lease_key(key):
+    """(IPv4 subnet, IPv6 subnet or None) named by a lease key (its last path element);
+    ValueError when it is not one.
+
+    Only flannel's own spelling is a key: no host bits, no leading zeros, IPv6 as Go prints it
+    (lower case, zeros compressed). Another spelling of a subnet would be read from one key and
+    updated or deleted at another.
     """
     name = str(key).rsplit("/", 1)[-1]
     match = _KEY_PATTERN.match(name)
-    if not match or int(match.group(2)) > 32:
-        raise ValueError("not a subnet lease key (A.B.C.D-LEN): %r" % key)
+    if not match or int(match.group(2)) > 32 or (match.group(4) is not None and int(match.group(4)) > 128):
+        raise _not_a_key(key)
     try:
-        subnet = IPNetwork("%s/%s" % match.groups(), flags=0)
+        subnet = IPNetwork("%s/%s" % match.group(1, 2), flags=0)
+        ipv6_subnet = IPNetwork("%s/%s" % match.group(3, 4), 6, flags=0) if match.group(3) else None
     except Exception:
-        raise ValueError("not a subnet lease key (A.B.C.D-LEN): %r" % key)
-    if subnet_key(subnet.cidr) != name:
-        raise ValueError("not a subnet lease key: %r is not written as flannel writes %s"
-                         % (key, subnet_key(subnet.cidr)))
-    return subnet.cidr
+        raise _not_a_key(key)
+    canonical = subnet_key(subnet.cidr, ipv6_subnet.cidr if ipv6_subnet is not None else None)
+    if canonical != name:
+        raise ValueError("not a subnet lease key: %r is not written as flannel writes %s" % (key, canonical))
+    return subnet.cidr, ipv6_subnet.cidr if ipv6_subnet is not None else None
 
 
-def ipv4_unicast_problem(text):
-    """Why `text` is not an IPv4 unicast address a host can be reached at, or None."""
-    try:
-        if not isinstance(text, str):
-            raise TypeError(text)
-        address = IPAddress(text, flags=0)
-    except Exception:
-        return "%s is not an IPv4 address" % json.dumps(text, default=str)[:80]
-    if address.version != 4:
-        return "%s is not an IPv4 address (the data plane is IPv4)" % text
-    for block in _NOT_UNICAST:
-        if address in IPNetwork(block):
-            return "%s is not a unicast address (it is in %s)" % (text, block)
-    return None
-
-
-def unicast_mac_problem(text):
-    """Why `text` is not a unicast MAC written aa:bb:cc:dd:ee:ff, or None."""
-    if not isinstance(text, str) or not _MAC_PATTERN.match(text):
-        return "%s is not a MAC address (aa:bb:cc:dd:ee:ff)" % json.dumps(text, default=str)[:80]
-    if int(text[:2], 16) & 1:
-        return "%s is a multicast MAC address" % text
-    if text == "00:00:00:00:00:00":
-        return "%s is the all-zero MAC address" % text
-    return None
-
-
-def _refuse_constant(name):
-    raise ValueError("%s is not a JSON number (JSON has no NaN or Infinity)" % name)
-
-
-def strict_json_loads(text):
-    """json.loads without Python's extensions: NaN, Infinity and -Infinity are refused."""
-    return json.loads(text, parse_constant=_refuse_constant)
+def parse_subnet_key(key):
+    """The IPv4 subnet named by a lease key (see parse_lease_key); ValueError when it is not one."""
+    return parse_lease_key(key)[0]
 
 
 def onlink_address_problem(address, prefixes):
@@ -136,117 +106,16 @@ def onlink_address_problem(address, prefixes):
     return None
 
 
-def _json_depth_exceeds(text, limit):
-    """Whether JSON text nests objects/arrays deeper than `limit` (strings are skipped)."""
-    depth, in_string, escaped = 0, False, False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            if depth > limit:
-                return True
-        elif char in "]}":
-            depth -= 1
-    return False
-
-
-class LeaseAttrs:
-    """What a host publishes about itself: its public IP and backend data. `vtep_mac` is a vxlan
-    lease's BackendData; `backend_data` any other type's, as decoded JSON (the extension backend's
-    string, for one), None when the lease has none."""
-
-    def __init__(self, public_ip, backend_type=None, vtep_mac=None, backend_data=None):
-        self.public_ip = str(IPAddress(public_ip))
-        self.backend_type = backend_type
-        self.vtep_mac = vtep_mac
-        self.backend_data = backend_data
-
-    def to_json(self):
-        """Byte-for-byte what flanneld's Go json.Marshal writes (field order, no spaces, UTF-8,
-        and <, >, & and U+2028/9 escaped as Go escapes them)."""
-        data = {"PublicIP": self.public_ip}
-        if self.backend_type and self.backend_type != "udp":  # flanneld's udp backend writes none
-            data["BackendType"] = self.backend_type
-        if self.vtep_mac:
-            data["BackendData"] = {"VtepMAC": self.vtep_mac}
-        elif self.backend_data is not None:
-            data["BackendData"] = self.backend_data
-        text = json.dumps(data, separators=(",", ":"), ensure_ascii=False)
-        return _GO_ESCAPES.sub(lambda match: "\\u%04x" % ord(match.group()), text)
-
-    @classmethod
-    def from_json(cls, text):
-        """Parse and check a lease value as read from etcd; ValueError names the field and rule.
-
-        Keys match case-insensitively, as Go's encoding/json does. A missing BackendType reads
-        as "udp" (flanneld's udp backend writes none); a VtepMAC, where present, must be a
-        unicast MAC, and a vxlan lease must have one.
-        """
-        if isinstance(text, bytes):
-            text = text.decode("utf-8", "replace")
-        if not isinstance(text, str):
-            raise ValueError("lease value is not text")
-        size = len(text.encode("utf-8"))
-        if size > MAX_LEASE_BYTES:
-            raise ValueError("lease value is %d bytes, above the limit of %d" % (size, MAX_LEASE_BYTES))
-        if _json_depth_exceeds(text, MAX_LEASE_DEPTH):
-            raise ValueError("lease value nests deeper than %d levels" % MAX_LEASE_DEPTH)
-        try:
-            data = strict_json_loads(text)
-        except ValueError as err:
-            raise ValueError("lease value is not JSON: %s" % err)
-        if not isinstance(data, dict):
-            raise ValueError("lease value is not a JSON object")
-        fields = dict((str(k).lower(), v) for k, v in data.items())
-        problem = ipv4_unicast_problem(fields.get("publicip"))
-        if problem:
-            raise ValueError("lease PublicIP: %s" % problem)
-        backend_type = fields.get("backendtype")
-        if backend_type in (None, ""):
-            backend_type = "udp"
-        if backend_type not in KNOWN_BACKEND_TYPES:
-            raise ValueError("lease BackendType %s is not a flannel backend (%s)"
-                             % (json.dumps(backend_type)[:80], ", ".join(KNOWN_BACKEND_TYPES)))
-        backend_data = fields.get("backenddata")
-        mac = other_data = None
-        if isinstance(backend_data, dict):
-            mac = dict((str(k).lower(), v) for k, v in backend_data.items()).get("vtepmac")
-        elif backend_type == "vxlan" and backend_data is not None:
-            raise ValueError("lease BackendData is not a JSON object")
-        if mac is not None or backend_type == "vxlan":
-            problem = unicast_mac_problem(mac)
-            if problem:
-                raise ValueError("lease VtepMAC: %s" % problem)
-            mac = mac.lower()
-        if backend_type != "vxlan":
-            other_data = backend_data  # each backend checks the data it reads (extension: a string)
-        return cls(fields["publicip"], backend_type, mac, other_data)
-
-    def __eq__(self, other):
-        return isinstance(other, LeaseAttrs) and self.to_json() == other.to_json()
-
-    def __ne__(self, other):
-        return not self == other
-
-    def __repr__(self):
-        return "LeaseAttrs(%s)" % self.to_json()
-
-
 class Lease:
     """A subnet held by a host. `ttl` is the seconds left as etcd reported them (None: no TTL).
     `created_index`: etcd's index when the key was created (kept by updates), which orders the
-    claims of leases sharing an identity (peer_identity.py)."""
+    claims of leases sharing an identity (peer_identity.py). `ipv6_subnet`: the IPv6 subnet a
+    dual-stack lease's key names too (None on an IPv4-only lease); `subnet` stays the lease's name
+    everywhere else (events, peers), as upstream v0.10 knows it."""
 
-    def __init__(self, subnet, attrs, ttl=None, modified_index=0, created_index=0):
+    def __init__(self, subnet, attrs, ttl=None, modified_index=0, created_index=0, ipv6_subnet=None):
         self.subnet = subnet
+        self.ipv6_subnet = ipv6_subnet
         self.attrs = attrs
         self.ttl = ttl
         self.modified_index = modified_index
@@ -254,7 +123,7 @@ class Lease:
 
     @property
     def key(self):
-        return subnet_key(self.subnet)
+        return subnet_key(self.subnet, self.ipv6_subnet)
 
     @property
     def is_reservation(self):
@@ -262,7 +131,7 @@ class Lease:
         return self.ttl is None
 
     def __repr__(self):
-        return "Lease(%s, %r, ttl=%r, index=%r)" % (self.subnet, self.attrs, self.ttl, self.modified_index)
+        return "Lease(%s, %r, ttl=%r, index=%r)" % (self.key, self.attrs, self.ttl, self.modified_index)
 
 
 def lease_problem(lease, config, onlink=()):
@@ -280,6 +149,20 @@ def lease_problem(lease, config, onlink=()):
                 % (subnet, config.subnet_len, config.network))
     if IPAddress(lease.attrs.public_ip) in config.network:
         return "PublicIP %s is inside the overlay network %s" % (lease.attrs.public_ip, config.network)
+    return _ipv6_problem(lease, config.ipv6)
+
+
+def _ipv6_problem(lease, ipv6):
+    """The IPv6 side of lease_problem: with IPv6 off (`ipv6` None) a dual-stack lease's IPv6 part
+    is not used, so not checked; an IPv4-only lease is a peer without IPv6 (upstream v0.10's)."""
+    if ipv6 is None:
+        return None
+    subnet = lease.ipv6_subnet
+    if subnet is not None and (subnet.prefixlen != ipv6.subnet_len or subnet not in ipv6.network):
+        return "IPv6 subnet %s is not a /%d inside the IPv6Network %s" % (subnet, ipv6.subnet_len, ipv6.network)
+    public_ipv6 = lease.attrs.public_ipv6
+    if public_ipv6 is not None and IPAddress(public_ipv6) in ipv6.network:
+        return "PublicIPv6 %s is inside the overlay IPv6 network %s" % (public_ipv6, ipv6.network)
     return None
 
 
@@ -322,52 +205,102 @@ def free_subnets(config, taken, limit=MAX_CANDIDATES):
     return free
 
 
-def acquire_lease(registry, config, attrs, previous_subnet=None, rng=None, log=None):
+def _named(subnet, ipv6_subnet):
+    return str(subnet) if ipv6_subnet is None else "%s and %s" % (subnet, ipv6_subnet)
+
+
+def _fits(config, lease):
+    """Whether a lease of ours fits the config: its IPv4 subnet, and an IPv6 subnet exactly when
+    the config has IPv6 on."""
+    if not config.is_compatible(lease.subnet):
+        return False
+    if config.ipv6 is None:
+        return lease.ipv6_subnet is None
+    return lease.ipv6_subnet is not None and config.ipv6.is_compatible(lease.ipv6_subnet)
+
+
+def acquire_lease(registry, config, attrs, previous_subnet=None, rng=None, log=None, previous_ipv6_subnet=None):
     """Find or create this host's lease, as flanneld does, without taking anyone else's.
 
     Order: this public IP's compatible lease (renewed); else the previous subnet when no one holds
     it; else a random one of the first 100 free subnets. Writes are compare-and-swap, so a race
-    with another host costs a retry, never a shared subnet.
+    with another host costs a retry, never a shared subnet. With IPv6 on, the IPv6 subnet is
+    chosen the same way (`previous_ipv6_subnet` first). A lease of ours whose IPv4 subnet fits but
+    whose IPv6 side does not (IPv6 turned on or off) is re-keyed: deleted, and its IPv4 subnet
+    (and TTL or reservation) taken again under the new key.
     """
     rng = rng or random.SystemRandom()
     log = log or (lambda message: None)
+    ttl = LEASE_TTL
     for _attempt in range(RACE_RETRIES):
         # Not checked against the config: a lease of ours that no longer fits it is deleted below.
         listing = registry.list_leases()
         mine = [lease for lease in listing.leases if lease.attrs.public_ip == attrs.public_ip]
+        released = []
         for lease in mine:
-            if config.is_compatible(lease.subnet):
-                log("found lease %s for current IP %s, reusing" % (lease.subnet, attrs.public_ip))
+            if _fits(config, lease):
+                named = _named(lease.subnet, lease.ipv6_subnet)
+                log("found lease %s for current IP %s, reusing" % (named, attrs.public_ip))
                 renewed = registry.update_lease(lease, attrs, None if lease.is_reservation else LEASE_TTL)
                 if renewed is not None:
                     return renewed
                 break  # it changed under us: look again
-            log("lease %s for current IP does not fit the network config, deleting it" % lease.subnet)
-            registry.delete_lease(lease)
+            if config.is_compatible(lease.subnet):
+                log("lease %s for current IP is %s IPv6 subnet: re-keying it" % (
+                    lease.key, "without an" if config.ipv6 is not None else "with an unused"))
+                previous_subnet, ttl = lease.subnet, None if lease.is_reservation else LEASE_TTL
+            else:
+                log("lease %s for current IP does not fit the network config, deleting it" % lease.subnet)
+            if registry.delete_lease(lease):
+                released.append(lease)
         else:
-            subnet = _pick_subnet(config, listing, previous_subnet, rng, log)
-            created = registry.create_lease(subnet, attrs, LEASE_TTL)
+            subnet, ipv6_subnet = _pick_subnets(config, listing, released, (previous_subnet, previous_ipv6_subnet),
+                                                rng, log)
+            # An IPv4-only create is the call it always was (registries of tests and tools keep working).
+            extra = {"ipv6_subnet": ipv6_subnet} if ipv6_subnet is not None else {}
+            created = registry.create_lease(subnet, attrs, ttl, **extra)
             if created is not None:
-                log("acquired lease %s" % subnet)
+                log("acquired lease %s" % _named(subnet, ipv6_subnet))
                 return created
-            log("subnet %s was taken by another host meanwhile, retrying" % subnet)
+            log("subnet %s was taken by another host meanwhile, retrying" % _named(subnet, ipv6_subnet))
     raise LeaseError("Max retries reached trying to acquire a subnet")
 
 
-def _pick_subnet(config, listing, previous_subnet, rng, log):
-    """`listing.taken`: the subnets of every key under subnets/, valid leases or not (a key with a
-    bad value still stops a create at that key)."""
-    taken = listing.taken
+def _without(taken, released):
+    """`taken` less one entry per subnet in `released` (keys this host just deleted)."""
+    taken = list(taken)
+    for subnet in released:
+        if subnet in taken:
+            taken.remove(subnet)
+    return taken
+
+
+def _pick_subnets(config, listing, released, previous, rng, log):
+    """(IPv4 subnet, IPv6 subnet or None) for a new key. `listing.taken` (`taken_ipv6`): the
+    subnets of every key under subnets/, valid leases or not (a key with a bad value still stops
+    a create at that key), less those of our own keys just deleted (`released` leases)."""
+    taken = _without(listing.taken, [lease.subnet for lease in released])
+    leased = set(lease.subnet for lease in listing.leases if lease_problem(lease, config) is None)
+    subnet = _pick_subnet(config, leased, taken, previous[0], rng, log, "")
+    if config.ipv6 is None:
+        return subnet, None
+    taken = _without(listing.taken_ipv6, [lease.ipv6_subnet for lease in released])
+    leased = set(lease.ipv6_subnet for lease in listing.leases if lease_problem(lease, config) is None)
+    return subnet, _pick_subnet(config.ipv6, leased, taken, previous[1], rng, log, "IPv6 ")
+
+
+def _pick_subnet(space, leased, taken, previous_subnet, rng, log, family):
+    """One family's subnet in `space` (the config, or its ipv6 SubnetRange); `leased`: the
+    subnets of that family valid leases hold, to count the keys that hold none."""
     if previous_subnet is not None:
-        if not config.is_compatible(previous_subnet):
-            log("previous subnet %s does not fit the network config, ignoring it" % previous_subnet)
+        if not space.is_compatible(previous_subnet):
+            log("previous %ssubnet %s does not fit the network config, ignoring it" % (family, previous_subnet))
         elif previous_subnet in taken:
-            log("previous subnet %s is held by another host, not taking it" % previous_subnet)
+            log("previous %ssubnet %s is held by another host, not taking it" % (family, previous_subnet))
         else:
             return previous_subnet
-    free = free_subnets(config, taken)
+    free = free_subnets(space, taken)
     if not free:
-        leased = set(lease.subnet for lease in listing.leases if lease_problem(lease, config) is None)
-        raise OutOfSubnets(config, len(set(subnet for subnet in taken
-                                           if config.is_compatible(subnet) and subnet not in leased)))
+        raise OutOfSubnets(space, len(set(subnet for subnet in taken
+                                          if space.is_compatible(subnet) and subnet not in leased)))
     return rng.choice(free)

@@ -39,7 +39,7 @@ class LeaseKeeper:
     agent is stopping; the rest are the option values the lease depends on."""
 
     def __init__(self, registry, in_force, health, on_lost, wait, stopped, clock, lease_ttl, host_id, claim_ttl,
-                 renew_margin, subnet_file, ip_masq):
+                 renew_margin, subnet_file, ip_masq, public_ipv6=""):
         self.registry = registry
         self.in_force = in_force
         self.health = health
@@ -53,6 +53,7 @@ class LeaseKeeper:
         self.renew_margin = renew_margin  # seconds
         self.subnet_file = subnet_file
         self.ip_masq = ip_masq
+        self.public_ipv6 = public_ipv6 or None  # -public-ipv6: published on a dual-stack network
         self.attrs = None  # what this host publishes in its lease
         self.lease = None
         self.renew_at = None
@@ -76,8 +77,14 @@ class LeaseKeeper:
 
     def use_backend(self, public_ip, info):
         """The attrs to publish for the backend that `info` (its setup()'s answer) describes; its
-        "backend_data", when present, is the lease's BackendData (any type but vxlan)."""
-        self.attrs = LeaseAttrs(public_ip, info["backend_type"], info["vtep_mac"], info.get("backend_data"))
+        "backend_data", when present, is the lease's BackendData (any type but vxlan). On a
+        dual-stack network (EnableIPv6) with PublicIPv6 (null without -public-ipv6)."""
+        config = self.in_force.config
+        dual_stack = config.ipv6 is not None
+        # Modern flanneld's vxlan value names the VNI beside the VtepMAC; v0.10's (IPv4-only) does not.
+        vni = config.backend.vni if dual_stack and info["vtep_mac"] else None
+        self.attrs = LeaseAttrs(public_ip, info["backend_type"], info["vtep_mac"], info.get("backend_data"),
+                                modern_format=dual_stack, vni=vni, public_ipv6=self.public_ipv6 if dual_stack else None)
 
     def claim_public_ip(self):
         """Reason the public IP cannot be used by this host, or None once it is held."""
@@ -92,9 +99,10 @@ class LeaseKeeper:
         self.claim_at = self.clock() + CLAIM_REFRESH
         return self.claim_public_ip()
 
-    def acquire(self, preferred):
-        """Acquire a lease, retrying with bounded backoff; None when stopped first. A reason is
-        logged when it starts (or changes), not at every retry: an episode is one line."""
+    def acquire(self, preferred, preferred_ipv6=None):
+        """Acquire a lease (`preferred`: the IPv4 and IPv6 subnets to ask for first), retrying with
+        bounded backoff; None when stopped first. A reason is logged when it starts (or changes),
+        not at every retry: an episode is one line."""
         delay, logged = 1.0, None
         while not self.stopped():
             try:
@@ -102,7 +110,7 @@ class LeaseKeeper:
                 self.claim_at = self.clock() + CLAIM_REFRESH
                 if reason is None:
                     return acquire_lease(self.registry, self.in_force.config, self.attrs, previous_subnet=preferred,
-                                         log=LOG.info)
+                                         log=LOG.info, previous_ipv6_subnet=preferred_ipv6)
             except (LeaseError, RegistryError) as err:  # OutOfSubnets is a LeaseError
                 reason = "failed to acquire lease: %s" % err
             if reason != logged:
@@ -126,7 +134,10 @@ class LeaseKeeper:
 
     def write_subnet_env(self):
         """Write subnet.env for the lease and the MTU in force; True when its content changed."""
-        content = render_subnet_env(self.in_force.config.network, self.lease.subnet, self.in_force.mtu, self.ip_masq)
+        config = self.in_force.config
+        ipv6_network = config.ipv6.network if config.ipv6 is not None else None
+        content = render_subnet_env(config.network, self.lease.subnet, self.in_force.mtu, self.ip_masq, ipv6_network,
+                                    self.lease.ipv6_subnet if ipv6_network is not None else None)
         return write_subnet_env(self.subnet_file, content)
 
     def ensure_masquerade(self):
@@ -181,7 +192,7 @@ class LeaseKeeper:
     def find_own(self, leases):
         """Take our lease from a full listing; why it is lost when it is not there as ours."""
         own = [lease for lease in leases if lease.subnet == self.lease.subnet]
-        if not own or own[0].attrs != self.attrs:
+        if not own or own[0].attrs != self.attrs or own[0].key != self.lease.key:
             return "own lease %s %s" % (self.lease.subnet, "vanished" if not own else "was taken")
         self.lease = own[0]
         return None
@@ -205,7 +216,7 @@ class LeaseKeeper:
         """Acquire a lease again (preferring the lost one's subnet) and install it; the caller
         re-lists next. Returns False when stopped first."""
         old_subnet = self.lease.subnet
-        lease = self.acquire(old_subnet)
+        lease = self.acquire(old_subnet, self.lease.ipv6_subnet)
         if lease is None:
             return False
         self.lost = None
@@ -223,10 +234,12 @@ class LeaseKeeper:
         LOG.info("lease %s does not fit the new network config; releasing it", old_subnet)
         self.remove_masquerade(old_subnet, old_network)
         self.registry.delete_lease(self.lease)
-        lease = self.acquire(None)
+        # Re-keyed only (IPv6 turned on or off): the IPv4 subnet it held, now free, is asked for first.
+        lease = self.acquire(old_subnet if self.in_force.config.is_compatible(old_subnet) else None)
         if lease is None:
             return False
-        LOG.warning("lease moved from %s to %s", old_subnet, lease.subnet)
+        if lease.subnet != old_subnet:
+            LOG.warning("lease moved from %s to %s", old_subnet, lease.subnet)
         self.install(lease)
         return True
 

@@ -11,10 +11,16 @@ except ImportError:  # reported by the caller through missing_libraries()
 DEFAULT_SUBNET_FILE = "/run/flannel/subnet.env"
 
 
-def render_subnet_env(network, subnet, mtu, ipmasq):
-    """flanneld's four lines; FLANNEL_SUBNET is the lease's first host address with its prefix."""
-    return ("FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s/%d\nFLANNEL_MTU=%d\nFLANNEL_IPMASQ=%s\n"
-            % (network.cidr, subnet.network + 1, subnet.prefixlen, mtu, "true" if ipmasq else "false"))
+def render_subnet_env(network, subnet, mtu, ipmasq, ipv6_network=None, ipv6_subnet=None):
+    """flanneld's four lines; FLANNEL_SUBNET is the lease's first host address with its prefix.
+    On a dual-stack network FLANNEL_IPV6_NETWORK and FLANNEL_IPV6_SUBNET (likewise) follow
+    FLANNEL_SUBNET, where modern flanneld writes them."""
+    ipv6 = ""
+    if ipv6_subnet is not None:
+        ipv6 = "FLANNEL_IPV6_NETWORK=%s\nFLANNEL_IPV6_SUBNET=%s/%d\n" % (
+            ipv6_network.cidr, ipv6_subnet.network + 1, ipv6_subnet.prefixlen)
+    return ("FLANNEL_NETWORK=%s\nFLANNEL_SUBNET=%s/%d\n%sFLANNEL_MTU=%d\nFLANNEL_IPMASQ=%s\n"
+            % (network.cidr, subnet.network + 1, subnet.prefixlen, ipv6, mtu, "true" if ipmasq else "false"))
 
 
 def parse_subnet_env(text):
@@ -41,13 +47,24 @@ def read_subnet_env(path=DEFAULT_SUBNET_FILE):
         return {}
 
 
-def previous_subnet(path=DEFAULT_SUBNET_FILE):
-    """The subnet a previous run leased (FLANNEL_SUBNET masked to its network), or None."""
-    value = read_subnet_env(path).get("FLANNEL_SUBNET")
+def _subnet_of(value, version):
     try:
-        return IPNetwork(value, flags=0).cidr if value else None
+        subnet = IPNetwork(value, flags=0).cidr if value else None
     except Exception:
         return None
+    return subnet if subnet is not None and subnet.version == version else None
+
+
+def previous_subnet(path=DEFAULT_SUBNET_FILE):
+    """The subnet a previous run leased (FLANNEL_SUBNET masked to its network), or None."""
+    return _subnet_of(read_subnet_env(path).get("FLANNEL_SUBNET"), 4)
+
+
+def previous_subnets(path=DEFAULT_SUBNET_FILE):
+    """(IPv4 subnet, IPv6 subnet) a previous run leased (FLANNEL_SUBNET, FLANNEL_IPV6_SUBNET),
+    each None when not there."""
+    values = read_subnet_env(path)
+    return _subnet_of(values.get("FLANNEL_SUBNET"), 4), _subnet_of(values.get("FLANNEL_IPV6_SUBNET"), 6)
 
 
 def write_subnet_env(path, content):

@@ -210,13 +210,14 @@ TUTORIAL_DICT = json.loads(TUTORIAL)
 
 @pytest.mark.parametrize("document, key, rule", [
     (dict(TUTORIAL_DICT, Netwrok="10.0.0.0/8"), "Netwrok",
-     'unknown key (did you mean "Network"? known keys: Network, SubnetLen, SubnetMin, SubnetMax, Backend)'),
+     'unknown key (did you mean "Network"? known keys: Network, SubnetLen, SubnetMin, SubnetMax, Backend, '
+     'EnableIPv4, EnableIPv6, IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax)'),
     (dict(TUTORIAL_DICT, Backend={"Type": "vxlan", "VNl": 100}), "Backend.VNl",
      'unknown key (did you mean "VNI"? known keys: Type, VNI, Port, GBP, DirectRouting, MTU, PSK, ListenPort, PersistentKeepaliveInterval)'),
     (dict(TUTORIAL_DICT, Backend={"Typ": "vxlan"}), "Backend.Typ", 'unknown key (did you mean "Type"?'),
     (dict(TUTORIAL_DICT, subnet_len=24), "subnet_len", 'did you mean "SubnetLen"?'),
-    (dict(TUTORIAL_DICT, EnableIPv6=True), "EnableIPv6",
-     "unknown key (known keys: Network, SubnetLen, SubnetMin, SubnetMax, Backend)"),
+    (dict(TUTORIAL_DICT, EnableNFTables=True), "EnableNFTables",
+     "unknown key (known keys: Network, SubnetLen, SubnetMin, SubnetMax, Backend, EnableIPv4, EnableIPv6, "),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": "host-gw", "VNI": 100}}, "Backend.VNI",
      "not an option of backend host-gw (its keys: Type)"),
     (dict(TUTORIAL_DICT, network="10.0.0.0/16"), "network",
@@ -243,15 +244,16 @@ def test_keys_stay_case_insensitive():
 
 
 def test_agent_mode_warns_and_ignores_unknown_keys():
-    document = dict(TUTORIAL_DICT, Netwrok="192.168.0.0/16", EnableIPv6=False,
+    document = dict(TUTORIAL_DICT, Netwrok="192.168.0.0/16", EnableNFTables=False,
                     Backend={"Type": "vxlan", "VNI": 100, "Port": 8472, "VNl": 5})
     config = parse_network_config(json.dumps(document), strict=False)
     assert config == parse_network_config(TUTORIAL)
     assert config.backend.vni == 100
     assert sorted(config.warnings) == sorted([
         'Netwrok: unknown key (did you mean "Network"? known keys: Network, SubnetLen, SubnetMin, SubnetMax, '
-        'Backend), ignored',
-        "EnableIPv6: unknown key (known keys: Network, SubnetLen, SubnetMin, SubnetMax, Backend), ignored",
+        'Backend, EnableIPv4, EnableIPv6, IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax), ignored',
+        "EnableNFTables: unknown key (known keys: Network, SubnetLen, SubnetMin, SubnetMax, Backend, EnableIPv4, "
+        "EnableIPv6, IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax), ignored",
         'Backend.VNl: unknown key (did you mean "VNI"? known keys: Type, VNI, Port, GBP, DirectRouting, MTU, PSK, ListenPort, PersistentKeepaliveInterval), '
         'ignored'])
 

@@ -15,7 +15,7 @@ def _table_rows():
     """{flag name: (default cell, environment cell)} from the README's `| flag | default | meaning |
     environment |` rows, cells stripped."""
     with open(README) as handle:
-        rows = re.findall(r"^\| `-([a-z-]+)` \|([^|]*)\|[^|]*\|([^|]*)\|$", handle.read(), re.MULTILINE)
+        rows = re.findall(r"^\| `-([a-z0-9-]+)` \|([^|]*)\|[^|]*\|([^|]*)\|$", handle.read(), re.MULTILINE)
     return dict((name, (default.strip(), environment.strip())) for name, default, environment in rows)
 
 

@@ -73,6 +73,7 @@ class Backend:
     its dict's "changes"). docs/architecture.md lists the rest of what a new backend needs."""
 
     backend_type = None
+    routes_ipv6 = False  # whether it routes the IPv6 subnets of a dual-stack network (EnableIPv6)
 
     def __init__(self, config, iface, public_ip, ipr=None):
         self.config = config
@@ -86,6 +87,9 @@ class Backend:
         self.subnet = None
         self._warned = set()
         self._addresses = netlink.LocalAddresses(self.ipr, listen=self._own_ipr)
+        if getattr(config, "ipv6", None) is not None and not self.routes_ipv6:
+            self.log.warning("EnableIPv6: IPv6 subnets are leased and written to subnet.env, but the %s backend "
+                             "does not route them yet", self.backend_type)
 
     @classmethod
     def create(cls, config, iface, public_ip, flags):

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from .. import metrics
 from ..etcd_http import RequestGate
-from ..lease import is_leasable_key, parse_subnet_key, subnet_key
+from ..lease import is_leasable_key, parse_lease_key, subnet_key
 from .errors import ConfigMissing, IndexCleared, RegistryBadReply, RegistryError, RegistryUnavailable, _root_cause
 
 DEFAULT_PREFIX = "/coreos.com/network"
@@ -26,21 +26,26 @@ def counted(operation):
 class LeaseListing:
     """The valid leases, etcd's index at the time of the listing, what was skipped
     ([(key, reason)]), and the subnets of every key named like a lease, valid or not (`taken`:
-    a key with a bad value still stops another host from creating that key)."""
+    a key with a bad value still stops another host from creating that key; `taken_ipv6`: the
+    IPv6 subnets of the dual-stack ones)."""
 
-    def __init__(self, leases, index, skipped, taken=None):
+    def __init__(self, leases, index, skipped, taken=None, taken_ipv6=None):
         self.leases = leases
         self.index = index
         self.skipped = skipped
         self.taken = taken if taken is not None else [lease.subnet for lease in leases]
+        self.taken_ipv6 = taken_ipv6 if taken_ipv6 is not None else [
+            lease.ipv6_subnet for lease in leases if lease.ipv6_subnet is not None]
 
 
 class LeaseEvent:
-    """A change under <prefix>/subnets: `lease` is None for a removal."""
+    """A change under <prefix>/subnets: `lease` is None for a removal; `key` is the etcd key
+    changed (None when not known): on a dual-stack network two keys can name one IPv4 subnet."""
 
-    def __init__(self, subnet, lease):
+    def __init__(self, subnet, lease, key=None):
         self.subnet = subnet
         self.lease = lease
+        self.key = key
 
     @property
     def removed(self):
@@ -74,12 +79,38 @@ class ConfigEvent:
         return "ConfigEvent(%r)" % (self.text if self.text is None else self.text[:80])
 
 
-def subnet_of_key(key, subnets_key):
-    """The subnet named by a key directly under `subnets_key`; ValueError otherwise (a key nested
-    deeper, inside a directory, names no lease even when its last part looks like one)."""
+def subnets_of_key(key, subnets_key):
+    """(IPv4 subnet, IPv6 subnet or None) named by a key directly under `subnets_key`; ValueError
+    otherwise (a key nested deeper, inside a directory, names no lease even when its last part
+    looks like one)."""
     if str(key).rsplit("/", 1)[0] != subnets_key:
         raise ValueError("not a subnet lease key: %r is not directly under %s" % (str(key)[:200], subnets_key))
-    return parse_subnet_key(key)
+    return parse_lease_key(key)
+
+
+def subnet_of_key(key, subnets_key):
+    """The IPv4 subnet named by a key directly under `subnets_key` (see subnets_of_key)."""
+    return subnets_of_key(key, subnets_key)[0]
+
+
+def names_another_key(event, known):
+    """Whether a LeaseEvent changed another key than the one of `known`, the lease held for its
+    subnet (None: none held): then two keys name that subnet (a host re-keying its lease for IPv6,
+    or upstream v0.10 writing its own key beside a dual-stack one) and only a listing can say which
+    one holds it (LeaseListing's rule, in Registry._listing)."""
+    return (known is not None and getattr(event, "key", None) is not None
+            and event.key.rsplit("/", 1)[-1] != known.key)
+
+
+def _holders(leases):
+    """Of the leases naming one IPv4 subnet, the one that holds it and the others with why not:
+    the earliest created key's host holds it (a later key beside it cannot take it over), and
+    among that host's keys (same PublicIP) the last written one is its current lease."""
+    first = min(leases, key=lambda lease: lease.created_index)
+    own = [lease for lease in leases if lease.attrs.public_ip == first.attrs.public_ip]
+    holder = max(own, key=lambda lease: lease.modified_index)
+    return holder, [(lease, "subnet %s is also leased at %s, which holds it" % (lease.subnet, holder.key))
+                    for lease in leases if lease is not holder]
 
 
 def unanswered(endpoints, last_error, bad_reply=None):
@@ -155,8 +186,12 @@ class Registry:
     def subnets_key(self):
         return self.prefix + "/subnets"
 
-    def lease_key(self, subnet):
-        return "%s/%s" % (self.subnets_key, subnet_key(subnet))
+    def lease_key(self, subnet, ipv6_subnet=None):
+        return "%s/%s" % (self.subnets_key, subnet_key(subnet, ipv6_subnet))
+
+    def key_of(self, lease):
+        """The etcd key of a lease (its IPv6 subnet named too on a dual-stack lease)."""
+        return "%s/%s" % (self.subnets_key, lease.key)
 
     def host_claim_key(self, public_ip):
         """Ours: flanneld ignores keys outside config and subnets."""
@@ -230,16 +265,26 @@ class Registry:
 
     def _listing(self, listed, index, config):
         """The LeaseListing of (key, node) pairs read under subnets/ at `index`."""
-        leases, skipped, taken = [], [], []
+        leases, skipped, taken, taken_ipv6 = [], [], [], []
         for key, node in listed:
             try:
-                taken.append(subnet_of_key(key, self.subnets_key))
+                subnet, ipv6_subnet = subnets_of_key(key, self.subnets_key)
+                taken.append(subnet)
+                if ipv6_subnet is not None:
+                    taken_ipv6.append(ipv6_subnet)
                 if self._is_directory(node):  # it stops a create at its key as any other value does
                     raise ValueError("a directory, not a lease")
                 leases.append(self._lease_from_node(node, config))
             except ValueError as err:
                 skipped.append((key, str(err)))
-        return LeaseListing(leases, index, skipped, taken)
+        by_subnet = {}
+        for lease in leases:
+            by_subnet.setdefault(lease.subnet, []).append(lease)
+        for named in [named for named in by_subnet.values() if len(named) > 1]:
+            holder, others = _holders(named)
+            skipped.extend((self.key_of(lease), why) for lease, why in others)
+            leases = [lease for lease in leases if lease is holder or lease.subnet != holder.subnet]
+        return LeaseListing(leases, index, skipped, taken, taken_ipv6)
 
     def _change(self, key, removed, node, next_index, config):
         """What a watched change of `key` (to `node`, or `removed`) means, as watch_leases returns it."""
@@ -254,10 +299,10 @@ class Registry:
                 return [UnreadableKeyRemoved(key)], next_index, None
             return [], next_index, (key, str(err))
         if removed:
-            return [LeaseEvent(subnet, None)], next_index, None
+            return [LeaseEvent(subnet, None, key)], next_index, None
         try:
             lease = self._lease_from_node(node, config)
         except ValueError as err:
-            gone = [LeaseEvent(subnet, None)] if config is None or is_leasable_key(subnet, config) else []
+            gone = [LeaseEvent(subnet, None, key)] if config is None or is_leasable_key(subnet, config) else []
             return gone, next_index, (key, str(err))
-        return [LeaseEvent(lease.subnet, lease)], next_index, None
+        return [LeaseEvent(lease.subnet, lease, key)], next_index, None

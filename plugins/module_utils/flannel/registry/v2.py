@@ -12,7 +12,7 @@ except ImportError:  # reported by the caller through missing_libraries()
 from ..etcd_http import BadReply, BoundedHTTP, checked_v2_node, checked_v2_nodes, excerpt
 from ..lease import Lease, LeaseAttrs, checked_lease
 from .base import (DEFAULT_ENDPOINTS, DEFAULT_PREFIX, LeaseListing, Registry, claim_holder, claim_value, counted,
-                   parse_endpoints, subnet_of_key, unanswered)
+                   parse_endpoints, subnets_of_key, unanswered)
 from .errors import ConfigMissing, IndexCleared, RegistryAuthError, RegistryBadReply, RegistryError, _root_cause
 from .v2_watch import V2Watch
 
@@ -105,10 +105,10 @@ class EtcdRegistry(Registry):
     # ---- leases ---------------------------------------------------------------------------
 
     def _lease_from_node(self, node, config=None):
-        subnet = subnet_of_key(node.key, self.subnets_key)
+        subnet, ipv6_subnet = subnets_of_key(node.key, self.subnets_key)
         attrs = LeaseAttrs.from_json(node.value)
         return checked_lease(Lease(subnet, attrs, ttl=node.ttl, modified_index=node.modifiedIndex,
-                                   created_index=node.createdIndex or 0), config, self.onlink())
+                                   created_index=node.createdIndex or 0, ipv6_subnet=ipv6_subnet), config, self.onlink())
 
     def _config_text(self, node):
         return node.value
@@ -135,16 +135,16 @@ class EtcdRegistry(Registry):
         return self._listing(listed, result.etcd_index, config)
 
     @counted("get_lease")
-    def get_lease(self, subnet):
+    def get_lease(self, subnet, ipv6_subnet=None):
         try:
-            return self._lease_from_node(self._call(lambda c: c.read(self.lease_key(subnet), quorum=True)))
+            return self._lease_from_node(self._call(lambda c: c.read(self.lease_key(subnet, ipv6_subnet), quorum=True)))
         except etcd.EtcdKeyNotFound:
             return None
 
     @counted("create_lease")
-    def create_lease(self, subnet, attrs, ttl):
+    def create_lease(self, subnet, attrs, ttl, ipv6_subnet=None):
         try:
-            node = self._call(lambda c: c.write(self.lease_key(subnet), attrs.to_json(), ttl=ttl or None,
+            node = self._call(lambda c: c.write(self.lease_key(subnet, ipv6_subnet), attrs.to_json(), ttl=ttl or None,
                                                 prevExist=False))
         except etcd.EtcdAlreadyExist:
             return None
@@ -152,12 +152,12 @@ class EtcdRegistry(Registry):
 
     @counted("update_lease")
     def update_lease(self, lease, attrs, ttl):
-        key = self.lease_key(lease.subnet)
+        key = self.key_of(lease)
         try:
             if attrs == lease.attrs and ttl and not lease.is_reservation:
                 node = self._call(lambda c: c.refresh(key, ttl, prevIndex=lease.modified_index))
                 return Lease(lease.subnet, attrs, ttl=node.ttl, modified_index=node.modifiedIndex,
-                             created_index=lease.created_index)
+                             created_index=lease.created_index, ipv6_subnet=lease.ipv6_subnet)
             node = self._call(lambda c: c.write(key, attrs.to_json(), ttl=ttl or None,
                                                 prevIndex=lease.modified_index))
         except (etcd.EtcdCompareFailed, etcd.EtcdKeyNotFound):
@@ -167,7 +167,7 @@ class EtcdRegistry(Registry):
     @counted("delete_lease")
     def delete_lease(self, lease):
         try:
-            self._call(lambda c: c.delete(self.lease_key(lease.subnet), prevIndex=lease.modified_index))
+            self._call(lambda c: c.delete(self.key_of(lease), prevIndex=lease.modified_index))
         except (etcd.EtcdCompareFailed, etcd.EtcdKeyNotFound):
             return False
         return True

@@ -13,7 +13,7 @@ import time
 
 from ..etcd_http import checked_v3_kv
 from ..lease import Lease, LeaseAttrs, checked_lease
-from .base import DEFAULT_ENDPOINTS, DEFAULT_PREFIX, Registry, claim_holder, claim_value, counted, subnet_of_key
+from .base import DEFAULT_ENDPOINTS, DEFAULT_PREFIX, Registry, claim_holder, claim_value, counted, subnets_of_key
 from .errors import ConfigMissing, RegistryError, RegistryUnavailable
 from .v3_gateway import Gateway, b64 as _b64, prefix_end, unb64 as _unb64
 
@@ -25,11 +25,12 @@ class V3Lease(Lease):
     reservation without TTL). Its remaining TTL is asked of etcd only when someone reads it: the
     agent never needs its peers' TTLs."""
 
-    def __init__(self, subnet, attrs, etcd_lease, modified_index, registry, ttl=_UNKNOWN, created_index=0):
+    def __init__(self, subnet, attrs, etcd_lease, modified_index, registry, ttl=_UNKNOWN, created_index=0,
+                 ipv6_subnet=None):
         self.etcd_lease = etcd_lease
         self._registry = registry
         super().__init__(subnet, attrs, ttl=None if not etcd_lease else ttl, modified_index=modified_index,
-                         created_index=created_index)
+                         created_index=created_index, ipv6_subnet=ipv6_subnet)
 
     @property
     def ttl(self):
@@ -47,7 +48,7 @@ class V3Lease(Lease):
 
     def __repr__(self):
         return "Lease(%s, %r, etcd lease %x, revision=%r)" % (
-            self.subnet, self.attrs, self.etcd_lease, self.modified_index)
+            self.key, self.attrs, self.etcd_lease, self.modified_index)
 
 
 def _revision(data):
@@ -179,11 +180,12 @@ class EtcdV3Registry(Registry):
 
     def _lease_from_node(self, node, config=None, ttl=_UNKNOWN):
         """`node`: a key-value of etcd's answer (checked_v3_kv)."""
-        subnet = subnet_of_key(_unb64(node["key"]), self.subnets_key)
+        subnet, ipv6_subnet = subnets_of_key(_unb64(node["key"]), self.subnets_key)
         attrs = LeaseAttrs.from_json(_unb64(node.get("value"), as_text=False))
         return checked_lease(V3Lease(subnet, attrs, int(node.get("lease", 0) or 0),
                                      int(node.get("mod_revision", 0) or 0), self, ttl=ttl,
-                                     created_index=int(node.get("create_revision", 0) or 0)), config, self.onlink())
+                                     created_index=int(node.get("create_revision", 0) or 0), ipv6_subnet=ipv6_subnet),
+                             config, self.onlink())
 
     def _config_text(self, node):
         return _unb64(node.get("value"))
@@ -194,13 +196,13 @@ class EtcdV3Registry(Registry):
         return self._listing([(_unb64(kv["key"]), kv) for kv in kvs], revision, config)
 
     @counted("get_lease")
-    def get_lease(self, subnet):
-        kvs = self._range(self.lease_key(subnet))[0]
+    def get_lease(self, subnet, ipv6_subnet=None):
+        kvs = self._range(self.lease_key(subnet, ipv6_subnet))[0]
         return self._lease_from_node(kvs[0]) if kvs else None
 
     @counted("create_lease")
-    def create_lease(self, subnet, attrs, ttl):
-        key = self.lease_key(subnet)
+    def create_lease(self, subnet, attrs, ttl, ipv6_subnet=None):
+        key = self.lease_key(subnet, ipv6_subnet)
         etcd_lease = self._reuse_spare(ttl) or (self._grant(ttl) if ttl else 0)
         created, revision = self._txn(self._compare(key, "CREATE", 0), [self._put_op(key, attrs.to_json(), etcd_lease)])
         if not created:
@@ -209,13 +211,14 @@ class EtcdV3Registry(Registry):
                 # to a crowd of agents must not widen the window of the next one.
                 self._spare = (etcd_lease, ttl)
             return None
-        return V3Lease(subnet, attrs, etcd_lease, revision, self, ttl=ttl or None, created_index=revision)
+        return V3Lease(subnet, attrs, etcd_lease, revision, self, ttl=ttl or None, created_index=revision,
+                       ipv6_subnet=ipv6_subnet)
 
     @counted("update_lease")
     def update_lease(self, lease, attrs, ttl):
         """An unchanged value with the same TTL only has its etcd lease kept alive, which wakes no
         watcher; another value or TTL is a new etcd lease put in one transaction."""
-        key = self.lease_key(lease.subnet)
+        key = self.key_of(lease)
         etcd_lease = getattr(lease, "etcd_lease", 0)
         if attrs == lease.attrs and ttl and etcd_lease and self._granted_ttl(etcd_lease) == ttl:
             remaining = self._keepalive(etcd_lease)
@@ -223,7 +226,7 @@ class EtcdV3Registry(Registry):
             if not kvs or int(kvs[0].get("mod_revision", 0)) != lease.modified_index:
                 return None
             return V3Lease(lease.subnet, attrs, etcd_lease, lease.modified_index, self, ttl=remaining,
-                           created_index=lease.created_index)
+                           created_index=lease.created_index, ipv6_subnet=lease.ipv6_subnet)
         new_lease = self._grant(ttl) if ttl else 0
         updated, revision = self._txn(self._compare(key, "MOD", lease.modified_index),
                                       [self._put_op(key, attrs.to_json(), new_lease)])
@@ -234,11 +237,11 @@ class EtcdV3Registry(Registry):
         if etcd_lease and etcd_lease != new_lease:
             self._revoke(etcd_lease)  # it held only this key, which now has the new lease
         return V3Lease(lease.subnet, attrs, new_lease, revision, self, ttl=ttl or None,
-                       created_index=lease.created_index)
+                       created_index=lease.created_index, ipv6_subnet=lease.ipv6_subnet)
 
     @counted("delete_lease")
     def delete_lease(self, lease):
-        key = self.lease_key(lease.subnet)
+        key = self.key_of(lease)
         deleted = self._txn(self._compare(key, "MOD", lease.modified_index),
                             [{"request_delete_range": {"key": _b64(key)}}])[0]
         if deleted and getattr(lease, "etcd_lease", 0):

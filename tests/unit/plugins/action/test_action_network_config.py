@@ -92,7 +92,8 @@ BIG_MESSAGE = "is %d bytes of JSON, above the limit of 65536 bytes (a network co
     ('{"Network": ', "config", None),
     (["10.0.0.0/8"], "config", "must be a JSON object (a dictionary) or JSON text of one, got a list"),
     (dict(TUTORIAL, Netwrok="10.0.0.0/8"), "Netwrok",
-     'unknown key (did you mean "Network"? known keys: Network, SubnetLen, SubnetMin, SubnetMax, Backend)'),
+     'unknown key (did you mean "Network"? known keys: Network, SubnetLen, SubnetMin, SubnetMax, Backend, '
+     'EnableIPv4, EnableIPv6, IPv6Network, IPv6SubnetLen, IPv6SubnetMin, IPv6SubnetMax)'),
     (dict(TUTORIAL, Backend={"Type": "vxlan", "VNl": 100}), "Backend.VNl",
      'unknown key (did you mean "VNI"? known keys: Type, VNI, Port, GBP, DirectRouting, MTU, PSK, ListenPort, PersistentKeepaliveInterval)'),
     (dict(TUTORIAL, Network="10.1.2.3/8"), "Network",
