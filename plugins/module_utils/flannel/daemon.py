@@ -196,11 +196,10 @@ class Agent:
 
     def apply(self, event):
         """Act on one lease event; True when a peer's kernel entries were (re)programmed."""
-        own = event.subnet == self.keeper.lease.subnet
-        if names_another_key(event, self.keeper.lease if own else self.peer_table.peers.get(event.subnet)):
+        if names_another_key(event, self.peer_table.held(event.subnet)):
             self._needs_resync = True  # two keys name one subnet: the listing decides which one holds it
             return False
-        if not own:
+        if event.subnet != self.keeper.lease.subnet:
             return self.peer_table.apply(event)
         lost = self.keeper.follow(event)
         if lost:

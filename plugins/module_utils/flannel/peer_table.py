@@ -36,6 +36,10 @@ class PeerTable:
         self.identities.configure(self.in_force.config.backend.type, self.keeper.attrs, self.keeper.lease.subnet)
         return self.identities
 
+    def held(self, subnet):
+        """The lease held for `subnet`: this host's own, a programmed peer's, or None."""
+        return self.keeper.lease if subnet == self.keeper.lease.subnet else self.peers.get(subnet)
+
     def reset(self, leases):
         """A full listing (this host's own lease among them): program the difference."""
         book = self._book()
