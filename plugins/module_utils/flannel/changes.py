@@ -7,7 +7,8 @@ Metrics count changes by kind without reading the text.
 """
 
 # Kinds of object. DEVICE covers a backend's device itself (created, removed, MTU, MAC, state,
-# offload); ADDRESS an address on it; WORKER a forwarding process of the udp backend.
+# offload); ADDRESS an address on it; WORKER a forwarding process of the udp backend; COMMAND a
+# command of the extension backend (run, or queued to run).
 ROUTE = "route"
 NEIGHBOUR = "neighbour"
 FDB = "fdb"
@@ -17,7 +18,8 @@ WORKER = "worker"
 SUBNET_ENV = "subnet_env"
 MASQUERADE = "masquerade"
 PEER = "peer"  # a peer of the wireguard backend's device (its key, endpoint and allowed IPs)
-KINDS = (ROUTE, NEIGHBOUR, FDB, DEVICE, ADDRESS, WORKER, SUBNET_ENV, MASQUERADE, PEER)
+COMMAND = "command"
+KINDS = (ROUTE, NEIGHBOUR, FDB, DEVICE, ADDRESS, WORKER, SUBNET_ENV, MASQUERADE, PEER, COMMAND)
 
 
 class Change(str):

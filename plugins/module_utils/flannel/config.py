@@ -13,6 +13,7 @@ import json
 import re
 
 from .backends import BACKENDS
+from .backends.commands import split_command
 from .backends.wireguard_keys import key_problem
 from .config_ipv6 import IPV6_KEYS, parse_ipv6
 # ConfigError is this module's API too (the modules and the action plugin catch it).
@@ -31,6 +32,10 @@ VXLAN_DEFAULT_PORT = 8472
 UDP_DEFAULT_PORT = 8285
 WIREGUARD_DEFAULT_PORT = 51820
 VNI_MAX = 2 ** 24 - 1
+# flanneld v0.10's extension keys; each holds one command line ("" or absent: none).
+EXTENSION_COMMANDS = ("PreStartupCommand", "PostStartupCommand", "SubnetAddCommand", "SubnetRemoveCommand")
+COMMAND_TIMEOUT = 30  # seconds, the default of Backend.CommandTimeout (v0.10 waits forever)
+COMMAND_TIMEOUT_MAX = 3600
 
 CONFIG_KEYS = ("Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend") + IPV6_KEYS
 BACKEND_KEYS = dict((name, entry.config_keys) for name, entry in BACKENDS.items())
@@ -45,11 +50,13 @@ _ADDRESS = re.compile(r"%s\Z" % _DOTTED_QUAD)
 
 
 class BackendConfig:
-    """The Backend object: its type, the vxlan options, Port for udp (host-gw has none), and the
-    wireguard options (listen_port, psk, keepalive; mtu shared with vxlan: the underlay's)."""
+    """The Backend object: its type, the vxlan options, Port for udp (host-gw and alloc have none),
+    the wireguard options (listen_port, psk, keepalive; mtu shared with vxlan: the underlay's), and
+    for extension its command lines ({key: text}, "" for none) and CommandTimeout."""
 
     def __init__(self, type_name, vni=1, port=0, gbp=False, direct_routing=False, mtu=None,
-                 listen_port=WIREGUARD_DEFAULT_PORT, psk=None, keepalive=0):
+                 listen_port=WIREGUARD_DEFAULT_PORT, psk=None, keepalive=0, commands=None,
+                 command_timeout=COMMAND_TIMEOUT):
         self.type = type_name
         self.vni = vni
         self.port = port
@@ -59,6 +66,8 @@ class BackendConfig:
         self.listen_port = listen_port
         self.psk = psk
         self.keepalive = keepalive
+        self.commands = commands or dict.fromkeys(EXTENSION_COMMANDS, "")
+        self.command_timeout = command_timeout
 
     @property
     def dst_port(self):
@@ -72,6 +81,10 @@ class BackendConfig:
             data = {"Type": "wireguard", "ListenPort": self.listen_port,
                     "PersistentKeepaliveInterval": self.keepalive}
             data.update(dict((key, value) for key, value in (("PSK", self.psk), ("MTU", self.mtu)) if value is not None))
+            return data
+        if self.type == "extension":
+            data = {"Type": "extension", "CommandTimeout": self.command_timeout}
+            data.update(self.commands)
             return data
         if self.type != "vxlan":
             return {"Type": self.type}
@@ -193,8 +206,19 @@ def _bound(fields, key, network, subnet_len, default):
     return address
 
 
+def _given_type(value):
+    """The Backend's Type as given, lower-cased (flanneld's default udp when absent), or None when
+    it is not a type we run; it picks the keys an unknown key's message lists."""
+    given = "udp"
+    for key, name in (value.items() if isinstance(value, dict) else ()):
+        if str(key).lower() == "type":
+            given = name  # the last one counts, as in KeyReader.fields
+    return given.lower() if isinstance(given, str) and given.lower() in BACKEND_KEYS else None
+
+
 def _backend(value, reader):
-    fields = reader.fields(value, "Backend", ALL_BACKEND_KEYS) if value is not None else {}
+    listed = BACKEND_KEYS.get(_given_type(value))
+    fields = reader.fields(value, "Backend", ALL_BACKEND_KEYS, listed) if value is not None else {}
     type_name = fields.get("type", "udp")  # flanneld's default when Backend or Type is absent
     if not isinstance(type_name, str):
         raise ConfigError("Backend.Type", "must be a string, got %s" % shown(type_name))
@@ -215,6 +239,9 @@ def _backend(value, reader):
         return BackendConfig("udp", port=port)
     if type_name == "wireguard":
         return _wireguard(fields)
+            return data
+    if type_name == "extension":
+        return _extension(fields)
     if type_name != "vxlan":
         return BackendConfig(type_name)
     vni = _integer(fields.get("vni", 1), "Backend.VNI")
@@ -257,6 +284,29 @@ def _wireguard(fields):
                                          "it), got %d characters that are not one" % len(str(psk)))
     return BackendConfig("wireguard", mtu=_underlay_mtu(fields, 80), listen_port=port, psk=psk,
                          keepalive=keepalive)
+
+
+def _extension(fields):
+    """The extension backend's command lines, each checked the way it will run (split into words,
+    no shell unless it starts one), and its CommandTimeout."""
+    commands = {}
+    for key in EXTENSION_COMMANDS:
+        text = fields.get(key.lower())
+        if text is None:  # absent, or null as Go reads it: no command
+            text = ""
+        if not isinstance(text, str):
+            raise ConfigError("Backend." + key, "must be a command line (a string), got %s" % shown(text))
+        if text:
+            try:
+                split_command(text)
+            except ValueError as error:
+                raise ConfigError("Backend." + key, str(error))
+        commands[key] = text
+    timeout = _integer(fields.get("commandtimeout", COMMAND_TIMEOUT), "Backend.CommandTimeout")
+    if not 1 <= timeout <= COMMAND_TIMEOUT_MAX:
+        raise ConfigError("Backend.CommandTimeout", "must be between 1 and %d seconds, got %d"
+                          % (COMMAND_TIMEOUT_MAX, timeout))
+    return BackendConfig("extension", commands=commands, command_timeout=timeout)
 
 
 def parse_network_config(data, strict=True):

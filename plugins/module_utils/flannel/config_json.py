@@ -174,8 +174,9 @@ class KeyReader:
         if len(self.warnings) < _MAX_WARNINGS:
             self.warnings.append("%s: %s, ignored" % (key, rule))
 
-    def fields(self, data, where, known):
-        """{lower-case key: value} of the known keys of the object `data` found at `where`."""
+    def fields(self, data, where, known, listed=None):
+        """{lower-case key: value} of the known keys of the object `data` found at `where`; an
+        unknown key's message suggests and lists the keys of `listed` (default: all known)."""
         if not isinstance(data, dict):
             if where == "config":
                 raise ConfigError("config", "must be a JSON object (a dictionary) or JSON text of one, got %s"
@@ -183,6 +184,8 @@ class KeyReader:
             raise ConfigError(where, "must be a JSON object, got %s" % kind(data))
         prefix = "" if where == "config" else where + "."
         spelled = dict((name.lower(), name) for name in known)
+        listed = listed or known
+        suggested = dict((name.lower(), name) for name in listed)
         fields, given = {}, {}
         for key in getattr(data, "repeated", ()):
             self.note(prefix + _key_name(key), "given more than once (the last one counts)")
@@ -190,9 +193,9 @@ class KeyReader:
             key = _key_name(str(key))
             folded = key.lower()
             if folded not in spelled:
-                close = difflib.get_close_matches(folded, spelled, n=1, cutoff=0.6)
-                hint = 'did you mean "%s"? ' % spelled[close[0]] if close else ""
-                self.note(prefix + key, "unknown key (%sknown keys: %s)" % (hint, ", ".join(known)))
+                close = difflib.get_close_matches(folded, suggested, n=1, cutoff=0.6)
+                hint = 'did you mean "%s"? ' % suggested[close[0]] if close else ""
+                self.note(prefix + key, "unknown key (%sknown keys: %s)" % (hint, ", ".join(listed)))
                 continue
             if folded in given:
                 self.note(prefix + key, "given twice, as %s and %s: keys are case-insensitive (the last one "

@@ -12,9 +12,10 @@ Ansible modules share the registry code and need neither.
 import functools
 import time
 
-from .changes import ADDRESS, DEVICE, FDB, MASQUERADE, NEIGHBOUR, PEER, ROUTE, SUBNET_ENV, WORKER
+from .changes import ADDRESS, COMMAND, DEVICE, FDB, MASQUERADE, NEIGHBOUR, PEER, ROUTE, SUBNET_ENV, WORKER
 
-REPAIR_KINDS = (ROUTE, NEIGHBOUR, FDB, SUBNET_ENV, MASQUERADE, DEVICE, PEER)
+# COMMAND: an extension backend's command that failed, run again by the reconcile.
+REPAIR_KINDS = (ROUTE, NEIGHBOUR, FDB, SUBNET_ENV, MASQUERADE, DEVICE, PEER, COMMAND)
 # The repair counter's kind for a Change's kind that has no series of its own: a device's
 # addresses and the udp backend's workers are parts of the device.
 REPAIR_KIND_OF = {ADDRESS: DEVICE, WORKER: DEVICE}

@@ -23,17 +23,17 @@ def test_an_unknown_backend_type_is_an_error_listing_the_known_ones():
     unknown = types.SimpleNamespace(backend=types.SimpleNamespace(type="ipip"))
     with pytest.raises(BackendError) as error:
         make_backend(unknown, IFACE, PUBLIC_IP, BackendFlags("auto"))
-    assert str(error.value) == "unknown backend type 'ipip'; the known ones: vxlan, host-gw, udp, wireguard"
+    assert str(error.value) == "unknown backend type 'ipip'; the known ones: vxlan, host-gw, udp, wireguard, extension, alloc"
 
 
 def test_every_registered_backend_is_a_class_of_its_name_and_the_config_accepts_its_keys():
-    assert config.SUPPORTED_BACKENDS == tuple(BACKENDS) == ("vxlan", "host-gw", "udp", "wireguard")
+    assert config.SUPPORTED_BACKENDS == tuple(BACKENDS) == ("vxlan", "host-gw", "udp", "wireguard", "extension", "alloc")
     for name, entry in BACKENDS.items():
         assert backend_class(name).backend_type == name
         assert entry.config_keys[0] == "Type" and config.BACKEND_KEYS[name] == entry.config_keys
         parsed = config.parse_network_config({"Network": "10.0.0.0/8", "Backend": {"Type": name}})
         assert parsed.backend.type == name
-    with pytest.raises(config.ConfigError, match="unknown backend type: \"ipip\"; use one of: vxlan, host-gw, udp, wireguard"):
+    with pytest.raises(config.ConfigError, match="unknown backend type: \"ipip\"; use one of: vxlan, host-gw, udp, wireguard, extension, alloc"):
         config.parse_network_config({"Network": "10.0.0.0/8", "Backend": {"Type": "ipip"}})
 
 

@@ -102,6 +102,24 @@ def test_semantically_equal_configs_compare_equal():
     ({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan", "DirectRouting": 1}}, "Backend.DirectRouting",
      "must be true or false"),
     ({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan", "MTU": 100}}, "Backend.MTU", "must be between 576"),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": "extension", "SubnetAddCommand": "ip route add $SUBNET dev x"}},
+     "Backend.SubnetAddCommand", "'$SUBNET' is shell syntax, but the command runs without a shell; to have a shell "
+                                 "read it, write: sh -c 'ip route add $SUBNET dev x'"),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": "extension", "PreStartupCommand": "wg genkey | wg pubkey"}},
+     "Backend.PreStartupCommand", "'|' is shell syntax"),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": "extension", "PostStartupCommand": "sh -c 'x"}},
+     "Backend.PostStartupCommand", "cannot be split into words: no closing quotation"),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": "extension", "SubnetRemoveCommand": ["ip", "route"]}},
+     "Backend.SubnetRemoveCommand", 'must be a command line (a string), got ["ip", "route"]'),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": "extension", "CommandTimeout": 0}}, "Backend.CommandTimeout",
+     "must be between 1 and 3600 seconds, got 0"),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": "extension", "CommandTimeout": "30s"}}, "Backend.CommandTimeout",
+     "must be an integer"),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": "extension", "SubnetAddCmd": "true"}}, "Backend.SubnetAddCmd",
+     'unknown key (did you mean "SubnetAddCommand"? known keys: Type, PreStartupCommand, PostStartupCommand, '
+     'SubnetAddCommand, SubnetRemoveCommand, CommandTimeout)'),
+    ({"Network": "10.0.0.0/8", "Backend": {"Type": "alloc", "VNI": 1}}, "Backend.VNI",
+     "not an option of backend alloc (its keys: Type)"),
 ])
 def test_each_rule_names_its_key(document, key, rule):
     with pytest.raises(ConfigError) as caught:
@@ -109,6 +127,18 @@ def test_each_rule_names_its_key(document, key, rule):
     assert caught.value.key == key
     assert rule in caught.value.rule
     assert str(caught.value).startswith(key + ": ")
+
+
+def test_extension_takes_v0_10_keys_as_go_reads_them_and_alloc_only_its_type():
+    """Keys in any case, an absent or null command is none; the effective config lists every key."""
+    config = parse_network_config({"Network": "10.0.0.0/8", "Backend": {
+        "type": "Extension", "prestartupcommand": "wg pubkey", "SubnetAddCommand": "sh -c 'ip route add $SUBNET'",
+        "SubnetRemoveCommand": None}})
+    assert config.backend.as_dict() == {
+        "Type": "extension", "PreStartupCommand": "wg pubkey", "PostStartupCommand": "",
+        "SubnetAddCommand": "sh -c 'ip route add $SUBNET'", "SubnetRemoveCommand": "", "CommandTimeout": 30}
+    assert parse_network_config({"Network": "10.0.0.0/8", "Backend": {"Type": "alloc"}}).backend.as_dict() == {
+        "Type": "alloc"}
 
 
 def test_compatibility_rule():

@@ -9,7 +9,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import metrics
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.changes import (
-    FDB, MASQUERADE, NEIGHBOUR, ROUTE, SUBNET_ENV, Change)
+    COMMAND, FDB, MASQUERADE, NEIGHBOUR, ROUTE, SUBNET_ENV, Change)
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.cli import UsageError, parse_args
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import Lease, LeaseAttrs
@@ -99,6 +99,7 @@ def test_counters_start_at_zero_and_count(agent):
                       Change(ROUTE, "added", "route 10.30.0.0/20 via 10.30.0.0 dev flannel.100 onlink"),
                       Change(ROUTE, "added", "udp route 10.30.0.0/20 via 192.168.205.11:8285")])
     metrics.repaired([Change(SUBNET_ENV, "rewrote", "/run/flannel/subnet.env")])
+    metrics.repaired([Change(COMMAND, "queued", "SubnetAddCommand for peer 10.30.0.0/20 at 192.168.205.11")])
     metrics.repaired([Change(MASQUERADE, "deleted", "-t nat POSTROUTING -s 10.0.0.0/8 -d 10.0.0.0/8 -j RETURN"),
                       Change(MASQUERADE, "added", "-t nat POSTROUTING -s 10.0.0.0/8 -d 10.0.0.0/8 -j RETURN")])
     _watch_leases(False)
@@ -110,7 +111,7 @@ def test_counters_start_at_zero_and_count(agent):
     assert samples[("flannel_watch_events_total", (("outcome", "handled"),))] == 1
     assert samples[("flannel_watch_events_total", (("outcome", "skipped"),))] == 1
     assert [samples[("flannel_reconcile_repairs_total", (("kind", kind),))] for kind in metrics.REPAIR_KINDS] == [
-        2, 1, 1, 1, 1, 0, 0]
+        2, 1, 1, 1, 1, 0, 0, 1]
     assert samples[("flannel_etcd_requests_total", (("operation", "watch_leases"),))] == 2
     assert samples[("flannel_etcd_request_errors_total", (("operation", "watch_leases"),))] == 1
 

@@ -19,6 +19,10 @@ BACKENDS = collections.OrderedDict([  # in the order messages list them
     ("udp", BackendEntry("udp", "UdpBackend", ("Type", "Port"))),
     ("wireguard", BackendEntry("wireguard", "WireguardBackend",
                                ("Type", "PSK", "ListenPort", "MTU", "PersistentKeepaliveInterval"))),
+    ("extension", BackendEntry("extension", "ExtensionBackend",
+                               ("Type", "PreStartupCommand", "PostStartupCommand", "SubnetAddCommand",
+                                "SubnetRemoveCommand", "CommandTimeout"))),
+    ("alloc", BackendEntry("alloc", "AllocBackend", ("Type",))),
 ])
 
 # The agent flags that backends read (each backend's create() takes them): the config follower is

@@ -83,8 +83,8 @@ BIG_MESSAGE = "is %d bytes of JSON, above the limit of 65536 bytes (a network co
 
 @pytest.mark.parametrize("config, key, rule", [
     (dict(TUTORIAL, Backend={"Type": "geneve"}), "Backend.Type",
-     'unknown backend type: "geneve"; use one of: vxlan, host-gw, udp, wireguard'),
-    (dict(TUTORIAL, Backend={"Type": ""}), "Backend.Type", 'unknown backend type: ""; use one of: vxlan, host-gw, udp, wireguard'),
+     'unknown backend type: "geneve"; use one of: vxlan, host-gw, udp, wireguard, extension, alloc'),
+    (dict(TUTORIAL, Backend={"Type": ""}), "Backend.Type", 'unknown backend type: ""; use one of: vxlan, host-gw, udp, wireguard, extension, alloc'),
     (dict(TUTORIAL, SubnetLen="20"), "SubnetLen", 'must be an integer, got "20"'),
     (dict(TUTORIAL, SubnetMax="10.99.0.1"), "SubnetMax", "SubnetMax is not on a SubnetLen boundary: 10.99.0.1"),
     (dict(TUTORIAL, SubnetLen=31), "SubnetLen", "SubnetLen must be less than /31"),

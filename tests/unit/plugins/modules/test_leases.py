@@ -71,7 +71,7 @@ def test_lease_info_reports_invalid_stored_config(etcd_endpoint, run_module):
     put(etcd_endpoint, PREFIX + "/config", '{"Network": "10.0.0.0/8", "Backend": {"Type": "bogus"}}')
     result = run_module("lease_info", dict(endpoints=[etcd_endpoint]))
     assert result["config"] is None
-    assert result["config_error"] == 'Backend.Type: unknown backend type: "bogus"; use one of: vxlan, host-gw, udp, wireguard'
+    assert result["config_error"] == 'Backend.Type: unknown backend type: "bogus"; use one of: vxlan, host-gw, udp, wireguard, extension, alloc'
 
 
 def test_lease_info_fails_when_etcd_is_unreachable(run_module):
