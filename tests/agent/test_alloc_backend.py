@@ -15,8 +15,9 @@ ALLOC = json.dumps({"Network": "10.0.0.0/8", "SubnetLen": 20, "Backend": {"Type"
 
 def _kernel(host):
     """Everything a backend could have programmed: links, routes, neighbours, FDB entries."""
-    return [host.run(argv).stdout for argv in (["ip", "-o", "link", "show"], ["ip", "route", "show", "table", "all"],
-                                                ["ip", "neigh", "show", "nud", "permanent"], ["bridge", "fdb", "show"])]
+    commands = (["ip", "-o", "link", "show"], ["ip", "route", "show", "table", "all"],
+                ["ip", "neigh", "show", "nud", "permanent"], ["bridge", "fdb", "show"])
+    return [host.run(argv).stdout for argv in commands]
 
 
 @pytest.mark.parametrize("kind", ["ours", "upstream"])

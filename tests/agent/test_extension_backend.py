@@ -6,13 +6,12 @@ import json
 import os
 import signal
 
-import pytest
 from netaddr import IPNetwork
 
 from support.cluster import Cluster, wait_for
 from support.netns import ping
 
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import Lease, LeaseAttrs
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs
 
 BASE = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0"}
 # A peer's file name from its subnet: 10.10.16.0/20 -> 10.10.16.0-20.
