@@ -148,7 +148,7 @@ def test_failing_and_hanging_commands_are_logged_and_the_agent_runs_on(lab, agen
                 "killed with its process group; no output; it runs again at the next reconcile" % timeout)
         wait_for(lambda: hung in agent.log, timeout + 10, what="the timeout logged")
         cluster.registry.delete_lease(cluster.registry.get_lease(IPNetwork("10.20.0.0/20")))
-        assert _hanging_processes() == []
+        wait_for(lambda: _hanging_processes() == [], what="both processes of the hanging command gone")
         failed = ("SubnetAddCommand for peer 10.30.0.0/20 at 172.31.250.51 failed: exit status 3; "
                   "stderr: no route to 10.30.0.0/20; it runs again at the next reconcile")
         wait_for(lambda: failed in agent.log, what="the failure logged")
