@@ -239,7 +239,6 @@ def _backend(value, reader):
         return BackendConfig("udp", port=port)
     if type_name == "wireguard":
         return _wireguard(fields)
-            return data
     if type_name == "extension":
         return _extension(fields)
     if type_name != "vxlan":
