@@ -6,14 +6,15 @@ import json
 import os
 import signal
 
+import pytest
 from netaddr import IPNetwork
 
 from support.cluster import Cluster, wait_for
 from support.netns import ping
+from test_config_change import BASE, VXLAN_100, _links, _start, _switch
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs
 
-BASE = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0"}
 # A peer's file name from its subnet: 10.10.16.0/20 -> 10.10.16.0-20.
 SUBNET_FILE = "$(echo $SUBNET | tr / -)"
 
@@ -122,6 +123,7 @@ def _peer(cluster, subnet, address):
     cluster.registry.create_lease(IPNetwork(subnet), LeaseAttrs(address, "extension", backend_data="x"), 600)
 
 
+@pytest.mark.control_plane  # no overlay traffic, no loss counted
 def test_failing_and_hanging_commands_are_logged_and_the_agent_runs_on(lab, agent_path, tmp_path):
     """A command that hangs is killed after CommandTimeout with everything it started, and holds
     up neither the agent's loop nor (after it) the other peers' commands; a failure is logged with
@@ -161,6 +163,7 @@ def test_failing_and_hanging_commands_are_logged_and_the_agent_runs_on(lab, agen
         assert "Traceback" not in agent.log
 
 
+@pytest.mark.control_plane  # no overlay traffic, no loss counted
 def test_a_failing_pre_startup_command_stops_the_agent_at_start_and_a_switch_to_it_is_refused(lab, agent_path):
     """Its output is the lease's BackendData: without it there is no lease to publish. At start-up
     the agent exits (status 1) saying why; a live switch to such a config keeps the config in force."""
@@ -179,3 +182,32 @@ def test_a_failing_pre_startup_command_stops_the_agent_at_start_and_a_switch_to_
         wait_for(lambda: "cannot run here: backend extension: PreStartupCommand" in agent.healthz()[1],
                  what="the refusal on /healthz")
         assert agent.healthz()[0] == 200 and agent.process.poll() is None
+
+
+def test_live_switch_vxlan_to_extension_and_back_while_pinging(lab, cluster, tmp_path):
+    """To extension: its commands route the peers (via eth0) and flannel.100 goes; back to vxlan:
+    the remove commands run for every peer, and vxlan routes them again. Pings lost per switch go
+    to build/reliability-figures.txt."""
+    directory = str(tmp_path)
+    hosts, agents, subnets = _start(lab, cluster)
+    containers = [_container(lab, host, subnet) for host, subnet in zip(hosts, subnets)]
+    lost = _switch(cluster, agents, containers, routes_recipe(directory), "vxlan -> extension (routes)")
+    for host, agent, subnet, other, peer in zip(hosts, agents, subnets, subnets[::-1], hosts[::-1]):
+        assert "flannel.100" not in _links(host)
+        assert json.loads(cluster.lease_json(str(subnet)))["BackendType"] == "extension"
+        wait_for(lambda: "%s via %s dev eth0" % (other, peer.address) in host.run(["ip", "route"]).stdout,
+                 what="%s routing %s by its add command" % (host.name, other))
+        assert agent.env()["FLANNEL_MTU"] == "1500"
+    assert len(ping(containers[0].ns, containers[1].address, count=2)) == 2
+    assert lost <= 10
+
+    lost = _switch(cluster, agents, containers, VXLAN_100, "extension -> vxlan")
+    for host, agent, other in zip(hosts, agents, subnets[::-1]):
+        assert os.path.exists("%s/remove-%s" % (directory, _file_name(other)))
+        wait_for(lambda: agent.routes().get(str(other), {}).get("onlink"), what="%s routing %s by vxlan again"
+                 % (host.name, other))
+        assert str(other) not in host.run(["ip", "route", "show", "dev", "eth0"]).stdout
+    assert len(ping(containers[1].ns, containers[0].address, count=2)) == 2
+    assert lost <= 10
+    for agent in agents:
+        assert agent.process.poll() is None and "Traceback" not in agent.log
