@@ -39,6 +39,12 @@ def wireguard_recipe(directory):
     }}
 
 
+def _public_key(host, device):
+    """The device's public key, or None while it has no private key (or no device) yet."""
+    key = host.run(["wg", "show", device, "public-key"], check=False).stdout.strip()
+    return key if key and key != "(none)" else None
+
+
 def _device(host):
     return "fw%s" % host.run(["stat", "-L", "-c", "%i", "/proc/self/ns/net"]).stdout.strip()
 
@@ -64,7 +70,8 @@ def _ping_through_wireguard_go(lab, cluster, hosts):
     keys = []
     for host, agent, subnet in zip(hosts, agents, subnets):
         device = _device(host)
-        key = host.run(["wg", "show", device, "public-key"]).stdout.strip()
+        # Ours runs the post-start command on its command thread: it may end after /healthz is 200.
+        key = wait_for(lambda: _public_key(host, device), what="%s's device with its private key" % host.name)
         keys.append(key)
         assert cluster.lease_value(str(subnet)) == (
             '{"PublicIP":"%s","BackendType":"extension","BackendData":"%s"}' % (host.address, key))
