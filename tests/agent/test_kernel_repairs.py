@@ -1,7 +1,8 @@
 """Repairs on kernel events (issue 20, step 2): a route, neighbour, FDB entry or the whole VXLAN
 device deleted behind the running agent comes back at once, with the periodic reconcile off
 (-reconcile-interval=3600), while containers ping across; the external interface's MTU is
-followed live (device MTU, subnet.env) and a kernel refusal names the device and the MTUs.
+followed live (device MTU, subnet.env) and a kernel refusal names the device and the MTUs; so is
+its address (a new one moves the device and the lease's PublicIP to it, keeping the subnet).
 
 Each restore's latency (from the deletion to the kernel announcing the entry back, read on a
 listener of the host's own notifications) goes to build/reliability-figures.txt, never asserted.
@@ -160,3 +161,37 @@ def test_underlay_mtu_is_followed_live_and_a_refusal_names_the_mtus(lab, cluster
     assert "Invalid argument" not in agents[0].log
     wait_for(lambda: agents[0].healthz()[0] == 200, what="healthy on the last good config (%s)" % (agents[0].healthz(),))
     assert ping(containers[0].ns, containers[1].address, count=2)
+
+
+def test_a_new_underlay_address_moves_the_device_and_the_lease_public_ip(lab, cluster):
+    """The external interface's address in use is replaced (a host renumbered, a DHCP lease with a
+    new address): the agent keeps its subnet, recreates flannel.100 on the new address with the
+    VtepMAC derived from it, publishes the new PublicIP (compare-and-swap), the peer follows, and
+    the containers ping across again. flanneld v0.10 would publish the old address until restarted."""
+    hosts, agents, subnets, containers = _cluster(lab, cluster, 2)
+    host, old = hosts[0], hosts[0].address
+    new = old.rsplit(".", 1)[0] + ".200"  # free on the lab's LAN: hosts are numbered from .11 up
+    # Renumbered by hand: for a moment eth0 has no address (deleting the primary address of a
+    # prefix would take an address added beside it in the same prefix along).
+    host.run(["ip", "addr", "del", old + "/24", "dev", "eth0"])
+    host.run(["ip", "addr", "add", new + "/24", "dev", "eth0"])
+
+    def lease():
+        return json.loads(cluster.lease_value(str(subnets[0])))
+
+    wait_for(lambda: "now on eth0's address %s, public IP %s" % (new, new) in agents[0].log, 30,
+             what="the agent on the new address (lease %s; log:\n%s)" % (lease(), agents[0].log))
+    assert "eth0 no longer holds %s: moving to its address %s" % (old, new) in agents[0].log
+    assert lease()["PublicIP"] == new and lease()["BackendData"]["VtepMAC"] == deterministic_vtep_mac(new, 100)
+    assert IPNetwork(agents[0].env()["FLANNEL_SUBNET"]).cidr == subnets[0]  # the same subnet
+    assert agents[0].state()["device"]["local"] == new
+    wanted = {"mac": deterministic_vtep_mac(new, 100), "dst": new}
+    wait_for(lambda: agents[1].state()["fdb"] == [wanted], 15,
+             what="the peer's FDB entry for %s (state %s)" % (new, agents[1].state()))
+    wait_for(lambda: ping(containers[0].ns, containers[1].address, count=1), 15, what="containers ping across")
+    assert ping(containers[1].ns, containers[0].address, count=2)
+    # Its /healthz listens on the old address (-healthz-ip, as the cluster starts it): its log says.
+    wait_for(lambda: [line for line in agents[0].log.splitlines() if " health: " in line][-1].endswith(
+        "health: ok (lease %s, 1 peers, config in force %s)" % (subnets[0], _digest(VXLAN_100))),
+        what="healthy on the new address (log:\n%s)" % agents[0].log)
+    assert "ERROR" not in agents[0].log

@@ -162,29 +162,56 @@ class ConfigFollower:
         then the old backend stops, removing what the new one does not use. The lease's
         BackendType/BackendData follow by compare-and-swap. If the new backend cannot start,
         the host runs on the old config and says why."""
+        if self._move(config, self.in_force.iface, self.keeper.attrs.public_ip,
+                      "moving to network config %s (%s changed)"
+                      % (config.digest(), ", ".join(config_changes(self.in_force.config, config))),
+                      lambda backend, err: self._keep_old_backend(config, backend, err)):
+            LOG.info("network config %s in force", config.digest())
+
+    def move_underlay(self, iface, public_ip):
+        """The external interface's address changed to iface.address (`public_ip` is the lease's
+        PublicIP from now on): the public IP is claimed, then the backend starts again on the new
+        address beside the old one, and the lease keeps its subnet and publishes the new PublicIP
+        (and what derives from it, a vxlan VtepMAC) by compare-and-swap. False when it cannot be
+        done now (the public IP is another live host's, or the backend refused): the caller tries
+        again at its next turn; the old backend runs on meanwhile."""
+        why = "moving to %s's address %s (public IP %s)" % (iface.name, iface.address, public_ip)
+        duplicate = self.keeper.claim_public_ip(public_ip)
+        if duplicate:
+            self.health.set(False, "%s: %s" % (why, duplicate))
+            return False
+        if not self._move(self.in_force.config, iface, public_ip, why,
+                          lambda backend, err: self._keep_old_underlay(iface, backend, err)):
+            return False
+        LOG.info("now on %s's address %s, public IP %s", iface.name, iface.address, public_ip)
+        return True
+
+    def _move(self, config, iface, public_ip, why, refused):
+        """Start `config`'s backend on `iface` for `public_ip` beside the running one and hand the
+        lease and the peers over to it (see switch_to); `refused(backend, err)` when it cannot
+        start. True when done."""
         from .backends.base import BackendError
         from .netlink import NetlinkError
 
         keeper, in_force = self.keeper, self.in_force
         old_config, old_backend = in_force.config, in_force.backend
-        self.health.set(False, "moving to network config %s (%s changed)"
-                        % (config.digest(), ", ".join(config_changes(old_config, config))))
+        self.health.set(False, why)
         backend = None
         try:
-            backend = make_backend(config, in_force.iface, keeper.attrs.public_ip, self.backend_flags)
+            backend = make_backend(config, iface, public_ip, self.backend_flags)
             info = backend.setup()
         except (BackendError, NetlinkError, OSError) as err:
-            self._keep_old_backend(config, backend, err)
-            return
+            refused(backend, err)
+            return False
         for change in info["changes"]:
             LOG.info("backend: %s", change)
-        in_force.config, in_force.backend, in_force.info = config, backend, info
-        keeper.use_backend(keeper.attrs.public_ip, info)
+        in_force.iface, in_force.config, in_force.backend, in_force.info = iface, config, backend, info
+        keeper.use_backend(public_ip, info)
         try:
             if moves_lease(config, keeper.lease.subnet, keeper.lease.ipv6_subnet):
                 self.peer_table.forget()
                 if not keeper.replace(old_config.network):
-                    return
+                    return False
             else:
                 if config.network != old_config.network:
                     keeper.remove_masquerade(keeper.lease.subnet, old_config.network)
@@ -197,7 +224,17 @@ class ConfigFollower:
         self.peer_table.program()  # whatever the old one's teardown took
         keeper.publish_attrs()
         self.resync()
-        LOG.info("network config %s in force", config.digest())
+        return True
+
+    def _keep_old_underlay(self, iface, backend, err):
+        LOG.error("cannot start backend %s on %s's address %s: %s; the old one runs on",
+                  self.in_force.config.backend.type, iface.name, iface.address, err)
+        if backend is not None:
+            for change in backend.teardown(self.in_force.backend):
+                LOG.info("abandoned backend %s: %s", self.in_force.config.backend.type, change)
+            backend.close()
+        self.peer_table.program()  # repair what the attempt disturbed
+        self.health.set(False, "cannot move to the external interface's new address: %s" % err)
 
     def _keep_old_backend(self, config, backend, err):
         LOG.error("cannot start backend %s for network config %s: %s", config.backend.type, config.digest(), err)

@@ -75,7 +75,9 @@ class Agent:
         # Held by the loop while it changes the backend, the lease or the peers, and by the
         # kernel-events thread while it repairs.
         self._lock = threading.RLock()
-        self.kernel = KernelFollower(self.in_force, self.peer_table, self.keeper, self._lock)
+        self.kernel = KernelFollower(self.in_force, self.peer_table, self.keeper, self._lock,
+                                     on_underlay_moved=self._underlay_moved)
+        self._new_underlay = None  # the external interface with its new address, until moved to
         self.follower = ConfigFollower(
             registry, self.in_force, self.keeper, self.peer_table, self.health, resync=self.resync,
             report_healthy=self.report_healthy, refused_backoff=self._refused_backoff,
@@ -103,6 +105,11 @@ class Agent:
         self.follower.forget()
         self._needs_resync = True
         self.reconcile_at = 0.0
+
+    def _underlay_moved(self, iface):
+        """The kernel-events thread saw the external interface's address in use go: the loop moves
+        to `iface`'s address at its next turn (within MAX_WATCH_WAIT), with its etcd requests."""
+        self._new_underlay = iface
 
     def _refused_backoff(self):
         """Seconds to wait after etcd refused our credentials: 1, 2, 4 ... MAX_BACKOFF (reset by
@@ -252,6 +259,9 @@ class Agent:
                 self.follower.check_stored()
         if self.keeper.lost:
             return None  # lost again at once: the loop waits (backoff) before the next try
+        if self._new_underlay is not None and self.follower.move_underlay(
+                self._new_underlay, self.options.public_ip or str(self._new_underlay.address)):
+            self._new_underlay = None  # else tried again next turn
         now = self.clock()
         if self.keeper.renew_at is not None and now >= self.keeper.renew_at:
             self.keeper.renew()

@@ -4,7 +4,10 @@ the KernelFollower, a part of the Agent (daemon.py).
 A thread (kernel_repairs.KernelWatch) reads the kernel's notifications and restores at once the
 entries and the device the running backend owns when someone removes or changes them; the
 external interface's MTU is followed (the device's MTU, FLANNEL_MTU in subnet.env; docker0
-follows at the docker role's next run). The Agent's periodic reconcile stays as a rare backstop.
+follows at the docker role's next run), and so is its address: when the one in use is removed,
+the interface's next IPv4 address is handed to the Agent's loop (`on_underlay_moved`), which
+moves the backend and the lease's PublicIP to it. The Agent's periodic reconcile stays as a rare
+backstop.
 It reads the backend in force (`in_force`) and the peers (`peer_table`), writes subnet.env
 through the lease keeper, and does all of it under `lock`, which the Agent's loop holds while it
 changes any of them.
@@ -19,18 +22,22 @@ LOG = logging.getLogger("flanneld")
 
 
 class KernelFollower:
-    def __init__(self, in_force, peer_table, keeper, lock):
+    def __init__(self, in_force, peer_table, keeper, lock, on_underlay_moved):
         self.in_force = in_force
         self.peer_table = peer_table
         self.keeper = keeper
         self.lock = lock
+        self.on_underlay_moved = on_underlay_moved
         self._watch = None
+        self._named = frozenset()  # the -iface values: an address named there is never left
+        self._waiting_for_address = False
 
     def choose_interface(self, options):
         """Pick the external interface (in_force.iface) before etcd is asked anything; an exit
         status when none fits (2 when -iface or -iface-regex named no interface here), else None."""
         from .netlink import InterfaceError, select_interface
 
+        self._named = frozenset(options.iface)
         try:
             self.in_force.iface = select_interface(options.iface, options.iface_regex)
         except InterfaceError as err:
@@ -84,6 +91,8 @@ class KernelFollower:
         """Make the Repairs the events call for (kernel_repairs.needed); logs and counts them."""
         if repairs.underlay_mtu is not None:
             self.follow_underlay_mtu(repairs.underlay_mtu)
+        if repairs.underlay_addresses:
+            self.follow_underlay_address()
         changes = kernel_repairs.repair(repairs, self.in_force.backend, self.peer_table.peers)
         for change in changes:
             LOG.warning("repaired on a kernel event: %s", change)
@@ -100,3 +109,26 @@ class KernelFollower:
             LOG.info("backend: %s", change)
         if self.keeper.write_subnet_env():
             LOG.info("wrote %s: FLANNEL_MTU=%d", self.keeper.subnet_file, self.in_force.mtu)
+
+    def follow_underlay_address(self):
+        """An address of the external interface was added or removed. While the one in use is
+        there, nothing changes; once it is gone, the interface's first IPv4 address (global
+        before link-local, as at start-up) is handed to the loop. An address that -iface names
+        is kept to: the operator chose it."""
+        from .netlink import interface_addresses
+
+        iface = self.in_force.iface
+        addresses = interface_addresses(iface.index)
+        if iface.address in addresses:
+            self._waiting_for_address = False
+            return
+        if iface.address in self._named or not addresses:
+            if not self._waiting_for_address:
+                which = "that -iface names" if iface.address in self._named else "in use, and no other IPv4 address"
+                LOG.warning("%s no longer holds %s, the address %s; the overlay cannot reach this host until "
+                            "it is back", iface.name, iface.address, which)
+                self._waiting_for_address = True
+            return
+        self._waiting_for_address = False
+        LOG.warning("%s no longer holds %s: moving to its address %s", iface.name, iface.address, addresses[0])
+        self.on_underlay_moved(iface._replace(address=addresses[0]))

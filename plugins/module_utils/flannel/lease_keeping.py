@@ -86,13 +86,15 @@ class LeaseKeeper:
         self.attrs = LeaseAttrs(public_ip, info["backend_type"], info["vtep_mac"], info.get("backend_data"),
                                 modern_format=dual_stack, vni=vni, public_ipv6=self.public_ipv6 if dual_stack else None)
 
-    def claim_public_ip(self):
-        """Reason the public IP cannot be used by this host, or None once it is held."""
-        holder = self.registry.claim_public_ip(self.attrs.public_ip, self.host_id, self.claim_ttl)
+    def claim_public_ip(self, public_ip=None):
+        """Reason the public IP (the published one unless given) cannot be used by this host, or
+        None once it is held."""
+        public_ip = public_ip or self.attrs.public_ip
+        holder = self.registry.claim_public_ip(public_ip, self.host_id, self.claim_ttl)
         if holder is None:
             return None
         return ("public IP %s is already used by another live host (host id %s, this host %s): two hosts "
-                "must not share a public IP; set -public-ip or -iface" % (self.attrs.public_ip, holder, self.host_id))
+                "must not share a public IP; set -public-ip or -iface" % (public_ip, holder, self.host_id))
 
     def refresh_claim(self):
         """Claim the public IP again (claim_public_ip), CLAIM_REFRESH s after the last claim."""

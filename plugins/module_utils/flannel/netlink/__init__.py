@@ -94,8 +94,8 @@ def is_errno(error, *codes):
 
 
 # The parts, re-exported: callers use netlink.<name> whatever part defines it.
-from .interfaces import (LocalAddresses, deterministic_vtep_mac, interface_has_address,  # noqa: E402
-                         local_ipv4_addresses, local_ipv4_prefixes, select_interface)
+from .interfaces import (LocalAddresses, deterministic_vtep_mac, interface_addresses,  # noqa: E402
+                         interface_has_address, local_ipv4_addresses, local_ipv4_prefixes, select_interface)
 from .links import (add_address, addresses_of, create_vxlan, delete_address, delete_link, link_attributes,  # noqa: E402
                     link_index, set_link_mac, set_link_mtu, set_link_up, set_tx_checksum_offload)
 from .entries import (Route, delete_fdb, delete_neighbour, delete_route, direct_route, fdb_entries,  # noqa: E402

@@ -105,6 +105,13 @@ def select_interface(ifaces=(), iface_regexes=(), ipr=None):
         return chosen(index)
 
 
+def interface_addresses(index, ipr=None):
+    """The IPv4 addresses of interface `index`, global ones before link-local ones (the order in
+    which select_interface takes them)."""
+    with session(ipr) as ipr:
+        return list(_ipv4_addresses(ipr, index).get(index, []))
+
+
 def local_ipv4_addresses(ipr=None):
     """Every IPv4 address of every interface, as a set of IPAddress."""
     with session(ipr) as ipr:
