@@ -211,3 +211,27 @@ def test_live_switch_vxlan_to_extension_and_back_while_pinging(lab, cluster, tmp
     assert lost <= 10
     for agent in agents:
         assert agent.process.poll() is None and "Traceback" not in agent.log
+
+
+@pytest.mark.control_plane  # no overlay traffic, no loss counted
+def test_a_changed_peer_lease_runs_remove_then_add_and_a_renewal_runs_nothing(lab, agent_path, tmp_path):
+    """The remove command gets the old lease's data, the add command the new one's; a renewal (the
+    same attributes) runs no command (v0.10 runs the add again at each renewal)."""
+    record = "%s/commands" % tmp_path
+    config = dict(BASE, Backend={"Type": "extension",
+                                 "SubnetAddCommand": "sh -c 'echo add $SUBNET $PUBLIC_IP $(cat) >> %s'" % record,
+                                 "SubnetRemoveCommand": "sh -c 'echo remove $SUBNET $PUBLIC_IP $(cat) >> %s'" % record})
+    with Cluster(lab, agent_path, config=json.dumps(config), name="extension-changes") as cluster:
+        agent = cluster.agent(lab.add_host())
+        agent.wait_ready()
+        subnet = IPNetwork("10.20.0.0/20")
+        lease = cluster.registry.create_lease(subnet, LeaseAttrs("172.31.250.50", "extension", backend_data="old"), 600)
+        wait_for(lambda: os.path.exists(record), what="the add command")
+        lease = cluster.registry.update_lease(lease, LeaseAttrs("172.31.250.51", "extension", backend_data="new"), 600)
+        wait_for(lambda: _read(record).count("\n") == 3, what="remove and add for the change")
+        cluster.registry.update_lease(lease, lease.attrs, 900)  # a renewal
+        cluster.registry.delete_lease(cluster.registry.get_lease(subnet))
+        wait_for(lambda: _read(record).count("\n") == 4, what="remove for the deletion")
+        assert _read(record).splitlines() == [
+            "add 10.20.0.0/20 172.31.250.50 old", "remove 10.20.0.0/20 172.31.250.50 old",
+            "add 10.20.0.0/20 172.31.250.51 new", "remove 10.20.0.0/20 172.31.250.51 new"]
