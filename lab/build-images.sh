@@ -28,6 +28,8 @@ mirror=$(awk -v s="$HOST_CODENAME" '
 # (docker.io, etcd, busybox-static, ...) and python3-apt for ansible.builtin.apt: baked in so CI does not depend on the mirror twice.
 packages=systemd,systemd-sysv,dbus,python3,python3-apt,iproute2,iptables,procps,ca-certificates,openssh-server,sudo
 packages+=,docker.io,etcd-server,etcd-client,busybox-static,tcpdump,python3-etcd,python3-pyroute2,python3-netaddr
+# wireguard-go: the wireguard backend on kernels without the module (this lab's host has none).
+packages+=,wireguard-go
 # Since Debian 13 the docker CLI is its own package (only recommended by docker.io).
 [ "$CODENAME" = bookworm ] || packages+=,docker-cli
 

@@ -95,6 +95,7 @@ def lease_to_dict(lease, prefix_registry):
         public_ip=lease.attrs.public_ip,
         backend_type=lease.attrs.backend_type,
         vtep_mac=lease.attrs.vtep_mac,
+        backend_data=lease.attrs.backend_data,
         ttl=lease.ttl,
         modified_index=lease.modified_index,
     )

@@ -66,6 +66,10 @@ leases:
       description: The MAC address of the holder's VXLAN device, V(null) for other backends.
       type: str
       sample: 9e:61:5b:8a:30:10
+    backend_data:
+      description: The lease's C(BackendData) for backends other than vxlan, as stored (wireguard's C(PublicKey) and C(Port)); V(null) when it has none.
+      type: raw
+      sample: {PublicKey: 1Vdo6d+P3ZMzVLlXmpbxnmd0uTaVpcJBCW+AIyTF0WM=, Port: 51820}
     ttl:
       description: Seconds left before etcd expires the lease; V(null) for a reservation (no TTL).
       type: int

@@ -39,6 +39,8 @@ options:
         The network config, as a dictionary or as JSON text, in flannel's spelling
         (for example V({"Network": "10.0.0.0/8", "Backend": {"Type": "vxlan"}})).
       - Supported backends are V(vxlan), V(host-gw), V(udp) (the default when C(Backend) is absent, as in flanneld),
+        V(wireguard) (C(ListenPort), default 51820; C(PSK), a C(wg genpsk) key; C(MTU), the underlay's;
+        C(PersistentKeepaliveInterval), seconds, 0 off),
         V(extension) (the data plane made by the user's commands C(PreStartupCommand), C(PostStartupCommand),
         C(SubnetAddCommand) and C(SubnetRemoveCommand), each run without a shell unless it starts one, as in
         V(sh -c '...'), and C(CommandTimeout), seconds, default 30) and V(alloc) (leases only, no data plane).
@@ -146,7 +148,7 @@ previous_error:
   description: Why the previously stored text is not a valid config (it is then replaced).
   returned: when the stored config was invalid
   type: str
-  sample: 'Backend.Type: unknown backend type: "udp2"; use one of: vxlan, host-gw, udp, extension, alloc'
+  sample: 'Backend.Type: unknown backend type: "udp2"; use one of: vxlan, host-gw, udp, wireguard, extension, alloc'
 leases:
   description: The leases under C(<prefix>/subnets), as M(netlab.flannel.lease_info) returns them.
   returned: when O(report_leases=true)

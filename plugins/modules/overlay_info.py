@@ -19,6 +19,10 @@ description:
     The expected entries come from the agent's own vxlan backend, so the two cannot disagree.
   - With O(direct_routing), a peer whose public IP is on a link of this host is expected to have
     only the route C(<subnet> via <PublicIP>) on that link, as the agent programs it.
+  - With O(wireguard), the device is the wireguard backend's C(flannel-wg) and RV(wireguard) is what its WireGuard
+    holds (the kernel's, or wireguard-go's through its control socket); with O(peers), each peer lease must be a
+    WireGuard peer with its C(PublicKey), endpoint C(<PublicIP>:<Port>) and its subnet as allowed IPs, and the
+    Network must be routed through the device.
   - Changes nothing.
 extends_documentation_fragment:
   - netlab.flannel._attributes
@@ -40,6 +44,10 @@ options:
       - Only C(subnet), C(public_ip) and C(vtep_mac) are used; a lease of this host's own subnet is ignored.
     type: list
     elements: dict
+  wireguard:
+    description: Read the wireguard backend's device C(flannel-wg) and its WireGuard peers (no O(vni) nor O(device) then).
+    type: bool
+    default: false
   direct_routing:
     description:
       - The network config's C(Backend.DirectRouting), as M(netlab.flannel.lease_info) returns it in
@@ -147,6 +155,16 @@ drift:
   type: list
   elements: str
   sample: ["10.13.48.0/20 (192.168.205.11): no FDB entry 2a:11:3b:5c:6d:7e dst 192.168.205.11"]
+wireguard:
+  description: With O(wireguard), the device's WireGuard state; V(null) when the device does not answer.
+  returned: when O(wireguard) is true
+  type: dict
+  sample:
+    implementation: wireguard-go
+    public_key: 1Vdo6d+P3ZMzVLlXmpbxnmd0uTaVpcJBCW+AIyTF0WM=
+    listen_port: 51820
+    peers: [{public_key: hX5K3sYy2Lh0kqPV4MAfVQtgN7mnzF4rVxq1n2D7aC0=, endpoint: "192.168.205.11:51820",
+             allowed_ips: [10.13.48.0/20], keepalive: 0, latest_handshake: 1764900000}]
 in_sync:
   description: Whether RV(drift) is empty.
   returned: when O(peers) is given
@@ -160,6 +178,8 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import missing_libraries, netlink
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import peer_entries
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import unicast_mac_problem
+
+WIREGUARD_DEVICE = "flannel-wg"
 
 
 def _lease(subnet_env, device, ip_network):
@@ -233,6 +253,57 @@ def compare_peers(state, peers, own_subnet, ip_network, direct_routing=False, on
     return status, drift
 
 
+def wireguard_state(kind):
+    """The WireGuard state of flannel-wg as module output, or None when nothing answers for it."""
+    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.wireguard_device import (
+        DeviceError, UapiDevice)
+    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.wireguard_keys import public_key
+    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink.wireguard import KernelDevice
+
+    device = KernelDevice(WIREGUARD_DEVICE) if kind == "wireguard" else UapiDevice(WIREGUARD_DEVICE)
+    try:
+        state = device.state()
+    except DeviceError:
+        return None
+    peers = [dict(public_key=key, endpoint=peer.endpoint, allowed_ips=sorted(peer.allowed_ips),
+                  keepalive=peer.keepalive, latest_handshake=state.handshakes.get(key, 0))
+             for key, peer in sorted(state.peers.items())]
+    return dict(implementation=device.implementation, listen_port=state.listen_port, peers=peers,
+                public_key=public_key(state.private_key) if state.private_key else None)
+
+
+def compare_wireguard_peers(wireguard, state, peers, lease, ip_network):
+    """(per-peer status, drift lines): flannel-wg's peers and route against the peer leases."""
+    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.wireguard_keys import (
+        lease_key_and_port)
+
+    if wireguard is None:
+        return [], ["%s: no WireGuard answers for the device" % WIREGUARD_DEVICE]
+    own = ip_network(lease["subnet"]).cidr if lease else None
+    held = dict((peer["public_key"], peer) for peer in wireguard["peers"])
+    status, drift, expected = [], [], set()
+    for peer in peers:
+        subnet = ip_network(peer["subnet"]).cidr
+        if own is not None and subnet == own:
+            continue
+        key, port = lease_key_and_port(peer.get("backend_data"))
+        label = "%s (%s)" % (subnet, peer.get("public_ip"))
+        wanted = dict(endpoint="%s:%s" % (peer.get("public_ip"), port), allowed_ips=[str(subnet)])
+        found = held.get(key)
+        expected.add(key)
+        ok = found is not None and all(found[name] == value for name, value in wanted.items())
+        if not ok:
+            drift.append("%s: %s peer %s endpoint %s allowed ips %s" % (
+                label, "wrong" if found else "no", key, wanted["endpoint"], str(subnet)))
+        status.append(dict(subnet=str(subnet), public_ip=peer.get("public_ip"), peer=ok,
+                           latest_handshake=found["latest_handshake"] if found else None))
+    drift.extend("peer %s matches no lease" % key for key in sorted(held) if key not in expected)
+    network = lease["network"] if lease else None
+    if network and network not in [route["dst"] for route in state["routes"]]:
+        drift.append("no route %s dev %s" % (network, WIREGUARD_DEVICE))
+    return status, drift
+
+
 def direct_routing_view(peers, state, network, ip_network):
     """(onlink, external_routes) for compare_peers, read from the kernel: the link each peer's
     public IP is directly reachable on, and the routes of those links and of the device's own
@@ -258,9 +329,10 @@ def main():
             subnet_file=dict(type="path", default="/run/flannel/subnet.env"),
             peers=dict(type="list", elements="dict"),
             direct_routing=dict(type="bool", default=False),
+            wireguard=dict(type="bool", default=False),
         ),
-        required_one_of=[("vni", "device")],
-        mutually_exclusive=[("vni", "device")],
+        required_one_of=[("vni", "device", "wireguard")],
+        mutually_exclusive=[("vni", "device", "wireguard")],
         supports_check_mode=True,
     )
     missing = missing_libraries(["pyroute2", "netaddr"])
@@ -272,6 +344,8 @@ def main():
     if module.params["vni"] is not None and not 1 <= module.params["vni"] <= 2 ** 24 - 1:
         module.fail_json(msg="vni: must be between 1 and 16777215, got %d" % module.params["vni"])
     device = module.params["device"] if module.params["device"] else module.params["vni"]
+    if module.params["wireguard"]:
+        device = WIREGUARD_DEVICE
     try:
         state = netlink.overlay_state(device)
     except Exception as err:  # netlink errors differ between pyroute2 versions
@@ -284,7 +358,16 @@ def main():
         module.fail_json(msg="%s: FLANNEL_SUBNET %r is not a CIDR: %s"
                          % (module.params["subnet_file"], subnet_env.get("FLANNEL_SUBNET"), err))
     result = dict(state, changed=False, subnet_env=subnet_env, lease=lease)
-    if module.params["peers"] is not None:
+    if module.params["wireguard"]:
+        result["wireguard"] = wireguard_state(state["device"]["kind"]) if state["device"] else None
+    if module.params["peers"] is not None and module.params["wireguard"]:
+        try:
+            result["peers"], result["drift"] = compare_wireguard_peers(result["wireguard"], state,
+                                                                       module.params["peers"], lease, IPNetwork)
+        except (AddrFormatError, KeyError, ValueError, TypeError) as err:
+            module.fail_json(msg="peers: each item needs subnet, public_ip and backend_data: %s" % err)
+        result["in_sync"] = not result["drift"]
+    elif module.params["peers"] is not None:
         peers, direct_routing = module.params["peers"], module.params["direct_routing"]
         try:
             own = IPNetwork(lease["subnet"]) if lease else None

@@ -215,3 +215,26 @@ def test_direct_routing_peer_on_the_same_link_needs_only_its_route(netns, tmp_pa
         assert run_in(netns, args)["in_sync"] is True
     finally:
         ipr.close()
+
+
+def test_wireguard_peers_against_the_leases():
+    from ansible_collections.netlab.flannel.plugins.modules.overlay_info import compare_wireguard_peers
+
+    key_a, key_b = "A" * 43 + "=", "B" * 43 + "="
+    lease = {"subnet": "10.1.0.0/20", "network": "10.0.0.0/8"}
+    peers = [{"subnet": "10.1.0.0/20", "public_ip": "192.0.2.1", "backend_data": None},
+             {"subnet": "10.2.0.0/20", "public_ip": "192.0.2.2", "backend_data": {"PublicKey": key_a, "Port": 51820}}]
+    held = {"peers": [{"public_key": key_a, "endpoint": "192.0.2.2:51820", "allowed_ips": ["10.2.0.0/20"],
+                       "latest_handshake": 7}]}
+    state = {"routes": [{"dst": "10.0.0.0/8", "gateway": None, "onlink": False}]}
+    status, drift = compare_wireguard_peers(held, state, peers, lease, IPNetwork)
+    assert drift == [] and status == [{"subnet": "10.2.0.0/20", "public_ip": "192.0.2.2", "peer": True,
+                                       "latest_handshake": 7}]
+    held["peers"].append({"public_key": key_b, "endpoint": "192.0.2.9:51820", "allowed_ips": ["10.9.0.0/20"],
+                          "latest_handshake": 0})
+    held["peers"][0]["endpoint"] = "192.0.2.3:51820"
+    _status, drift = compare_wireguard_peers(held, {"routes": []}, peers, lease, IPNetwork)
+    assert drift == ["10.2.0.0/20 (192.0.2.2): wrong peer %s endpoint 192.0.2.2:51820 allowed ips 10.2.0.0/20" % key_a,
+                     "peer %s matches no lease" % key_b, "no route 10.0.0.0/8 dev flannel-wg"]
+    assert compare_wireguard_peers(None, state, peers, lease, IPNetwork)[1] == [
+        "flannel-wg: no WireGuard answers for the device"]

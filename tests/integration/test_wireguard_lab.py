@@ -1,0 +1,118 @@
+"""The wireguard backend on the lab (under its lock; the lab's kernel has no wireguard module, so
+wireguard-go from the node image runs flannel-wg): the stored config switched from vxlan to
+wireguard and back while test1 pings test2 (echoes lost counted and printed, not asserted: the
+machine's load decides them); site.yml with the wireguard config and verify.yml green; a capture
+on the lab bridge sees nothing but UDP 51820 between the nodes besides etcd's own TCP, and no
+inner IP header in clear; site.yml brings the lab back to the inventory's vxlan config."""
+
+import os
+import re
+import signal
+import socket
+import struct
+import subprocess
+import time
+
+from support.labtools import NODES, PLAYBOOKS, ROOT, docker_exec, ensure_lab, run
+from test_upstream_agent import run_ok
+
+SITE = os.path.join(ROOT, "playbooks", "site.yml")
+VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")
+ROLE = os.path.join(PLAYBOOKS, "role.yml")
+NETWORK = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0"}
+WIREGUARD = dict(NETWORK, Backend={"Type": "wireguard"})
+VXLAN = dict(NETWORK, Backend={"Type": "vxlan", "VNI": 100, "Port": 8472})
+ETCD_PORTS = (2379, 2380)
+
+
+def container_address(node, container):
+    return docker_exec(node, "docker inspect -f '{{.NetworkSettings.IPAddress}}' %s" % container).strip()
+
+
+class Pinger:
+    """test1 -> test2 every 0.1 s, inside docker-node1 (busybox ping)."""
+
+    def __init__(self, target, count):
+        self.process = subprocess.Popen(["docker", "exec", "docker-node1", "docker", "exec", "test1", "ping", "-c",
+                                         str(count), "-i", "0.1", "-W", "1", target],
+                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
+
+    def lost(self):
+        out = self.process.communicate(timeout=300)[0]
+        match = re.search(r"(\d+) packets transmitted, (\d+) packets received", out)
+        assert match, out[-500:]
+        return int(match.group(1)) - int(match.group(2)), int(match.group(1))
+
+
+def switch_while_pinging(config, device, target):
+    """Store `config` (the agents switch without a restart) while test1 pings test2; (lost, sent)."""
+    pinger = Pinger(target, 150)
+    time.sleep(1.0)
+    run_ok(ROLE, {"integration_role": "network_config", "integration_hosts": "docker-node1",
+                  "network_config_flannel": config})
+    deadline = time.monotonic() + 60
+    while any("flannel" not in docker_exec(node, "ip -o link show %s 2>/dev/null || true" % device)
+              for node in NODES):
+        assert time.monotonic() < deadline, "%s not on every node after 60 s" % device
+        time.sleep(0.2)
+    return pinger.lost()
+
+
+def lab_bridge():
+    network_id = run(["docker", "network", "inspect", "-f", "{{.Id}}", "netlab"]).stdout.strip()
+    return "br-" + network_id[:12]
+
+
+def ip_packets(pcap):
+    packets, offset = [], 24
+    while offset + 16 <= len(pcap):
+        length = struct.unpack("<I", pcap[offset + 8:offset + 12])[0]
+        frame = pcap[offset + 16:offset + 16 + length]
+        offset += 16 + length
+        if frame[12:14] == b"\x08\x00":
+            packets.append(frame[14:])
+    return packets
+
+
+def test_wireguard_on_the_lab_switch_verify_and_capture(lab):
+    with lab():
+        ensure_lab()
+        run_ok(SITE)
+        target = container_address("docker-node2", "test2")
+        source = container_address("docker-node1", "test1")
+        lost = {}
+        try:
+            lost["vxlan -> wireguard"] = switch_while_pinging(WIREGUARD, "flannel-wg", target)
+            run_ok(SITE, {"network_config_flannel": WIREGUARD})
+            run_ok(VERIFY)
+            target = container_address("docker-node2", "test2")  # verify.yml may have made them again
+            source = container_address("docker-node1", "test1")
+            first, second = sorted(NODES.values())
+            capture = subprocess.Popen(["tcpdump", "-i", lab_bridge(), "--immediate-mode", "-U", "-w", "-",
+                                        "host %s and host %s" % (first, second)],
+                                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+            time.sleep(1.5)
+            pinged = docker_exec("docker-node1", "docker exec test1 ping -c 10 -i 0.2 %s" % target)
+            time.sleep(0.5)
+            capture.send_signal(signal.SIGINT)
+            packets = ip_packets(capture.communicate(timeout=20)[0])
+            assert "10 packets received" in pinged, pinged
+            inner = socket.inet_aton(source) + socket.inet_aton(target)
+            others = []
+            wireguard = 0
+            for packet in packets:
+                payload = packet[(packet[0] & 0x0F) * 4:]
+                ports = struct.unpack("!HH", payload[:4])
+                if packet[9] == socket.IPPROTO_TCP and set(ports) & set(ETCD_PORTS):
+                    continue  # the etcd members' own traffic
+                if packet[9] == socket.IPPROTO_UDP and ports == (51820, 51820):
+                    wireguard += 1
+                else:
+                    others.append((packet[9], ports))
+                assert inner not in packet and inner[4:] + inner[:4] not in packet
+            assert wireguard >= 20 and others == [], (wireguard, others[:10])
+            lost["wireguard -> vxlan"] = switch_while_pinging(VXLAN, "flannel.100", target)
+        finally:
+            run_ok(SITE)  # back to the inventory's config even when a check failed: the lab is shared
+        run_ok(VERIFY)
+        print("echoes at 0.1 s lost while switching: %s" % lost)
