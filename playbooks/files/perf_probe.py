@@ -9,6 +9,11 @@
       the plan's paths in turn: iperf3 with each stream count, then ping; the host's CPU
       during each iperf3 run
 
+  python3 perf_probe.py wg-alone PLAN_JSON
+      (plan "up") a WireGuard tunnel of its own, device wg-alone run by wireguard-go with the plan's
+      keys, port, addresses and MTU, configured through its control socket: the wireguard
+      backend's baseline, "wireguard-go alone" between the same two hosts; (plan "down") removed
+
 CPU is read from the cgroup that holds the host's init. On a lab node (a container on the
 shared kernel) that cgroup counts every process of the node (iperf3, the agent, etcd, dockerd,
 sshd) and the kernel's work done in their context: system calls, and the softirq processing run
@@ -238,11 +243,49 @@ def client(plan):
     return {"cpu_source": source, "idle_cpu": idle_cpu, "paths": paths}
 
 
+def wg_alone(plan, device="wg-alone"):
+    """Bring the baseline tunnel up or down (see the module's note); prints what it did."""
+    import base64
+    import socket
+
+    run(["ip", "link", "delete", device])
+    if plan["action"] == "down":
+        return {"device": device, "removed": True}
+    environment = dict(os.environ, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1")
+    started = subprocess.run(["wireguard-go", device], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=environment, timeout=30, check=False)
+    if started.returncode != 0:
+        raise SystemExit("perf_probe: wireguard-go %s: %s" % (device, started.stdout.strip()[-300:]))
+
+    def hexed(key):
+        return base64.b64decode(key).hex()
+
+    request = ("set=1\nprivate_key=%s\nlisten_port=%d\npublic_key=%s\nendpoint=%s\nallowed_ip=%s/32\n\n"
+               % (hexed(plan["private_key"]), int(plan["port"]), hexed(plan["peer_public_key"]), plan["endpoint"],
+                  plan["peer_address"]))
+    control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    control.settimeout(10)
+    control.connect("/var/run/wireguard/%s.sock" % device)
+    control.sendall(request.encode())
+    answer = control.recv(4096).decode()
+    control.close()
+    if "errno=0" not in answer:
+        raise SystemExit("perf_probe: wireguard-go refused the configuration: %r" % answer)
+    for argv in (["ip", "address", "add", plan["address"] + "/24", "dev", device],
+                 ["ip", "link", "set", device, "mtu", str(plan["mtu"]), "up"]):
+        result = run(argv)
+        if result.returncode != 0:
+            raise SystemExit("perf_probe: %s: %s" % (" ".join(argv), result.stderr.strip()))
+    return {"device": device, "address": plan["address"], "mtu": int(plan["mtu"])}
+
+
 def main(argv):
-    if len(argv) != 3 or argv[1] not in ("info", "serve", "client"):
+    if len(argv) != 3 or argv[1] not in ("info", "serve", "client", "wg-alone"):
         raise SystemExit(__doc__)
     if argv[1] == "info":
         print(json.dumps(info(argv[2])))
+    elif argv[1] == "wg-alone":
+        print(json.dumps(wg_alone(json.loads(argv[2]))))
     else:
         plan = numbers(json.loads(argv[2]))
         print(json.dumps(serve(plan) if argv[1] == "serve" else client(plan)))

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-PATHS = ("underlay", "overlay host", "overlay container")
+PATHS = ("underlay", "overlay host", "overlay container", "wireguard-go alone")
 
 
 def summarize(case):
@@ -97,6 +97,22 @@ def against_variants(cases):
         lines.append("MTU %s, %s: ours (plain) / %s (%s), container -> container: %s" % (
             case["mtu"], case["backend"], case["agent"], case["variant"], " / ".join(
                 "%d: %s" % (s, fmt(ratio(f["gbps"], theirs["throughput"].get(s, {}).get("gbps"))))
+                for s, f in sorted(mine["throughput"].items()))))
+    return "\n".join(lines)
+
+
+def against_wireguard_go(cases):
+    """The wireguard backend against wireguard-go alone between the same hosts in the same case:
+    container -> container over the agent's flannel-wg / host -> host over a tunnel of its own."""
+    lines = []
+    for case in cases:
+        alone = next((row for row in case["rows"] if row["path"] == "wireguard-go alone"), None)
+        mine = next((row for row in case["rows"] if row["path"] == "overlay container"), None)
+        if alone is None or mine is None:
+            continue
+        lines.append("MTU %s, %s: container -> container / wireguard-go alone: %s" % (
+            case["mtu"], case["label"], " / ".join(
+                "%d: %s" % (s, fmt(ratio(f["gbps"], alone["throughput"].get(s, {}).get("gbps"))))
                 for s, f in sorted(mine["throughput"].items()))))
     return "\n".join(lines)
 
@@ -197,7 +213,7 @@ def main(argv):
     with open(os.path.join(out_dir, "summary.json"), "w") as handle:
         json.dump({"date": raw.get("date"), "cases": cases, "no_traffic": empty}, handle, indent=1)
     print(text)
-    versus = against_variants(cases)
+    versus = "\n".join(text for text in (against_variants(cases), against_wireguard_go(cases)) if text)
     if versus:
         print(versus)
         with open(os.path.join(out_dir, "table.txt"), "a") as handle:
