@@ -92,7 +92,9 @@ def lease_to_dict(lease, prefix_registry):
     return dict(
         subnet=str(lease.subnet),
         key=prefix_registry.key_of(lease),
+        ipv6_subnet=str(lease.ipv6_subnet) if lease.ipv6_subnet is not None else None,
         public_ip=lease.attrs.public_ip,
+        public_ipv6=lease.attrs.public_ipv6,
         backend_type=lease.attrs.backend_type,
         vtep_mac=lease.attrs.vtep_mac,
         backend_data=lease.attrs.backend_data,

@@ -65,7 +65,9 @@ removed:
   sample:
     - subnet: 10.15.64.0/20
       key: /coreos.com/network/subnets/10.15.64.0-20
+      ipv6_subnet: null
       public_ip: 192.168.205.10
+      public_ipv6: null
       backend_type: vxlan
       vtep_mac: 9e:61:5b:8a:30:10
       ttl: 86120

@@ -54,10 +54,18 @@ leases:
       description: The lease's etcd key.
       type: str
       sample: /coreos.com/network/subnets/10.15.64.0-20
+    ipv6_subnet:
+      description: The IPv6 subnet a dual-stack lease's key names too (key V(10.15.64.0-20&fd00:10:0:5::-64)), V(null) on an IPv4-only lease.
+      type: str
+      sample: fd00:10:0:5::/64
     public_ip:
       description: The address the holder publishes (its VXLAN endpoint).
       type: str
       sample: 192.168.205.10
+    public_ipv6:
+      description: The IPv6 address a dual-stack lease publishes (C(PublicIPv6)), V(null) when none.
+      type: str
+      sample: fd00:205::10
     backend_type:
       description: The holder's backend, V(null) for udp-style leases.
       type: str

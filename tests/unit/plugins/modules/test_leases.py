@@ -60,6 +60,21 @@ def test_lease_info_lists_leases_sorted(etcd_endpoint, run_module):
     assert result["index"] > 0
 
 
+def test_lease_info_lists_a_dual_stack_lease_with_both_subnets(etcd_endpoint, run_module):
+    seed(etcd_endpoint)
+    value = ('{"PublicIP":"192.168.205.12","PublicIPv6":"fd00:205::12","BackendType":"vxlan",'
+             '"BackendData":{"VNI":1,"VtepMAC":"aa:aa:aa:aa:aa:03"}}')
+    put(etcd_endpoint, PREFIX + "/subnets/10.20.0.0-20&fd00:10:0:5::-64", value, ttl=600)
+    result = run_module("lease_info", dict(endpoints=[etcd_endpoint]))
+    dual = [lease for lease in result["leases"] if lease["subnet"] == "10.20.0.0/20"][0]
+    assert (dual["key"], dual["ipv6_subnet"], dual["public_ipv6"], dual["vtep_mac"]) == (
+        PREFIX + "/subnets/10.20.0.0-20&fd00:10:0:5::-64", "fd00:10:0:5::/64", "fd00:205::12", "aa:aa:aa:aa:aa:03")
+    assert [lease["ipv6_subnet"] for lease in result["leases"] if lease is not dual] == [None, None]
+    removed = run_module("lease", dict(endpoints=[etcd_endpoint], subnet=["10.20.0.0/20"]))
+    assert [lease["key"] for lease in removed["removed"]] == [dual["key"]]
+    assert keys(etcd_endpoint) == sorted(PREFIX + "/subnets/" + name for name in ("10.13.48.0-20", "10.15.64.0-20", "junk"))
+
+
 def test_lease_info_on_empty_registry(etcd_endpoint, run_module):
     result = run_module("lease_info", dict(endpoints=[etcd_endpoint]))
     assert result["leases"] == [] and result["skipped"] == []
