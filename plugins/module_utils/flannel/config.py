@@ -13,7 +13,7 @@ import json
 import re
 
 from .backends import BACKENDS
-from .backends.commands import split_command
+from .backends.command_lines import split_command
 from .backends.wireguard_keys import key_problem
 from .config_ipv6 import IPV6_KEYS, parse_ipv6
 # ConfigError is this module's API too (the modules and the action plugin catch it).

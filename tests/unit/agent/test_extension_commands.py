@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends import commands
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends import command_lines, commands
 
 
 @pytest.mark.parametrize("line, words", [
@@ -24,7 +24,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends im
                                                              "allowed-ips", "10.1.0.0/16"]),
 ])
 def test_a_line_is_split_into_words_as_a_shell_would(line, words):
-    assert commands.split_command(line) == words
+    assert command_lines.split_command(line) == words
 
 
 @pytest.mark.parametrize("line, message", [
@@ -45,7 +45,7 @@ def test_a_line_is_split_into_words_as_a_shell_would(line, words):
 ])
 def test_a_line_that_needs_a_shell_it_does_not_start_is_refused_saying_how_to_ask(line, message):
     with pytest.raises(ValueError) as error:
-        commands.split_command(line)
+        command_lines.split_command(line)
     assert str(error.value).startswith(message)
 
 

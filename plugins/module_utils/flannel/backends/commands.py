@@ -1,23 +1,16 @@
-"""The extension backend's commands: how a command line of the network config is split and run.
-
-No shell runs a command unless its line names one: `ip route replace $SUBNET ...` would reach `ip`
-with a literal `$SUBNET`, so the config check refuses shell syntax in a command that does not
-start a shell and says how to ask for one (`sh -c '...'`). flanneld v0.10 runs every line with
-`sh -c`; a line that starts a shell itself runs the same under both agents.
+"""The extension backend's commands: how they run (their lines are split by command_lines.py).
 
 A command runs with only PATH and its variables in its environment (v0.10 passes only the
 variables), its standard input from a file and its output into files: the agent waits for the
 command's own process, not for whatever it left running in the background (a daemon it started
 keeps running). A command still running after its timeout is killed with its whole process
-group. Nothing here imports pyroute2: config.py checks command lines with split_command().
+group.
 """
 
 import atexit
 import collections
 import logging
 import os
-import re
-import shlex
 import signal
 import subprocess
 import tempfile
@@ -25,34 +18,12 @@ import threading
 import time
 
 LOG = logging.getLogger("flannel.backend.extension")
-SHELLS = frozenset(("sh", "bash", "dash", "ash", "ksh", "mksh", "zsh", "busybox"))
-# Whole words a shell reads as control operators or redirections: `;`, `&&`, `|`, `2>&1`, `>file`.
-_OPERATOR = re.compile(r"^(?:;;?|&&?|\|\|?|[0-9]*(?:<<?|>>?)(?:&[0-9-]?)?.*)$")
-_EXPANSION = re.compile(r"\$[A-Za-z_{(]|`")
 OUTPUT_LIMIT = 65536  # bytes of a command's stdout or stderr read back (a lease holds far less)
 LOG_LIMIT = 500  # characters of a command's output in one log line
 _running = set()  # the Popen objects running now (the exit handler kills their groups)
 _running_lock = threading.Lock()
 
 Result = collections.namedtuple("Result", "status stdout stderr timed_out seconds")
-
-
-def split_command(text):
-    """The argument vector of a command line, split into words as a POSIX shell splits them
-    (quotes, backslashes) but not run by one; ValueError says why the line cannot run so."""
-    try:
-        words = shlex.split(text)
-    except ValueError as error:  # "No closing quotation", "No escaped character"
-        raise ValueError("%s cannot be split into words: %s" % (shlex.quote(text), str(error).lower()))
-    if not words:
-        raise ValueError("%s has no command" % shlex.quote(text))
-    for word in words:
-        if os.path.basename(word) in SHELLS:
-            break  # the rest is the shell's to read
-        if _OPERATOR.match(word) or word.endswith(";") or _EXPANSION.search(word):
-            raise ValueError("%s is shell syntax, but the command runs without a shell; to have a shell "
-                             "read it, write: sh -c %s" % (shlex.quote(word), shlex.quote(text)))
-    return words
 
 
 def environment(variables):

@@ -26,6 +26,7 @@ from ..kernel_repairs import Owned
 from ..lease import MAX_LEASE_BYTES, LeaseAttrs
 from . import commands
 from .base import Backend, BackendError, peer_scope_problem
+from .command_lines import split_command
 
 try:
     from netaddr import IPNetwork
@@ -55,7 +56,7 @@ class ExtensionBackend(Backend):
         without one, "mtu": the interface's, "changes"}."""
         data, changes = None, []
         if self.lines[PRE]:
-            result = commands.run(commands.split_command(self.lines[PRE]), {}, "\n", self.timeout)
+            result = commands.run(split_command(self.lines[PRE]), {}, "\n", self.timeout)
             problem = commands.failure(result, self.timeout)
             if problem:
                 raise BackendError("%s %s failed: %s" % (PRE, self.lines[PRE], problem))
@@ -169,7 +170,7 @@ class ExtensionBackend(Backend):
 
     def _queue(self, key, purpose, variables, data, failed):
         """Queue command `key` (its failure calls `failed()` under the lock); its Change."""
-        argv, timeout = commands.split_command(self.lines[key]), self.timeout
+        argv, timeout = split_command(self.lines[key]), self.timeout
 
         def job():
             result = commands.run(argv, variables, data + "\n", timeout)
