@@ -4,6 +4,7 @@ across a restart, a deleted lease and a switch from an IPv4-only config."""
 
 import json
 
+import pytest
 from netaddr import IPNetwork
 
 from support.cluster import Cluster, wait_for
@@ -54,8 +55,9 @@ def test_dual_stack_lease_subnet_env_and_public_ipv6(lab, agent_path):
         assert len(ping(hosts[1].ns, str(_subnets(agents[0])[0].ip), count=2)) == 2
 
 
-def test_restart_and_a_deleted_lease_keep_both_subnets(lab, agent_path):
-    with Cluster(lab, agent_path, config=json.dumps(DUAL), name="dual-keep") as cluster:
+@pytest.mark.parametrize("api", ["v2", "v3"])
+def test_restart_and_a_deleted_lease_keep_both_subnets(lab, agent_path, api):
+    with Cluster(lab, agent_path, config=json.dumps(DUAL), name="dual-keep-" + api, api=api) as cluster:
         host = lab.add_host()
         agent = cluster.agent(host)
         agent.wait_ready()
