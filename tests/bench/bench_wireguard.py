@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-import benchpath  # noqa: F401  (sys.path as pytest.ini's)
+import benchpath  # sys.path as pytest.ini's
 from netaddr import IPNetwork
 
 from support.cluster import Cluster, build_agent
@@ -23,8 +23,7 @@ from support.netns import Lab, ping, run_in
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.wireguard_keys import (
     new_private_key, public_key)
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PROBE = os.path.join(ROOT, "playbooks", "files", "perf_probe.py")
+PROBE = os.path.join(benchpath.ROOT, "playbooks", "files", "perf_probe.py")
 CONFIG = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0", '
           '"Backend": {"Type": "wireguard"}}')
 SECONDS = 5
@@ -70,9 +69,9 @@ def main(rounds):
                 overlay = iperf3(containers[0].ns, containers[1].ns, containers[1].address)
                 alone = iperf3(hosts[0].ns, hosts[1].ns, addresses[1])
                 figures.append((overlay, alone))
+                load = " ".join(open("/proc/loadavg").read().split()[:3])
                 print("round %d: container -> container over flannel-wg %.3f Gbit/s, wireguard-go alone %.3f Gbit/s, "
-                      "ratio %.2f (load %s)" % (number + 1, overlay, alone, overlay / alone,
-                                                 " ".join(open("/proc/loadavg").read().split()[:3])), flush=True)
+                      "ratio %.2f (load %s)" % (number + 1, overlay, alone, overlay / alone, load), flush=True)
             overlay = sorted(pair[0] for pair in figures)[len(figures) // 2]
             alone = sorted(pair[1] for pair in figures)[len(figures) // 2]
             print("median: %.3f / %.3f Gbit/s = %.2f" % (overlay, alone, overlay / alone))
