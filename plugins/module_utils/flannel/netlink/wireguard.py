@@ -57,13 +57,15 @@ class KernelDevice:
                 key = _text(peer.get_attr("WGPEER_A_PUBLIC_KEY")["value"])
                 endpoint = peer.get_attr("WGPEER_A_ENDPOINT")
                 psk = peer.get_attr("WGPEER_A_PRESHARED_KEY")
-                psk = _text(psk["value"]) if psk else None
+                keepalive = peer.get_attr("WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL")
                 allowed = tuple(entry["addr"] for entry in peer.get_attr("WGPEER_A_ALLOWEDIPS") or ())
+                # A peer with many allowed IPs continues in the next message, with its key and
+                # allowed IPs only: what that message lacks is the first one's.
                 old = peers.get(key, WgPeer(key, None, (), 0, None))
                 peers[key] = WgPeer(key, "%s:%d" % (endpoint["addr"], endpoint["port"]) if endpoint else old.endpoint,
-                                    old.allowed_ips + allowed,
-                                    peer.get_attr("WGPEER_A_PERSISTENT_KEEPALIVE_INTERVAL") or 0,
-                                    None if psk in (None, ZERO_KEY) else psk)
+                                    old.allowed_ips + allowed, old.keepalive if keepalive is None else keepalive,
+                                    old.psk if psk is None else (None if _text(psk["value"]) == ZERO_KEY
+                                                                 else _text(psk["value"])))
                 handshake = peer.get_attr("WGPEER_A_LAST_HANDSHAKE_TIME")
                 handshakes[key] = handshake["tv_sec"] if handshake else handshakes.get(key, 0)
         return DeviceState(private_key, listen_port, peers, handshakes)
