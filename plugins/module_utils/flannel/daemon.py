@@ -15,7 +15,8 @@ Differences from flanneld v0.10 (each fixes a reported failure): a bad or missin
 retried, not fatal; a lost lease is re-acquired (preferring the same subnet) instead of exiting 0;
 renewals are compare-and-swap; peers whose attributes changed are re-programmed; an unparsable
 key is skipped, and so is a lease whose VtepMAC or PublicIP another lease holds (peer_identity.py);
-data-plane entries removed behind the agent's back are restored at once (kernel_following.py).
+data-plane entries removed behind the agent's back are restored at once, and a new address of the
+external interface is moved to, keeping the subnet (kernel_following.py).
 """
 
 import logging
