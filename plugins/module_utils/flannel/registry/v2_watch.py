@@ -1,7 +1,9 @@
 """The v2 registry's watch: GET <key>?wait=true&recursive=true&waitIndex=N on a kept-alive
-connection of its own per endpoint, its reply read within etcd_http's limits, and only the fields
-the registry uses taken from it. Through python-etcd the same request cost about twice the CPU
-per lease event (its pool manager parses the URL twice, and builds a result object): BENCHMARKS.md.
+connection of its own per endpoint (urllib3 connects it, TLS included), the request written and
+its reply read on the socket by v2_reply.py within etcd_http's limits, and only the fields the
+registry uses taken from it. Through python-etcd the same request cost about twice the CPU per
+lease event (its pool manager parses the URL twice, and builds a result object), and through
+http.client a third more than on the socket: BENCHMARKS.md.
 
 Everything else python-etcd does for a request is kept: its client's TLS options and credentials,
 its exceptions for etcd's error answers (EtcdError.handle) and for failures, and its check that
@@ -9,7 +11,6 @@ the cluster behind the endpoint is still the same one.
 """
 
 import socket
-import time
 from http.client import HTTPException
 from urllib.parse import quote
 
@@ -22,7 +23,8 @@ except ImportError:  # reported by the caller through missing_libraries()
     etcd = HTTPConnection = HTTPSConnection = make_headers = None
     HTTPError = ReadTimeoutError = Exception
 
-from ..etcd_http import REPLY_SECONDS, BadReply, checked_v2_node, excerpt, json_object, read_body
+from ..etcd_http import BadReply, checked_v2_node, excerpt, json_object
+from .v2_reply import exchange
 
 # The options of python-etcd's pool that its connections take (TLS).
 _TLS_OPTIONS = ("cert_file", "key_file", "ca_certs", "cert_reqs")
@@ -56,7 +58,9 @@ class V2Watch:
         self._connect = (HTTPSConnection if scheme == "https" else HTTPConnection, host, port,
                          dict((name, pool_options[name]) for name in _TLS_OPTIONS
                               if scheme == "https" and name in pool_options))
-        self._headers = make_headers(basic_auth="%s:%s" % (username, password)) if username and password else {}
+        headers = make_headers(basic_auth="%s:%s" % (username, password)) if username and password else {}
+        self._request_head = "HTTP/1.1\r\nHost: %s:%d\r\nAccept-Encoding: identity\r\n%s\r\n" % (
+            host, port, "".join("%s: %s\r\n" % item for item in sorted(headers.items())))
         self._gate = gate
         self._connection = None
 
@@ -73,7 +77,6 @@ class V2Watch:
         with self._gate:
             try:
                 response = self._send(target, timeout)
-                body = read_body(response, self.source, time.monotonic() + timeout + REPLY_SECONDS)
             except (ReadTimeoutError, socket.timeout) as err:  # no change (no byte of a reply) within timeout
                 self.close()
                 raise etcd.EtcdWatchTimedOut("Watch timed out: %r" % err, cause=err)
@@ -86,32 +89,34 @@ class V2Watch:
             except BaseException:  # Stopping: the connection is mid-request
                 self.close()
                 raise
+        if not response.keep_alive:
+            self.close()
         self._check_cluster(response)
         if response.status != 200:
             self.close()  # rare, and the reply may not have ended the request cleanly
-            etcd.EtcdError.handle(self._error_payload(response.status, body))
-        reply = json_object(body, self.source)
+            etcd.EtcdError.handle(self._error_payload(response.status, response.body))
+        reply = json_object(response.body, self.source)
         if not isinstance(reply.get("node"), dict):
             raise BadReply(self.source, "wrong shape: not an etcd v2 reply")
         return checked_v2_node(WatchedNode(reply.get("action"), reply["node"]), self.source)
 
     def _send(self, target, timeout):
-        """The response's headers, on the kept-alive connection unless etcd closed it meanwhile (as
+        """The v2_reply.Reply, on the kept-alive connection unless etcd closed it meanwhile (as
         urllib3's pool checks a connection before it reuses one)."""
         connection = self._connection
         if connection is None or not connection.is_connected:
             self.close()
             kind, host, port, options = self._connect
             connection = self._connection = kind(host, port, timeout=timeout, **options)
-        else:
-            connection.sock.settimeout(timeout)
-        connection.request("GET", target, headers=self._headers, preload_content=False)
-        return connection.getresponse()
+            connection.connect()
+        connection.sock.settimeout(timeout)
+        return exchange(connection.sock, ("GET %s " % target + self._request_head).encode("latin-1"), self.source,
+                        timeout)
 
     def _check_cluster(self, response):
         """Another etcd cluster behind the endpoint than before: python-etcd's EtcdClusterIdChanged,
         once, its client sharing what was seen last."""
-        cluster_id = response.headers.get("X-Etcd-Cluster-Id")
+        cluster_id = response.headers.get("x-etcd-cluster-id")
         if not cluster_id:
             return
         expected, self.client.expected_cluster_id = self.client.expected_cluster_id, cluster_id

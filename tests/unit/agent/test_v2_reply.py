@@ -1,0 +1,72 @@
+"""The v2 watch's reply read on its socket (registry/v2_reply.py), against a socket pair: the
+framings etcd uses, and every way a reply can fail (quiet, stalled, cut short, endless, not HTTP)."""
+
+import socket
+import threading
+
+import pytest
+
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.etcd_http import BadReply
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import v2_reply
+
+HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Etcd-Cluster-Id: 1a2b\r\n"
+
+
+def _exchange(*parts, timeout=0.3, close=False):
+    """The reply `parts` (bytes written one by one) make, read by v2_reply.exchange."""
+    ours, theirs = socket.socketpair()
+    ours.settimeout(timeout)
+
+    def serve():
+        theirs.recv(65536)  # the request
+        for part in parts:
+            theirs.sendall(part)
+        if close:
+            theirs.close()
+
+    server = threading.Thread(target=serve)
+    server.start()
+    try:
+        return v2_reply.exchange(ours, b"GET /v2/keys/x HTTP/1.1\r\n\r\n", "http://etcd:2379", timeout)
+    finally:
+        server.join()
+        ours.close()
+        if not close:
+            theirs.close()
+
+
+def test_a_chunked_reply_in_pieces_is_read_whole_and_the_connection_kept():
+    reply = _exchange(HEAD + b"Transfer-Encoding: chunked\r\n\r\n", b"4\r\n{\"a\"", b"\r\n3\r\n:1}\r\n0\r\n\r\n")
+    assert (reply.status, reply.body, reply.keep_alive) == (200, b'{"a":1}', True)
+    assert reply.headers["x-etcd-cluster-id"] == "1a2b"
+
+
+def test_a_content_length_reply_and_connection_close():
+    reply = _exchange(b"HTTP/1.1 404 Not Found\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}")
+    assert (reply.status, reply.body, reply.keep_alive) == (404, b"{}", False)
+
+
+def test_a_reply_to_the_end_of_the_connection():
+    reply = _exchange(b"HTTP/1.0 200 OK\r\n\r\n{\"b\":2}", close=True)
+    assert (reply.body, reply.keep_alive) == (b'{"b":2}', False)
+
+
+def test_headers_then_nothing_is_a_quiet_watch():
+    with pytest.raises(socket.timeout):
+        _exchange(HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+
+
+@pytest.mark.parametrize("parts, close, problem", [
+    ((HEAD + b"Transfer-Encoding: chunked\r\n\r\n", b"10\r\n{\"a\""), False, "stalled mid-body"),
+    ((HEAD + b"Transfer-Encoding: chunked\r\n\r\n", b"10\r\n{\"a\""), True, "ended mid-body"),
+    ((HEAD + b"Content-Length: 10\r\n\r\n{}",), True, "ended mid-body"),
+    ((b"SSH-2.0-OpenSSH\r\n\r\n",), False, "not an HTTP reply: 'SSH-2.0-OpenSSH'"),
+    ((HEAD + b"Transfer-Encoding: chunked\r\n\r\n", b"zz\r\n"), False, "not a chunk size: b'zz'"),
+    ((HEAD + b"Content-Length: 99999999999\r\n\r\n",), False, "over 32 MiB (the limit for one reply)"),
+    ((b"HTTP/1.1 200 OK\r\nX: " + b"y" * 70000,), False, "headers over 65536 bytes"),
+    ((), True, "connection closed before a reply"),
+])
+def test_a_reply_that_cannot_be_used_names_what_was_wrong(parts, close, problem):
+    with pytest.raises(BadReply) as caught:
+        _exchange(*parts, close=close)
+    assert caught.value.problem == problem and "http://etcd:2379" in str(caught.value)
