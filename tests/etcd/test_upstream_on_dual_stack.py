@@ -1,7 +1,7 @@
 """The flanneld role refuses upstream flanneld v0.10 on a dual-stack network (issue 24; why:
 tests/agent/test_mixed_cluster_ipv6.py): its registry step, run by ansible-playbook against the
 test etcd, fails naming the variable before anything is installed, and passes on an IPv4-only
-network."""
+network. Likewise on the wireguard backend (issue 23), which v0.10 does not have."""
 
 import json
 import os
@@ -43,4 +43,16 @@ def test_upstream_refused_on_a_dual_stack_network_only(etcd_endpoint, tmp_path, 
     run = _registry_step(tmp_path, etcd_endpoint, "/bin/true" if upstream else "")
     message = ("localhost: flanneld_upstream_binary (/bin/true): upstream flanneld v0.10 cannot run on a "
                "dual-stack network (EnableIPv6 in the stored network config)")
+    assert (run.returncode != 0, message in run.stdout) == (refused, refused), run.stdout
+
+
+@pytest.mark.parametrize("backend, upstream, refused", [
+    ("wireguard", True, True), ("vxlan", True, False), ("wireguard", False, False)])
+def test_upstream_refused_on_the_wireguard_backend_only(etcd_endpoint, tmp_path, backend, upstream, refused):
+    registry = make_registry("v2", endpoints=etcd_endpoint)
+    registry.put_config(json.dumps(dict(IPV4, Backend={"Type": backend})))
+    registry.close()
+    run = _registry_step(tmp_path, etcd_endpoint, "/bin/true" if upstream else "")
+    message = ("localhost: flanneld_upstream_binary (/bin/true): upstream flanneld v0.10 has no wireguard "
+               "backend (the stored network config's Backend.Type)")
     assert (run.returncode != 0, message in run.stdout) == (refused, refused), run.stdout
