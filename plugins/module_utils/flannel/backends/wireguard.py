@@ -226,12 +226,16 @@ class WireguardBackend(Backend):
                     peer.public_key, peer.endpoint, ",".join(peer.allowed_ips))) for peer in peers])
 
     def handshakes(self):
-        """{subnet: unix time of the peer's last handshake (0: none yet)}, for /metrics."""
+        """{subnet: unix time of the peer's last handshake (0: none yet)}, for /metrics (its own
+        thread: the device may not be chosen yet)."""
+        device = self.device
         try:
-            state = self.device.state()
+            state = device.state() if device is not None else None
         except DeviceError:
+            state = None
+        if state is None:
             return {}
-        return dict((subnet, state.handshakes.get(peer.public_key, 0)) for subnet, peer in self._peers.items())
+        return dict((subnet, state.handshakes.get(peer.public_key, 0)) for subnet, peer in list(self._peers.items()))
 
     # -- upkeep ----------------------------------------------------------------------------------
 
