@@ -8,8 +8,10 @@ It measures CPU and wall time of programming, not traffic.
 
 python tests/bench/bench_vxlan.py --throughput AGENT.pyz[,AGENT.pyz...] [rounds] [seconds]: for
 each round and each agent zipapp in turn (so that builds alternate), two namespace hosts with a
-real etcd and the agent on each (vxlan, VNI 1), a container behind each, and iperf3 TCP, one
-stream, container -> container for `seconds`: prints Gbit/s per zipapp and round, with the load.
+real etcd and the agent on each (vxlan, VNI 100), a container behind each, and iperf3 TCP, one
+stream, container -> container for `seconds`: prints Gbit/s per zipapp and round, with the load,
+and whether `ethtool -k flannel.100` (read in each host's namespace) lists the same features for
+every zipapp (a change to how offloads are set must not change them).
 """
 
 import os
@@ -69,13 +71,14 @@ def measure(peers):
 
 
 def throughput(agent_path, seconds):
-    """Gbit/s of one iperf3 TCP stream between containers on two hosts running `agent_path`."""
+    """Gbit/s of one iperf3 TCP stream between containers on two hosts running `agent_path`, and
+    the `ethtool -k flannel.100` output of each host."""
     import json
 
     from support.cluster import Cluster, wait_for
     from support.netns import ping, run_in
 
-    config = '{"Network": "10.0.0.0/8", "SubnetLen": 20, "Backend": {"Type": "vxlan", "VNI": 1}}'
+    config = '{"Network": "10.0.0.0/8", "SubnetLen": 20, "Backend": {"Type": "vxlan", "VNI": 100}}'
     lab = Lab(lan_prefix="172.31.248")
     try:
         with Cluster(lab, agent_path, config=config, name="bench-vxlan") as cluster:
@@ -86,11 +89,12 @@ def throughput(agent_path, seconds):
                 agent.wait_ready()
             one, two = [lab.add_container(host, subnet) for host, subnet in zip(hosts, subnets)]
             wait_for(lambda: ping(one.ns, two.address, count=1), what="overlay up")
+            features = [run_in(host.ns, ["ethtool", "-k", "flannel.100"]).stdout for host in hosts]
             server = subprocess.Popen(["ip", "netns", "exec", two.ns, "iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
             time.sleep(0.5)
             report = json.loads(run_in(one.ns, ["iperf3", "-c", two.address, "-t", seconds, "-J"]).stdout)
             server.wait(10)
-            return report["end"]["sum_received"]["bits_per_second"] / 1e9
+            return report["end"]["sum_received"]["bits_per_second"] / 1e9, features
     finally:
         lab.cleanup()
 
@@ -99,14 +103,25 @@ def compare_throughput(agent_paths, rounds, seconds):
     print("vxlan, container -> container over two namespace hosts, %s, %d CPUs, load average %.2f"
           % (time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), os.getloadavg()[0]))
     results = dict((path, []) for path in agent_paths)
+    features_seen = {}
     for number in range(rounds):
         for path in agent_paths:
-            results[path].append(throughput(path, seconds))
+            gbits, features = throughput(path, seconds)
+            results[path].append(gbits)
+            features_seen.setdefault("\n".join(features), []).append(path)
             print("round %d %s: %.2f Gbit/s (load average %.2f)"
                   % (number + 1, path, results[path][-1], os.getloadavg()[0]))
     for path, values in results.items():
         print("%s: %s Gbit/s (median %.2f)" % (path, " ".join("%.2f" % value for value in values),
                                                statistics.median(values)))
+    if len(features_seen) == 1:
+        features = next(iter(features_seen)).splitlines()
+        print("ethtool -k flannel.100: the same features on every host, every zipapp, every round (%d lines), "
+              "among them:\n%s" % (len(features) // 2, "\n".join(sorted(set(
+                  line for line in features if line.strip().startswith("tx-checksum"))))))
+    else:
+        for features, paths in features_seen.items():
+            print("ethtool -k flannel.100 for %s:\n%s" % (", ".join(sorted(set(paths))), features))
 
 
 if __name__ == "__main__":
