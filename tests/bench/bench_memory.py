@@ -103,13 +103,28 @@ def agent_figures(python, zipapp, peers, settle, steps):
         lab.cleanup()
 
 
+def compare(zipapps, python, peers, settle, rounds):
+    print("load average %.2f" % os.getloadavg()[0])
+    for number in range(rounds):
+        for zipapp in zipapps:
+            idle, loaded = agent_figures(python, zipapp, peers, settle, STEPS)
+            print("round %d %s: RSS idle %.2f MB, with %d peers %.2f MB (load average %.2f)"
+                  % (number + 1, zipapp, idle, peers, loaded, os.getloadavg()[0]))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--python", default="/usr/bin/python3", help="interpreter running the agent")
     parser.add_argument("--peers", type=int, default=100)
     parser.add_argument("--settle", type=float, default=3.0, help="seconds to wait before reading VmRSS")
     parser.add_argument("--no-slim", action="store_true", help="import steps without flannel.slim")
+    parser.add_argument("--compare", metavar="ZIPAPP,ZIPAPP", help="only the agent's RSS (every flannel.slim step) "
+                        "for each of these zipapps in turn, --rounds times, so that builds alternate")
+    parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
+    if args.compare:
+        compare(args.compare.split(","), args.python, args.peers, args.settle, args.rounds)
+        return
     workdir = os.path.join(benchpath.ROOT, "build", "bench")
     os.makedirs(workdir, exist_ok=True)
     zipapp = build_agent(workdir)

@@ -13,9 +13,6 @@ import json
 import re
 
 from .backends import BACKENDS
-from .backends.command_lines import split_command
-from .backends.wireguard_keys import key_problem
-from .config_ipv6 import IPV6_KEYS, parse_ipv6
 # ConfigError is this module's API too (the modules and the action plugin catch it).
 from .config_json import ConfigError, KeyReader, boolean as _boolean, decode, integer as _integer, shown, text as _text
 
@@ -37,6 +34,10 @@ EXTENSION_COMMANDS = ("PreStartupCommand", "PostStartupCommand", "SubnetAddComma
 COMMAND_TIMEOUT = 30  # seconds, the default of Backend.CommandTimeout (v0.10 waits forever)
 COMMAND_TIMEOUT_MAX = 3600
 
+# The dual-stack keys, which config_ipv6.py reads. That module (and the extension's and wireguard's
+# checks below) is imported by the parse that needs it: an agent on a plain IPv4 vxlan config loads
+# none of them.
+IPV6_KEYS = ("EnableIPv4", "EnableIPv6", "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax")
 CONFIG_KEYS = ("Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend") + IPV6_KEYS
 BACKEND_KEYS = dict((name, entry.config_keys) for name, entry in BACKENDS.items())
 ALL_BACKEND_KEYS = tuple(collections.OrderedDict.fromkeys(key for keys in BACKEND_KEYS.values() for key in keys))
@@ -278,6 +279,8 @@ def _wireguard(fields):
         raise ConfigError("Backend.PersistentKeepaliveInterval",
                           "must be between 0 (off) and 65535 seconds, got %d" % keepalive)
     psk = fields.get("psk")
+    from .backends.wireguard_keys import key_problem
+
     if psk is not None and key_problem(psk):  # the value is a secret: never in the message
         raise ConfigError("Backend.PSK", "must be a WireGuard key (base64 of 32 bytes, as `wg genpsk` writes "
                                          "it), got %d characters that are not one" % len(str(psk)))
@@ -288,6 +291,8 @@ def _wireguard(fields):
 def _extension(fields):
     """The extension backend's command lines, each checked the way it will run (split into words,
     no shell unless it starts one), and its CommandTimeout."""
+    from .backends.command_lines import split_command
+
     commands = {}
     for key in EXTENSION_COMMANDS:
         text = fields.get(key.lower())
@@ -331,7 +336,11 @@ def parse_network_config(data, strict=True):
     if subnet_min > subnet_max:
         raise ConfigError("SubnetMin", "SubnetMin %s is above SubnetMax %s: no subnet can be leased"
                           % (subnet_min, subnet_max))
-    ipv6 = parse_ipv6(fields, reader)
+    ipv6 = None
+    if any(key.lower() in fields for key in IPV6_KEYS):  # none given: IPv4 only, nothing to check
+        from .config_ipv6 import parse_ipv6
+
+        ipv6 = parse_ipv6(fields, reader)
     backend = _backend(fields.get("backend"), reader)
     if ipv6 is not None and backend.type not in IPV6_BACKENDS:
         raise ConfigError("EnableIPv6", "backend %s does not carry IPv6: use one of %s, or turn EnableIPv6 off"

@@ -3,6 +3,7 @@ IPv6SubnetLen, IPv6SubnetMin and IPv6SubnetMax, with upstream's defaults and mes
 checks upstream misses (as config.py does for the IPv4 keys). config.py calls parse_ipv6() from
 its one parser; this module only knows the IPv6 side."""
 
+from .config import IPV6_KEYS
 from .config_json import ConfigError, boolean, integer, shown, text
 
 try:
@@ -11,7 +12,6 @@ except ImportError:  # reported by the caller through missing_libraries()
     AddrFormatError = ValueError
     IPAddress = IPNetwork = None
 
-IPV6_KEYS = ("EnableIPv4", "EnableIPv6", "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax")
 # The keys that only mean something with EnableIPv6 true.
 _IPV6_ONLY_KEYS = IPV6_KEYS[2:]
 # IPv6 space no overlay may use: an address there is no host's unicast address.

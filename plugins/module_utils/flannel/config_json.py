@@ -2,7 +2,6 @@
 is noticed), keys folded case-insensitively as Go's encoding/json matches them, and how values
 read in messages. The rules about what the keys mean are in config.py."""
 
-import difflib
 import json
 import re
 
@@ -193,6 +192,8 @@ class KeyReader:
             key = _key_name(str(key))
             folded = key.lower()
             if folded not in spelled:
+                import difflib  # only for a key that is not known: a correct config never loads it
+
                 close = difflib.get_close_matches(folded, suggested, n=1, cutoff=0.6)
                 hint = 'did you mean "%s"? ' % suggested[close[0]] if close else ""
                 self.note(prefix + key, "unknown key (%sknown keys: %s)" % (hint, ", ".join(listed)))

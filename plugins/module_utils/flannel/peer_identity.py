@@ -26,7 +26,6 @@ import collections
 import logging
 
 from . import metrics
-from .backends.wireguard_keys import lease_key_and_port
 from .lease import PUBLIC_IP, PUBLIC_KEY, VTEP_MAC, subnet_key
 
 # `holder`: the subnet of the lease that holds `identity`, or None when it is this host's own.
@@ -41,6 +40,8 @@ def lease_identity(backend_type, attrs):
     if backend_type == "vxlan" and attrs.backend_type == "vxlan":
         return (VTEP_MAC, attrs.vtep_mac.lower()) if attrs.vtep_mac else None
     if backend_type == "wireguard" and attrs.backend_type == "wireguard":
+        from .backends.wireguard_keys import lease_key_and_port  # a vxlan agent never loads it
+
         key = lease_key_and_port(attrs.backend_data)[0]
         return (PUBLIC_KEY, key) if isinstance(key, str) and key else None
     return (PUBLIC_IP, attrs.public_ip)
