@@ -26,6 +26,9 @@ _NOT_UNICAST = ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4")
 # Nor at these IPv6 ones (unspecified, loopback, IPv4-compatible and -mapped, link-local: no
 # address of a host others reach by routing; multicast).
 _IPV6_NOT_UNICAST = ("::/96", "::ffff:0:0/96", "fe80::/10", "ff00::/8")
+# Both lists parsed once: every lease read checks its addresses against them.
+_NOT_UNICAST_NETWORKS = tuple((block, IPNetwork(block)) for block in _NOT_UNICAST) if IPNetwork else ()
+_IPV6_NOT_UNICAST_NETWORKS = tuple((block, IPNetwork(block)) for block in _IPV6_NOT_UNICAST) if IPNetwork else ()
 _MAC_PATTERN = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 # Characters Go's json.Marshal escapes inside strings (they appear nowhere else in JSON text).
 _GO_ESCAPES = re.compile("[<>&\u2028\u2029]")
@@ -41,8 +44,8 @@ def ipv4_unicast_problem(text):
         return "%s is not an IPv4 address" % json.dumps(text, default=str)[:80]
     if address.version != 4:
         return "%s is not an IPv4 address (the data plane is IPv4)" % text
-    for block in _NOT_UNICAST:
-        if address in IPNetwork(block):
+    for block, network in _NOT_UNICAST_NETWORKS:
+        if address in network:
             return "%s is not a unicast address (it is in %s)" % (text, block)
     return None
 
@@ -75,8 +78,8 @@ def ipv6_unicast_problem(text):
         address = IPAddress(text, 6, flags=0)
     except Exception:
         return "%s is not an IPv6 address" % json.dumps(text, default=str)[:80]
-    for block in _IPV6_NOT_UNICAST:
-        if address in IPNetwork(block):
+    for block, network in _IPV6_NOT_UNICAST_NETWORKS:
+        if address in network:
             return "%s is not a unicast address (it is in %s)" % (text, block)
     return None
 

@@ -251,9 +251,10 @@ class Registry:
 
     # ---- what etcd's nodes mean, for both APIs ----------------------------------------------
 
-    def _lease_from_node(self, node, config=None):
+    def _lease_from_node(self, node, config=None, subnets=None):
         """The checked lease of an etcd node; ValueError says why it is not one. With `config`,
-        also the checks that need it (see lease.checked_lease)."""
+        also the checks that need it (see lease.checked_lease). `subnets`: what subnets_of_key
+        already read from the node's key (read here when None)."""
         raise NotImplementedError
 
     def _config_text(self, node):
@@ -268,13 +269,13 @@ class Registry:
         leases, skipped, taken, taken_ipv6 = [], [], [], []
         for key, node in listed:
             try:
-                subnet, ipv6_subnet = subnets_of_key(key, self.subnets_key)
+                subnets = subnet, ipv6_subnet = subnets_of_key(key, self.subnets_key)
                 taken.append(subnet)
                 if ipv6_subnet is not None:
                     taken_ipv6.append(ipv6_subnet)
                 if self._is_directory(node):  # it stops a create at its key as any other value does
                     raise ValueError("a directory, not a lease")
-                leases.append(self._lease_from_node(node, config))
+                leases.append(self._lease_from_node(node, config, subnets))
             except ValueError as err:
                 skipped.append((key, str(err)))
         by_subnet = {}
@@ -293,15 +294,16 @@ class Registry:
         if not key.startswith(self.subnets_key + "/"):
             return [], next_index, None  # public IP claims
         try:
-            subnet = subnet_of_key(key, self.subnets_key)
+            subnets = subnets_of_key(key, self.subnets_key)
         except ValueError as err:
             if removed:
                 return [UnreadableKeyRemoved(key)], next_index, None
             return [], next_index, (key, str(err))
+        subnet = subnets[0]
         if removed:
             return [LeaseEvent(subnet, None, key)], next_index, None
         try:
-            lease = self._lease_from_node(node, config)
+            lease = self._lease_from_node(node, config, subnets)
         except ValueError as err:
             gone = [LeaseEvent(subnet, None, key)] if config is None or is_leasable_key(subnet, config) else []
             return gone, next_index, (key, str(err))

@@ -104,8 +104,8 @@ class EtcdRegistry(Registry):
 
     # ---- leases ---------------------------------------------------------------------------
 
-    def _lease_from_node(self, node, config=None):
-        subnet, ipv6_subnet = subnets_of_key(node.key, self.subnets_key)
+    def _lease_from_node(self, node, config=None, subnets=None):
+        subnet, ipv6_subnet = subnets or subnets_of_key(node.key, self.subnets_key)
         attrs = LeaseAttrs.from_json(node.value)
         return checked_lease(Lease(subnet, attrs, ttl=node.ttl, modified_index=node.modifiedIndex,
                                    created_index=node.createdIndex or 0, ipv6_subnet=ipv6_subnet), config, self.onlink())

@@ -178,9 +178,9 @@ class EtcdV3Registry(Registry):
 
     # ---- leases ---------------------------------------------------------------------------
 
-    def _lease_from_node(self, node, config=None, ttl=_UNKNOWN):
+    def _lease_from_node(self, node, config=None, subnets=None, ttl=_UNKNOWN):
         """`node`: a key-value of etcd's answer (checked_v3_kv)."""
-        subnet, ipv6_subnet = subnets_of_key(_unb64(node["key"]), self.subnets_key)
+        subnet, ipv6_subnet = subnets or subnets_of_key(_unb64(node["key"]), self.subnets_key)
         attrs = LeaseAttrs.from_json(_unb64(node.get("value"), as_text=False))
         return checked_lease(V3Lease(subnet, attrs, int(node.get("lease", 0) or 0),
                                      int(node.get("mod_revision", 0) or 0), self, ttl=ttl,
