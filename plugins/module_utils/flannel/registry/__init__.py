@@ -11,14 +11,14 @@ make_registry imports the one API asked for, so an agent on v3 never loads pytho
 """
 
 from .base import (DEFAULT_ENDPOINTS, DEFAULT_PREFIX, ConfigEvent, LeaseEvent, LeaseListing, Registry,
-                   UnreadableKeyRemoved, names_another_key, parse_endpoints, subnet_of_key, subnets_of_key)
+                   UnreadableKeyRemoved, names_another_key, parse_endpoints, subnets_of_key)
 from .errors import (BACKED_OFF_ERRORS, ConfigMissing, IndexCleared, RegistryAuthError, RegistryBadReply,
                      RegistryError, RegistryUnavailable)
 
 __all__ = ["BACKED_OFF_ERRORS", "DEFAULT_ENDPOINTS", "DEFAULT_PREFIX", "ETCD_APIS", "ConfigEvent", "ConfigMissing",
            "IndexCleared", "LeaseEvent", "LeaseListing", "Registry", "RegistryAuthError", "RegistryBadReply",
            "RegistryError", "RegistryUnavailable", "UnreadableKeyRemoved", "make_registry", "names_another_key",
-           "parse_endpoints", "subnet_of_key", "subnets_of_key"]
+           "parse_endpoints", "subnets_of_key"]
 
 # The etcd APIs a registry speaks: v2 (flanneld v0.10's, the default) and v3.
 ETCD_APIS = ("v2", "v3")

@@ -88,11 +88,6 @@ def subnets_of_key(key, subnets_key):
     return parse_lease_key(key)
 
 
-def subnet_of_key(key, subnets_key):
-    """The IPv4 subnet named by a key directly under `subnets_key` (see subnets_of_key)."""
-    return subnets_of_key(key, subnets_key)[0]
-
-
 def names_another_key(event, known):
     """Whether a LeaseEvent changed another key than the one of `known`, the lease held for its
     subnet (None: none held): then two keys name that subnet (a host re-keying its lease for IPv6,
