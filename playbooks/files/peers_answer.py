@@ -72,9 +72,9 @@ def probe(addresses, seconds):
             while time.monotonic() < round_end:
                 if not select.select([sock], [], [], max(0.0, round_end - time.monotonic()))[0]:
                     continue
-                packet, (source, _) = sock.recvfrom(2048)
+                packet, (source, _port) = sock.recvfrom(2048)
                 offset = (packet[0] & 0x0F) * 4
-                kind, _, _, reply_ident, _ = struct.unpack("!BBHHH", packet[offset:offset + 8])
+                kind, _code, _checksum, reply_ident, _sequence = struct.unpack("!BBHHH", packet[offset:offset + 8])
                 if kind == 0 and reply_ident == ident and source in addresses:
                     answered.add(source)
     return answered

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 
-import benchpath  # noqa: F401  (sys.path as pytest.ini's)
+import benchpath  # noqa: F401  pylint: disable=unused-import
 
 # Lease events under the prefix, stamped as they arrive (v2 watch, from the member on the node).
 WATCH = r"""
@@ -75,8 +75,8 @@ def main():
         for node in nodes:
             for line in node_sh(node, "cat %s-routes.log" % TAG).splitlines():
                 parts = line.split(" ", 1)
-                if len(parts) < 2 or not parts[1].startswith(("Deleted " + subnet, subnet) if mode == "leave"
-                                                              else (subnet,)):
+                wanted = ("Deleted " + subnet, subnet) if mode == "leave" else (subnet,)
+                if len(parts) < 2 or not parts[1].startswith(wanted):
                     continue
                 if (mode == "leave") == parts[1].startswith("Deleted "):
                     delays[node] = float(parts[0]) - stamp

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 
-import benchpath  # noqa: F401  (sys.path as pytest.ini's)
+import benchpath  # noqa: F401  pylint: disable=unused-import
 from support.pair_pings import PairPings, describe, lost
 
 
