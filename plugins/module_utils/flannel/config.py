@@ -14,7 +14,7 @@ import re
 
 from .backends import BACKENDS
 # ConfigError is this module's API too (the modules and the action plugin catch it).
-from .config_json import ConfigError, KeyReader, boolean as _boolean, decode, integer as _integer, shown, text as _text
+from .config_json import ConfigError, KeyReader, boolean as _boolean, decode, integer as _integer, shown, subnet_length, text as _text
 
 try:
     from netaddr import AddrFormatError, IPAddress, IPNetwork
@@ -183,19 +183,6 @@ def _ipv4_address(value, key):
         raise ConfigError(key, "must be an IPv4 address, got %s" % shown(value))
 
 
-def _subnet_len(fields, network):
-    if "subnetlen" not in fields:
-        if network.prefixlen > 28:
-            raise ConfigError("Network", "Network is too small. Minimum useful network prefix is /28")
-        return 24 if network.prefixlen <= 22 else network.prefixlen + 2
-    subnet_len = _integer(fields["subnetlen"], "SubnetLen")
-    if subnet_len > 30:
-        raise ConfigError("SubnetLen", "SubnetLen must be less than /31")
-    if subnet_len < network.prefixlen + 2:
-        raise ConfigError("SubnetLen", "Network must be able to accommodate at least four subnets")
-    return subnet_len
-
-
 def _bound(fields, key, network, subnet_len, default):
     if key.lower() not in fields:
         return default
@@ -327,7 +314,7 @@ def parse_network_config(data, strict=True):
         raise ConfigError("Network", "is required: please define a correct Network parameter "
                                      "in the flannel config (an IPv4 CIDR such as 10.0.0.0/8)" + ignored)
     network = _network(fields["network"])
-    subnet_len = _subnet_len(fields, network)
+    subnet_len = subnet_length(fields, network)
     size = 1 << (32 - subnet_len)
     subnet_min = _bound(fields, "SubnetMin", network, subnet_len,
                         IPAddress(int(network.first) + size))

@@ -4,7 +4,7 @@ checks upstream misses (as config.py does for the IPv4 keys). config.py calls pa
 its one parser; this module only knows the IPv6 side."""
 
 from .config import IPV6_KEYS
-from .config_json import ConfigError, boolean, integer, shown, text
+from .config_json import ConfigError, boolean, shown, subnet_length, text
 
 try:
     from netaddr import AddrFormatError, IPAddress, IPNetwork
@@ -73,19 +73,6 @@ def _ipv6_network(value):
     return network
 
 
-def _ipv6_subnet_len(fields, network):
-    if "ipv6subnetlen" not in fields:
-        if network.prefixlen > 124:
-            raise ConfigError("IPv6Network", "IPv6Network is too small. Minimum useful network prefix is /124")
-        return 64 if network.prefixlen <= 62 else network.prefixlen + 2
-    subnet_len = integer(fields["ipv6subnetlen"], "IPv6SubnetLen")
-    if subnet_len > 126:
-        raise ConfigError("IPv6SubnetLen", "IPv6SubnetLen must be less than /127")
-    if subnet_len < network.prefixlen + 2:
-        raise ConfigError("IPv6SubnetLen", "IPv6Network must be able to accommodate at least four subnets")
-    return subnet_len
-
-
 def _ipv6_bound(fields, key, network, subnet_len, default):
     if key.lower() not in fields:
         return default
@@ -118,7 +105,7 @@ def parse_ipv6(fields, reader):
         raise ConfigError("IPv6Network", "is required with EnableIPv6: please define a correct IPv6Network "
                                          "parameter in the flannel config (%s)" % _EXAMPLE_NETWORK)
     network = _ipv6_network(fields["ipv6network"])
-    subnet_len = _ipv6_subnet_len(fields, network)
+    subnet_len = subnet_length(fields, network, "IPv6")
     size = 1 << (128 - subnet_len)
     subnet_min = _ipv6_bound(fields, "IPv6SubnetMin", network, subnet_len, IPAddress(network.first + size, 6))
     subnet_max = _ipv6_bound(fields, "IPv6SubnetMax", network, subnet_len, IPAddress(network.last + 1 - size, 6))

@@ -229,3 +229,23 @@ def text(value, key, example):
     if value != value.strip():
         raise ConfigError(key, "must not have surrounding whitespace, got %s" % shown(value))
     return value
+
+
+def subnet_length(fields, network, family=""):
+    """The length of each host's subnet in `network` (an IPNetwork of either family), from
+    `fields`' SubnetLen, or IPv6SubnetLen with `family` "IPv6", by upstream's rules and messages:
+    by default /24 (IPv4) or /64 (IPv6), or two bits past a network too small for it; room for at
+    least four subnets; at least two addresses in each."""
+    width, default = (32, 24) if network.version == 4 else (128, 64)
+    network_key, length_key = family + "Network", family + "SubnetLen"
+    if length_key.lower() not in fields:
+        if network.prefixlen > width - 4:
+            raise ConfigError(network_key, "%s is too small. Minimum useful network prefix is /%d"
+                              % (network_key, width - 4))
+        return default if network.prefixlen <= default - 2 else network.prefixlen + 2
+    length = integer(fields[length_key.lower()], length_key)
+    if length > width - 2:
+        raise ConfigError(length_key, "%s must be less than /%d" % (length_key, width - 1))
+    if length < network.prefixlen + 2:
+        raise ConfigError(length_key, "%s must be able to accommodate at least four subnets" % network_key)
+    return length

@@ -22,10 +22,10 @@ for: its output goes into the lease, so a failure there stops the backend from s
 import threading
 
 from ..changes import COMMAND, Change
-from ..kernel_repairs import Owned
 from ..lease import MAX_LEASE_BYTES, LeaseAttrs
 from . import commands
-from .base import Backend, BackendError, peer_scope_problem
+from .alloc import AllocBackend
+from .base import BackendError, peer_scope_problem
 from .command_lines import split_command
 
 try:
@@ -36,7 +36,10 @@ except ImportError:  # reported by the caller through missing_libraries()
 PRE, POST, ADD, REMOVE = ("PreStartupCommand", "PostStartupCommand", "SubnetAddCommand", "SubnetRemoveCommand")
 
 
-class ExtensionBackend(Backend):
+class ExtensionBackend(AllocBackend):
+    """alloc's lease plus the config's commands; the kernel state the commands make is theirs, not
+    the agent's, so kernel repairs and the MTU are alloc's."""
+
     backend_type = "extension"
 
     def __init__(self, config, iface, public_ip, ipr=None):
@@ -188,22 +191,6 @@ class ExtensionBackend(Backend):
 
         self.queue.put(job)
         return Change(COMMAND, "queued", "%s %s" % (key, purpose))
-
-    # -- kernel repairs: the commands' state is theirs, not the agent's --------------------------
-
-    def owned(self):
-        return Owned(None, None, None, None, None, frozenset(), {}, {}, {}, self.iface.index, self.iface.mtu)
-
-    def restore(self, routes=(), neighbours=(), fdb=()):
-        return []
-
-    def device_replaced(self):
-        return False
-
-    def underlay_mtu_changed(self, mtu):
-        """The MTU for subnet.env is the interface's (as v0.10's): returns (mtu, [])."""
-        self.iface = self.iface._replace(mtu=mtu)
-        return mtu, []
 
     # -- stopping --------------------------------------------------------------------------------
 
