@@ -78,6 +78,7 @@ def test_wireguard_on_the_lab_switch_verify_and_capture(lab):
     with lab():
         ensure_lab()
         run_ok(SITE)
+        run_ok(VERIFY)  # it makes the test containers when the lab has none
         target = container_address("docker-node2", "test2")
         source = container_address("docker-node1", "test1")
         lost = {}
