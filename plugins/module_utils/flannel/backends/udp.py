@@ -21,7 +21,8 @@ from .. import netlink
 from ..changes import DEVICE, ROUTE, WORKER, Change
 from ..kernel_repairs import Owned
 from . import tun, udp_packets, udp_proxy
-from .base import Backend, BackendError, address_change, mtu_change, peer_scope_problem
+from .base import BackendError, address_change, peer_scope_problem
+from .network_device import NetworkDeviceBackend
 
 try:
     from netaddr import IPAddress, IPNetwork
@@ -46,7 +47,7 @@ def worker_count():
         return max(1, os.cpu_count() or 1)
 
 
-class UdpBackend(Backend):
+class UdpBackend(NetworkDeviceBackend):
     backend_type = "udp"
 
     def __init__(self, config, iface, public_ip, ipr=None, workers=None):
@@ -119,20 +120,6 @@ class UdpBackend(Backend):
 
     def _wanted_address(self):
         return "%s/%d" % (self.subnet.ip, self.config.network.prefixlen)
-
-    def _ensure_mtu(self):
-        current = netlink.link_attributes(self.device_index, self.ipr)["mtu"]
-        if current == self.mtu:
-            return []
-        return [mtu_change(self.device_index, DEVICE_NAME, self.mtu, current, self.ipr)]
-
-    def _ensure_route(self):
-        """The Network through flannel0 (the address's prefix route is it; added if removed)."""
-        network = self.config.network
-        if str(network) in netlink.link_route_destinations(self.device_index, self.ipr):
-            return []
-        netlink.replace_link_route(network, self.device_index, self.ipr)
-        return [Change(ROUTE, "added", "route %s dev %s" % (network, DEVICE_NAME))]
 
     # -- workers ---------------------------------------------------------------------------------
 

@@ -15,10 +15,11 @@ plane outlives the agent: a restarted agent finds the device, its peers and the 
 import os
 
 from .. import netlink
-from ..changes import DEVICE, PEER, ROUTE, Change
+from ..changes import DEVICE, PEER, Change
 from ..kernel_repairs import Owned
 from ..netlink.wireguard import KernelDevice, create_wireguard
-from .base import Backend, BackendError, address_change, mtu_change, peer_scope_problem
+from .base import BackendError, address_change, peer_scope_problem
+from .network_device import NetworkDeviceBackend
 from .wireguard_device import DeviceError, UapiDevice, WgPeer, is_missing_kind, start_wireguard_go
 from .wireguard_keys import KeyFileError, key_problem, lease_key_and_port, load_or_create_private_key, public_key
 
@@ -46,7 +47,7 @@ def peer_data_problem(attrs):
     return None
 
 
-class WireguardBackend(Backend):
+class WireguardBackend(NetworkDeviceBackend):
     backend_type = "wireguard"
 
     def __init__(self, config, iface, public_ip, ipr=None, key_file=None):
@@ -132,19 +133,6 @@ class WireguardBackend(Backend):
 
     def _wanted_address(self):
         return "%s/32" % self.subnet.ip
-
-    def _ensure_mtu(self):
-        current = netlink.link_attributes(self.device_index, self.ipr)["mtu"]
-        if current == self.mtu:
-            return []
-        return [mtu_change(self.device_index, DEVICE_NAME, self.mtu, current, self.ipr)]
-
-    def _ensure_route(self):
-        network = self.config.network
-        if str(network) in netlink.link_route_destinations(self.device_index, self.ipr):
-            return []
-        netlink.replace_link_route(network, self.device_index, self.ipr)
-        return [Change(ROUTE, "added", "route %s dev %s" % (network, DEVICE_NAME))]
 
     # -- peers -----------------------------------------------------------------------------------
 
