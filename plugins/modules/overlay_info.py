@@ -45,9 +45,10 @@ options:
     type: list
     elements: dict
   wireguard:
-    description: Read the wireguard backend's device C(flannel-wg) and its WireGuard peers (no O(vni) nor O(device) then).
+    description:
+      - Read the wireguard backend's device C(flannel-wg) and its WireGuard peers (no O(vni) nor O(device) then).
+      - Omitted, or false, one of O(vni) and O(device) names the device.
     type: bool
-    default: false
   direct_routing:
     description:
       - The network config's C(Backend.DirectRouting), as M(netlab.flannel.lease_info) returns it in
@@ -329,7 +330,7 @@ def main():
             subnet_file=dict(type="path", default="/run/flannel/subnet.env"),
             peers=dict(type="list", elements="dict"),
             direct_routing=dict(type="bool", default=False),
-            wireguard=dict(type="bool", default=False),
+            wireguard=dict(type="bool"),  # no default: required_one_of would count a default false as given
         ),
         required_one_of=[("vni", "device", "wireguard")],
         mutually_exclusive=[("vni", "device", "wireguard")],
@@ -341,6 +342,8 @@ def main():
     from netaddr import AddrFormatError, IPNetwork
     from ansible_collections.netlab.flannel.plugins.module_utils.flannel.subnet_env import read_subnet_env
 
+    if not module.params["wireguard"] and module.params["vni"] is None and module.params["device"] is None:
+        module.fail_json(msg="one of the following is required: vni, device (wireguard is false)")
     if module.params["vni"] is not None and not 1 <= module.params["vni"] <= 2 ** 24 - 1:
         module.fail_json(msg="vni: must be between 1 and 16777215, got %d" % module.params["vni"])
     device = module.params["device"] if module.params["device"] else module.params["vni"]

@@ -33,7 +33,7 @@ def fake_etcd_agent(lab, agent_path, tmp_path, request):
     that namespace too (as with a Cluster), so that /healthz is asked there and nowhere else."""
     fake = FakeEtcd(lab.lan_ns, "%s.1" % lab.lan_prefix, TUTORIAL_CONFIG, **request.param)
     stand_in = types.SimpleNamespace(workdir=str(tmp_path), agents=[], python=sys.executable,
-                                     agent_path=agent_path, api="v2", endpoint=fake.endpoint)
+                                     agent_path=agent_path, api="v2", endpoint=fake.endpoint, wireguard=False)
     agent = AgentProcess(stand_in, lab.add_host(), ["-etcd-endpoints=" + fake.endpoint]).start()
     pyroute2_netns.pushns(lab.lan_ns)
     try:

@@ -106,6 +106,7 @@ config and a lease):
   M16  network_config  config ["10.0.0.0/8"] (a list)                config                 JSON object ... got a list
   M17  network_config  config.Netwrok beside Network                 Netwrok                unknown key, did you mean "Network"?
   M18  network_config  host_addresses {node9: 10.20.0.5}             Network                contains node9's address
+  M19  overlay_info    wireguard false, neither vni nor device       vni, device            one of them is required
 
 Each case fails (rc != 0), its output contains every expected fragment, and a snapshot taken
 before equals one taken after: on the lab the etcd keyspace under /coreos.com/network (v2 API,
@@ -334,6 +335,7 @@ MODULE_CASES = [
      ['Netwrok: unknown key (did you mean \\"Network\\"?']),
     ("M18", "network_config", {"config": LAB_CONFIG, "host_addresses": {"node9": "10.20.0.5"}},
      ["Network: 10.0.0.0/8 contains the address 10.20.0.5 of host node9"]),
+    ("M19", "overlay_info", {"wireguard": False}, ["one of the following is required: vni, device"]),
 ]
 
 
