@@ -14,7 +14,8 @@ import re
 
 from .backends import BACKENDS
 # ConfigError is this module's API too (the modules and the action plugin catch it).
-from .config_json import ConfigError, KeyReader, boolean as _boolean, decode, integer as _integer, shown, subnet_length, text as _text
+from .config_json import (IPV6_KEYS, ConfigError, KeyReader, boolean as _boolean, check_overlay_range, decode,
+                          integer as _integer, shown, subnet_length, text as _text)
 
 try:
     from netaddr import AddrFormatError, IPAddress, IPNetwork
@@ -37,7 +38,6 @@ COMMAND_TIMEOUT_MAX = 3600
 # The dual-stack keys, which config_ipv6.py reads. That module (and the extension's and wireguard's
 # checks below) is imported by the parse that needs it: an agent on a plain IPv4 vxlan config loads
 # none of them.
-IPV6_KEYS = ("EnableIPv4", "EnableIPv6", "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax")
 CONFIG_KEYS = ("Network", "SubnetLen", "SubnetMin", "SubnetMax", "Backend") + IPV6_KEYS
 BACKEND_KEYS = dict((name, entry.config_keys) for name, entry in BACKENDS.items())
 ALL_BACKEND_KEYS = tuple(collections.OrderedDict.fromkeys(key for keys in BACKEND_KEYS.values() for key in keys))
@@ -159,17 +159,8 @@ def _network(value):
         network = IPNetwork(text, flags=0)
     except (AddrFormatError, ValueError, TypeError):
         raise ConfigError("Network", "must be %s, got %s" % (example, shown(value)))
-    if network.ip != network.network:
-        raise ConfigError("Network", "%s has host bits set: must be a network address, such as %s"
-                          % (text, network.cidr))
-    if network.prefixlen == 0:
-        raise ConfigError("Network", "0.0.0.0/0 is the whole address space, the hosts' own addresses "
-                                     "included: give the overlay a range of its own, such as 10.0.0.0/8")
-    for block, name in NOT_UNICAST:
-        block = IPNetwork(block)
-        if network.first <= block.last and block.first <= network.last:
-            raise ConfigError("Network", "%s overlaps the %s range %s: must be IPv4 unicast space "
-                                         "(not loopback, link-local, multicast or reserved)" % (text, name, block))
+    check_overlay_range(network, "Network", text, [(IPNetwork(block), name) for block, name in NOT_UNICAST],
+                        "10.0.0.0/8", " (not loopback, link-local, multicast or reserved)")
     return network
 
 

@@ -3,8 +3,7 @@ IPv6SubnetLen, IPv6SubnetMin and IPv6SubnetMax, with upstream's defaults and mes
 checks upstream misses (as config.py does for the IPv4 keys). config.py calls parse_ipv6() from
 its one parser; this module only knows the IPv6 side."""
 
-from .config import IPV6_KEYS
-from .config_json import ConfigError, boolean, shown, subnet_length, text
+from .config_json import IPV6_KEYS, ConfigError, check_overlay_range, boolean, shown, subnet_length, text
 
 try:
     from netaddr import AddrFormatError, IPAddress, IPNetwork
@@ -60,16 +59,8 @@ def _ipv6_network(value):
             raise ValueError(given)
     except (AddrFormatError, ValueError, TypeError):
         raise ConfigError("IPv6Network", "must be %s, got %s" % (_EXAMPLE_NETWORK, shown(value)))
-    if network.ip != network.network:
-        raise ConfigError("IPv6Network", "%s has host bits set: must be a network address, such as %s"
-                          % (given, network.cidr))
-    if network.prefixlen == 0:
-        raise ConfigError("IPv6Network", "::/0 is the whole address space, the hosts' own addresses included: "
-                                         "give the overlay a range of its own, such as fd00:10::/48")
-    for block, name in IPV6_NOT_UNICAST:
-        block = IPNetwork(block)
-        if network.first <= block.last and block.first <= network.last:
-            raise ConfigError("IPv6Network", "%s overlaps the %s range %s: must be IPv6 unicast space" % (given, name, block))
+    check_overlay_range(network, "IPv6Network", given,
+                        [(IPNetwork(block), name) for block, name in IPV6_NOT_UNICAST], "fd00:10::/48")
     return network
 
 

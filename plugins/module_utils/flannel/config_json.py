@@ -231,6 +231,27 @@ def text(value, key, example):
     return value
 
 
+# The dual-stack keys (flannel v0.15+). Here, not in config_ipv6, so that config.py can tell
+# whether a config needs config_ipv6 without importing it (an IPv4-only agent never does).
+IPV6_KEYS = ("EnableIPv4", "EnableIPv6", "IPv6Network", "IPv6SubnetLen", "IPv6SubnetMin", "IPv6SubnetMax")
+
+
+def check_overlay_range(network, key, given, not_unicast, example, unicast_note=""):
+    """Refuse a Network (an IPNetwork of either family, `given` as written) that is no range of
+    the overlay's own: host bits set, the whole address space, or overlapping a block of
+    `not_unicast` ((IPNetwork, name) pairs) that holds no host's unicast address. Messages name
+    `key`; `example` is a range to suggest."""
+    if network.ip != network.network:
+        raise ConfigError(key, "%s has host bits set: must be a network address, such as %s" % (given, network.cidr))
+    if network.prefixlen == 0:
+        raise ConfigError(key, "%s is the whole address space, the hosts' own addresses included: "
+                               "give the overlay a range of its own, such as %s" % (network, example))
+    for block, name in not_unicast:
+        if network.first <= block.last and block.first <= network.last:
+            raise ConfigError(key, "%s overlaps the %s range %s: must be IPv%d unicast space%s"
+                              % (given, name, block, network.version, unicast_note))
+
+
 def subnet_length(fields, network, family=""):
     """The length of each host's subnet in `network` (an IPNetwork of either family), from
     `fields`' SubnetLen, or IPv6SubnetLen with `family` "IPv6", by upstream's rules and messages:
