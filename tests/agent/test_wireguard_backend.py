@@ -22,6 +22,7 @@ from netaddr import IPNetwork
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.wireguard_keys import public_key
 from support.cluster import HEALTHZ_PORT, Cluster, wait_for
 from support.netns import Pinger, ping
+from support.pcap import ip_packets
 
 CONFIG = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0", '
           '"Backend": {"Type": "wireguard", "PersistentKeepaliveInterval": 25}}')
@@ -69,18 +70,6 @@ def _capture(host, peer_address, seconds_before=1.0):
                             stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
 
 
-def _ip_packets(pcap):
-    """The IPv4 packets (bytes) of a pcap (Ethernet) stream."""
-    packets, offset = [], 24
-    while offset + 16 <= len(pcap):
-        length = struct.unpack("<I", pcap[offset + 8:offset + 12])[0]
-        frame = pcap[offset + 16:offset + 16 + length]
-        offset += 16 + length
-        if frame[12:14] == b"\x08\x00":
-            packets.append(frame[14:])
-    return packets
-
-
 def test_ping_across_with_only_wireguard_udp_on_the_underlay(lab, wg_cluster):
     hosts, agents, subnets, (one, two) = _pair(lab, wg_cluster)
     value = json.loads(wg_cluster.lease_value(str(subnets[0])))
@@ -103,7 +92,7 @@ def test_ping_across_with_only_wireguard_udp_on_the_underlay(lab, wg_cluster):
     time.sleep(0.5)
     capture.send_signal(signal.SIGINT)
     raw = capture.communicate(timeout=10)[0]
-    packets = _ip_packets(raw)
+    packets = ip_packets(raw)
     assert len(packets) >= 20  # 10 echoes and 10 replies, each way through the underlay
     inner = socket.inet_aton(one.address) + socket.inet_aton(two.address)
     for packet in packets:

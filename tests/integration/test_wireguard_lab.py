@@ -14,6 +14,7 @@ import subprocess
 import time
 
 from support.labtools import NODES, PLAYBOOKS, ROOT, docker_exec, ensure_lab, run
+from support.pcap import ip_packets
 from test_upstream_agent import run_ok
 
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
@@ -61,17 +62,6 @@ def switch_while_pinging(config, device, target):
 def lab_bridge():
     network_id = run(["docker", "network", "inspect", "-f", "{{.Id}}", "netlab"]).stdout.strip()
     return "br-" + network_id[:12]
-
-
-def ip_packets(pcap):
-    packets, offset = [], 24
-    while offset + 16 <= len(pcap):
-        length = struct.unpack("<I", pcap[offset + 8:offset + 12])[0]
-        frame = pcap[offset + 16:offset + 16 + length]
-        offset += 16 + length
-        if frame[12:14] == b"\x08\x00":
-            packets.append(frame[14:])
-    return packets
 
 
 def test_wireguard_on_the_lab_switch_verify_and_capture(lab):
