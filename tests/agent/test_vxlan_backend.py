@@ -5,11 +5,14 @@ import logging
 
 import pytest
 from netaddr import IPNetwork
+from pyroute2 import netns as pyroute2_netns
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import netlink
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import VxlanBackend
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import Lease, LeaseAttrs
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink.events import (
+    FdbEvent, KernelEvents, NeighbourEvent, RouteEvent)
 
 SUBNETS = ["10.5.1.0/24", "10.5.2.0/24", "10.5.3.0/24"]
 
@@ -421,3 +424,45 @@ def test_remove_peer_sends_one_request_and_an_entry_already_gone_is_no_change_an
     state = first.state()
     assert "10.5.3.0/24" not in [route["dst"] for route in state["routes"]]
     assert third.info["vtep_mac"] not in [entry["mac"] for entry in state["fdb"]]
+
+
+def test_the_kernel_drops_the_announcements_of_a_batch_only(nodes):
+    """With a kernel-events socket told (announce_to), the changes a peer's batch makes are not
+    queued there (its neighbour and route, stamped with the batch's port, and its FDB entry, which
+    the vxlan driver stamps with port 0); the same entries changed by anyone else are."""
+    first, _second, third = nodes
+    index, mac, peer = first.backend.device_index, third.info["vtep_mac"], third.host.address
+    first.backend.remove_peer(third.subnet)
+    pyroute2_netns.pushns(first.host.ns)
+    try:
+        events = KernelEvents()
+    finally:
+        pyroute2_netns.popns()
+    try:
+        first.backend.announce_to(events)
+        assert len(first.backend.add_peer(third.lease)) == 3
+        assert events.read() == []  # the kernel announces within the request: nothing came
+        route = netlink.Route("10.5.3.0/24", "10.5.3.0", index, True)
+        netlink.delete_fdb(index, mac, peer, first.ipr)
+        netlink.replace_fdb(index, mac, peer, first.ipr)
+        netlink.replace_fdb(index, mac, "192.0.2.9", first.ipr)  # another dst for the peer's MAC
+        netlink.delete_neighbour(index, "10.5.3.0", first.ipr)
+        netlink.delete_route(route, first.ipr)
+        seen = events.read()
+        assert [event for event in seen if isinstance(event, FdbEvent)] == [
+            FdbEvent(True, index, mac, peer), FdbEvent(False, index, mac, peer), FdbEvent(False, index, mac, "192.0.2.9")]
+        assert (True, "10.5.3.0") in [(event.removed, event.ip) for event in seen if isinstance(event, NeighbourEvent)]
+        assert RouteEvent(True, route, 0) in seen
+        assert len(first.backend.restore([route], [("10.5.3.0", mac)], [(mac, peer)])) == 3
+        seen = events.read()  # written by the backend's other socket: read, and compared with what it wants
+        assert FdbEvent(False, index, mac, peer) in seen and RouteEvent(False, route, 0) in seen
+        assert NeighbourEvent(False, index, "10.5.3.0", mac, True) in seen
+        assert [(change.kind, change.action) for change in first.backend.remove_peer(third.subnet)] == [
+            ("route", "removed"), ("neighbour", "removed"), ("fdb", "removed")]
+        # Only the neighbour's final removal, which the kernel stamps with port 0, is queued (and compared).
+        assert [(type(event), event.removed) for event in events.read()] in ([], [(NeighbourEvent, True)])
+        netlink.replace_fdb(index, mac, peer, first.ipr)  # the filter is off once the batch is sent
+        assert events.read() == [FdbEvent(False, index, mac, peer)]
+    finally:
+        first.backend.announce_to(None)
+        events.close()

@@ -29,6 +29,9 @@ class InForce:
         self.config = None
         self.backend = None
         self.info = None  # the backend's setup() answer: backend_type, vtep_mac, mtu, changes
+        # The kernel-events socket while repairs on events run (the kernel follower's): each
+        # backend started tells it its own changes (Backend.announce_to).
+        self.kernel_events = None
 
     @property
     def mtu(self):
@@ -199,6 +202,7 @@ class ConfigFollower:
         backend = None
         try:
             backend = make_backend(config, iface, public_ip, self.backend_flags)
+            backend.announce_to(in_force.kernel_events)
             info = backend.setup()
         except (BackendError, NetlinkError, OSError) as err:
             refused(backend, err)

@@ -68,18 +68,19 @@ class KernelFollower:
         it; the lock keeps the backend and its netlink socket to one side at a time."""
         from .netlink.events import KernelEvents
 
-        events = KernelEvents(skipped_ports=self.request_ports)
+        events = KernelEvents()
+        self.in_force.kernel_events = events
+        if self.in_force.backend is not None:
+            self.in_force.backend.announce_to(events)
         self._watch = kernel_repairs.KernelWatch(events, self.lock, self.owned, self.repair)
         self._watch.start()
 
     def stop(self):
         if self._watch is not None:
+            if self.in_force.backend is not None:
+                self.in_force.backend.announce_to(None)
+            self.in_force.kernel_events = None
             self._watch.stop()
-
-    def request_ports(self):
-        """The running backend's request ports: their announcements are its own changes."""
-        backend = self.in_force.backend
-        return backend.request_ports() if backend is not None else frozenset()
 
     def owned(self):
         """What the running backend owns now; None while there is no lease to own anything for."""

@@ -101,9 +101,10 @@ class Backend:
         if self._own_ipr:
             self.ipr.close()
 
-    def request_ports(self):
-        """The netlink port ids of its sockets whose requests' announcements need no repair."""
-        return frozenset()
+    def announce_to(self, events):
+        """`events`: the agent's kernel-events socket (netlink.events.KernelEvents; None: none
+        listens), told before each batch of requests what it changes, so that the kernel drops
+        the announcements of the backend's own changes instead of waking the repairs for them."""
 
     def _ensure_address(self, wanted):
         """Give the device the address `wanted` ('a.b.c.d/len'), removing its other addresses
@@ -146,10 +147,8 @@ class RouteBackend(Backend):
         self._batch.close()
         super().close()
 
-    def request_ports(self):
-        """The netlink port ids its batches are sent from: the kernel's announcements of those
-        requests are its own changes (the kernel-events reader skips them undecoded)."""
-        return self._batch.ports()
+    def announce_to(self, events):
+        self._batch.own_announcements = events
 
     # -- what subclasses provide ----------------------------------------------------------------
 

@@ -7,7 +7,9 @@ of CPU per peer to encode three) and sends them with one send() on an IPRSocket.
 stands where an IPRoute would: replace_neighbour(..., ipr=batch) and the
 other entry functions queue their request on it, and send() sends what was queued. The kernel
 handles each message on its own, so one refused entry does not stop the others; send()
-reports each refusal as a RequestError naming the object and its values.
+reports each refusal as a RequestError naming the object and its values. With
+`own_announcements` (the agent's netlink.events.KernelEvents), the kernel is told to drop the
+announcements of each send instead of waking the kernel-events thread for them.
 """
 
 import errno
@@ -58,10 +60,11 @@ class Batch:
 
     def __init__(self, ipr):
         self.ipr = ipr
+        self.own_announcements = None  # a KernelEvents listening in this namespace, or None
         self._socket = None
-        self._ports = frozenset()
+        self._port = None
         self._sequence = 0
-        self._queued = []  # (sequence, what, encoded message)
+        self._queued = []  # (sequence, what, encoded message, the FDB announcement it makes or None)
 
     # -- the IPRoute calls the entry functions make ----------------------------------------------
 
@@ -95,10 +98,18 @@ class Batch:
             return {}
         if self._socket is None:
             self._socket = _open_socket(self.ipr)
-        self._socket.socket.send(b"".join(data for _sequence, _what, data in queued))
-        if not self._ports:  # the kernel gives an unbound socket its port id at the first send
-            self._ports = frozenset([self._socket.socket.getsockname()[0]])
-        positions = dict((sequence, position) for position, (sequence, _what, _data) in enumerate(queued))
+            self._port = self._socket.socket.getsockname()[0]
+        # The kernel handles the requests within send() and announces the changes there: the
+        # filter is on only while they are made, so it never hides anyone else's later change.
+        listener = self.own_announcements
+        dropping = listener is not None and listener.drop_own(
+            self._port, [announced for _sequence, _what, _data, announced in queued if announced])
+        try:
+            self._socket.socket.send(b"".join(data for _sequence, _what, data, _announced in queued))
+        finally:
+            if dropping:
+                listener.keep_all()
+        positions = dict((sequence, position) for position, (sequence, _what, _data, _announced) in enumerate(queued))
         refused = {}
         while positions:
             data = self._receive(len(positions))
@@ -113,16 +124,11 @@ class Batch:
                 offset += (length + 3) & ~3
         return refused
 
-    def ports(self):
-        """The port id its requests are sent from ({} before the first send): the kernel stamps
-        the announcements of the changes they make with it (all but a VXLAN FDB entry's)."""
-        return self._ports
-
     def close(self):
         if self._socket is not None:
             self._socket.close()
             self._socket = None
-            self._ports = frozenset()
+            self._port = None
 
     def _receive(self, waited):
         # Blocking, with a bound: the kernel answers at once, and a lost answer must not hang the agent.
@@ -132,15 +138,19 @@ class Batch:
         return self._socket.socket.recv(65536)
 
     def _queue_neighbour(self, command, family, ifindex, state, flags, dst, lladdr, what):
-        body = _NDMSG.pack(family, ifindex, state, flags, 0) + _attribute(NDA_DST, _address(dst)) + \
-            (_attribute(NDA_LLADDR, bytes.fromhex(lladdr.replace(":", ""))) if lladdr else b"")
-        self._queue(body, RTM_NEWNEIGH if command == "replace" else RTM_DELNEIGH, command, what)
+        address, mac = _address(dst), bytes.fromhex(lladdr.replace(":", "")) if lladdr else None
+        body = _NDMSG.pack(family, ifindex, state, flags, 0) + _attribute(NDA_DST, address) + \
+            (_attribute(NDA_LLADDR, mac) if mac else b"")
+        kind = RTM_NEWNEIGH if command == "replace" else RTM_DELNEIGH
+        # The vxlan driver announces an FDB change with port 0, not ours: it is named to the filter.
+        announced = (kind, ifindex, mac, address) if family == AF_BRIDGE and mac and len(address) == 4 else None
+        self._queue(body, kind, command, what, announced)
 
-    def _queue(self, body, kind, command, what):
+    def _queue(self, body, kind, command, what, announced=None):
         self._sequence = self._sequence % 0x7FFFFFFF + 1
         header = _HEADER.pack(_HEADER.size + len(body), kind, NLM_F_REQUEST | NLM_F_ACK | _CHANGE_FLAGS[command],
                               self._sequence, 0)
-        self._queued.append((self._sequence, what, header + body))
+        self._queued.append((self._sequence, what, header + body, announced))
 
 
 def _attribute(kind, payload):
@@ -154,6 +164,10 @@ def _address(text):
 
 def _open_socket(ipr):
     """An IPRSocket in the namespace of `ipr` (a NetNS names one; an IPRoute is this one's),
-    subscribed to no group, so that it reads only its answers."""
+    subscribed to no group, so that it reads only its answers; bound, so that its port id (which
+    the kernel stamps on the announcements of its requests) is known before its first send."""
     status = getattr(getattr(ipr, "asyncore", None), "status", None) or {}
-    return IPRSocket(groups=0, netns=status.get("netns"))
+    opened = IPRSocket(groups=0, netns=status.get("netns"))
+    if not opened.socket.getsockname()[0]:
+        opened.socket.bind((0, 0))  # port 0: the kernel picks a free one
+    return opened

@@ -6,13 +6,15 @@ select, read() drains what is queued without blocking. The few fields the agent 
 with struct (pyroute2's decoding of every announcement, the agent's own included, was most of
 the kernel-events thread's CPU per lease event). It owns no state of the agent's;
 kernel_repairs.py compares the events with what the agent owns. The agent's own changes are
-announced too (the kernel tells every listener): those of its batches (netlink.Batch) are left
-out by the sender's port id in the message header, before any decoding; the rest (the kernel
-stamps a VXLAN FDB entry's announcement with port 0) are told apart by comparing the announced
-entry with the wanted one, not by asking the kernel again.
+announced too (the kernel tells every listener): while a netlink.Batch sends, a socket filter
+(classic BPF, see own_changes_filter) has the kernel drop the announcements of that send, so the
+kernel-events thread does not even wake for them; any other announcement of an entry the agent
+wrote (a sync's, a restore's) is told apart by comparing it with the wanted entry, not by asking
+the kernel again.
 """
 
 import collections
+import ctypes
 import errno
 import select
 import socket
@@ -58,6 +60,23 @@ IFA_ADDRESS, IFA_LOCAL = 1, 2
 NDA_DST, NDA_LLADDR = 1, 2
 RTA_DST, RTA_OIF, RTA_GATEWAY, RTA_PRIORITY, RTA_TABLE = 1, 4, 5, 6, 15
 NLA_TYPE_MASK = 0x3FFF  # without the nested and byte-order flags
+# A classic BPF socket filter (linux/filter.h), run by the kernel on each notification before it
+# is queued on the socket: instructions (code, jump if true, jump if false, constant); absolute
+# loads read big-endian, and one past the message's end drops it (so lengths are checked first).
+SO_ATTACH_FILTER, SO_DETACH_FILTER = 26, 27
+_INSTRUCTION = struct.Struct("=HBBI")
+_LOAD_WORD, _LOAD_HALF, _LOAD_BYTE, _LOAD_LENGTH = 0x20, 0x28, 0x30, 0x80
+_JUMP_EQUAL, _JUMP_AT_LEAST, _RETURN = 0x15, 0x35, 0x06
+_KEEP, _DROP = 0xFFFFFFFF, 0
+_PORT_READ = struct.Struct(">I")  # the header's port id as the load at offset 12 reads it
+# The vxlan driver's FDB notification starts with the header, the ndmsg, NDA_LLADDR (6 bytes,
+# padded) and NDA_DST; the loads comparing its type, family, ifindex, NDA_LLADDR's header, MAC (4
+# and 2 bytes), NDA_DST's header and IPv4 address, and those fields read as the loads read them.
+_FDB_FIXED_LENGTH = 48
+_FDB_LOADS = ((_LOAD_HALF, 4), (_LOAD_BYTE, 16), (_LOAD_WORD, 20), (_LOAD_WORD, 28), (_LOAD_WORD, 32),
+              (_LOAD_HALF, 36), (_LOAD_WORD, 40), (_LOAD_WORD, 44))
+_FDB_READ = struct.Struct(">4xH10xB3xI4xIIH2xII")
+_FDB_JUMPS = tuple(2 * (len(_FDB_LOADS) - 1 - position) + 1 for position in range(len(_FDB_LOADS)))
 
 
 def _attributes(data, offset, end):
@@ -133,18 +152,17 @@ _PARSERS = {RTM_NEWLINK: (_link, False), RTM_DELLINK: (_link, True),
             RTM_NEWROUTE: (_route, False), RTM_DELROUTE: (_route, True)}
 
 
-def parse(data, skipped_ports=()):
+def parse(data):
     """The typed events of one datagram of notifications, in order; a message the agent never
-    acts on is left out, and so is one answering a request sent from a port in `skipped_ports`
-    (the agent's own batches: the kernel stamps their announcements with the sender's port)."""
+    acts on is left out."""
     events, offset = [], 0
     while offset + _HEADER.size <= len(data):
-        length, kind, _flags, _sequence, port = _HEADER.unpack_from(data, offset)
+        length, kind, _flags, _sequence, _port = _HEADER.unpack_from(data, offset)
         if length < _HEADER.size:
             break
         end = min(offset + length, len(data))
         parser = _PARSERS.get(kind)
-        if parser is not None and not (port and port in skipped_ports):
+        if parser is not None:
             function, removed = parser
             event = function(data, offset + _HEADER.size, end, removed)
             if event is not None:
@@ -153,12 +171,32 @@ def parse(data, skipped_ports=()):
     return events
 
 
-class KernelEvents:
-    """Notifications of the current network namespace, read without blocking. `skipped_ports()`
-    says, at each read, the port ids whose requests' announcements are left out (parse)."""
+def own_changes_filter(port, fdb=()):
+    """A classic BPF program (bytes) dropping the notifications stamped with netlink port `port`
+    (the kernel stamps a request's announcements with its sender's port) and the vxlan driver's
+    FDB notifications listed in `fdb`, (type, ifindex, mac, IPv4 dst) with the addresses as bytes
+    (the driver stamps those with port 0). Every other notification is kept, a shorter one too."""
+    code = [(_LOAD_LENGTH, 0, 0, 0), (_JUMP_AT_LEAST, 1, 0, _HEADER.size), (_RETURN, 0, 0, _KEEP)]
+    if port:
+        code += [(_LOAD_WORD, 0, 0, 12), (_JUMP_EQUAL, 0, 1, _PORT_READ.unpack(_U32.pack(port))[0]),
+                 (_RETURN, 0, 0, _DROP)]
+    if fdb:
+        code += [(_LOAD_LENGTH, 0, 0, 0), (_JUMP_AT_LEAST, 1, 0, _FDB_FIXED_LENGTH), (_RETURN, 0, 0, _KEEP)]
+    for kind, index, mac, dst in fdb:
+        announced = _HEADER.pack(_FDB_FIXED_LENGTH, kind, 0, 0, 0) + _NDMSG.pack(AF_BRIDGE, index, 0, 0, 0) + \
+            _ATTR.pack(10, NDA_LLADDR) + mac + b"\0\0" + _ATTR.pack(8, NDA_DST) + dst
+        # Each field compared in turn; a difference jumps past this entry's DROP to the next entry.
+        for (load, offset), value, after in zip(_FDB_LOADS, _FDB_READ.unpack(announced), _FDB_JUMPS):
+            code += [(load, 0, 0, offset), (_JUMP_EQUAL, 0, after, value)]
+        code.append((_RETURN, 0, 0, _DROP))
+    code.append((_RETURN, 0, 0, _KEEP))
+    return b"".join(_INSTRUCTION.pack(*instruction) for instruction in code)
 
-    def __init__(self, groups=GROUPS, skipped_ports=frozenset):
-        self.skipped_ports = skipped_ports
+
+class KernelEvents:
+    """Notifications of the current network namespace, read without blocking."""
+
+    def __init__(self, groups=GROUPS):
         self._socket = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         try:
             self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
@@ -179,7 +217,6 @@ class KernelEvents:
         """Every queued notification as events, in kernel order ([] when none is queued); an
         Overflow event where the kernel dropped some."""
         events = []
-        skipped = self.skipped_ports()
         while True:
             try:
                 data = self._socket.recv(RECEIVE_SIZE)
@@ -190,7 +227,27 @@ class KernelEvents:
                     raise
                 events.append(Overflow())
                 continue
-            events.extend(parse(data, skipped))
+            events.extend(parse(data))
+
+    def drop_own(self, port, fdb=()):
+        """Until keep_all(), have the kernel drop the notifications of the agent's own requests
+        (own_changes_filter's arguments) instead of queueing them here; False when it cannot
+        (they are then read, and compared with what the agent wants like any other)."""
+        program = own_changes_filter(port, fdb)
+        instructions = ctypes.create_string_buffer(program, len(program))
+        try:  # struct sock_fprog: the count, then a pointer to the instructions (copied by the kernel)
+            self._socket.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, struct.pack(
+                "@HP", len(program) // _INSTRUCTION.size, ctypes.addressof(instructions)))
+        except OSError:
+            return False
+        return True
+
+    def keep_all(self):
+        """Queue every notification again (after drop_own)."""
+        try:
+            self._socket.setsockopt(socket.SOL_SOCKET, SO_DETACH_FILTER, 0)
+        except OSError:
+            pass  # closed meanwhile (the agent stopping), or no filter attached: nothing is dropped
 
     def close(self):
         self._socket.close()
