@@ -1,5 +1,9 @@
-"""The wireguard backend on namespace hosts with a real etcd: the built agent, wireguard-go (this
-kernel has no wireguard module), containers pinging across, the underlay captured.
+"""The wireguard backend on namespace hosts with a real etcd: the built agent, containers pinging
+across, the underlay captured. The agent runs the kernel's WireGuard where the kernel can make a
+wireguard link, else wireguard-go: the tests probe the kernel as the agent does (a wireguard link
+made in a test namespace) and check that the agent chose and logged the same path. This
+machine's kernel has no wireguard module, so here they run wireguard-go; the kernel path's
+netlink calls are unit-tested only (tests/unit/agent/test_wireguard_kernel_device.py).
 
 Each agent gets a /run/wireguard of its own (Cluster(wireguard=True)): wireguard-go's control
 socket path does not depend on the network namespace.
@@ -29,9 +33,25 @@ CONFIG = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", 
 VXLAN_CONFIG = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0", '
                 '"Backend": {"Type": "vxlan", "VNI": 100}}')
 PORT = 51820
+PSK = "q8ZLY0mF3sGz9eJv2ZCwT7kR1nXo4pHd6aUiMbEcV5w="
 
 pytestmark = pytest.mark.skipif(not shutil.which("wireguard-go"), reason="wireguard-go is not installed "
                                 "(make prereqs installs it)")
+
+
+def _kernel_has_wireguard(host):
+    """Whether the kernel makes a wireguard link (in `host`'s namespace, removed at once)."""
+    made = host.run(["ip", "link", "add", "wgprobe", "type", "wireguard"], check=False).returncode == 0
+    if made:
+        host.run(["ip", "link", "del", "wgprobe"])
+    return made
+
+
+def _chosen_path(host):
+    """The start-up log line the agent must write on `host`'s kernel: which WireGuard and why."""
+    if _kernel_has_wireguard(host):
+        return "wireguard: kernel runs flannel-wg: the kernel has the wireguard module"
+    return "wireguard: wireguard-go runs flannel-wg: the kernel has no wireguard module (creating a wireguard link: "
 
 
 def _subnet(agent):
@@ -77,7 +97,7 @@ def test_ping_across_with_only_wireguard_udp_on_the_underlay(lab, wg_cluster):
     assert value == {"PublicIP": hosts[0].address, "BackendType": "wireguard",
                      "BackendData": {"PublicKey": public_key(key), "Port": PORT}}
     assert agents[0].env()["FLANNEL_MTU"] == "1420"  # 1500 - 80
-    assert "wireguard: wireguard-go runs flannel-wg: the kernel has no wireguard module" in agents[0].log
+    assert _chosen_path(hosts[0]) in agents[0].log
     assert stat.S_IMODE(os.stat(agents[0].key_file).st_mode) == 0o600
     dump = _wg_show(agents[0]).splitlines()
     assert dump[0].split("\t")[:3] == [key, public_key(key), str(PORT)]
@@ -117,7 +137,9 @@ def test_sigkill_and_restart_keep_the_key_and_the_traffic(lab, wg_cluster):
     restarted.wait_ready()
     sent, replies = pinger.result()
     assert open(agents[0].key_file).read() == key
-    assert "using the private key" in restarted.log and "exists, run by a wireguard-go" in restarted.log
+    found = ("kernel runs flannel-wg: flannel-wg exists and is the kernel's" if _kernel_has_wireguard(hosts[0])
+             else "wireguard-go runs flannel-wg: flannel-wg exists, run by a wireguard-go")
+    assert "using the private key" in restarted.log and "wireguard: " + found in restarted.log
     assert "created flannel-wg" not in restarted.log
     # Lost echoes are counted for BENCHMARKS.md, not asserted (the machine's load decides them).
     print("wireguard SIGKILL + restart: %d of %d echoes at 0.1 s lost" % (sent - replies, sent))
@@ -149,6 +171,21 @@ def test_hostile_leases_are_skipped_and_the_good_peer_kept(lab, wg_cluster):
     assert len(_wg_show(agents[0]).splitlines()) == 2  # the device and the one good peer
     assert len(ping(one.ns, two.address, count=3, timeout=1)) == 3
     assert agents[0].healthz()[0] == 200
+
+
+def test_psk_and_the_underlay_mtu_reach_the_device_and_both_ends_agree(lab, agent_path, request):
+    config = json.loads(CONFIG)
+    config["Backend"].update(PSK=PSK, MTU=1400, ListenPort=51999)
+    with Cluster(lab, agent_path, config=json.dumps(config), name=request.node.name, wireguard=True) as cluster:
+        hosts, agents, subnets, (one, two) = _pair(lab, cluster)  # pings across: both ends hold the PSK
+        assert agents[0].env()["FLANNEL_MTU"] == "1320"  # Backend.MTU is the underlay's: 1400 - 80
+        assert "mtu 1320 " in hosts[0].run(["ip", "link", "show", "flannel-wg"]).stdout
+        dump = _wg_show(agents[0]).splitlines()
+        assert dump[0].split("\t")[2] == "51999"
+        peer = dump[1].split("\t")
+        assert (peer[1], peer[2]) == (PSK, "%s:51999" % hosts[1].address)
+        assert PSK not in agents[0].log and PSK not in cluster.lease_value(str(subnets[0]))
+        assert len(ping(two.ns, one.address, count=3, timeout=1)) == 3
 
 
 def test_live_switch_vxlan_to_wireguard_and_back(lab, agent_path, request):

@@ -147,7 +147,11 @@ class NetworkConfig:
         return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:12]
 
     def __repr__(self):
-        return "NetworkConfig(%s)" % json.dumps(self.as_dict(), sort_keys=True)
+        """The config as the log shows it: a wireguard PSK is a secret, so only its presence."""
+        data = self.as_dict()
+        if "PSK" in data["Backend"]:
+            data["Backend"] = dict(data["Backend"], PSK="(set, not shown)")
+        return "NetworkConfig(%s)" % json.dumps(data, sort_keys=True)
 
 
 def _network(value):

@@ -44,6 +44,12 @@ def test_bad_options_name_the_key_and_never_show_the_psk(backend, key, rule):
     assert "secret-but-not-a-key" not in str(error.value)
 
 
+def test_the_config_as_logged_never_shows_the_psk():
+    config = _config(PSK=KEY)
+    assert KEY not in repr(config) and '"PSK": "(set, not shown)"' in repr(config)
+    assert config.backend.psk == KEY and config.as_dict()["Backend"]["PSK"] == KEY  # the digest still covers it
+
+
 def test_lease_data_round_trip_and_identity():
     text = '{"PublicIP":"192.0.2.7","BackendType":"wireguard","BackendData":{"PublicKey":"%s","Port":51820}}' % KEY
     attrs = LeaseAttrs.from_json(text)
