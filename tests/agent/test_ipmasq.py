@@ -84,3 +84,18 @@ def test_masquerade_lets_a_container_reach_a_host_without_overlay_routes(lab, ho
 def test_iptables_failure_is_reported(host):
     with pytest.raises(ipmasq.IptablesError):
         ipmasq.ensure_masquerade("10.7.0.0/99", OWN_SUBNET, prefix=prefix(host))
+
+
+def test_ipv6_rules_with_ip6tables_added_and_removed(host):
+    """A dual-stack network's rules: the same four for ip6tables, multicast being ff00::/8."""
+    network6, subnet6 = "fd00:10::/48", "fd00:10:0:7::/64"
+    changes = ipmasq.ensure_masquerade(network6, subnet6, prefix=prefix(host), iptables="ip6tables")
+    assert len(changes) == 4 and all(change.startswith("added") for change in changes)
+    rules = [line for line in host.run(["ip6tables", "-w", "-t", "nat", "-S", "POSTROUTING"]).stdout.splitlines()
+             if line.startswith("-A ")]
+    assert rules == [rule.replace(NETWORK, network6).replace(OWN_SUBNET, subnet6).replace("224.0.0.0/4", "ff00::/8")
+                     for rule in MASQ_RULES]
+    assert listed(host, "nat", "POSTROUTING") == []  # iptables' own table untouched
+    assert ipmasq.ensure_masquerade(network6, subnet6, prefix=prefix(host), iptables="ip6tables") == []
+    assert len(ipmasq.remove_masquerade(network6, subnet6, prefix=prefix(host), iptables="ip6tables")) == 4
+    assert host.run(["ip6tables", "-w", "-t", "nat", "-S", "POSTROUTING"]).stdout.splitlines() == ["-P POSTROUTING ACCEPT"]

@@ -21,28 +21,46 @@ PING_SCRIPT = r"""
 import os, socket, struct, sys, time
 address, count, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 interval = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
+size = int(sys.argv[5]) if len(sys.argv) > 5 else 0  # the whole IP packet, sent unfragmented
+v6 = ":" in address
 def checksum(data):
     data += b"\0" * (len(data) % 2)
     total = sum(struct.unpack("!%dH" % (len(data) // 2), data))
     total = (total >> 16) + (total & 0xFFFF)
     return ~(total + (total >> 16)) & 0xFFFF
-sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+if v6:  # the kernel fills in the ICMPv6 checksum and hands replies over without the IPv6 header
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    request, reply, header_size = 128, 129, 40
+    if size:
+        sock.setsockopt(socket.IPPROTO_IPV6, 62, 1)  # IPV6_DONTFRAG
+else:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    request, reply, header_size = 8, 0, 20
+    if size:
+        sock.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF set
+payload = b"netlab".ljust(max(6, size - header_size - 8), b"x") if size else b"netlab"
 ident, replies = os.getpid() & 0xFFFF, 0
 for seq in range(count):
     started = time.monotonic()
-    body = struct.pack("!BBHHH", 8, 0, 0, ident, seq) + b"netlab"
-    sock.sendto(body[:2] + struct.pack("!H", checksum(body)) + body[4:], (address, 0))
+    body = struct.pack("!BBHHH", request, 0, 0, ident, seq) + payload
+    if not v6:
+        body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
+    try:
+        sock.sendto(body, (address, 0))
+    except OSError as error:  # EMSGSIZE: bigger than the route's MTU
+        print("send failed: %s" % error)
+        continue
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         sock.settimeout(max(deadline - time.monotonic(), 0.001))
         try:
-            packet, source = sock.recvfrom(2048)
+            packet, source = sock.recvfrom(65536)
         except socket.timeout:
             break
-        header = (packet[0] & 0x0F) * 4
+        header = 0 if v6 else (packet[0] & 0x0F) * 4
         kind, _code, _sum, rid, rseq = struct.unpack("!BBHHH", packet[header:header + 8])
-        if source[0] == address and kind == 0 and rid == ident and rseq == seq:
-            print("reply from %s ttl=%d" % (address, packet[8]))
+        if source[0] == address and kind == reply and rid == ident and rseq == seq:
+            print("reply from %s ttl=%d size=%d" % (address, 0 if v6 else packet[8], len(packet) - header))
             replies += 1
             break
     sys.stdout.flush()
@@ -67,11 +85,14 @@ def run_in(ns, argv, check=True):
     return run(["ip", "netns", "exec", ns] + list(argv), check=check)
 
 
-def ping(ns, address, count=1, timeout=2.0):
-    """ICMP echo from `ns` (no ping binary needed). Returns the reply TTLs; [] when none came."""
+def ping(ns, address, count=1, timeout=2.0, size=None):
+    """ICMP (ICMPv6 for an IPv6 address) echo from `ns` (no ping binary needed). Returns the reply
+    TTLs (0 for IPv6); [] when none came. `size`: the whole IP packet's, sent with don't-fragment
+    (IPv4's DF, IPV6_DONTFRAG), so that only a path whose MTU holds it answers."""
     count, timeout = max(1, min(int(count), 10)), max(0.1, min(float(timeout), 5.0))
-    result = run_in(ns, [sys.executable, "-c", PING_SCRIPT, address, count, timeout], check=False)
-    return [int(line.rsplit("=", 1)[1]) for line in result.stdout.splitlines() if "ttl=" in line]
+    extra = [0.0, int(size)] if size else []
+    result = run_in(ns, [sys.executable, "-c", PING_SCRIPT, address, count, timeout] + extra, check=False)
+    return [int(line.split("ttl=", 1)[1].split()[0]) for line in result.stdout.splitlines() if "ttl=" in line]
 
 
 class Pinger:

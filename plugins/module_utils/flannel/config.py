@@ -24,8 +24,9 @@ except ImportError:  # reported by the caller through missing_libraries()
     IPAddress = IPNetwork = None
 
 SUPPORTED_BACKENDS = tuple(BACKENDS)
-# The backends that may run a dual-stack network (upstream's udp never carried IPv6).
-IPV6_BACKENDS = ("vxlan", "host-gw")
+# The backends that may run a dual-stack network (upstream's udp never carried IPv6; alloc only
+# leases, both families alike).
+IPV6_BACKENDS = ("vxlan", "host-gw", "alloc")
 VXLAN_DEFAULT_PORT = 8472
 UDP_DEFAULT_PORT = 8285
 WIREGUARD_DEFAULT_PORT = 51820

@@ -214,11 +214,16 @@ class ConfigFollower:
         try:
             if moves_lease(config, keeper.lease.subnet, keeper.lease.ipv6_subnet):
                 self.peer_table.forget()
-                if not keeper.replace(old_config.network):
+                old_ipv6 = old_config.ipv6.network if old_config.ipv6 is not None else None
+                if not keeper.replace(old_config.network, old_ipv6):
                     return False
             else:
-                if config.network != old_config.network:
-                    keeper.remove_masquerade(keeper.lease.subnet, old_config.network)
+                old_ipv6 = old_config.ipv6.network if old_config.ipv6 is not None else None
+                new_ipv6 = config.ipv6.network if config.ipv6 is not None else None
+                if config.network != old_config.network or old_ipv6 != new_ipv6:
+                    keeper.remove_masquerade(keeper.lease.subnet if config.network != old_config.network else None,
+                                             old_config.network, keeper.lease.ipv6_subnet if old_ipv6 != new_ipv6
+                                             else None, old_ipv6)
                 keeper.install(keeper.lease)  # the new backend's device; subnet.env gets its MTU
                 self.peer_table.program()
         finally:

@@ -20,6 +20,7 @@ from .changes import MASQUERADE, Change
 
 MASQ_COMMENT = "flanneld masq"
 MULTICAST = "224.0.0.0/4"
+MULTICAST_IPV6 = "ff00::/8"
 
 
 # (prefix, iptables, network, subnet) whose uncommented copies this process has looked for.
@@ -32,12 +33,14 @@ class IptablesError(Exception):
 
 def masquerade_rules(network, own_subnet, comment=True):
     """flanneld's four nat POSTROUTING rules, in order, as argument lists (without the comment:
-    upstream v0.10's)."""
+    upstream v0.10's). The same four for ip6tables with an IPv6 network and subnet (modern
+    flanneld's -ip-masq on a dual-stack network), multicast being ff00::/8 there."""
     network, own_subnet = str(network), str(own_subnet)
+    multicast = MULTICAST_IPV6 if ":" in network else MULTICAST
     comment = ["-m", "comment", "--comment", MASQ_COMMENT] if comment else []
     return [
         ["-s", network, "-d", network] + comment + ["-j", "RETURN"],  # inside the overlay: keep sources
-        ["-s", network, "!", "-d", MULTICAST] + comment + ["-j", "MASQUERADE"],  # overlay to the world
+        ["-s", network, "!", "-d", multicast] + comment + ["-j", "MASQUERADE"],  # overlay to the world
         ["!", "-s", network, "-d", own_subnet] + comment + ["-j", "RETURN"],  # the world to our containers
         ["!", "-s", network, "-d", network] + comment + ["-j", "MASQUERADE"],  # host to remote containers
     ]
@@ -74,15 +77,15 @@ def _exists(prefix, iptables, table, chain, rule):
         return True
     if result.returncode == 1:  # "Bad rule (does a matching rule exist in that chain?)"
         return False
-    raise IptablesError("iptables -t %s -C %s %s: %s"
-                        % (table, chain, " ".join(rule), result.stderr.strip()))
+    raise IptablesError("%s -t %s -C %s %s: %s"
+                        % (iptables, table, chain, " ".join(rule), result.stderr.strip()))
 
 
 def _change(prefix, iptables, table, action, chain, rule):
     result = _run(prefix, iptables, table, action, chain, rule)
     if result.returncode != 0:
-        raise IptablesError("iptables -t %s %s %s %s: %s"
-                            % (table, action, chain, " ".join(rule), result.stderr.strip()))
+        raise IptablesError("%s -t %s %s %s %s: %s"
+                            % (iptables, table, action, chain, " ".join(rule), result.stderr.strip()))
     return Change(MASQUERADE, "added" if action == "-A" else "deleted", "-t %s %s %s" % (table, chain, _quoted(rule)))
 
 

@@ -66,9 +66,10 @@ class KernelFollower:
         """Start the thread. A thread, not a selector in the loop: the loop waits in the etcd
         long-poll (urllib3, whose socket a selector cannot share) and a repair must not wait for
         it; the lock keeps the backend and its netlink socket to one side at a time."""
-        from .netlink.events import KernelEvents
+        from .netlink.events import GROUPS_IPV6, KernelEvents
 
-        events = KernelEvents()
+        # IPv6 too whatever the config: EnableIPv6 may be turned on while the agent runs.
+        events = KernelEvents(GROUPS_IPV6)
         self.in_force.kernel_events = events
         if self.in_force.backend is not None:
             self.in_force.backend.announce_to(events)

@@ -21,9 +21,15 @@ LOG = logging.getLogger("flanneld")
 
 # device_*: the backend's device (index None: no device); device_routes: destinations through the
 # device whose loss needs the device repaired (udp's Network); routes {dst: netlink.Route},
-# neighbours {ip: mac} and fdb {mac: dst}: the peers' entries; underlay_*: the external interface.
+# neighbours {ip: mac} and fdb {mac: dst}: the peers' entries, IPv4 and IPv6 (on either device);
+# underlay_*: the external interface; device_address6: the device's IPv6 address on a dual-stack
+# network; device6_*: vxlan's IPv6-underlay device flannel-v6.<VNI>, when it runs one.
 Owned = collections.namedtuple("Owned", "device_index device_name device_mtu device_mac device_address "
-                               "device_routes routes neighbours fdb underlay_index underlay_mtu")
+                               "device_routes routes neighbours fdb underlay_index underlay_mtu "
+                               "device_address6 device6_index device6_name",
+                               defaults=(None, None, None))
+# The metric the kernel gives an IPv6 route added without one (IPv4's is 0).
+IPV6_DEFAULT_METRIC = 1024
 # full: events were lost; device: the device needs repairing (then every peer is programmed
 # again); underlay_mtu: the external interface's new MTU, or None; underlay_addresses: its
 # addresses changed; routes, neighbours ([(ip, mac)]) and fdb ([(mac, dst)]): entries to restore.
@@ -57,12 +63,17 @@ def needed(events, owned):
         latest[key] = event
     full = device = underlay_addresses = False
     underlay_mtu = None
+    devices = (owned.device_index,) if owned.device6_index is None else (owned.device_index, owned.device6_index)
     routes, neighbours, fdb = [], [], []
     for event in latest.values():
         if isinstance(event, Overflow):
             full = True
         elif isinstance(event, LinkEvent):
-            if event.index == owned.device_index:
+            if owned.device6_index is not None and event.index == owned.device6_index:
+                device |= event.removed or event.name != owned.device6_name or not event.up
+            elif owned.device6_name and event.name == owned.device6_name and not event.removed:
+                device = True
+            elif event.index == owned.device_index:
                 device |= event.removed or event.name != owned.device_name or not event.up or \
                     event.mtu != owned.device_mtu or bool(owned.device_mac and event.mac != owned.device_mac)
             elif event.name == owned.device_name and owned.device_name and not event.removed:
@@ -70,19 +81,21 @@ def needed(events, owned):
             elif event.index == owned.underlay_index and not event.removed and event.mtu != owned.underlay_mtu:
                 underlay_mtu = event.mtu
         elif isinstance(event, AddressEvent):
-            if event.index == owned.device_index and event.removed and event.address == owned.device_address:
+            if event.index in devices and event.removed and event.address in (owned.device_address,
+                                                                              owned.device_address6):
                 device = True
-            elif event.index == owned.underlay_index:
-                underlay_addresses = True
+            elif event.index == owned.underlay_index and ":" not in (event.address or ""):
+                underlay_addresses = True  # the IPv4 address in use may have gone
         elif isinstance(event, NeighbourEvent):
-            wanted = owned.neighbours.get(event.ip) if event.index == owned.device_index else None
+            wanted = owned.neighbours.get(event.ip) if event.index in devices else None
             if wanted and (event.removed or not event.permanent or (event.mac or "").lower() != wanted):
                 neighbours.append((event.ip, wanted))
         elif isinstance(event, FdbEvent):
-            wanted = owned.fdb.get((event.mac or "").lower()) if event.index == owned.device_index else None
+            wanted = owned.fdb.get((event.mac or "").lower()) if event.index in devices else None
             if wanted and (event.removed == (event.dst == wanted)):  # ours removed, or another dst put in
                 fdb.append((event.mac.lower(), wanted))
-        elif isinstance(event, RouteEvent) and event.metric == 0:
+        elif isinstance(event, RouteEvent) and \
+                event.metric == (IPV6_DEFAULT_METRIC if ":" in event.route.dst else 0):
             wanted = owned.routes.get(event.route.dst)
             if wanted is not None and (event.removed == (event.route == wanted)):
                 routes.append(wanted)

@@ -83,8 +83,12 @@ class LeaseKeeper:
         dual_stack = config.ipv6 is not None
         # Modern flanneld's vxlan value names the VNI beside the VtepMAC; v0.10's (IPv4-only) does not.
         vni = config.backend.vni if dual_stack and info["vtep_mac"] else None
+        # The backend's PublicIPv6 when it routes IPv6 (-public-ipv6, else its IPv6 underlay's address).
+        public_ipv6 = info.get("public_ipv6", self.public_ipv6) if dual_stack else None
+        vtep_mac_v6 = info.get("vtep_mac_v6") if dual_stack else None
         self.attrs = LeaseAttrs(public_ip, info["backend_type"], info["vtep_mac"], info.get("backend_data"),
-                                modern_format=dual_stack, vni=vni, public_ipv6=self.public_ipv6 if dual_stack else None)
+                                modern_format=dual_stack, vni=vni, public_ipv6=public_ipv6, vtep_mac_v6=vtep_mac_v6,
+                                vni_v6=vni if vtep_mac_v6 else None)
 
     def claim_public_ip(self, public_ip=None):
         """Reason the public IP (the published one unless given) cannot be used by this host, or
@@ -127,7 +131,11 @@ class LeaseKeeper:
         """Program our own side of the lease and publish subnet.env."""
         self.lease = lease
         self.schedule()
-        for change in self.in_force.backend.configure_lease(lease.subnet):
+        backend = self.in_force.backend
+        changes = backend.configure_lease(lease.subnet)
+        if getattr(self.in_force.config, "ipv6", None) is not None and backend.routes_ipv6:
+            changes += backend.configure_ipv6_lease(lease.ipv6_subnet)
+        for change in changes:
             LOG.info("backend: %s", change)
         if self.write_subnet_env():
             LOG.info("wrote %s: FLANNEL_SUBNET=%s/%d FLANNEL_MTU=%d", self.subnet_file,
@@ -149,17 +157,25 @@ class LeaseKeeper:
         from .ipmasq import ensure_masquerade
 
         changes = ensure_masquerade(self.in_force.config.network, self.lease.subnet)
+        ipv6 = getattr(self.in_force.config, "ipv6", None)
+        if ipv6 is not None and self.lease.ipv6_subnet is not None:
+            changes += ensure_masquerade(ipv6.network, self.lease.ipv6_subnet, iptables="ip6tables")
         for change in changes:
             LOG.info("ip-masq: %s", change)
         return changes
 
-    def remove_masquerade(self, subnet, network=None):
-        """Drop the rules naming a subnet (or Network) this host no longer holds."""
+    def remove_masquerade(self, subnet, network=None, ipv6_subnet=None, ipv6_network=None):
+        """Drop the rules naming a subnet (or Network) this host no longer holds (`subnet` None:
+        none of the iptables ones); with `ipv6_subnet`, the ip6tables rules naming it and
+        `ipv6_network` too."""
         if not self.ip_masq:
             return
         from .ipmasq import remove_masquerade
 
-        for change in remove_masquerade(network or self.in_force.config.network, subnet):
+        changes = remove_masquerade(network or self.in_force.config.network, subnet) if subnet is not None else []
+        if ipv6_subnet is not None and ipv6_network is not None:
+            changes += remove_masquerade(ipv6_network, ipv6_subnet, iptables="ip6tables")
+        for change in changes:
             LOG.info("ip-masq: %s", change)
 
     def schedule(self):
@@ -217,24 +233,27 @@ class LeaseKeeper:
     def regain(self):
         """Acquire a lease again (preferring the lost one's subnet) and install it; the caller
         re-lists next. Returns False when stopped first."""
-        old_subnet = self.lease.subnet
-        lease = self.acquire(old_subnet, self.lease.ipv6_subnet)
+        old_subnet, old_ipv6_subnet = self.lease.subnet, self.lease.ipv6_subnet
+        lease = self.acquire(old_subnet, old_ipv6_subnet)
         if lease is None:
             return False
         self.lost = None
         metrics.lease_reacquired()
         if lease.subnet != old_subnet:
             LOG.warning("lease moved from %s to %s", old_subnet, lease.subnet)
-            self.remove_masquerade(old_subnet)
+        ipv6 = getattr(self.in_force.config, "ipv6", None)
+        self.remove_masquerade(old_subnet if lease.subnet != old_subnet else None, None,
+                               old_ipv6_subnet if lease.ipv6_subnet != old_ipv6_subnet else None,
+                               ipv6.network if ipv6 is not None else None)
         self.install(lease)
         return True
 
-    def replace(self, old_network):
+    def replace(self, old_network, old_ipv6_network=None):
         """Give up a lease the new config has no room for and acquire one that fits; False when
         stopped first."""
         old_subnet = self.lease.subnet
         LOG.info("lease %s does not fit the new network config; releasing it", old_subnet)
-        self.remove_masquerade(old_subnet, old_network)
+        self.remove_masquerade(old_subnet, old_network, self.lease.ipv6_subnet, old_ipv6_network)
         self.registry.delete_lease(self.lease)
         # Re-keyed only (IPv6 turned on or off): the IPv4 subnet it held, now free, is asked for first.
         lease = self.acquire(old_subnet if self.in_force.config.is_compatible(old_subnet) else None)

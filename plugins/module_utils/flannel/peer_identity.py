@@ -4,10 +4,12 @@ A peer's identity is what the backend keys its kernel or forwarding entries by, 
 leases with one identity would overwrite each other's entries: the VtepMAC for vxlan (the FDB
 entry MAC -> PublicIP exists once per MAC), the PublicKey for wireguard (the device holds one
 peer per key), the PublicIP (the next hop) for udp and host-gw and
-for the direct routes between vxlan and host-gw hosts. A lease whose identity a live lease
-already holds, or that is this host's own, is a conflict: it is skipped (logged once with both
-keys, counted), never programmed, and its removal removes nothing. When the holder goes, the
-next claimant becomes the holder and is programmed.
+for the direct routes between vxlan and host-gw hosts. On a dual-stack network a lease also
+claims its IPv6 side's: the BackendV6Data VtepMAC (flannel-v6's FDB entry) for vxlan, the
+PublicIPv6 (the next hop of the IPv6 route, of kind PublicIP as the IPv4 one) for host-gw. A
+lease whose identity a live lease already holds, or that is this host's own, is a conflict: it
+is skipped (logged once with both keys, counted), never programmed, and its removal removes
+nothing. When the holder goes, the next claimant becomes the holder and is programmed.
 
 The holder is the lease whose key etcd created first (v2 createdIndex, v3 create_revision; the
 subnet breaks a tie). Every host reads the same numbers from etcd, so every host picks the same
@@ -47,6 +49,20 @@ def lease_identity(backend_type, attrs):
     return (PUBLIC_IP, attrs.public_ip)
 
 
+def lease_identities(backend_type, attrs, ipv6=False):
+    """Every (kind, value) a peer with `attrs` claims: lease_identity's, and on a dual-stack
+    network (`ipv6`) its IPv6 side's (see the module's note)."""
+    found = [identity for identity in (lease_identity(backend_type, attrs),) if identity]
+    if not ipv6 or backend_type not in ("vxlan", "host-gw"):
+        return found
+    if backend_type == "vxlan" and attrs.backend_type == "vxlan":
+        if attrs.vtep_mac_v6:
+            found.append((VTEP_MAC, attrs.vtep_mac_v6.lower()))
+    elif attrs.public_ipv6:
+        found.append((PUBLIC_IP, attrs.public_ipv6))  # a next hop, as the IPv4 PublicIP
+    return found
+
+
 def holder_order(lease):
     """Sort key: the first lease of a sorted list holds the identity (see the module's note)."""
     return (getattr(lease, "created_index", 0) or 0, lease.subnet.first, lease.subnet.prefixlen)
@@ -58,20 +74,24 @@ class IdentityBook:
 
     def __init__(self):
         self.backend_type = None
+        self.ipv6 = False  # a dual-stack network: leases claim their IPv6 side's identities too
         self.own = frozenset()
         self.own_subnet = None
         self.leases = {}  # subnet -> Lease
         self.claims = {}  # identity -> set of subnets whose lease claims it
         self.conflicts = {}  # subnet -> Conflict, for every lease skipped now
 
-    def configure(self, backend_type, own_attrs, own_subnet):
-        """This host's backend type, lease attrs and subnet; the leases are indexed again when
-        they changed (the caller re-lists and re-programs everything after such a change)."""
-        own = frozenset(identity for identity in (lease_identity(backend_type, own_attrs),
-                                                  (PUBLIC_IP, own_attrs.public_ip)) if identity)
-        if (backend_type, own, own_subnet) == (self.backend_type, self.own, self.own_subnet):
+    def configure(self, backend_type, own_attrs, own_subnet, ipv6=False):
+        """This host's backend type, lease attrs and subnet (and whether the network is
+        dual-stack); the leases are indexed again when they changed (the caller re-lists and
+        re-programs everything after such a change)."""
+        own = set(lease_identities(backend_type, own_attrs, ipv6) + [(PUBLIC_IP, own_attrs.public_ip)])
+        if ipv6 and own_attrs.public_ipv6:
+            own.add((PUBLIC_IP, own_attrs.public_ipv6))
+        own = frozenset(own)
+        if (backend_type, own, own_subnet, ipv6) == (self.backend_type, self.own, self.own_subnet, self.ipv6):
             return
-        self.backend_type, self.own, self.own_subnet = backend_type, own, own_subnet
+        self.backend_type, self.own, self.own_subnet, self.ipv6 = backend_type, own, own_subnet, ipv6
         leases = [lease for subnet, lease in self.leases.items() if subnet != own_subnet]
         self.leases, self.claims = {}, {}
         for lease in leases:
@@ -113,25 +133,29 @@ class IdentityBook:
         return self._changes(affected, before, None)
 
     def identity_of(self, lease):
-        """The (kind, value) identity `lease` claims here, or None."""
-        return lease_identity(self.backend_type, lease.attrs)
+        """The (kind, value) identity `lease` claims here first, or None."""
+        identities = self.identities_of(lease)
+        return identities[0] if identities else None
+
+    def identities_of(self, lease):
+        """Every (kind, value) identity `lease` claims here."""
+        return lease_identities(self.backend_type, lease.attrs, self.ipv6)
 
     # -- internals -------------------------------------------------------------------------------
 
     def _add(self, lease):
         self.leases[lease.subnet] = lease
-        identity = self.identity_of(lease)
-        if identity is not None:
+        for identity in self.identities_of(lease):
             self.claims.setdefault(identity, set()).add(lease.subnet)
 
     def _drop(self, lease):
         del self.leases[lease.subnet]
-        identity = self.identity_of(lease)
-        claimants = self.claims.get(identity)
-        if claimants is not None:
-            claimants.discard(lease.subnet)
-            if not claimants:
-                del self.claims[identity]
+        for identity in self.identities_of(lease):
+            claimants = self.claims.get(identity)
+            if claimants is not None:
+                claimants.discard(lease.subnet)
+                if not claimants:
+                    del self.claims[identity]
 
     def _claimants(self, *leases):
         """The subnets whose programming a change of `leases` may change: theirs, and every other
@@ -141,8 +165,8 @@ class IdentityBook:
             if lease is None:
                 continue
             affected.add(lease.subnet)
-            identity = self.identity_of(lease)
-            affected.update(self.claims.get(identity, ()))
+            for identity in self.identities_of(lease):
+                affected.update(self.claims.get(identity, ()))
         return affected
 
     def _holder(self, identity):
@@ -153,11 +177,11 @@ class IdentityBook:
     def _conflict_of(self, subnet):
         """The Conflict that keeps the lease at `subnet` from being programmed, or None."""
         lease = self.leases.get(subnet)
-        identity = self.identity_of(lease) if lease is not None else None
-        if identity is None:
-            return None
-        holder = self._holder(identity)
-        return None if holder == subnet else Conflict(subnet, identity, holder)
+        for identity in self.identities_of(lease) if lease is not None else ():
+            holder = self._holder(identity)
+            if holder != subnet:
+                return Conflict(subnet, identity, holder)
+        return None
 
     def _programmed_among(self, subnets):
         return set(subnet for subnet in subnets if subnet in self.leases and self._conflict_of(subnet) is None)
@@ -189,6 +213,12 @@ class IdentityBook:
         return Changes(unprogrammed, programmed, began, ended)
 
 
+def _lease_key(book, subnet):
+    """The key of the lease held for `subnet` (with its IPv6 subnet on a dual-stack network)."""
+    lease = book.leases.get(subnet)
+    return subnet_key(subnet, getattr(lease, "ipv6_subnet", None))
+
+
 def report(changes, book, log=None):
     """Log each conflict that began (one line naming both keys) and count it; log the ends."""
     log = log or logging.getLogger("flanneld")
@@ -201,10 +231,10 @@ def report(changes, book, log=None):
         else:
             holder = book.leases[conflict.holder]
             held = "is held by lease %s, created first (etcd index %s, this one %s)" % (
-                subnet_key(conflict.holder), getattr(holder, "created_index", 0), getattr(lease, "created_index", 0))
+                _lease_key(book, conflict.holder), getattr(holder, "created_index", 0), getattr(lease, "created_index", 0))
         log.warning("skipping lease %s: its %s %s %s; a %s must belong to one lease, so it is not programmed",
-                    subnet_key(conflict.subnet), kind, value, held, kind)
+                    _lease_key(book, conflict.subnet), kind, value, held, kind)
         metrics.conflicting_lease(kind)
     for subnet in changes.resolved:
         lease = book.leases[subnet]
-        log.info("lease %s now holds its %s %s: programming it", subnet_key(subnet), *book.identity_of(lease))
+        log.info("lease %s now holds its %s %s: programming it", _lease_key(book, subnet), *book.identity_of(lease))

@@ -33,7 +33,9 @@ class PeerTable:
 
     def _book(self):
         """The IdentityBook, told this host's current backend type, lease attrs and subnet."""
-        self.identities.configure(self.in_force.config.backend.type, self.keeper.attrs, self.keeper.lease.subnet)
+        config = self.in_force.config
+        self.identities.configure(config.backend.type, self.keeper.attrs, self.keeper.lease.subnet,
+                                  getattr(config, "ipv6", None) is not None)
         return self.identities
 
     def held(self, subnet):

@@ -12,7 +12,8 @@ from test_lease_properties import PUBLIC_IP, VXLAN, FakeKernel
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import changes, config, metrics
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends import (BACKENDS, BackendFlags, backend_class,
                                                                                       make_backend)
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.base import BackendError, RouteBackend
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.base import BackendError
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.route_backend import RouteBackend
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import VxlanBackend
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import Lease, LeaseAttrs
 

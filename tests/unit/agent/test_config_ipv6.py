@@ -89,7 +89,7 @@ def test_bad_ipv6_values_name_the_key_and_rule(ipv6, key, rule):
     (dict(TUTORIAL, EnableIPv4=False, EnableIPv6=True, IPv6Network="fd00::/48"), "EnableIPv4",
      "must be true: an IPv6-only network is not supported"),
     (dict(TUTORIAL, EnableIPv6=True, IPv6Network="fd00::/48", Backend={"Type": "udp"}), "EnableIPv6",
-     "backend udp does not carry IPv6: use one of vxlan, host-gw, or turn EnableIPv6 off"),
+     "backend udp does not carry IPv6: use one of vxlan, host-gw, alloc, or turn EnableIPv6 off"),
     (dict(TUTORIAL, IPv6Network="fd00::/48"), "IPv6Network", 'only used with "EnableIPv6": true'),
 ])
 def test_other_dual_stack_mistakes_are_refused(document, key, rule):

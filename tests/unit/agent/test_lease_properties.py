@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from netaddr import IPAddress, IPNetwork
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import netlink
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.base import RouteBackend
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.route_backend import RouteBackend
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.host_gw import HostGwBackend
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.udp import UdpBackend
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import VxlanBackend

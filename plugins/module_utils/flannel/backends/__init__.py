@@ -27,12 +27,13 @@ BACKENDS = collections.OrderedDict([  # in the order messages list them
 
 # The agent flags that backends read (each backend's create() takes them): the config follower is
 # given these, not the whole command line. A backend flag of cli.py gets a field here.
-BackendFlags = collections.namedtuple("BackendFlags", "vxlan_offload")
+# public_ipv6: -public-ipv6, the address a dual-stack host-gw or IPv6-underlay vxlan backend uses.
+BackendFlags = collections.namedtuple("BackendFlags", "vxlan_offload public_ipv6", defaults=("",))
 
 
 def backend_flags(options):
     """The BackendFlags of the agent's parsed command line."""
-    return BackendFlags(*(getattr(options, name) for name in BackendFlags._fields))
+    return BackendFlags(options.vxlan_offload, getattr(options, "public_ipv6", ""))
 
 
 def backend_class(type_name):

@@ -16,6 +16,7 @@ except ImportError:  # reported by the caller through missing_libraries()
 
 class AllocBackend(Backend):
     backend_type = "alloc"
+    routes_ipv6 = True  # it routes neither family: an IPv6 subnet is leased like an IPv4 one
 
     def setup(self):
         """Nothing to start: {"backend_type": None (no BackendType in the lease), "vtep_mac": None,

@@ -1,10 +1,34 @@
-"""What a route backend programmed per peer: up to three kernel entries (PeerEntries), and the
-table of them by peer (Programmed) with the route, neighbour and FDB tables they add up to."""
+"""What a route backend programmed per peer: up to three kernel entries per family (PeerEntries),
+and the table of them by peer (Programmed) with the route, neighbour and FDB tables they add up to."""
 
 import collections
 
-# A permanent neighbour (ip, mac) and an FDB entry (mac, dst) on the vxlan device, and a Route.
-PeerEntries = collections.namedtuple("PeerEntries", "neighbour fdb route")
+# A permanent neighbour (ip, mac) and an FDB entry (mac, dst) on a vxlan device, and a Route; the
+# same for the peer's IPv6 subnet on a dual-stack network (None: not routed). A neighbour and an FDB
+# entry are on the link of their family's route (its gateway is the neighbour's ip): flannel.<VNI>,
+# or flannel-v6.<VNI> for IPv6 over an IPv6 underlay.
+PeerEntries = collections.namedtuple("PeerEntries", "neighbour fdb route neighbour6 fdb6 route6",
+                                     defaults=(None, None, None))
+
+
+def families(entries):
+    """(neighbour, fdb, route) of each family a peer's entries route, IPv4 first."""
+    found = [(entries.neighbour, entries.fdb, entries.route)] if entries.route is not None else []
+    if entries.route6 is not None:
+        found.append((entries.neighbour6, entries.fdb6, entries.route6))
+    return found
+
+
+def linked(entries):
+    """({(link, ip): mac}, {(link, mac, dst)}, [Route]) of one peer's entries."""
+    neighbours, fdb, routes = {}, set(), []
+    for neighbour, fdb_entry, route in families(entries):
+        routes.append(route)
+        if neighbour:
+            neighbours[(route.index, neighbour[0])] = neighbour[1]
+        if fdb_entry:
+            fdb.add((route.index,) + tuple(fdb_entry))
+    return neighbours, fdb, routes
 
 
 class Programmed(dict):
@@ -59,9 +83,11 @@ class Programmed(dict):
 
 def _keyed(entries):
     """(table, key, value) of one peer's entries, for Programmed.entries()'s three tables."""
-    keyed = [(0, entries.route.dst, entries.route)]
-    if entries.neighbour:
-        keyed.append((1, entries.neighbour[0], entries.neighbour[1]))
-    if entries.fdb:
-        keyed.append((2, entries.fdb[0], entries.fdb[1]))
+    keyed = []
+    for neighbour, fdb, route in families(entries):
+        keyed.append((0, route.dst, route))
+        if neighbour:
+            keyed.append((1, neighbour[0], neighbour[1]))
+        if fdb:
+            keyed.append((2, fdb[0], fdb[1]))
     return keyed

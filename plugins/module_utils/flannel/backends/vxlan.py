@@ -17,8 +17,10 @@ import re
 from .. import netlink
 from ..changes import DEVICE, Change
 from ..lease import unicast_mac_problem
-from .base import BackendError, PeerEntries, RouteBackend, address_change, mtu_change
-from .peer_entries import Programmed
+from .base import BackendError, address_change, mtu_change
+from .peer_entries import PeerEntries, Programmed
+from .route_backend import RouteBackend
+from .vxlan_ipv6 import VXLAN6_OVERHEAD, VxlanIPv6
 
 try:
     from netaddr import IPNetwork
@@ -78,7 +80,7 @@ def peer_entries(subnet, public_ip, vtep_mac, direct_routing, device_index, onli
     return PeerEntries((gateway, mac), (mac, public_ip), netlink.Route(str(subnet), gateway, device_index, True))
 
 
-class VxlanBackend(RouteBackend):
+class VxlanBackend(VxlanIPv6, RouteBackend):
     backend_type = "vxlan"
 
     def __init__(self, config, iface, public_ip, ipr=None, offload="auto"):
@@ -96,6 +98,7 @@ class VxlanBackend(RouteBackend):
     @classmethod
     def create(cls, config, iface, public_ip, flags):
         backend = cls(config, iface, public_ip, offload=flags.vxlan_offload)
+        backend.public_ipv6 = getattr(flags, "public_ipv6", None) or None
         backend.log.info("tx checksum offload on %s: %s (%s)", backend.device_name,
                          "on" if backend.offload else "off", backend.offload_reason)
         return backend
@@ -104,38 +107,45 @@ class VxlanBackend(RouteBackend):
         """Create or reuse flannel.<VNI> with the deterministic MAC and the MTU.
 
         Returns {"backend_type": "vxlan", "vtep_mac", "mtu", "changes": [..]}: what the lease
-        must publish, and what was done to the kernel.
+        must publish, and what was done to the kernel; on a dual-stack network also "public_ipv6"
+        and, with an IPv6 underlay, "vtep_mac_v6" (flannel-v6.<VNI>: vxlan_ipv6.py).
         """
-        changes = []
-        index = netlink.link_index(self.device_name, self.ipr)
-        if index is not None:
-            current = netlink.link_attributes(index, self.ipr)
-            differences = ["%s %s, want %s" % (key, current.get(key), value)
-                           for key, value in sorted(self.wanted_device.items())
-                           if current.get(key) != value]
-            if differences:
-                self.log.warning("%s has an incompatible configuration (%s); recreating device",
-                                 self.device_name, "; ".join(differences))
-                netlink.delete_link(index, self.ipr)
-                changes.append(Change(DEVICE, "removed", self.device_name, "removed incompatible %s (%s)"
-                                      % (self.device_name, "; ".join(differences))))
-                index = None
-        if index is None:
-            try:
-                index = netlink.create_vxlan(self.device_name, self.vni, self.iface.address, self.iface.index,
-                                             self.wanted_device["port"], self.wanted_device["gbp"],
-                                             self.vtep_mac, self.mtu, self.ipr)
-            except netlink.NetlinkError as error:
-                raise self._refusal("create %s" % self.device_name, error)
-            changes.append(Change(DEVICE, "created", self.device_name,
-                                  "created %s (vni %d, local %s, dev %s, dstport %d, nolearning%s)"
-                                  % (self.device_name, self.vni, self.iface.address, self.iface.name,
-                                     self.wanted_device["port"], ", gbp" if self.wanted_device["gbp"] else "")))
+        index, changes = self._ensure_device(self.device_name, self.wanted_device, self.vtep_mac, self.mtu)
         self.device_index = index
         changes.extend(self._ensure_mac_and_mtu())
         changes.extend(self._ensure_offload())
-        return {"backend_type": self.backend_type, "vtep_mac": self.vtep_mac, "mtu": self.mtu,
-                "changes": changes}
+        info = {"backend_type": self.backend_type, "vtep_mac": self.vtep_mac, "mtu": self.mtu, "changes": changes}
+        if self.ipv6 is not None:
+            changes.extend(self._setup_ipv6(info))
+        return info
+
+    def _ensure_device(self, name, wanted, mac, mtu):
+        """Create the vxlan device `name` with the options `wanted`, or reuse it when it has them
+        (recreated when not). Returns (its index, changes)."""
+        changes = []
+        index = netlink.link_index(name, self.ipr)
+        if index is not None:
+            current = netlink.link_attributes(index, self.ipr)
+            differences = ["%s %s, want %s" % (key, current.get(key), value)
+                           for key, value in sorted(wanted.items()) if current.get(key) != value]
+            if differences:
+                self.log.warning("%s has an incompatible configuration (%s); recreating device",
+                                 name, "; ".join(differences))
+                netlink.delete_link(index, self.ipr)
+                changes.append(Change(DEVICE, "removed", name, "removed incompatible %s (%s)"
+                                      % (name, "; ".join(differences))))
+                index = None
+        if index is None:
+            try:
+                index = netlink.create_vxlan(name, self.vni, wanted["local"], self.iface.index, wanted["port"],
+                                             wanted["gbp"], mac, mtu, self.ipr)
+            except netlink.NetlinkError as error:
+                raise self._refusal("create %s" % name, error)
+            changes.append(Change(DEVICE, "created", name,
+                                  "created %s (vni %d, local %s, dev %s, dstport %d, nolearning%s)"
+                                  % (name, self.vni, wanted["local"], self.iface.name,
+                                     wanted["port"], ", gbp" if wanted["gbp"] else "")))
+        return index, changes
 
     def configure_lease(self, subnet):
         """Give the device <subnet>.0/32 and bring it up. Other addresses inside the flannel
@@ -146,7 +156,7 @@ class VxlanBackend(RouteBackend):
         changes = self._ensure_address("%s/32" % self.subnet.ip) + self._ensure_up()
         # Something (systemd's MACAddressPolicy, #1155) may rewrite the MAC when the link appears.
         changes.extend(self._ensure_mac_and_mtu())
-        return changes
+        return changes + (self._ensure_ipv6_address() if self.subnet6 is not None else [])
 
     def sync(self, peers):
         """Repair the device first (deleted, down, address or MAC lost, as after a network
@@ -155,16 +165,18 @@ class VxlanBackend(RouteBackend):
         return changes + super().sync(peers)
 
     def _remove_device(self, successor):
+        changes = self._remove_device6(successor) if self.device6_name else []
         if isinstance(successor, VxlanBackend) and successor.device_name == self.device_name:
             # The successor kept (or re-created) flannel.<VNI>: only our address may be left,
             # when the lease moved out of a Network the successor no longer knows.
-            return self._remove_old_address(successor)
+            return changes + self._remove_old_address(successor) + \
+                self._remove_old_ipv6_address(successor, successor.device_index, self.device_name)
         index = netlink.link_index(self.device_name, self.ipr)
         if index is None:
-            return []
+            return changes
         # Its address, neighbours, FDB entries and routes go with it.
         netlink.delete_link(index, self.ipr)
-        return [Change(DEVICE, "removed", self.device_name)]
+        return changes + [Change(DEVICE, "removed", self.device_name)]
 
     def _remove_old_address(self, successor):
         if self.subnet is None or self.subnet == successor.subnet:
@@ -181,8 +193,9 @@ class VxlanBackend(RouteBackend):
     def _repair_device(self):
         if self.subnet is None:  # before configure_lease(): nothing to compare with yet
             return []
-        if netlink.link_index(self.device_name, self.ipr) != self.device_index:
-            self.log.warning("%s disappeared or was replaced; recreating it", self.device_name)
+        if netlink.link_index(self.device_name, self.ipr) != self.device_index or self._device6_replaced():
+            self.log.warning("%s disappeared or was replaced; recreating it",
+                             self.device6_name if self._device6_replaced() else self.device_name)
             self._programmed = Programmed()  # its neighbours, FDB entries and routes went with it
             return self.setup()["changes"] + self.configure_lease(self.subnet)
         return self.configure_lease(self.subnet) + self._ensure_offload()
@@ -230,7 +243,12 @@ class VxlanBackend(RouteBackend):
         owned = super().owned()
         address = str(self.subnet.ip) if self.subnet is not None else None
         return owned._replace(device_name=self.device_name, device_mtu=self.mtu, device_mac=self.vtep_mac,
-                              device_address=address)
+                              device_address=address, device6_index=self.device6_index,
+                              device6_name=self.device6_name if self.device6_index is not None else None,
+                              device_address6=str(self.subnet6.ip) if self.subnet6 is not None else None)
+
+    def device_replaced(self):
+        return super().device_replaced() or self._device6_replaced()
 
     def underlay_mtu_changed(self, mtu):
         """Follow the external interface's MTU: the device's becomes `mtu` less the VXLAN
@@ -238,14 +256,19 @@ class VxlanBackend(RouteBackend):
         self.iface = self.iface._replace(mtu=mtu)
         if not self.config.backend.mtu:
             self.mtu = mtu - VXLAN_OVERHEAD
-        return self.mtu, self._ensure_mac_and_mtu()
+        changes = self._ensure_mac_and_mtu()
+        if self.device6_index is None:
+            return self.mtu, changes
+        self.mtu6 = self.config.backend.mtu or mtu - VXLAN6_OVERHEAD
+        return min(self.mtu, self.mtu6), changes + self._ensure_device6_link()
 
     def _link_names(self):
-        return {self.iface.index: self.iface.name, self.device_index: self.device_name}
+        return {self.iface.index: self.iface.name, self.device_index: self.device_name,
+                self.device6_index: self.device6_name}
 
     def _route_links(self):
-        # Direct routes (DirectRouting) leave by the external interface; the rest by the device.
-        return [self.device_index, self.iface.index]
+        # Direct routes (DirectRouting) leave by the external interface; the rest by the device(s).
+        return [self.device_index, self.iface.index] + ([self.device6_index] if self.device6_index is not None else [])
 
     def _entries_for(self, lease):
         subnet = IPNetwork(str(lease.subnet)).cidr
@@ -266,4 +289,4 @@ class VxlanBackend(RouteBackend):
                 self._warn_once((str(subnet), attrs.vtep_mac), "ignoring lease %s: VtepMAC %s", subnet, problem)
             else:
                 self._warn_once((str(subnet), None), "ignoring lease %s: it has no VtepMAC", subnet)
-        return entries
+        return self._with_ipv6(lease, entries)

@@ -68,20 +68,20 @@ class Batch:
 
     # -- the IPRoute calls the entry functions make ----------------------------------------------
 
-    def neigh(self, command, ifindex, dst, lladdr=None, state=0):
-        self._queue_neighbour(command, socket.AF_INET, ifindex, state, 0, dst, lladdr,
+    def neigh(self, command, ifindex, dst, lladdr=None, state=0, family=None):
+        self._queue_neighbour(command, family or _family(dst), ifindex, state, 0, dst, lladdr,
                               "neighbour %s lladdr %s on link %d" % (dst, lladdr, ifindex))
 
     def fdb(self, command, ifindex, lladdr, dst, state=0, flags=0):
         self._queue_neighbour(command, AF_BRIDGE, ifindex, state, flags, dst, lladdr,
                               "fdb %s dst %s on link %d" % (lladdr, dst, ifindex))
 
-    def route(self, command, dst, dst_len, gateway, oif, table=MAIN_TABLE, flags=0):
+    def route(self, command, dst, dst_len, gateway, oif, table=MAIN_TABLE, flags=0, family=None):
         if command == "replace":
             proto, scope, kind = RTPROT_STATIC, 0, RTN_UNICAST
         else:  # a deletion matches whatever wrote the route (flanneld's proto, any scope)
             proto, scope, kind = 0, RT_SCOPE_NOWHERE, 0
-        body = _RTMSG.pack(socket.AF_INET, dst_len, 0, 0, min(table, 255), proto, scope, kind, flags) + \
+        body = _RTMSG.pack(family or _family(dst), dst_len, 0, 0, min(table, 255), proto, scope, kind, flags) + \
             _attribute(RTA_TABLE, _U32.pack(table)) + _attribute(RTA_DST, _address(dst)) + \
             (_attribute(RTA_GATEWAY, _address(gateway)) if gateway else b"") + \
             (_attribute(RTA_OIF, _U32.pack(oif)) if oif is not None else b"")
@@ -158,8 +158,12 @@ def _attribute(kind, payload):
     return _ATTR.pack(_ATTR.size + len(payload), kind) + payload + b"\0" * (-len(payload) % 4)
 
 
+def _family(text):
+    return socket.AF_INET6 if ":" in text else socket.AF_INET
+
+
 def _address(text):
-    return socket.inet_pton(socket.AF_INET6 if ":" in text else socket.AF_INET, text)
+    return socket.inet_pton(_family(text), text)
 
 
 def _open_socket(ipr):

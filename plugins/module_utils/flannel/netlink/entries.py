@@ -13,22 +13,27 @@ except ImportError:  # reported by the caller through missing_libraries()
     IPNetwork = None
 
 
+def family_of(address):
+    """socket.AF_INET6 for an IPv6 address or prefix (text), else socket.AF_INET."""
+    return socket.AF_INET6 if ":" in str(address) else socket.AF_INET
+
+
 @optional_ipr
-def permanent_neighbours(index, ipr=None):
-    """ip -> mac of the permanent IPv4 neighbours on a link."""
+def permanent_neighbours(index, ipr=None, family=socket.AF_INET):
+    """ip -> mac of the permanent neighbours of `family` (IPv4 unless told) on a link."""
     return dict((msg.get_attr("NDA_DST"), msg.get_attr("NDA_LLADDR"))
-                for msg in ipr.get_neighbours(family=socket.AF_INET, ifindex=index)
+                for msg in ipr.get_neighbours(family=family, ifindex=index)
                 if msg["ifindex"] == index and msg["state"] & NUD_PERMANENT)
 
 
 @optional_ipr
 def replace_neighbour(index, ip, mac, ipr=None):
-    ipr.neigh("replace", ifindex=index, dst=ip, lladdr=mac, state=NUD_PERMANENT)
+    ipr.neigh("replace", ifindex=index, dst=ip, lladdr=mac, state=NUD_PERMANENT, family=family_of(ip))
 
 
 @optional_ipr
 def delete_neighbour(index, ip, ipr=None):
-    ipr.neigh("del", ifindex=index, dst=ip)
+    ipr.neigh("del", ifindex=index, dst=ip, family=family_of(ip))
 
 
 @optional_ipr
@@ -54,15 +59,17 @@ Route = collections.namedtuple("Route", "dst gateway index onlink")
 
 @optional_ipr
 def routes_via(index, ipr=None, inside=None):
-    """Main-table IPv4 unicast routes out of link `index` (not the kernel's own), as Route tuples;
-    with `inside` (an IPNetwork), only those whose destination lies in it."""
+    """Main-table unicast routes out of link `index` (not the kernel's own), as Route tuples;
+    with `inside` (an IPNetwork), only those whose destination lies in it, of its family (else IPv4)."""
     found = []
-    for msg in ipr.get_routes(family=socket.AF_INET, table=MAIN_TABLE):
+    family = socket.AF_INET6 if inside is not None and inside.version == 6 else socket.AF_INET
+    for msg in ipr.get_routes(family=family, table=MAIN_TABLE):
         if msg.get_attr("RTA_OIF") != index or msg["proto"] == RTPROT_KERNEL:
             continue
         if (msg.get_attr("RTA_TABLE") or msg["table"]) != MAIN_TABLE:
             continue
-        dst = IPNetwork("%s/%d" % (msg.get_attr("RTA_DST") or "0.0.0.0", msg["dst_len"]))
+        dst = IPNetwork("%s/%d" % (msg.get_attr("RTA_DST") or ("::" if family == socket.AF_INET6 else "0.0.0.0"),
+                                   msg["dst_len"]))
         if inside is not None and dst not in inside:
             continue
         found.append(Route(str(dst), msg.get_attr("RTA_GATEWAY"), index,
@@ -81,14 +88,14 @@ def link_route_destinations(index, ipr=None):
 @optional_ipr
 def replace_route(route, ipr=None):
     dst = IPNetwork(route.dst)
-    ipr.route("replace", dst=str(dst.ip), dst_len=dst.prefixlen, gateway=route.gateway,
+    ipr.route("replace", dst=str(dst.ip), dst_len=dst.prefixlen, gateway=route.gateway, family=family_of(dst),
               oif=route.index, table=MAIN_TABLE, flags=RTNH_F_ONLINK if route.onlink else 0)
 
 
 @optional_ipr
 def delete_route(route, ipr=None):
     dst = IPNetwork(route.dst)
-    ipr.route("del", dst=str(dst.ip), dst_len=dst.prefixlen, gateway=route.gateway,
+    ipr.route("del", dst=str(dst.ip), dst_len=dst.prefixlen, gateway=route.gateway, family=family_of(dst),
               oif=route.index, table=MAIN_TABLE)
 
 

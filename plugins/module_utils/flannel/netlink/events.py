@@ -1,5 +1,5 @@
-"""Kernel notifications as small typed events: links, IPv4 addresses, IPv4 neighbours, bridge
-FDB entries (AF_BRIDGE neighbours) and main-table IPv4 routes.
+"""Kernel notifications as small typed events: links, addresses, neighbours, bridge FDB entries
+(AF_BRIDGE neighbours) and main-table routes, IPv4 and IPv6 alike.
 
 KernelEvents is a plain netlink socket bound to the rtnetlink multicast groups: fileno() for a
 select, read() drains what is queued without blocking. The few fields the agent reads are taken
@@ -25,10 +25,14 @@ from .entries import Route
 
 # rtnetlink multicast groups (the legacy bit masks bind() takes).
 RTMGRP_LINK = 0x1
-RTMGRP_NEIGH = 0x4  # IPv4 neighbours and, with family AF_BRIDGE, FDB entries
+RTMGRP_NEIGH = 0x4  # neighbours of every family and, with family AF_BRIDGE, FDB entries
 RTMGRP_IPV4_IFADDR = 0x10
 RTMGRP_IPV4_ROUTE = 0x40
+RTMGRP_IPV6_IFADDR = 0x100
+RTMGRP_IPV6_ROUTE = 0x400
 GROUPS = RTMGRP_LINK | RTMGRP_NEIGH | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE
+# A dual-stack backend's repairs also follow the IPv6 addresses and routes.
+GROUPS_IPV6 = GROUPS | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE
 RTM_NEWLINK, RTM_DELLINK = 16, 17
 RTM_NEWADDR, RTM_DELADDR = 20, 21
 RTM_NEWROUTE, RTM_DELROUTE = 24, 25
@@ -115,7 +119,7 @@ def _link(data, offset, end, removed):
 
 def _address(data, offset, end, removed):
     family, prefixlen, _flags, _scope, index = _IFADDR.unpack_from(data, offset)
-    if family != socket.AF_INET:
+    if family not in (socket.AF_INET, socket.AF_INET6):
         return None
     attrs = _attributes(data, offset + _IFADDR.size, end)
     return AddressEvent(removed, index, _ip(attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)), prefixlen)
@@ -123,7 +127,7 @@ def _address(data, offset, end, removed):
 
 def _neighbour(data, offset, end, removed):
     family, index, state, _flags, _kind = _NDMSG.unpack_from(data, offset)
-    if family not in (AF_BRIDGE, socket.AF_INET):
+    if family not in (AF_BRIDGE, socket.AF_INET, socket.AF_INET6):
         return None
     attrs = _attributes(data, offset + _NDMSG.size, end)
     if family == AF_BRIDGE:
@@ -136,12 +140,13 @@ def _neighbour(data, offset, end, removed):
 
 def _route(data, offset, end, removed):
     family, dst_len, _src_len, _tos, table, _protocol, _scope, kind, flags = _RTMSG.unpack_from(data, offset)
-    if family != socket.AF_INET or kind != RTN_UNICAST:
+    if family not in (socket.AF_INET, socket.AF_INET6) or kind != RTN_UNICAST:
         return None
     attrs = _attributes(data, offset + _RTMSG.size, end)
     if (_u32(attrs.get(RTA_TABLE)) or table) != MAIN_TABLE:
         return None
-    route = Route("%s/%d" % (_ip(attrs.get(RTA_DST)) or "0.0.0.0", dst_len), _ip(attrs.get(RTA_GATEWAY)),
+    default = "::" if family == socket.AF_INET6 else "0.0.0.0"
+    route = Route("%s/%d" % (_ip(attrs.get(RTA_DST)) or default, dst_len), _ip(attrs.get(RTA_GATEWAY)),
                   _u32(attrs.get(RTA_OIF)), bool(flags & RTNH_F_ONLINK))
     return RouteEvent(removed, route, _u32(attrs.get(RTA_PRIORITY)) or 0)
 

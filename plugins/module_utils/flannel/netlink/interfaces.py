@@ -10,6 +10,8 @@ import socket
 from .. import netlink as package  # read through the package, where tests may put a fake kernel
 from . import LINK_LOCAL, MAIN_TABLE, NO_INTERFACE_MESSAGE, RTMGRP_IPV4_IFADDR, Interface, InterfaceError, session
 
+RTMGRP_IPV6_IFADDR = 0x100
+
 try:
     from netaddr import IPAddress, IPNetwork
 except ImportError:  # reported by the caller through missing_libraries()
@@ -118,6 +120,23 @@ def local_ipv4_addresses(ipr=None):
         return set(IPAddress(address) for addresses in _ipv4_addresses(ipr).values() for address in addresses)
 
 
+def interface_ipv6_addresses(index, ipr=None):
+    """The global IPv6 addresses of interface `index` (no link-local, tentative or deprecated one),
+    in kernel order: the first is the one an IPv6 underlay uses."""
+    with session(ipr) as ipr:
+        return [msg.get_attr("IFA_ADDRESS") for msg in ipr.get_addr(family=socket.AF_INET6, index=index)
+                if msg["scope"] == 0 and not (msg.get_attr("IFA_FLAGS") or msg["flags"]) & _UNUSABLE_IPV6]
+
+
+_UNUSABLE_IPV6 = 0x40 | 0x20 | 0x08  # IFA_F_TENTATIVE, IFA_F_DEPRECATED, IFA_F_DADFAILED
+
+
+def local_ipv6_addresses(ipr=None):
+    """Every IPv6 address of every interface, as a set of IPAddress."""
+    with session(ipr) as ipr:
+        return set(IPAddress(msg.get_attr("IFA_ADDRESS")) for msg in ipr.get_addr(family=socket.AF_INET6))
+
+
 def local_ipv4_prefixes(ipr=None):
     """Every IPv4 address of every interface with its prefix length (the prefixes this host is
     on-link with), as a set of IPNetwork such as 172.31.250.11/24."""
@@ -132,13 +151,14 @@ class LocalAddresses:
     the agent's CPU per event). With a caller's ipr, which may be another namespace, no
     announcement can be heard for it, so every call re-reads."""
 
-    def __init__(self, ipr, listen):
+    def __init__(self, ipr, listen, ipv6=False):
         self.ipr = ipr
+        self.ipv6 = ipv6  # current() holds the IPv6 addresses too (a dual-stack backend's peer checks)
         self._addresses = self._prefixes = None
         self._announcements = None
         if listen:  # a plain socket: an announcement is only counted, never decoded
             self._announcements = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
-            self._announcements.bind((0, RTMGRP_IPV4_IFADDR))
+            self._announcements.bind((0, RTMGRP_IPV4_IFADDR | (RTMGRP_IPV6_IFADDR if ipv6 else 0)))
             self._announcements.setblocking(False)
 
     def current(self, reread=False):
@@ -146,6 +166,8 @@ class LocalAddresses:
         self._forget_if_announced()  # before the dump: a change during it is seen next time
         if reread or self._addresses is None or self._announcements is None:
             self._addresses = package.local_ipv4_addresses(self.ipr)
+            if self.ipv6:
+                self._addresses |= package.local_ipv6_addresses(self.ipr)
         return self._addresses
 
     def prefixes(self):

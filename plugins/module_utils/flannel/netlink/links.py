@@ -4,6 +4,8 @@
 import socket
 
 from . import IFF_UP, TX_CSUM_FEATURE, optional_ipr
+
+IFA_F_NODAD = 0x02
 from .interfaces import _links
 
 
@@ -26,7 +28,8 @@ def link_attributes(index, ipr=None):
     data = info.get_attr("IFLA_INFO_DATA") if info is not None else None
     if kind == "vxlan" and data is not None:
         link = data.get_attr("IFLA_VXLAN_LINK")
-        attrs.update({"vni": data.get_attr("IFLA_VXLAN_ID"), "local": data.get_attr("IFLA_VXLAN_LOCAL"),
+        attrs.update({"vni": data.get_attr("IFLA_VXLAN_ID"),
+                      "local": data.get_attr("IFLA_VXLAN_LOCAL") or data.get_attr("IFLA_VXLAN_LOCAL6"),
                       "port": data.get_attr("IFLA_VXLAN_PORT"),
                       "learning": bool(data.get_attr("IFLA_VXLAN_LEARNING")),
                       "gbp": bool(data.get_attr("IFLA_VXLAN_GBP")),
@@ -37,9 +40,11 @@ def link_attributes(index, ipr=None):
 
 @optional_ipr
 def create_vxlan(name, vni, local, link, port, gbp, mac, mtu, ipr=None):
-    """Create a learning-off vxlan device (down); returns its index."""
-    options = dict(ifname=name, kind="vxlan", vxlan_id=vni, vxlan_local=local, vxlan_link=link,
+    """Create a learning-off vxlan device (down) whose tunnel endpoints are of `local`'s family
+    (flannel.<VNI>: IPv4, flannel-v6.<VNI>: IPv6); returns its index."""
+    options = dict(ifname=name, kind="vxlan", vxlan_id=vni, vxlan_link=link,
                    vxlan_port=port, vxlan_learning=0, address=mac, mtu=mtu)
+    options["vxlan_local6" if ":" in local else "vxlan_local"] = local
     if gbp:
         options["vxlan_gbp"] = True  # a flag attribute: present means on
     ipr.link("add", **options)
@@ -47,10 +52,12 @@ def create_vxlan(name, vni, local, link, port, gbp, mac, mtu, ipr=None):
 
 
 @optional_ipr
-def addresses_of(index, ipr=None):
-    """The IPv4 addresses of a link as 'a.b.c.d/len' strings."""
+def addresses_of(index, ipr=None, family=socket.AF_INET):
+    """The addresses of `family` (IPv4 unless told) of a link as 'address/len' strings; IPv6 ones
+    only of global scope (not the kernel's link-local one)."""
     return ["%s/%d" % (msg.get_attr("IFA_LOCAL") or msg.get_attr("IFA_ADDRESS"), msg["prefixlen"])
-            for msg in ipr.get_addr(family=socket.AF_INET, index=index)]
+            for msg in ipr.get_addr(family=family, index=index)
+            if family == socket.AF_INET or msg["scope"] == 0]
 
 
 @optional_ipr
@@ -76,16 +83,23 @@ def set_link_mtu(index, mtu, ipr=None):
 
 @optional_ipr
 def add_address(index, address, ipr=None):
-    """Add an IPv4 address given as 'a.b.c.d/len'."""
+    """Add an address given as 'address/len'. An IPv6 one skips duplicate address detection: the
+    overlay's devices answer no multicast (no learning), and a tentative address could not be used
+    as a source for the second or so DAD takes."""
     ip, prefixlen = address.split("/")
-    ipr.addr("add", index=index, address=ip, prefixlen=int(prefixlen))
+    if ":" in ip:
+        ipr.addr("add", index=index, address=ip, prefixlen=int(prefixlen), family=socket.AF_INET6,
+                 flags=IFA_F_NODAD)
+    else:
+        ipr.addr("add", index=index, address=ip, prefixlen=int(prefixlen))
 
 
 @optional_ipr
 def delete_address(index, address, ipr=None):
-    """Delete an IPv4 address given as 'a.b.c.d/len'."""
+    """Delete an address given as 'address/len'."""
     ip, prefixlen = address.split("/")
-    ipr.addr("del", index=index, address=ip, prefixlen=int(prefixlen))
+    ipr.addr("del", index=index, address=ip, prefixlen=int(prefixlen),
+             family=socket.AF_INET6 if ":" in ip else socket.AF_INET)
 
 
 def set_tx_checksum_offload(ifname, enabled):
