@@ -108,6 +108,7 @@ class NetworkConfig:
         self.backend = backend
         self.ipv6 = ipv6  # config_ipv6.SubnetRange when EnableIPv6 is true, else None
         self.warnings = []  # keys ignored by a non-strict parse, one message each
+        self._digest = None
 
     @property
     def subnet_size(self):
@@ -143,9 +144,12 @@ class NetworkConfig:
 
     def digest(self):
         """12 hex digits naming the effective config: the agent reports the one in force on
-        /healthz, and the collection compares it with the stored config's."""
-        canonical = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode("ascii")).hexdigest()[:12]
+        /healthz (at every event), and the collection compares it with the stored config's.
+        Computed once: a config is not changed once parsed."""
+        if self._digest is None:
+            canonical = json.dumps(self.as_dict(), sort_keys=True, separators=(",", ":"))
+            self._digest = hashlib.sha256(canonical.encode("ascii")).hexdigest()[:12]
+        return self._digest
 
     def __repr__(self):
         """The config as the log shows it: a wireguard PSK is a secret, so only its presence."""

@@ -79,18 +79,25 @@ class PeerTable:
         peer_identity.report(changes, book)
         for subnet in changes.unprogrammed:  # a lease the book skips was never programmed
             self.peers.pop(subnet, None)
-            LOG.info("peer removed: %s", subnet)
-            log_programmed(backend.remove_peer(subnet))
+            _log_peer("peer removed: %s" % subnet, backend.remove_peer(subnet))
         programmed = bool(changes.unprogrammed)
         for lease in changes.programmed:
             known = self.peers.get(lease.subnet)
             self.peers[lease.subnet] = lease
             if known is None:
-                LOG.info("peer added: %s at %s", lease.subnet, lease.attrs.public_ip)
+                what = "peer added: %s at %s" % (lease.subnet, lease.attrs.public_ip)
             elif known.attrs != lease.attrs:
-                LOG.info("peer changed: %s now %s", lease.subnet, lease.attrs)
+                what = "peer changed: %s now %s" % (lease.subnet, lease.attrs)
             else:
                 continue  # a renewal: nothing to program
-            log_programmed(backend.add_peer(lease))
+            _log_peer(what, backend.add_peer(lease))
             programmed = True
         return programmed
+
+
+def _log_peer(what, changes):
+    """One line for a peer's event and what it programmed (a line costs CPU at every event)."""
+    if changes:
+        LOG.info("%s: %s", what, "; ".join(changes))
+    else:
+        LOG.info("%s", what)
