@@ -42,6 +42,35 @@ def summarize(case):
     return rows
 
 
+def median(values):
+    ordered = sorted(value for value in values if value is not None)
+    return ordered[len(ordered) // 2] if ordered else None
+
+
+def merge_rounds(rows):
+    """One row per path: a path measured in several rounds (the wireguard case alternates its
+    two compared paths) keeps, per stream count, the round of median Gbit/s with that round's CPU,
+    and every round's Gbit/s in `rounds`; the latency of the round of median p50."""
+    by_path = {}
+    for row in rows:
+        by_path.setdefault(row["path"], []).append(row)
+    merged = []
+    for path, measured in by_path.items():
+        if len(measured) == 1:
+            merged.append(measured[0])
+            continue
+        row = {"path": path, "throughput": {}, "errors": [error for one in measured for error in one["errors"]],
+               "latency": sorted((one["latency"] for one in measured),
+                                 key=lambda latency: (latency["p50_ms"] is None, latency["p50_ms"]))[len(measured) // 2]}
+        for streams in measured[0]["throughput"]:
+            figures = [one["throughput"][streams] for one in measured if streams in one["throughput"]]
+            chosen = dict(sorted(figures, key=lambda figure: figure["gbps"])[len(figures) // 2])
+            chosen["rounds"] = [figure["gbps"] for figure in figures]
+            row["throughput"][streams] = chosen
+        merged.append(row)
+    return merged
+
+
 def ratio(value, reference):
     return value / reference if value is not None and reference else None
 
@@ -53,7 +82,7 @@ def fmt(value, spec="%.2f"):
 def build(raw):
     cases, empty = [], []
     for case in raw["cases"]:
-        rows = summarize(case)
+        rows = merge_rounds(summarize(case))
         underlay = next((row for row in rows if row["path"] == "underlay"), None)
         for row in rows:
             for streams, figure in row["throughput"].items():
@@ -103,17 +132,24 @@ def against_variants(cases):
 
 def against_wireguard_go(cases):
     """The wireguard backend against wireguard-go alone between the same hosts in the same case:
-    container -> container over the agent's flannel-wg / host -> host over a tunnel of its own."""
+    container -> container over the agent's flannel-wg / host -> host over a tunnel of its own.
+    Measured in alternated rounds: the median of the rounds' ratios (each round's two figures
+    were taken a minute apart at most, under the same load), with each round's ratio."""
     lines = []
     for case in cases:
         alone = next((row for row in case["rows"] if row["path"] == "wireguard-go alone"), None)
         mine = next((row for row in case["rows"] if row["path"] == "overlay container"), None)
         if alone is None or mine is None:
             continue
+        figures = []
+        for streams, figure in sorted(mine["throughput"].items()):
+            theirs = alone["throughput"].get(streams, {})
+            rounds = zip(figure.get("rounds", [figure["gbps"]]), theirs.get("rounds", [theirs.get("gbps")]))
+            ratios = [ratio(container, alone) for container, alone in rounds]
+            figures.append("%d: %s%s" % (streams, fmt(median(ratios)), " (rounds %s)" % ", ".join(
+                fmt(value) for value in ratios) if len(ratios) > 1 else ""))
         lines.append("MTU %s, %s: container -> container / wireguard-go alone: %s" % (
-            case["mtu"], case["label"], " / ".join(
-                "%d: %s" % (s, fmt(ratio(f["gbps"], alone["throughput"].get(s, {}).get("gbps"))))
-                for s, f in sorted(mine["throughput"].items()))))
+            case["mtu"], case["label"], " / ".join(figures)))
     return "\n".join(lines)
 
 

@@ -1,0 +1,61 @@
+"""playbooks/files/perf_report.py's figures from perf.json: the wireguard case's alternated rounds
+(container -> container over flannel-wg, wireguard-go alone) are one row per path and one ratio,
+the median of the rounds' ratios. The playbook itself runs on the lab (make perf, and
+tests/integration/test_perf.py's smoke)."""
+
+import importlib.util
+import os
+
+# A script beside the playbooks (run by perf.yml on the controller), not a package: loaded by path.
+_SPEC = importlib.util.spec_from_file_location("perf_report", os.path.join(
+    os.path.dirname(__file__), "..", "..", "..", "playbooks", "files", "perf_report.py"))
+perf_report = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(perf_report)
+
+
+def _path(name, gbps, container=None, p50=0.2):
+    cpu = {"host_percent": 40.0, "machine_busy_percent": 150.0, "machine_softirq_percent": 5.0}
+    return {"name": name, "target": "x", "container": container,
+            "throughput": [{"streams": 1, "received_bps": gbps * 1e9, "cpu": cpu}],
+            "latency": {"received": 10, "p50_ms": p50, "p99_ms": p50 * 2, "error": None}}
+
+
+def _case(paths):
+    host_tests = [{"rc": 0, "cpu": {"host_percent": 50.0}} for path in paths if path["container"] is None]
+    container_tests = [{"rc": 0, "cpu": {"host_percent": 60.0}} for path in paths if path["container"]]
+    return {"mtu": 1500, "backend": "wireguard", "agent": "ours", "variant": None, "label": "wireguard",
+            "sender_info": {"flannel_mtu": 1420},
+            "client": {"paths": paths, "idle_cpu": {"host_percent": 1.0}, "cpu_source": "cgroup x"},
+            "server": {"servers": [{"container": None, "tests": host_tests},
+                                   {"container": "test2", "tests": container_tests}],
+                       "idle_cpu": {"host_percent": 1.0}}}
+
+
+def test_alternated_rounds_give_one_row_per_path_and_the_median_of_the_rounds_ratios():
+    paths = [_path("underlay", 10.0), _path("overlay host", 0.30)]
+    # Round 2 ran while the machine was busier: both of its figures are low, its ratio is not.
+    for container, alone in ((0.30, 0.32), (0.10, 0.11), (0.28, 0.35)):
+        paths += [_path("overlay container", container, "test1"), _path("wireguard-go alone", alone)]
+    cases, empty = perf_report.build({"cases": [_case(paths)]})
+    assert empty == []
+    rows = dict((row["path"], row) for row in cases[0]["rows"])
+    assert list(rows) == ["underlay", "overlay host", "overlay container", "wireguard-go alone"]
+    container = rows["overlay container"]["throughput"][1]
+    assert container["gbps"] == 0.28 and container["rounds"] == [0.30, 0.10, 0.28]
+    assert rows["wireguard-go alone"]["throughput"][1]["rounds"] == [0.32, 0.11, 0.35]
+    line = perf_report.against_wireguard_go(cases)
+    # Ratios 0.94, 0.91, 0.80: the median 0.91, where the medians' ratio (0.28 / 0.32) says 0.88.
+    assert line == ("MTU 1500, wireguard: container -> container / wireguard-go alone: "
+                    "1: 0.91 (rounds 0.94, 0.91, 0.80)")
+
+
+def test_a_single_round_reads_as_before():
+    paths = [_path("underlay", 10.0), _path("overlay host", 0.30), _path("overlay container", 0.12, "test1"),
+             _path("wireguard-go alone", 0.19)]
+    cases, empty = perf_report.build({"cases": [_case(paths)]})
+    assert empty == []
+    assert [row["path"] for row in cases[0]["rows"]] == [
+        "underlay", "overlay host", "overlay container", "wireguard-go alone"]
+    assert "rounds" not in cases[0]["rows"][2]["throughput"][1]
+    assert perf_report.against_wireguard_go(cases) == \
+        "MTU 1500, wireguard: container -> container / wireguard-go alone: 1: 0.63"
