@@ -2,6 +2,10 @@
 with host-gw moves both hosts without restarting an agent (docker restarted on the new MTU, the
 same subnets), a second run changes nothing, verify.yml passes; verify.yml names a host whose agent
 is not running the stored config; site.yml brings the lab back to the inventory's vxlan config.
+Between host-gw and that check, flanneld v0.10's backends without a data plane of the agent's own:
+alloc (verify.yml says it pings nothing, the picture labels the hosts as leases only) and extension
+with plain routes through the peers as its commands (verify.yml's pings pass through them; the
+lease carries the PreStartupCommand's output).
 (The Molecule default scenario no longer repeats this switch: this is the lab's one test of it.)"""
 
 import json
@@ -15,6 +19,15 @@ VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")
 ROLE = os.path.join(PLAYBOOKS, "role.yml")
 HOST_GW = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0",
            "Backend": {"Type": "host-gw"}}
+ALLOC = dict(HOST_GW, Backend={"Type": "alloc"})
+# The recipe of tests/agent/test_extension_backend.py, on the lab's eth0: the lease's BackendData
+# is the node's name; each peer gets a route via its PublicIP.
+EXTENSION = dict(HOST_GW, Backend={
+    "Type": "extension",
+    "PreStartupCommand": "hostname",
+    "SubnetAddCommand": "sh -c 'ip route replace $SUBNET via $PUBLIC_IP dev eth0'",
+    "SubnetRemoveCommand": "sh -c 'ip route del $SUBNET via $PUBLIC_IP dev eth0'"})
+PICTURE = os.path.join(ROOT, "build", "overlay.svg")
 HOST_STATE = r"""
 echo "pid=$(systemctl show -p MainPID --value flanneld)"
 grep FLANNEL_MTU /run/flannel/subnet.env
@@ -32,6 +45,42 @@ def peer_routes(node):
     peers = set(address for name, address in NODES.items() if name != node)
     routes = json.loads(docker_exec(node, "ip -j -4 route show"))
     return [route for route in routes if route.get("gateway") in peers and route["dst"].startswith("10.")]
+
+
+def picture():
+    with open(PICTURE) as handle:
+        return handle.read().replace("&#45;", "-").replace("&#39;", "'")  # dot writes entities
+
+
+def check_alloc_then_extension():
+    """site.yml to alloc, verify.yml; then to extension, verify.yml (the lab runs host-gw before)."""
+    output = run_ok(SITE, {"network_config_flannel": ALLOC})
+    for node, state in host_states().items():
+        assert "FLANNEL_MTU=1500\n" in state and "flannel" not in state.split("\n")[-2], "%s: %s" % (node, state)
+        assert peer_routes(node) == [], "%s: routes left after host-gw: %s" % (node, peer_routes(node))
+    output = run_ok(VERIFY)
+    assert "the network config's backend is alloc (leases only, no data plane), so nothing is pinged" in output
+    assert "0 host(s) disagreeing" in output, output[-3000:]
+    svg = picture()
+    assert "backend alloc (leases only, no data plane)" in svg and "DISAGREES" not in svg
+    assert svg.count("no device of its own (alloc: leases only, no data plane)") == len(NODES)
+    assert svg.count("not programmed (alloc)") == len(NODES) * (len(NODES) - 1)
+
+    run_ok(SITE, {"network_config_flannel": EXTENSION})
+    leases = dict((json.loads(value)["PublicIP"], json.loads(value)) for key, value in lab_snapshot()["etcd"].items()
+                  if "/subnets/" in key)
+    for node, address in NODES.items():
+        assert leases[address].get("BackendType") == "extension" and leases[address].get("BackendData") == node, \
+            leases[address]
+        routes = peer_routes(node)  # the add commands' routes
+        assert len(routes) == len(NODES) - 1 and set(route["dev"] for route in routes) == {"eth0"}, (node, routes)
+    output = run_ok(VERIFY)  # the test containers ping each other through the commands' routes
+    assert "0 host(s) disagreeing" in output, output[-3000:]
+    svg = picture()
+    assert "backend extension (the user's commands)" in svg and "DISAGREES" not in svg
+    assert svg.count("no device of its own (extension: the data plane is its commands')") == len(NODES)
+    for node in NODES:
+        assert "BackendData " + node in svg
 
 
 def test_site_yml_moves_the_lab_to_host_gw_and_back_without_restarting_agents(lab):
@@ -53,6 +102,7 @@ def test_site_yml_moves_the_lab_to_host_gw_and_back_without_restarting_agents(la
             again = changed_counts(run_ok(SITE, {"network_config_flannel": HOST_GW}))
             assert set(again) == set(NODES) and set(again.values()) == {0}, "second run changed: %s" % again
             run_ok(VERIFY)
+            check_alloc_then_extension()
 
             # An agent that is not running the stored config: verify names its host.
             first, second = sorted(NODES)

@@ -24,9 +24,9 @@ def _peer(subnet, public_ip, route=True, neighbour=True, fdb=True):
     return {"subnet": subnet, "public_ip": public_ip, "route": route, "neighbour": neighbour, "fdb": fdb}
 
 
-def _svg(hosts):
+def _svg(hosts, config=None):
     dot = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES)).get_template("overlay.dot.j2").render(
-        status_hosts=hosts, status_config=CONFIG)
+        status_hosts=hosts, status_config=config or CONFIG)
     if shutil.which("dot") is None:
         pytest.skip("graphviz's dot is not installed (make prereqs installs it)")
     return subprocess.run(["dot", "-Tsvg"], input=dot, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -57,3 +57,31 @@ def test_an_overlay_in_agreement_has_no_mark():
                    [_peer("10.15.64.0/20", "192.168.205.10")])
     svg = _svg([first, second])
     assert "DISAGREES" not in svg and "missing" not in svg and "stroke=\"red\"" not in svg
+
+
+def _leases_only_host(name, ip, subnet, peer_subnet, peer_ip, backend_type, backend_data=None):
+    """A host as status.yml reads it on a backend without a device of the agent's own: its peers
+    are the other leases, not checked against the kernel."""
+    return {"name": name, "public_ip": ip, "backend": backend_type,
+            "lease": {"subnet": subnet, "vtep_mac": None, "backend_type": backend_type, "backend_data": backend_data},
+            "device": None, "docker0": [subnet.replace(".0/", ".1/")], "containers": [],
+            "peers": [{"subnet": peer_subnet, "public_ip": peer_ip, "checked": False}], "problems": []}
+
+
+@pytest.mark.parametrize("backend, title, device, arrow", [
+    ("alloc", "backend alloc (leases only, no data plane)", "no device of its own (alloc: leases only, no data plane)",
+     "not programmed (alloc)"),
+    ("extension", "backend extension (the user's commands)",
+     "no device of its own (extension: the data plane is its commands')", "its commands' (not checked)"),
+])
+def test_a_backend_without_a_device_of_its_own_is_labelled_and_not_marked(backend, title, device, arrow):
+    data = "docker-node1" if backend == "extension" else None
+    hosts = [_leases_only_host("node1", "192.168.205.10", "10.15.64.0/20", "10.13.48.0/20", "192.168.205.11",
+                               backend, data),
+             _leases_only_host("node2", "192.168.205.11", "10.13.48.0/20", "10.15.64.0/20", "192.168.205.10",
+                               backend, data)]
+    svg = _svg(hosts, {"Network": "10.0.0.0/8", "Backend": {"Type": backend}}).replace("&#39;", "'").replace("&#45;", "-")
+    assert title in svg and svg.count(device) == 2 and svg.count(arrow) == 2
+    assert "DISAGREES" not in svg and "missing" not in svg and "stroke=\"red\"" not in svg
+    assert "stroke=\"darkgreen\"" not in svg  # nothing checked is drawn as checked
+    assert ("BackendData docker-node1" in svg) == (backend == "extension") and "VtepMAC" not in svg
