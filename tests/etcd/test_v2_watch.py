@@ -1,11 +1,17 @@
 """The v2 registry's watch on a kept-alive connection of its own (registry/v2_watch.py), against
 a real etcd: one connection while changes keep coming, a connection etcd closed meanwhile is
-replaced without an error, and a reply is read within the same limits as python-etcd's."""
+replaced without an error, a quiet watch on another cluster behind the same URL is an error, and a
+reply is read within the same limits as python-etcd's."""
 
+import shutil
+
+import pytest
 from netaddr import IPNetwork
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import make_registry
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry.errors import RegistryError
+from support.etcdserver import EtcdServer
 
 
 def _attrs(last_octet):
@@ -48,3 +54,30 @@ def test_a_connection_etcd_closed_is_replaced_without_an_error(etcd_server, etcd
     events = registry.watch_leases(index, 2)[0]  # no RegistryUnavailable: sent again on a new connection
     registry.close()
     assert [(event.subnet, event.lease.attrs) for event in events] == [(created.subnet, created.attrs)]
+
+
+def test_a_quiet_watch_on_a_new_cluster_behind_the_same_url_is_an_error():
+    """etcd re-formed on the same URL (an emptied data directory, another token: what the etcd role
+    does when the membership changes): its index is below the agent's, so every watch stays quiet.
+    The watch's headers name the new cluster: an error once (the agent then re-lists, finds its
+    index gone back and its lease gone), then quiet watches on the new cluster."""
+    server = EtcdServer().start()
+    try:
+        registry = make_registry("v2", endpoints=server.endpoint)
+        for number in range(5):
+            registry.create_lease(IPNetwork("10.%d.0.0/20" % (60 + number)), _attrs(number + 20), 600)
+        index = registry.list_leases().index
+        server.process.terminate()
+        server.process.wait(10)
+        shutil.rmtree(server.data_dir)
+        server.token = "another-cluster"
+        server.start()
+        with pytest.raises(RegistryError) as caught:
+            registry.watch_leases(index, 2)
+        assert "UUID of the cluster changed" in str(caught.value), caught.value
+        assert registry.watch_leases(index, 1)[:2] == ([], index)  # the new cluster's, quiet
+        listing = registry.list_leases()
+        registry.close()
+        assert listing.leases == [] and listing.index < index
+    finally:
+        server.stop()

@@ -24,6 +24,8 @@ class EtcdServer:
 
     def __init__(self, enable_v2=True):
         self.enable_v2 = enable_v2
+        # The bootstrap token: another one on an empty data directory forms another cluster (ID).
+        self.token = "etcd-cluster"
         self.client_port = _free_port()
         self.peer_port = _free_port()
         self.data_dir = tempfile.mkdtemp(prefix="netlab-etcd-")
@@ -43,7 +45,7 @@ class EtcdServer:
             [binary, "--name", "test", "--data-dir", self.data_dir, "--enable-v2=%s" % str(self.enable_v2).lower(),
              "--listen-client-urls", client_url, "--advertise-client-urls", client_url,
              "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-             "--initial-cluster", "test=" + peer_url],
+             "--initial-cluster", "test=" + peer_url, "--initial-cluster-token", self.token],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

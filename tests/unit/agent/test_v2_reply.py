@@ -51,9 +51,16 @@ def test_a_reply_to_the_end_of_the_connection():
     assert (reply.body, reply.keep_alive) == (b'{"b":2}', False)
 
 
-def test_headers_then_nothing_is_a_quiet_watch():
-    with pytest.raises(socket.timeout):
+def test_headers_then_nothing_is_a_quiet_watch_that_names_its_cluster():
+    with pytest.raises(socket.timeout) as caught:
         _exchange(HEAD + b"Transfer-Encoding: chunked\r\n\r\n")
+    assert caught.value.headers["x-etcd-cluster-id"] == "1a2b"
+
+
+def test_nothing_at_all_is_a_timeout_without_headers():
+    with pytest.raises(socket.timeout) as caught:
+        _exchange()
+    assert not hasattr(caught.value, "headers")
 
 
 @pytest.mark.parametrize("parts, close, problem", [

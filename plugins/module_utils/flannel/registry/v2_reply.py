@@ -22,6 +22,15 @@ class Reply:
         self.status, self.headers, self.body, self.keep_alive = status, headers, body, keep_alive
 
 
+class QuietWatch(socket.timeout):
+    """The headers came, then no body within the timeout: a watch with no change. The headers still
+    name the cluster that answered (X-Etcd-Cluster-Id)."""
+
+    def __init__(self, headers):
+        super().__init__("timed out")
+        self.headers = headers
+
+
 class _Reader:
     """Bytes of one reply as they arrive on `sock`, within the limits."""
 
@@ -75,8 +84,9 @@ class _Reader:
 
 
 def exchange(sock, request, source, timeout):
-    """Send `request` (bytes) on `sock` (its timeout set) and read the reply. socket.timeout when
-    nothing but the headers came within `timeout` (a watch with no change); BadReply when the
+    """Send `request` (bytes) on `sock` (its timeout set) and read the reply. QuietWatch (a
+    socket.timeout) when nothing but the headers came within `timeout` (a watch with no change),
+    socket.timeout when not even they came; BadReply when the
     reply is not HTTP, too big, stalls or ends mid-body; OSError as the socket raises it."""
     sock.sendall(request)
     reader = _Reader(sock, source, time.monotonic() + timeout + REPLY_SECONDS)
@@ -90,17 +100,23 @@ def exchange(sock, request, source, timeout):
         headers[name.strip().lower()] = value.strip()
     reader.body_begun = bool(reader.buffer)
     keep_alive = parts[0] == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
+    try:
+        body, keep_alive = _body(reader, headers, source, keep_alive)
+    except socket.timeout:  # the reader's only before the body began
+        raise QuietWatch(headers) from None
+    return Reply(int(parts[1]), headers, body, keep_alive and not reader.buffer)
+
+
+def _body(reader, headers, source, keep_alive):
     if "chunked" in headers.get("transfer-encoding", "").lower():
-        body = _chunked(reader, source)
-    elif headers.get("content-length", "").isdigit():
+        return _chunked(reader, source), keep_alive
+    if headers.get("content-length", "").isdigit():
         length = int(headers["content-length"])
         if length > MAX_REPLY_BYTES:
             raise BadReply(source, "over %d MiB (the limit for one reply)" % (MAX_REPLY_BYTES >> 20))
         reader.body_begun = reader.body_begun or length > 0
-        body = reader.exactly(length)
-    else:
-        body, keep_alive = reader.rest(), False
-    return Reply(int(parts[1]), headers, body, keep_alive and not reader.buffer)
+        return reader.exactly(length), keep_alive
+    return reader.rest(), False
 
 
 def _chunked(reader, source):

@@ -79,6 +79,9 @@ class V2Watch:
                 response = self._send(target, timeout)
             except (ReadTimeoutError, socket.timeout) as err:  # no change (no byte of a reply) within timeout
                 self.close()
+                # Quiet, but its headers came: an etcd re-formed on the same URLs (a new cluster,
+                # its index below ours) would keep every watch quiet; its cluster ID says so.
+                self._check_cluster(getattr(err, "headers", {}))
                 raise etcd.EtcdWatchTimedOut("Watch timed out: %r" % err, cause=err)
             except BadReply:
                 self.close()
@@ -91,7 +94,7 @@ class V2Watch:
                 raise
         if not response.keep_alive:
             self.close()
-        self._check_cluster(response)
+        self._check_cluster(response.headers)
         if response.status != 200:
             self.close()  # rare, and the reply may not have ended the request cleanly
             etcd.EtcdError.handle(self._error_payload(response.status, response.body))
@@ -113,10 +116,10 @@ class V2Watch:
         return exchange(connection.sock, ("GET %s " % target + self._request_head).encode("latin-1"), self.source,
                         timeout)
 
-    def _check_cluster(self, response):
+    def _check_cluster(self, headers):
         """Another etcd cluster behind the endpoint than before: python-etcd's EtcdClusterIdChanged,
         once, its client sharing what was seen last."""
-        cluster_id = response.headers.get("x-etcd-cluster-id")
+        cluster_id = headers.get("x-etcd-cluster-id")
         if not cluster_id:
             return
         expected, self.client.expected_cluster_id = self.client.expected_cluster_id, cluster_id
