@@ -59,6 +59,15 @@ def subnet_key(subnet, ipv6_subnet=None):
     return key if ipv6_subnet is None else "%s&%s-%d" % (key, ipv6_subnet.ip, ipv6_subnet.prefixlen)
 
 
+def cidr(subnet):
+    """`subnet` (an IPNetwork, or its text) as an IPNetwork without host bits. A lease's subnet
+    already is one (the registries parse keys so) and is used as it is: copying it through its
+    text at each use cost CPU at every lease event."""
+    if isinstance(subnet, IPNetwork) and subnet.value == subnet.first:
+        return subnet
+    return IPNetwork(str(subnet)).cidr
+
+
 def _not_a_key(key):
     return ValueError("not a subnet lease key (A.B.C.D-LEN or A.B.C.D-LEN&IPv6-LEN): %r" % key)
 
@@ -76,14 +85,14 @@ def parse_lease_key(key):
     if not match or int(match.group(2)) > 32 or (match.group(4) is not None and int(match.group(4)) > 128):
         raise _not_a_key(key)
     try:
-        subnet = IPNetwork("%s/%s" % match.group(1, 2), flags=0)
-        ipv6_subnet = IPNetwork("%s/%s" % match.group(3, 4), 6, flags=0) if match.group(3) else None
+        subnet = IPNetwork("%s/%s" % match.group(1, 2), flags=0).cidr
+        ipv6_subnet = IPNetwork("%s/%s" % match.group(3, 4), 6, flags=0).cidr if match.group(3) else None
     except Exception:
         raise _not_a_key(key)
-    canonical = subnet_key(subnet.cidr, ipv6_subnet.cidr if ipv6_subnet is not None else None)
+    canonical = subnet_key(subnet, ipv6_subnet)
     if canonical != name:
         raise ValueError("not a subnet lease key: %r is not written as flannel writes %s" % (key, canonical))
-    return subnet.cidr, ipv6_subnet.cidr if ipv6_subnet is not None else None
+    return subnet, ipv6_subnet
 
 
 def parse_subnet_key(key):
@@ -138,7 +147,8 @@ def lease_problem(lease, config, onlink=()):
     """Why a parsed lease cannot be used under `config`, or None: its key must be a subnet of
     the Network with the configured SubnetLen, and its PublicIP outside the overlay and neither
     the network nor the broadcast address of a prefix this host is on (`onlink`)."""
-    problem = onlink_address_problem(lease.attrs.public_ip, onlink)
+    public_ip = IPAddress(lease.attrs.public_ip)  # parsed once for the checks below
+    problem = onlink_address_problem(public_ip, onlink)
     if problem:
         return "PublicIP %s" % problem
     if config is None:
@@ -147,7 +157,7 @@ def lease_problem(lease, config, onlink=()):
     if subnet.prefixlen != config.subnet_len or subnet not in config.network:
         return ("subnet %s is not a /%d inside the Network %s"
                 % (subnet, config.subnet_len, config.network))
-    if IPAddress(lease.attrs.public_ip) in config.network:
+    if public_ip in config.network:
         return "PublicIP %s is inside the overlay network %s" % (lease.attrs.public_ip, config.network)
     return _ipv6_problem(lease, config.ipv6)
 

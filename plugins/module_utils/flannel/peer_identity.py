@@ -221,6 +221,8 @@ def _lease_key(book, subnet):
 
 def report(changes, book, log=None):
     """Log each conflict that began (one line naming both keys) and count it; log the ends."""
+    if not changes.conflicts and not changes.resolved:
+        return  # the usual event: nothing to say
     log = log or logging.getLogger("flanneld")
     own_key = subnet_key(book.own_subnet) if book.own_subnet is not None else "?"
     for conflict in changes.conflicts:

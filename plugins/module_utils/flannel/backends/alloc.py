@@ -6,12 +6,8 @@ cloud's route table, another tool) is someone else's; the agent only keeps the l
 """
 
 from ..kernel_repairs import Owned
+from ..lease import cidr
 from .base import Backend
-
-try:
-    from netaddr import IPNetwork
-except ImportError:  # reported by the caller through missing_libraries()
-    IPNetwork = None
 
 
 class AllocBackend(Backend):
@@ -24,7 +20,7 @@ class AllocBackend(Backend):
         return {"backend_type": None, "vtep_mac": None, "mtu": self.iface.mtu, "changes": []}
 
     def configure_lease(self, subnet):
-        self.subnet = IPNetwork(str(subnet)).cidr
+        self.subnet = cidr(subnet)
         return []
 
     def sync(self, peers):

@@ -8,6 +8,7 @@ import socket
 
 from .. import netlink
 from ..changes import ADDRESS, DEVICE, Change
+from ..lease import cidr
 
 try:
     from netaddr import IPAddress, IPNetwork
@@ -20,7 +21,7 @@ def peer_scope_problem(network, own_subnet, own_public_ip, local_addresses, subn
     subnet and PublicIP, or None. Every backend asks this, whatever parsed the lease, so that no
     key can steer traffic for prefixes outside the flannel network or for this host's own
     addresses. `local_addresses`: this host's addresses (IPAddress; IPv6 ones are never in an IPv4 subnet)."""
-    subnet = IPNetwork(str(subnet)).cidr
+    subnet = cidr(subnet)
     if subnet not in network:
         return "subnet %s is outside the flannel network %s" % (subnet, network)
     if own_subnet is not None and (subnet.first <= own_subnet.last and own_subnet.first <= subnet.last):
@@ -43,7 +44,7 @@ def ipv6_scope_problem(ipv6_network, own_subnet, own_public_ipv6, local_addresse
     """peer_scope_problem for a dual-stack lease's IPv6 side: its IPv6 subnet (and PublicIPv6 when
     the backend sends to it) under the same rules, against the IPv6Network and this host's IPv6
     subnet and addresses; None when it may be routed."""
-    subnet = IPNetwork(str(subnet)).cidr
+    subnet = cidr(subnet)
     if subnet.version != 6 or subnet not in ipv6_network:
         return "IPv6 subnet %s is outside the flannel IPv6 network %s" % (subnet, ipv6_network)
     if own_subnet is not None and (subnet.first <= own_subnet.last and own_subnet.first <= subnet.last):
@@ -128,7 +129,7 @@ class Backend:
     def configure_ipv6_lease(self, ipv6_subnet):
         """This host's IPv6 subnet on a dual-stack network (None: none); a backend that routes IPv6
         gives its device an address in it. Returns the changes."""
-        self.subnet6 = IPNetwork(str(ipv6_subnet)).cidr if ipv6_subnet is not None else None
+        self.subnet6 = cidr(ipv6_subnet) if ipv6_subnet is not None else None
         return []
 
     def _ensure_address(self, wanted, network=None, index=None, name=None):

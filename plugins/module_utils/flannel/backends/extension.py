@@ -22,16 +22,11 @@ for: its output goes into the lease, so a failure there stops the backend from s
 import threading
 
 from ..changes import COMMAND, Change
-from ..lease import MAX_LEASE_BYTES, LeaseAttrs
+from ..lease import MAX_LEASE_BYTES, LeaseAttrs, cidr
 from . import commands
 from .alloc import AllocBackend
 from .base import BackendError, peer_scope_problem
 from .command_lines import split_command
-
-try:
-    from netaddr import IPNetwork
-except ImportError:  # reported by the caller through missing_libraries()
-    IPNetwork = None
 
 PRE, POST, ADD, REMOVE = ("PreStartupCommand", "PostStartupCommand", "SubnetAddCommand", "SubnetRemoveCommand")
 
@@ -78,7 +73,7 @@ class ExtensionBackend(AllocBackend):
     def configure_lease(self, subnet):
         """This host's lease: queue PostStartupCommand for it (unless it ran for this subnet).
         Returns the changes."""
-        self.subnet = IPNetwork(str(subnet)).cidr
+        self.subnet = cidr(subnet)
         with self._lock:
             return self._post()
 
@@ -104,7 +99,7 @@ class ExtensionBackend(AllocBackend):
         wanted = {}
         for lease in peers.values():
             if self._usable(lease, local):
-                wanted[str(IPNetwork(str(lease.subnet)).cidr)] = lease
+                wanted[str(cidr(lease.subnet))] = lease
         with self._lock:
             changes = self._post()
             for key in sorted(self._peers):
@@ -117,7 +112,7 @@ class ExtensionBackend(AllocBackend):
 
     def add_peer(self, lease):
         """One new or changed peer lease; returns the changes."""
-        key = str(IPNetwork(str(lease.subnet)).cidr)
+        key = str(cidr(lease.subnet))
         if not self._usable(lease, self._addresses.current()):
             return self.remove_peer(key)
         with self._lock:
@@ -129,11 +124,11 @@ class ExtensionBackend(AllocBackend):
     def remove_peer(self, subnet):
         """A peer gone: queue its remove command (with the data of its last lease)."""
         with self._lock:
-            return self._remove(str(IPNetwork(str(subnet)).cidr))
+            return self._remove(str(cidr(subnet)))
 
     def _usable(self, lease, local_addresses):
         """Whether the commands run for this peer lease (else why not is said once)."""
-        subnet = IPNetwork(str(lease.subnet)).cidr
+        subnet = cidr(lease.subnet)
         if self.subnet is not None and subnet == self.subnet:
             return False
         attrs = lease.attrs
@@ -169,7 +164,7 @@ class ExtensionBackend(AllocBackend):
 
     @staticmethod
     def _peer_variables(lease):
-        return {"SUBNET": IPNetwork(str(lease.subnet)).cidr, "PUBLIC_IP": lease.attrs.public_ip}
+        return {"SUBNET": cidr(lease.subnet), "PUBLIC_IP": lease.attrs.public_ip}
 
     def _queue(self, key, purpose, variables, data, failed):
         """Queue command `key` (its failure calls `failed()` under the lock); its Change."""

@@ -10,14 +10,15 @@ interface). A peer whose PublicIPv6 is missing or not on-link gets its IPv4 rout
 import errno
 
 from .. import netlink
+from ..lease import cidr
 from .base import BackendError
 from .peer_entries import PeerEntries
 from .route_backend import RouteBackend
 
 try:
-    from netaddr import IPAddress, IPNetwork
+    from netaddr import IPAddress
 except ImportError:  # reported by the caller through missing_libraries()
-    IPAddress = IPNetwork = None
+    IPAddress = None
 
 
 class HostGwBackend(RouteBackend):
@@ -57,11 +58,11 @@ class HostGwBackend(RouteBackend):
 
     def configure_lease(self, subnet):
         """host-gw has no device to address: only remember our subnet. Returns []."""
-        self.subnet = IPNetwork(str(subnet)).cidr
+        self.subnet = cidr(subnet)
         return []
 
     def _entries_for(self, lease):
-        subnet = IPNetwork(str(lease.subnet)).cidr
+        subnet = cidr(lease.subnet)
         if lease.attrs.backend_type == "vxlan":
             return self._direct_entries(lease)
         if lease.attrs.backend_type != self.backend_type:

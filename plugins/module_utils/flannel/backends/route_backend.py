@@ -15,6 +15,7 @@ import socket
 from .. import netlink
 from ..changes import FDB, NEIGHBOUR, ROUTE, Change
 from ..kernel_repairs import Owned
+from ..lease import cidr
 from .base import Backend, ipv6_scope_problem, peer_scope_problem
 from .peer_entries import PeerEntries, Programmed, families, linked
 
@@ -263,7 +264,7 @@ class RouteBackend(Backend):
         what a host-gw host sends and what a vxlan host receives and forwards (and one via its
         PublicIPv6 for its IPv6 subnet). Only when that address is on-link; otherwise None, after
         saying so once."""
-        subnet = IPNetwork(str(lease.subnet)).cidr
+        subnet = cidr(lease.subnet)
         public_ip = lease.attrs.public_ip
         route = self._direct_route(subnet, public_ip)
         if route is None:
@@ -290,7 +291,7 @@ class RouteBackend(Backend):
         return route
 
     def _wanted(self, lease):
-        subnet = IPNetwork(str(lease.subnet)).cidr
+        subnet = cidr(lease.subnet)
         if self.subnet is not None and subnet == self.subnet:
             return None  # our own lease is never a peer
         problem = peer_scope_problem(self.config.network, self.subnet, self.public_ip, self._local_addresses,

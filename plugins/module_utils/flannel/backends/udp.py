@@ -20,6 +20,7 @@ import socket
 from .. import netlink
 from ..changes import DEVICE, ROUTE, WORKER, Change
 from ..kernel_repairs import Owned
+from ..lease import cidr
 from . import tun, udp_packets, udp_proxy
 from .base import BackendError, address_change, peer_scope_problem
 from .network_device import NetworkDeviceBackend
@@ -110,7 +111,7 @@ class UdpBackend(NetworkDeviceBackend):
         Network through it, and (re)start the workers. Returns the changes."""
         if self.device_index is None:
             raise BackendError("configure_lease() called before setup()")
-        self.subnet = IPNetwork(str(subnet)).cidr
+        self.subnet = cidr(subnet)
         changes = self._ensure_address(self._wanted_address()) + self._ensure_up() + self._ensure_route()
         if not self.pids:
             self._start_workers()
@@ -205,7 +206,7 @@ class UdpBackend(NetworkDeviceBackend):
     # -- peers -----------------------------------------------------------------------------------
 
     def _peer_ip(self, lease, local_addresses):
-        subnet = IPNetwork(str(lease.subnet)).cidr
+        subnet = cidr(lease.subnet)
         if self.subnet is not None and subnet == self.subnet:
             return None
         if not udp_peer_type(lease.attrs.backend_type):
@@ -228,7 +229,7 @@ class UdpBackend(NetworkDeviceBackend):
         for subnet, lease in peers.items():
             ip = self._peer_ip(lease, local_addresses)
             if ip is not None:
-                wanted[str(IPNetwork(str(subnet)).cidr)] = ip
+                wanted[str(cidr(subnet))] = ip
         for subnet in sorted(set(self._routes) - set(wanted)):
             changes.append(self._route_change("removed", subnet))
         for subnet, ip in sorted(wanted.items()):
@@ -244,7 +245,7 @@ class UdpBackend(NetworkDeviceBackend):
         ip = self._peer_ip(lease, self._addresses.current())
         if ip is None:
             return self.remove_peer(lease.subnet)
-        subnet = str(IPNetwork(str(lease.subnet)).cidr)
+        subnet = str(cidr(lease.subnet))
         if self._routes.get(subnet) == ip:
             return []
         verb = "updated" if subnet in self._routes else "added"
@@ -253,7 +254,7 @@ class UdpBackend(NetworkDeviceBackend):
         return [self._route_change(verb, subnet, ip)]
 
     def remove_peer(self, subnet):
-        subnet = str(IPNetwork(str(subnet)).cidr)
+        subnet = str(cidr(subnet))
         if self._routes.pop(subnet, None) is None:
             return []
         self._send_routes()

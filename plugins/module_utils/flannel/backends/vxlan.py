@@ -16,16 +16,11 @@ import re
 
 from .. import netlink
 from ..changes import DEVICE, Change
-from ..lease import unicast_mac_problem
+from ..lease import cidr, unicast_mac_problem
 from .base import BackendError, address_change, mtu_change
 from .peer_entries import PeerEntries, Programmed
 from .route_backend import RouteBackend
 from .vxlan_ipv6 import VXLAN6_OVERHEAD, VxlanIPv6
-
-try:
-    from netaddr import IPNetwork
-except ImportError:  # reported by the caller through missing_libraries()
-    IPNetwork = None
 
 VXLAN_OVERHEAD = 50  # outer IPv4 20 + UDP 8 + VXLAN 8 + inner Ethernet 14
 OFFLOAD_CHOICES = ("auto", "on", "off")
@@ -70,7 +65,7 @@ def peer_entries(subnet, public_ip, vtep_mac, direct_routing, device_index, onli
     (<subnet address>, VtepMAC) and an FDB entry (VtepMAC, public IP) on the device
     `device_index`, and an onlink route via <subnet address> through the device.
     """
-    subnet = IPNetwork(str(subnet)).cidr
+    subnet = cidr(subnet)
     if direct_routing and onlink_index is not None:
         return PeerEntries(None, None, netlink.Route(str(subnet), public_ip, onlink_index, False))
     if not vtep_mac or unicast_mac_problem(vtep_mac):
@@ -152,7 +147,7 @@ class VxlanBackend(VxlanIPv6, RouteBackend):
         network (an old lease) are removed; foreign ones (dhcpcd, APIPA) are kept. Returns changes."""
         if self.device_index is None:
             raise BackendError("configure_lease() called before setup()")
-        self.subnet = IPNetwork(str(subnet)).cidr
+        self.subnet = cidr(subnet)
         changes = self._ensure_address("%s/32" % self.subnet.ip) + self._ensure_up()
         # Something (systemd's MACAddressPolicy, #1155) may rewrite the MAC when the link appears.
         changes.extend(self._ensure_mac_and_mtu())
@@ -271,7 +266,7 @@ class VxlanBackend(VxlanIPv6, RouteBackend):
         return [self.device_index, self.iface.index] + ([self.device6_index] if self.device6_index is not None else [])
 
     def _entries_for(self, lease):
-        subnet = IPNetwork(str(lease.subnet)).cidr
+        subnet = cidr(lease.subnet)
         attrs = lease.attrs
         if attrs.backend_type == "host-gw":
             return self._direct_entries(lease)

@@ -17,16 +17,12 @@ import os
 from .. import netlink
 from ..changes import DEVICE, PEER, Change
 from ..kernel_repairs import Owned
+from ..lease import cidr
 from ..netlink.wireguard import KernelDevice, create_wireguard
 from .base import BackendError, address_change, peer_scope_problem
 from .network_device import NetworkDeviceBackend
 from .wireguard_device import DeviceError, UapiDevice, WgPeer, is_missing_kind, start_wireguard_go
 from .wireguard_keys import KeyFileError, key_problem, lease_key_and_port, load_or_create_private_key, public_key
-
-try:
-    from netaddr import IPNetwork
-except ImportError:  # reported by the caller through missing_libraries()
-    IPNetwork = None
 
 DEVICE_NAME = "flannel-wg"
 WIREGUARD_OVERHEAD = 80
@@ -128,7 +124,7 @@ class WireguardBackend(NetworkDeviceBackend):
         through it. Returns the changes."""
         if self.device_index is None:
             raise BackendError("configure_lease() called before setup()")
-        self.subnet = IPNetwork(str(subnet)).cidr
+        self.subnet = cidr(subnet)
         return self._ensure_address(self._wanted_address()) + self._ensure_up() + self._ensure_route()
 
     def _wanted_address(self):
@@ -138,7 +134,7 @@ class WireguardBackend(NetworkDeviceBackend):
 
     def _wanted(self, lease, local_addresses):
         """The WgPeer for a lease, or None (skipped, said once)."""
-        subnet = IPNetwork(str(lease.subnet)).cidr
+        subnet = cidr(lease.subnet)
         if self.subnet is not None and subnet == self.subnet:
             return None
         attrs = lease.attrs
@@ -165,7 +161,7 @@ class WireguardBackend(NetworkDeviceBackend):
         for subnet, lease in peers.items():
             peer = self._wanted(lease, local_addresses)
             if peer is not None:
-                wanted[str(IPNetwork(str(subnet)).cidr)] = peer
+                wanted[str(cidr(subnet))] = peer
         try:
             state = self.device.state()
         except DeviceError as error:
@@ -184,7 +180,7 @@ class WireguardBackend(NetworkDeviceBackend):
 
     def add_peer(self, lease):
         peer = self._wanted(lease, self._addresses.current())
-        subnet = str(IPNetwork(str(lease.subnet)).cidr)
+        subnet = str(cidr(lease.subnet))
         if peer is None:
             return self.remove_peer(subnet)
         old = self._peers.get(subnet)
@@ -196,7 +192,7 @@ class WireguardBackend(NetworkDeviceBackend):
         return changes
 
     def remove_peer(self, subnet):
-        old = self._peers.pop(str(IPNetwork(str(subnet)).cidr), None)
+        old = self._peers.pop(str(cidr(subnet)), None)
         if old is None:
             return []
         return self._configure([], [old.public_key], "removed")

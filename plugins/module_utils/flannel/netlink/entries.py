@@ -87,15 +87,15 @@ def link_route_destinations(index, ipr=None):
 
 @optional_ipr
 def replace_route(route, ipr=None):
-    dst = IPNetwork(route.dst)
-    ipr.route("replace", dst=str(dst.ip), dst_len=dst.prefixlen, gateway=route.gateway, family=family_of(dst),
+    address, length = route.dst.split("/")  # a Route's dst is written 'address/len'
+    ipr.route("replace", dst=address, dst_len=int(length), gateway=route.gateway, family=family_of(address),
               oif=route.index, table=MAIN_TABLE, flags=RTNH_F_ONLINK if route.onlink else 0)
 
 
 @optional_ipr
 def delete_route(route, ipr=None):
-    dst = IPNetwork(route.dst)
-    ipr.route("del", dst=str(dst.ip), dst_len=dst.prefixlen, gateway=route.gateway, family=family_of(dst),
+    address, length = route.dst.split("/")
+    ipr.route("del", dst=address, dst_len=int(length), gateway=route.gateway, family=family_of(address),
               oif=route.index, table=MAIN_TABLE)
 
 

@@ -176,26 +176,45 @@ def parse(data):
     return events
 
 
+def _instructions(*code):
+    return b"".join(_INSTRUCTION.pack(*instruction) for instruction in code)
+
+
+# The parts of own_changes_filter's program that do not change: a message shorter than a header
+# kept; the port's check (its value packed per port); an FDB check's guard (shorter kept); the end.
+_START = _instructions((_LOAD_LENGTH, 0, 0, 0), (_JUMP_AT_LEAST, 1, 0, _HEADER.size), (_RETURN, 0, 0, _KEEP))
+_PORT_CHECK = struct.Struct("=" + "HBBI" * 3)
+_FDB_GUARD = _instructions((_LOAD_LENGTH, 0, 0, 0), (_JUMP_AT_LEAST, 1, 0, _FDB_FIXED_LENGTH), (_RETURN, 0, 0, _KEEP))
+_END = _instructions((_RETURN, 0, 0, _KEEP))
+# One FDB entry's checks: each field loaded and compared in turn (a difference jumps past the
+# entry's DROP, to the next entry), then DROP; its 8 values are filled in per entry.
+_FDB_CHECKS = struct.Struct("=" + "HBBI" * (2 * len(_FDB_LOADS) + 1))
+_FDB_TEMPLATE = [field for (load, offset), after in zip(_FDB_LOADS, _FDB_JUMPS)
+                 for field in (load, 0, 0, offset, _JUMP_EQUAL, 0, after, None)] + [_RETURN, 0, 0, _DROP]
+_FDB_VALUE_POSITIONS = tuple(position for position, field in enumerate(_FDB_TEMPLATE) if field is None)
+
+
 def own_changes_filter(port, fdb=()):
     """A classic BPF program (bytes) dropping the notifications stamped with netlink port `port`
     (the kernel stamps a request's announcements with its sender's port) and the vxlan driver's
     FDB notifications listed in `fdb`, (type, ifindex, mac, IPv4 dst) with the addresses as bytes
-    (the driver stamps those with port 0). Every other notification is kept, a shorter one too."""
-    code = [(_LOAD_LENGTH, 0, 0, 0), (_JUMP_AT_LEAST, 1, 0, _HEADER.size), (_RETURN, 0, 0, _KEEP)]
+    (the driver stamps those with port 0). Every other notification is kept, a shorter one too.
+    Packed from ready parts: it is built at every batch the agent sends."""
+    program = [_START]
     if port:
-        code += [(_LOAD_WORD, 0, 0, 12), (_JUMP_EQUAL, 0, 1, _PORT_READ.unpack(_U32.pack(port))[0]),
-                 (_RETURN, 0, 0, _DROP)]
+        program.append(_PORT_CHECK.pack(_LOAD_WORD, 0, 0, 12, _JUMP_EQUAL, 0, 1, _PORT_READ.unpack(_U32.pack(port))[0],
+                                        _RETURN, 0, 0, _DROP))
     if fdb:
-        code += [(_LOAD_LENGTH, 0, 0, 0), (_JUMP_AT_LEAST, 1, 0, _FDB_FIXED_LENGTH), (_RETURN, 0, 0, _KEEP)]
+        program.append(_FDB_GUARD)
     for kind, index, mac, dst in fdb:
         announced = _HEADER.pack(_FDB_FIXED_LENGTH, kind, 0, 0, 0) + _NDMSG.pack(AF_BRIDGE, index, 0, 0, 0) + \
             _ATTR.pack(10, NDA_LLADDR) + mac + b"\0\0" + _ATTR.pack(8, NDA_DST) + dst
-        # Each field compared in turn; a difference jumps past this entry's DROP to the next entry.
-        for (load, offset), value, after in zip(_FDB_LOADS, _FDB_READ.unpack(announced), _FDB_JUMPS):
-            code += [(load, 0, 0, offset), (_JUMP_EQUAL, 0, after, value)]
-        code.append((_RETURN, 0, 0, _DROP))
-    code.append((_RETURN, 0, 0, _KEEP))
-    return b"".join(_INSTRUCTION.pack(*instruction) for instruction in code)
+        fields = list(_FDB_TEMPLATE)
+        for position, value in zip(_FDB_VALUE_POSITIONS, _FDB_READ.unpack(announced)):
+            fields[position] = value
+        program.append(_FDB_CHECKS.pack(*fields))
+    program.append(_END)
+    return b"".join(program)
 
 
 class KernelEvents:
