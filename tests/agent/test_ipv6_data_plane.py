@@ -9,7 +9,7 @@ import json
 from netaddr import IPNetwork
 
 from support.cluster import Cluster, wait_for
-from support.netns import ping, run_in
+from support.netns import ping
 
 DUAL = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0",
         "EnableIPv6": True, "IPv6Network": "fd00:10::/48", "Backend": {"Type": "vxlan", "VNI": 100}}
@@ -28,17 +28,10 @@ def _dual_host(lab, underlay6=False):
 
 
 def _container(lab, host, env):
-    """A container stand-in behind `host` on its leased subnets (x.2 and <IPv6 subnet>::2), its
-    link at FLANNEL_MTU as Docker's would be. Returns (namespace, IPv4 address, IPv6 address)."""
-    container = lab.add_container(host, env["FLANNEL_SUBNET"])
-    subnet6 = IPNetwork(env["FLANNEL_IPV6_SUBNET"])
-    address6 = str(subnet6.network + 2)
-    host.run(["ip", "-6", "addr", "add", env["FLANNEL_IPV6_SUBNET"], "dev", "cbr0", "nodad"])
-    host.run(["ip", "link", "set", "cbr0", "mtu", env["FLANNEL_MTU"]])
-    run_in(container.ns, ["ip", "link", "set", "eth0", "mtu", env["FLANNEL_MTU"]])
-    run_in(container.ns, ["ip", "-6", "addr", "add", "%s/%d" % (address6, subnet6.prefixlen), "dev", "eth0", "nodad"])
-    run_in(container.ns, ["ip", "-6", "route", "add", "default", "via", str(subnet6.network + 1)])
-    return container.ns, container.address, address6
+    """A container stand-in behind `host` on its leased subnets, its link at FLANNEL_MTU as
+    Docker's would be. Returns (namespace, IPv4 address, IPv6 address)."""
+    container = lab.add_container(host, env["FLANNEL_SUBNET"], env["FLANNEL_IPV6_SUBNET"], env["FLANNEL_MTU"])
+    return container.ns, container.address, container.address6
 
 
 def _routes6(host):

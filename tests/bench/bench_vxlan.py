@@ -12,6 +12,12 @@ real etcd and the agent on each (vxlan, VNI 100), a container behind each, and i
 stream, container -> container for `seconds`: prints Gbit/s per zipapp and round, with the load,
 and whether `ethtool -k flannel.100` (read in each host's namespace) lists the same features for
 every zipapp (a change to how offloads are set must not change them).
+
+python tests/bench/bench_vxlan.py --families AGENT.pyz [rounds] [seconds] [--underlay6]: the same pair
+of hosts on a dual-stack network (EnableIPv6; no IPv6 underlay: IPv6 carried inside flannel.100, or
+with --underlay6 an IPv6 prefix on the LAN too: IPv6 over flannel-v6.100), iperf3 TCP
+one stream container -> container over IPv4 and over IPv6, alternated each round; prints Gbit/s
+per family and round, the medians and IPv6/IPv4, with the load (issue 24's goal: IPv6 >= 0.9 x IPv4).
 """
 
 import os
@@ -99,6 +105,55 @@ def throughput(agent_path, seconds):
         lab.cleanup()
 
 
+def families(agent_path, rounds, seconds, underlay6=False):
+    """IPv4 and IPv6 iperf3 throughput between two dual-stack containers, alternated each round;
+    with `underlay6`, the hosts' LAN has an IPv6 prefix too (IPv6 over flannel-v6.100)."""
+    import json
+
+    from support.cluster import Cluster, wait_for
+    from support.netns import ping, run_in
+
+    config = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "EnableIPv6": true, "IPv6Network": "fd00:10::/48", '
+              '"Backend": {"Type": "vxlan", "VNI": 100}}')
+    print("vxlan dual-stack, container -> container over two namespace hosts (%s), %s, %d CPUs, load average %.2f"
+          % ("IPv6 over flannel-v6.100" if underlay6 else "IPv4 underlay, IPv6 inside flannel.100",
+             time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), os.getloadavg()[0]))
+    lab = Lab(lan_prefix="172.31.248")
+    results = {"IPv4": [], "IPv6": []}
+    try:
+        with Cluster(lab, agent_path, config=config, name="bench-vxlan-families") as cluster:
+            hosts = [lab.add_host(), lab.add_host()]
+            for number, host in enumerate(hosts):
+                host.run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+                if underlay6:
+                    host.run(["ip", "-6", "addr", "add", "fd00:248::%d/64" % (number + 11), "dev", "eth0", "nodad"])
+            agents = [cluster.agent(host) for host in hosts]
+            for agent in agents:
+                agent.wait_ready()
+            envs = [agent.env() for agent in agents]
+            print("FLANNEL_MTU %s" % envs[0]["FLANNEL_MTU"])
+            one, two = [lab.add_container(host, env["FLANNEL_SUBNET"], env["FLANNEL_IPV6_SUBNET"], env["FLANNEL_MTU"])
+                        for host, env in zip(hosts, envs)]
+            for address in (two.address, two.address6):
+                wait_for(lambda: ping(one.ns, address, count=1, timeout=5), timeout=20, what="overlay up to " + address)
+            for number in range(rounds):
+                for family, address in (("IPv4", two.address), ("IPv6", two.address6)):
+                    server = subprocess.Popen(["ip", "netns", "exec", two.ns, "iperf3", "-s", "-1"],
+                                              stdout=subprocess.DEVNULL)
+                    time.sleep(0.5)
+                    report = json.loads(run_in(one.ns, ["iperf3", "-c", address, "-t", seconds, "-J"]).stdout)
+                    server.wait(10)
+                    results[family].append(report["end"]["sum_received"]["bits_per_second"] / 1e9)
+                    print("round %d %s: %.2f Gbit/s (load average %.2f)"
+                          % (number + 1, family, results[family][-1], os.getloadavg()[0]))
+    finally:
+        lab.cleanup()
+    medians = dict((family, statistics.median(values)) for family, values in results.items())
+    for family, values in results.items():
+        print("%s: %s Gbit/s (median %.2f)" % (family, " ".join("%.2f" % value for value in values), medians[family]))
+    print("IPv6 / IPv4 (medians): %.2f" % (medians["IPv6"] / medians["IPv4"]))
+
+
 def compare_throughput(agent_paths, rounds, seconds):
     print("vxlan, container -> container over two namespace hosts, %s, %d CPUs, load average %.2f"
           % (time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), os.getloadavg()[0]))
@@ -128,6 +183,10 @@ if __name__ == "__main__":
     if len(sys.argv) > 2 and sys.argv[1] == "--throughput":
         compare_throughput(sys.argv[2].split(","), int(sys.argv[3]) if len(sys.argv) > 3 else 2,
                            int(sys.argv[4]) if len(sys.argv) > 4 else 10)
+        sys.exit(0)
+    if len(sys.argv) > 2 and sys.argv[1] == "--families":
+        families(sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 3, sys.argv[4] if len(sys.argv) > 4 else "5",
+                 "--underlay6" in sys.argv)
         sys.exit(0)
     if len(sys.argv) > 2 and sys.argv[1] == "--inside":
         if os.environ.get("BENCH_PROFILE"):

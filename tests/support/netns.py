@@ -9,6 +9,7 @@ nothing is created in, or routed through, the root namespace.
 
 import binascii
 import os
+import socket
 import subprocess
 import sys
 
@@ -130,10 +131,17 @@ class Host:
 
 
 class Container:
-    """A namespace behind a host: `ns`, `address` (x.y.z.2 of the host's subnet), `gateway`."""
+    """A namespace behind a host: `ns`, `address` (x.y.z.2 of the host's subnet), `gateway`, and
+    `address6` (<IPv6 subnet>::2) when it has an IPv6 address too."""
 
-    def __init__(self, ns, address, gateway):
-        self.ns, self.address, self.gateway = ns, address, gateway
+    def __init__(self, ns, address, gateway, address6=None):
+        self.ns, self.address, self.gateway, self.address6 = ns, address, gateway, address6
+
+
+def _next_ipv6(address):
+    packed = bytearray(socket.inet_pton(socket.AF_INET6, address))
+    packed[-1] += 1  # a subnet's first address ends in 1: never overflows
+    return socket.inet_ntop(socket.AF_INET6, bytes(packed))
 
 
 class Lab:
@@ -177,8 +185,11 @@ class Lab:
         self.hosts.append(host)
         return host
 
-    def add_container(self, host, subnet):
-        """A container namespace behind `host`: host bridge cbr0 = subnet .1, container = .2."""
+    def add_container(self, host, subnet, subnet6=None, mtu=None):
+        """A container namespace behind `host`: host bridge cbr0 = subnet .1, container = .2; with
+        `subnet6` ('<first address>/len', FLANNEL_IPV6_SUBNET's form) cbr0 gets that address and the
+        container the next one (no DAD), with an IPv6 default route; with `mtu`, the container's
+        link and cbr0 have it (FLANNEL_MTU, as Docker sets them)."""
         base = subnet.split("/")[0].rsplit(".", 1)[0]
         prefixlen = subnet.split("/")[1]
         ns = self._namespace("%sc%d" % (host.name, len(self.containers) + 1))
@@ -193,7 +204,17 @@ class Lab:
         run_in(ns, ["ip", "addr", "add", "%s/%s" % (address, prefixlen), "dev", "eth0"])
         run_in(ns, ["ip", "link", "set", "eth0", "up"])
         run_in(ns, ["ip", "route", "add", "default", "via", gateway])
-        container = Container(ns, address, gateway)
+        address6 = None
+        if subnet6 is not None:
+            gateway6, prefixlen6 = subnet6.split("/")
+            address6 = _next_ipv6(gateway6)
+            host.run(["ip", "-6", "addr", "replace", subnet6, "dev", "cbr0", "nodad"])
+            run_in(ns, ["ip", "-6", "addr", "add", "%s/%s" % (address6, prefixlen6), "dev", "eth0", "nodad"])
+            run_in(ns, ["ip", "-6", "route", "add", "default", "via", gateway6])
+        if mtu is not None:
+            host.run(["ip", "link", "set", "cbr0", "mtu", mtu])
+            run_in(ns, ["ip", "link", "set", "eth0", "mtu", mtu])
+        container = Container(ns, address, gateway, address6)
         self.containers.append(container)
         return container
 

@@ -137,3 +137,18 @@ def test_subnet_env_as_documented_and_ipv4_only_as_before(tmp_path):
     path.write_text(DOCUMENTED_SUBNET_ENV.replace("FLANNEL_IPV6_SUBNET=2001:cafe:42::1/64", "FLANNEL_IPV6_SUBNET=10.1.1.1/24"))
     assert previous_subnets(str(path)) == (IPNetwork("10.42.0.0/24"), None)
     assert parse_subnet_env(DOCUMENTED_SUBNET_ENV)["FLANNEL_IPV6_NETWORK"] == "2001:cafe:42::/56"
+
+
+def test_a_dual_stack_lease_claims_its_ipv6_identities_only_on_a_dual_stack_network():
+    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.peer_identity import lease_identities
+
+    attrs = LeaseAttrs.from_json(DUAL_STACK_LEASE)
+    assert lease_identities("vxlan", attrs) == [("VtepMAC", "c6:d2:32:6f:8f:44")]
+    assert lease_identities("vxlan", attrs, ipv6=True) == [("VtepMAC", "c6:d2:32:6f:8f:44"),
+                                                          ("VtepMAC", "c6:d2:32:6f:8f:45")]
+    host_gw = LeaseAttrs("192.168.64.3", "host-gw", public_ipv6="fd00:205::3")
+    assert lease_identities("host-gw", host_gw, ipv6=True) == [("PublicIP", "192.168.64.3"),
+                                                              ("PublicIP", "fd00:205::3")]
+    assert lease_identities("vxlan", host_gw, ipv6=True) == [("PublicIP", "192.168.64.3"),
+                                                            ("PublicIP", "fd00:205::3")]  # direct routes
+    assert lease_identities("alloc", attrs, ipv6=True) == [("PublicIP", "192.168.64.3")]

@@ -65,3 +65,36 @@ def test_udp_network_route_lost_needs_the_device_repaired():
     owned = OWNED._replace(device_routes=frozenset(["10.0.0.0/8"]), routes={}, neighbours={}, fdb={})
     assert needed([RouteEvent(True, Route("10.0.0.0/8", None, DEVICE, False), 0)], owned).device
     assert needed([RouteEvent(True, Route("10.0.0.0/8", None, UNDERLAY, False), 0)], owned) is None
+
+
+DEVICE6 = 8
+ROUTE6 = Route("fd00:10:0:13::/64", "fd00:10:0:13::", DEVICE6, True)
+INSIDE6 = Route("fd00:10:0:14::/64", "fd00:10:0:14::", DEVICE, True)
+MAC6 = "02:00:00:00:00:06"
+DUAL = OWNED._replace(routes={ROUTE.dst: ROUTE, ROUTE6.dst: ROUTE6, INSIDE6.dst: INSIDE6},
+                      neighbours={"10.13.0.0": MAC, "fd00:10:0:13::": MAC6, "fd00:10:0:14::": MAC},
+                      fdb={MAC: "172.31.250.12", MAC6: "fd00:205::12"}, device_address6="fd00:10:0:12::",
+                      device6_index=DEVICE6, device6_name="flannel-v6.100")
+
+
+def test_ipv6_entries_on_either_device_are_restored_at_the_kernels_ipv6_metric():
+    repairs = needed([RouteEvent(True, ROUTE6, 1024), RouteEvent(True, INSIDE6, 1024),
+                      NeighbourEvent(True, DEVICE6, "fd00:10:0:13::", MAC6, True),
+                      NeighbourEvent(False, DEVICE, "fd00:10:0:14::", OTHER_MAC, True),
+                      FdbEvent(True, DEVICE6, MAC6, "fd00:205::12")], DUAL)
+    assert (repairs.routes, repairs.neighbours, repairs.fdb) == (
+        [ROUTE6, INSIDE6], [("fd00:10:0:13::", MAC6), ("fd00:10:0:14::", MAC)], [(MAC6, "fd00:205::12")])
+    # The agent's own IPv6 writes, and an IPv6 route of another metric (someone else's), need nothing.
+    assert needed([RouteEvent(False, ROUTE6, 1024), RouteEvent(True, ROUTE6, 0),
+                   NeighbourEvent(False, DEVICE6, "fd00:10:0:13::", MAC6, True)], DUAL) is None
+
+
+def test_flannel_v6_or_the_devices_ipv6_address_lost_needs_the_device_repaired():
+    link6 = LinkEvent(False, DEVICE6, "flannel-v6.100", 1430, True, MAC6)
+    assert needed([link6], DUAL) is None
+    for event in (link6._replace(removed=True), link6._replace(up=False), link6._replace(name="renamed"),
+                  link6._replace(index=43), AddressEvent(True, DEVICE6, "fd00:10:0:12::", 128),
+                  AddressEvent(True, DEVICE, "fd00:10:0:12::", 128)):
+        assert needed([event], DUAL).device, event
+    # An IPv6 address coming or going on the underlay is not a move of the IPv4 address in use.
+    assert needed([AddressEvent(False, UNDERLAY, "fd00:205::50", 64)], DUAL) is None
