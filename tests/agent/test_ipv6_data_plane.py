@@ -253,3 +253,22 @@ def test_ipv6_turned_off_leaves_no_ipv6_state(lab, agent_path):
         containers = [lab.add_container(host, str(subnet)) for host, subnet in zip(hosts, subnets)]
         wait_for(lambda: str(subnets[1].cidr) in agents[0].routes(), what="IPv4 route to the peer")
         assert len(ping(containers[0].ns, containers[1].address, count=2)) == 2
+
+
+def test_ipv6_off_by_default_on_the_host_is_turned_on_for_the_agents_device(lab, agent_path):
+    """A host made without IPv6 (net.ipv6.conf.all/default.disable_ipv6=1, as Docker starts a
+    container on a network without IPv6): the agent turns IPv6 on for flannel.100 alone."""
+    with Cluster(lab, agent_path, config=json.dumps(DUAL), name="ipv6-disabled-host") as cluster:
+        hosts = [_dual_host(lab), _dual_host(lab)]
+        hosts[0].run(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"])
+        hosts[0].run(["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])
+        agents = [cluster.agent(host) for host in hosts]
+        for agent in agents:
+            agent.wait_ready()
+        assert "set flannel.100 ipv6 on (disable_ipv6 was 1)" in agents[0].log
+        assert "ipv6 on" not in agents[1].log
+        envs = [agent.env() for agent in agents]
+        for host, peer_env in ((hosts[0], envs[1]), (hosts[1], envs[0])):
+            peer6 = str(IPNetwork(peer_env["FLANNEL_IPV6_SUBNET"]).cidr)
+            wait_for(lambda: peer6 in _routes6(host), what="%s routing %s" % (host.name, peer6))
+        _pings_both_ways(lab, hosts, envs)

@@ -208,6 +208,7 @@ class Lab:
         if subnet6 is not None:
             gateway6, prefixlen6 = subnet6.split("/")
             address6 = _next_ipv6(gateway6)
+            host.run(["sysctl", "-qw", "net.ipv6.conf.cbr0.disable_ipv6=0"])  # as Docker does for docker0
             host.run(["ip", "-6", "addr", "replace", subnet6, "dev", "cbr0", "nodad"])
             run_in(ns, ["ip", "-6", "addr", "add", "%s/%s" % (address6, prefixlen6), "dev", "eth0", "nodad"])
             run_in(ns, ["ip", "-6", "route", "add", "default", "via", gateway6])

@@ -144,11 +144,10 @@ def test_a_dual_stack_lease_claims_its_ipv6_identities_only_on_a_dual_stack_netw
 
     attrs = LeaseAttrs.from_json(DUAL_STACK_LEASE)
     assert lease_identities("vxlan", attrs) == [("VtepMAC", "c6:d2:32:6f:8f:44")]
-    assert lease_identities("vxlan", attrs, ipv6=True) == [("VtepMAC", "c6:d2:32:6f:8f:44"),
-                                                          ("VtepMAC", "c6:d2:32:6f:8f:45")]
+    both_macs = [("VtepMAC", "c6:d2:32:6f:8f:44"), ("VtepMAC", "c6:d2:32:6f:8f:45")]
+    assert lease_identities("vxlan", attrs, ipv6=True) == both_macs
     host_gw = LeaseAttrs("192.168.64.3", "host-gw", public_ipv6="fd00:205::3")
-    assert lease_identities("host-gw", host_gw, ipv6=True) == [("PublicIP", "192.168.64.3"),
-                                                              ("PublicIP", "fd00:205::3")]
-    assert lease_identities("vxlan", host_gw, ipv6=True) == [("PublicIP", "192.168.64.3"),
-                                                            ("PublicIP", "fd00:205::3")]  # direct routes
+    both_addresses = [("PublicIP", "192.168.64.3"), ("PublicIP", "fd00:205::3")]
+    assert lease_identities("host-gw", host_gw, ipv6=True) == both_addresses
+    assert lease_identities("vxlan", host_gw, ipv6=True) == both_addresses  # direct routes
     assert lease_identities("alloc", attrs, ipv6=True) == [("PublicIP", "192.168.64.3")]

@@ -73,10 +73,17 @@ class VxlanIPv6:
             return []
         wanted = "%s/128" % self.subnet6.ip if self.subnet6 is not None else None
         network = self.ipv6.network
+        changes = self._ensure_ipv6_on(self.device_name)
         if self.device6_index is None:
-            return self._ensure_address(wanted, network)
-        return (self._ensure_address(None, network) + self._ensure_device6_link() +
+            return changes + self._ensure_address(wanted, network)
+        return (changes + self._ensure_address(None, network) + self._ensure_device6_link() +
                 self._ensure_address(wanted, network, self.device6_index, self.device6_name))
+
+    def _ensure_ipv6_on(self, name):
+        """IPv6 on for the device `name` (its sysctl), where the backend's socket is this namespace's."""
+        if not self._own_ipr or not netlink.enable_ipv6(name):
+            return []
+        return [Change(DEVICE, "set", "%s ipv6 on" % name, "set %s ipv6 on (disable_ipv6 was 1)" % name)]
 
     def _ensure_device6_link(self):
         """flannel-v6.<VNI> up, with its MAC and MTU."""
@@ -91,7 +98,7 @@ class VxlanIPv6:
         if current["state"] != "up":
             netlink.set_link_up(self.device6_index, self.ipr)
             changes.append(Change(DEVICE, "set up", self.device6_name, "set %s up" % self.device6_name))
-        return changes
+        return changes + self._ensure_ipv6_on(self.device6_name)
 
     def _device6_replaced(self):
         return self.device6_index is not None and netlink.link_index(self.device6_name, self.ipr) != self.device6_index

@@ -97,8 +97,8 @@ def is_errno(error, *codes):
 from .interfaces import (LocalAddresses, deterministic_vtep_mac, interface_addresses,  # noqa: E402
                          interface_has_address, interface_ipv6_addresses, local_ipv4_addresses, local_ipv4_prefixes,
                          local_ipv6_addresses, select_interface)
-from .links import (add_address, addresses_of, create_vxlan, delete_address, delete_link, link_attributes,  # noqa: E402
-                    link_index, set_link_mac, set_link_mtu, set_link_up, set_tx_checksum_offload)
+from .links import (add_address, addresses_of, create_vxlan, delete_address, delete_link, enable_ipv6,  # noqa: E402
+                    link_attributes, link_index, set_link_mac, set_link_mtu, set_link_up, set_tx_checksum_offload)
 from .entries import (Route, delete_fdb, family_of, delete_neighbour, delete_route, direct_route, fdb_entries,  # noqa: E402
                       format_route, link_route_destinations, permanent_neighbours, replace_fdb,
                       replace_link_route, replace_neighbour, replace_route, routes_via)

@@ -109,3 +109,20 @@ def set_tx_checksum_offload(ifname, enabled):
     from .ethtool import set_feature
 
     return set_feature(ifname, TX_CSUM_FEATURE, enabled)
+
+
+def enable_ipv6(ifname):
+    """Turn IPv6 on for a device of the CURRENT namespace (net.ipv6.conf.<dev>.disable_ipv6 = 0):
+    a device made where the default is off (a container started without IPv6, as Docker makes the
+    lab's nodes) would refuse its IPv6 address. Returns True when it changed something; False also
+    when the kernel has no IPv6 at all (no such setting)."""
+    path = "/proc/sys/net/ipv6/conf/%s/disable_ipv6" % ifname
+    try:
+        with open(path) as handle:
+            if handle.read().strip() == "0":
+                return False
+        with open(path, "w") as handle:
+            handle.write("0")
+    except FileNotFoundError:
+        return False
+    return True
