@@ -3,8 +3,11 @@ wireguard-go from the node image runs flannel-wg): the stored config switched fr
 wireguard and back while test1 pings test2 (echoes lost counted and printed, not asserted: the
 machine's load decides them); site.yml with the wireguard config and verify.yml green; a capture
 on the lab bridge sees nothing but UDP 51820 between the nodes besides etcd's own TCP, and no
-inner IP header in clear; site.yml brings the lab back to the inventory's vxlan config."""
+inner IP header in clear; teardown.yml on wireguard removes flannel-wg and stops wireguard-go (the
+data plane outlives the agent, so stopping the agent alone would leave both); site.yml brings the
+lab back to the inventory's vxlan config."""
 
+import json
 import os
 import re
 import signal
@@ -13,17 +16,20 @@ import struct
 import subprocess
 import time
 
-from support.labtools import NODES, PLAYBOOKS, ROOT, docker_exec, ensure_lab, run
+from support.labtools import NODES, PLAYBOOKS, ROOT, docker_exec, ensure_lab, lab_snapshot, run
 from support.pcap import ip_packets
 from test_upstream_agent import run_ok
 
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
 VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")
+TEARDOWN = os.path.join(ROOT, "playbooks", "teardown.yml")
 ROLE = os.path.join(PLAYBOOKS, "role.yml")
 NETWORK = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0"}
 WIREGUARD = dict(NETWORK, Backend={"Type": "wireguard"})
 VXLAN = dict(NETWORK, Backend={"Type": "vxlan", "VNI": 100, "Port": 8472})
 ETCD_PORTS = (2379, 2380)
+# flannel-wg, then a line "wireguard-go" per wireguard-go process on the node.
+WIREGUARD_LEFT = "ip -o link show flannel-wg 2>&1; echo; cat /proc/[0-9]*/comm 2>/dev/null | grep -x wireguard-go || true"
 
 
 def container_address(node, container):
@@ -51,12 +57,16 @@ def switch_while_pinging(config, device, target):
     time.sleep(1.0)
     run_ok(ROLE, {"integration_role": "network_config", "integration_hosts": "docker-node1",
                   "network_config_flannel": config})
+    wait_for_device(device)
+    return pinger.lost()
+
+
+def wait_for_device(device):
     deadline = time.monotonic() + 60
     while any("flannel" not in docker_exec(node, "ip -o link show %s 2>/dev/null || true" % device)
               for node in NODES):
         assert time.monotonic() < deadline, "%s not on every node after 60 s" % device
         time.sleep(0.2)
-    return pinger.lost()
 
 
 def lab_bridge():
@@ -75,7 +85,16 @@ def test_wireguard_on_the_lab_switch_verify_and_capture(lab):
         try:
             lost["vxlan -> wireguard"] = switch_while_pinging(WIREGUARD, "flannel-wg", target)
             run_ok(SITE, {"network_config_flannel": WIREGUARD})
-            run_ok(VERIFY)
+            verified = run_ok(VERIFY)
+            # Its last play drew the overlay: each host with its PublicKey, no host marked.
+            assert "0 host(s) disagreeing" in verified, verified[-3000:]
+            with open(os.path.join(ROOT, "build", "overlay.svg")) as handle:
+                svg = handle.read().replace("&#45;", "-")
+            assert "UDP 51820, encrypted" in svg and "DISAGREES" not in svg and "missing:" not in svg
+            leases = [json.loads(value) for key, value in lab_snapshot()["etcd"].items() if "/subnets/" in key]
+            assert len(leases) == len(NODES), leases
+            for lease in leases:
+                assert "PublicKey " + lease["BackendData"]["PublicKey"] in svg, lease
             target = container_address("docker-node2", "test2")  # verify.yml may have made them again
             source = container_address("docker-node1", "test1")
             first, second = sorted(NODES.values())
@@ -103,6 +122,18 @@ def test_wireguard_on_the_lab_switch_verify_and_capture(lab):
                 assert inner not in packet and inner[4:] + inner[:4] not in packet
             assert wireguard >= 20 and others == [], (wireguard, others[:10])
             lost["wireguard -> vxlan"] = switch_while_pinging(VXLAN, "flannel.100", target)
+
+            # teardown.yml on wireguard (the stored config switched back to it, the agents follow).
+            run_ok(ROLE, {"integration_role": "network_config", "integration_hosts": "docker-node1",
+                          "network_config_flannel": WIREGUARD})
+            wait_for_device("flannel-wg")
+            for node in NODES:
+                running = docker_exec(node, WIREGUARD_LEFT)
+                assert "flannel-wg:" in running and "\nwireguard-go" in running, "%s: %s" % (node, running)
+            run_ok(TEARDOWN)
+            for node in NODES:
+                left = docker_exec(node, WIREGUARD_LEFT)
+                assert "flannel-wg:" not in left and "\nwireguard-go" not in left, "%s after teardown: %s" % (node, left)
         finally:
             run_ok(SITE)  # back to the inventory's config even when a check failed: the lab is shared
         run_ok(VERIFY)
