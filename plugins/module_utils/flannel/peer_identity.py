@@ -115,6 +115,13 @@ class IdentityBook:
     def put(self, lease):
         """A lease was created or changed."""
         old = self.leases.get(lease.subnet)
+        if old is None and lease.subnet not in self.conflicts:
+            identities = self.identities_of(lease)
+            if not any(identity in self.claims or identity in self.own for identity in identities):
+                # A new lease claiming only what nobody claims (each host's first event): it
+                # holds its identities, so it is programmed and no conflict begins or ends.
+                self._add(lease)
+                return Changes([], [lease], [], [])
         affected = self._claimants(old, lease)
         before = self._programmed_among(affected)
         if old is not None:
