@@ -73,7 +73,7 @@ def validate_config(config, name, host_addresses=None):
     try:
         parsed = parse_network_config(config)
         check_host_addresses(parsed, host_addresses)
-        return parsed.as_dict(), None
+        return parsed.shown(), None  # a secret (the wireguard PSK) masked
     except ConfigError as err:
         return None, _failure(err, name)
 

@@ -98,7 +98,9 @@ index:
   type: int
   sample: 57
 config:
-  description: The effective stored network config, or V(null) when none is stored or it is invalid.
+  description:
+    - The effective stored network config, or V(null) when none is stored or it is invalid.
+    - A secret (the wireguard C(Backend.PSK)) shows as V((set, not shown)).
   returned: success
   type: dict
   sample: {Network: 10.0.0.0/8, SubnetLen: 20, SubnetMin: 10.10.0.0, SubnetMax: 10.99.0.0, Backend: {Type: vxlan}}
@@ -143,7 +145,8 @@ def main():
         try:
             # As the agent reads it: keys another tool added are ignored.
             parsed = parse_network_config(registry.get_config(), strict=False)
-            config, config_digest = parsed.as_dict(), parsed.digest()
+            module.no_log_values.update(parsed.secrets())  # the wireguard PSK, masked in the result
+            config, config_digest = parsed.shown(), parsed.digest()
         except (ConfigMissing, ConfigError) as err:
             config_error = str(err)
     leases = sorted(listing.leases, key=lambda lease: (lease.subnet.first, lease.subnet.prefixlen))

@@ -120,7 +120,10 @@ EXAMPLES = r"""
 
 RETURN = r"""
 config:
-  description: The effective desired config, flanneld's defaults applied, in flannel's spelling.
+  description:
+    - The effective desired config, flanneld's defaults applied, in flannel's spelling.
+    - A secret (the wireguard C(Backend.PSK)) shows as V((set, not shown)); in every other value returned
+      (RV(value), RV(previous), the diff) Ansible masks it.
   returned: success
   type: dict
   sample:
@@ -210,7 +213,9 @@ def main():
         check_host_addresses(desired, module.params["host_addresses"])
     except ConfigError as err:
         module.fail_json(msg=err.under(name), key=err.key, rule=err.rule)
-    result = dict(changed=False, config=desired.as_dict())
+    # A secret (the wireguard PSK) is masked wherever the result holds it: config, value, diff.
+    module.no_log_values.update(desired.secrets())
+    result = dict(changed=False, config=desired.shown())
     if module.params["validate_only"]:
         module.exit_json(**result)
 
@@ -225,7 +230,9 @@ def main():
         if result["previous"] is not None:
             try:
                 # Read as the agent reads it: keys another tool added do not make it different.
-                same = parse_network_config(result["previous"], strict=False).as_dict() == desired.as_dict()
+                previous = parse_network_config(result["previous"], strict=False)
+                module.no_log_values.update(previous.secrets())
+                same = previous.as_dict() == desired.as_dict()
             except ConfigError as err:
                 same = False
                 result["previous_error"] = str(err)

@@ -23,6 +23,10 @@ except ImportError:  # reported by the caller through missing_libraries()
     AddrFormatError = ValueError
     IPAddress = IPNetwork = None
 
+# Backend keys whose values are secrets (the wireguard PSK), and what is shown instead.
+SECRET_BACKEND_KEYS = ("PSK",)
+SECRET_MASK = "(set, not shown)"
+
 SUPPORTED_BACKENDS = tuple(BACKENDS)
 # The backends that may run a dual-stack network (upstream's udp never carried IPv6; alloc only
 # leases, both families alike).
@@ -151,12 +155,19 @@ class NetworkConfig:
             self._digest = hashlib.sha256(canonical.encode("ascii")).hexdigest()[:12]
         return self._digest
 
-    def __repr__(self):
-        """The config as the log shows it: a wireguard PSK is a secret, so only its presence."""
+    def secrets(self):
+        """The values never to show (a wireguard PSK): the log and the collection's results mask them."""
+        return [value for key, value in self.backend.as_dict().items() if key in SECRET_BACKEND_KEYS]
+
+    def shown(self):
+        """as_dict() with each secret replaced by SECRET_MASK: what the log and results show."""
         data = self.as_dict()
-        if "PSK" in data["Backend"]:
-            data["Backend"] = dict(data["Backend"], PSK="(set, not shown)")
-        return "NetworkConfig(%s)" % json.dumps(data, sort_keys=True)
+        data["Backend"] = dict((key, SECRET_MASK if key in SECRET_BACKEND_KEYS else value)
+                               for key, value in data["Backend"].items())
+        return data
+
+    def __repr__(self):
+        return "NetworkConfig(%s)" % json.dumps(self.shown(), sort_keys=True)
 
 
 def _network(value):

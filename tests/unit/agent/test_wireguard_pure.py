@@ -48,6 +48,8 @@ def test_the_config_as_logged_never_shows_the_psk():
     config = _config(PSK=KEY)
     assert KEY not in repr(config) and '"PSK": "(set, not shown)"' in repr(config)
     assert config.backend.psk == KEY and config.as_dict()["Backend"]["PSK"] == KEY  # the digest still covers it
+    assert config.secrets() == [KEY] and config.shown()["Backend"]["PSK"] == "(set, not shown)"
+    assert _config().secrets() == [] and "PSK" not in _config().shown()["Backend"]
 
 
 def test_lease_data_round_trip_and_identity():

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 import urllib.request
+
+from support.labtools import ansible_playbook
 
 TUTORIAL = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0",
             "SubnetMax": "10.99.0.0", "Backend": {"Type": "vxlan", "VNI": 100, "Port": 8472}}
@@ -22,6 +25,27 @@ def put(endpoint, value, key="/coreos.com/network/config"):
     request = urllib.request.Request(endpoint + "/v2/keys" + key, method="PUT",
                                      data=("value=" + urllib.parse.quote(value)).encode())
     urllib.request.urlopen(request, timeout=5).read()
+
+
+# A wireguard pre-shared key (base64 of 32 bytes), a secret the output must never show.
+PSK = "q8ZLY0mF3sGz9eJv2ZCwT7kR1nXo4pHd6aUiMbEcV5w="
+
+
+def test_a_wireguard_psk_is_stored_but_never_shown(etcd_endpoint, tmp_path):
+    """Through ansible-playbook at -v with --diff (Ansible's own masking of what the module
+    marks secret), network_config writing the config and lease_info reading it back."""
+    config = dict(TUTORIAL, Backend={"Type": "wireguard", "PSK": PSK})
+    playbook = tmp_path / "psk.yml"
+    playbook.write_text(json.dumps([{
+        "name": "Store a wireguard config with a PSK and read it back", "hosts": "localhost",
+        "connection": "local", "gather_facts": False, "vars": {"ansible_python_interpreter": sys.executable},
+        "tasks": [{"name": "Store it", "netlab.flannel.network_config": {"endpoints": [etcd_endpoint], "config": config}},
+                  {"name": "Read it", "netlab.flannel.lease_info": {"endpoints": [etcd_endpoint]}}]}]))
+    rc, output = ansible_playbook(["-v", "--diff", str(playbook)], inventories=["localhost,"])
+    assert rc == 0, output[-3000:]
+    assert json.loads(stored(etcd_endpoint))["Backend"]["PSK"] == PSK
+    assert PSK not in output, output[-3000:]
+    assert output.count('"PSK": "(set, not shown)"') == 2  # network_config's config and lease_info's
 
 
 def test_writes_missing_config_then_is_idempotent(etcd_endpoint, run_module):
