@@ -14,17 +14,23 @@ import subprocess
 import time
 
 from support.labtools import BIN, ROOT, ansible_playbook, docker_exec, ensure_lab, run
+from support.pair_pings import PairPings, describe
+from support.pair_pings import lost as lost_pings
 
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
 VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")
 REMOVE = os.path.join(ROOT, "playbooks", "remove-host.yml")
 NODES3 = {"docker-node1": "192.168.205.10", "docker-node2": "192.168.205.11", "docker-node3": "192.168.205.12"}
+TESTS3 = dict((node, "test%s" % node[-1]) for node in NODES3)
+HOST_GW = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0",
+           "Backend": {"Type": "host-gw"}}
 # Read inside a node, over its own member: every lease's PublicIP, subnet and expiry (v2 API).
 LEASES = r"""
 import json, urllib.request
 answer = json.load(urllib.request.urlopen(
     "http://127.0.0.1:2379/v2/keys/coreos.com/network/subnets?recursive=true&quorum=true", timeout=10))
-print(json.dumps(dict((json.loads(node["value"])["PublicIP"], [node["key"].rsplit("/", 1)[1], node.get("expiration")])
+print(json.dumps(dict((json.loads(node["value"])["PublicIP"], [node["key"].rsplit("/", 1)[1], node.get("expiration"),
+                                                        json.loads(node["value"]).get("BackendType")])
                       for node in answer["node"].get("nodes", []))))
 """
 
@@ -80,6 +86,67 @@ def wait_for(check, what, seconds=60):
             return result
         assert time.monotonic() < deadline, "no %s within %d s" % (what, seconds)
         time.sleep(1)
+
+
+def started_at(node, what):
+    """When the agent's unit or a container last started (changes with each start)."""
+    if what == "flanneld":
+        return docker_exec(node, "systemctl show -p ActiveEnterTimestampMonotonic --value flanneld").strip()
+    return docker_exec(node, "docker inspect -f '{{.State.StartedAt}}' %s" % what).strip()
+
+
+def restarted(output, task):
+    """The node numbers of the hosts a restart task changed, one per task header."""
+    return re.findall(r"TASK \[netlab\.flannel\.%s\] \**\s*changed: \[docker-node(\d)\]" % re.escape(task), output)
+
+
+def rolling_agent_restart(inventory):
+    """A flag change restarts every agent, one host at a time, while every pair of test containers
+    pings every 0.1 s: no echo request lost, the restarts in three batches of one."""
+    before = dict((node, started_at(node, "flanneld")) for node in NODES3)
+    pings = PairPings(TESTS3)
+    pings.start()
+    try:
+        output = playbook_ok(SITE, inventory, "-e", "flanneld_reconcile_interval=299")
+    finally:
+        counts = pings.stop()
+    print("rolling restart of 3 agents: %d lost: %s" % (lost_pings(counts), describe(counts)))
+    # One host per batch: each restart task has a header of its own.
+    assert restarted(output, "flanneld : Restart the agent") == ["1", "2", "3"], output[-3000:]
+    # Each host checked that it reaches its two peers again before the next one restarted.
+    for node in NODES3:
+        assert "%s reaches again after restarting netlab.flannel.flanneld: 2 overlay peer(s)" % node in output, node
+    assert all(started_at(node, "flanneld") != before[node] for node in NODES3), before
+    assert all(sent for sent, _received in counts.values()) and lost_pings(counts) == 0, describe(counts)
+
+
+def config_change_with_a_member_down(inventory):
+    """docker-node3's member stopped and the host left out (-l): the config moves to host-gw through
+    the other two members; every agent, docker-node3's too, puts it in force; Docker restarts on the
+    new MTU one host at a time and its test container comes back by its restart policy. Then the
+    member back and the lab back on vxlan with every host in the run."""
+    containers = dict((node, started_at(node, "test%s" % node[-1])) for node in NODES3)
+    docker_exec("docker-node3", "systemctl stop etcd")
+    pings = PairPings(TESTS3, from_containers=False)
+    pings.start()
+    try:
+        output = playbook_ok(SITE, inventory, "-l", "docker-node1,docker-node2",
+                             "-e", json.dumps({"network_config_flannel": HOST_GW, "flanneld_reconcile_interval": 299}))
+    finally:
+        counts = pings.stop()
+        docker_exec("docker-node3", "systemctl start etcd")
+    print("host-gw with docker-node3's member down, from the hosts: %s" % describe(counts))
+    assert restarted(output, "docker : Restart docker") == ["1", "2"], output[-3000:]
+    for node in ("docker-node1", "docker-node2"):
+        assert '"mtu": 1500' in docker_exec(node, "cat /etc/docker/daemon.json"), node
+        assert started_at(node, "test%s" % node[-1]) != containers[node], "%s: Docker not restarted" % node
+        assert docker_exec(node, "docker inspect -f '{{.State.Running}}' test%s" % node[-1]).strip() == "true", node
+    assert set(lease[2] for lease in leases().values()) == {"host-gw"}
+    digests = set(re.search(r"config in force (\w+)", http_get(node, "http://127.0.0.1:8471/healthz")).group(1)
+                  for node in NODES3)
+    assert len(digests) == 1, digests
+    playbook_ok(SITE, inventory)
+    assert set(lease[2] for lease in leases().values()) == {"vxlan"}
 
 
 def test_three_node_lab_survives_a_member_joins_a_host_and_removes_one(lab):
@@ -140,6 +207,9 @@ def test_three_node_lab_survives_a_member_joins_a_host_and_removes_one(lab):
             print("member docker-node3 healthy %.1f s after systemctl start" % (time.monotonic() - started))
             # The whole lab verifies after the rejoin: the four-node verify.yml below checks it (it
             # pings every pair, docker-node3's too; site.yml -l docker-node4 leaves the others alone).
+
+            rolling_agent_restart(inventory)
+            config_change_with_a_member_down(inventory)
 
             # A fourth host joins as an etcd client: a site.yml run on it alone, none on the others,
             # which route to it from its lease in etcd; verify.yml then pings all twelve pairs.
