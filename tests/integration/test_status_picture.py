@@ -1,14 +1,14 @@
 """verify.yml's metrics columns and the picture of the overlay (playbooks/status.yml) on the lab:
-site.yml deploys this checkout's agent, verify.yml shows each host's lease expiry, peers and
-repairs from its /metrics and writes build/overlay.svg and .png; then a host whose agent is
-stopped and whose route to its peer is flushed is drawn marked, and comes back unmarked once
-its agent runs again."""
+with this checkout's agent (site.yml deploys it when another checkout's runs), verify.yml shows
+each host's lease expiry, peers and repairs from its /metrics and writes build/overlay.svg and
+.png; then a host whose agent is stopped and whose route to its peer is flushed is drawn marked,
+and comes back unmarked once its agent runs again."""
 
 import os
 import re
 import time
 
-from support.labtools import NODES, ROOT, ansible_playbook, docker_exec, ensure_lab, lab_inventories
+from support.labtools import NODES, ROOT, ansible_playbook, docker_exec, ensure_lab, lab_inventories, own_agent_installed
 
 PICTURE = os.path.join(ROOT, "build", "overlay")
 TABLE_ROW = re.compile(r'"(docker-node[12]) +(10\.\d+\.\d+\.0/\d+) +([0-9a-f:]{17}) +([0-9.]+) h +(\d+) +(\d+) +test')
@@ -23,9 +23,10 @@ def test_verify_shows_metrics_and_draws_the_overlay_marking_a_host_that_disagree
     with lab():
         ensure_lab()
         inventories = lab_inventories()
-        rc, output = ansible_playbook([os.path.join(ROOT, "playbooks", "site.yml")], inventories=inventories,
-                                      timeout=1200)
-        assert rc == 0, output[-4000:]
+        if not own_agent_installed():
+            rc, output = ansible_playbook([os.path.join(ROOT, "playbooks", "site.yml")], inventories=inventories,
+                                          timeout=1200)
+            assert rc == 0, output[-4000:]
         before = time.time()
         rc, output = ansible_playbook([os.path.join(ROOT, "playbooks", "verify.yml")], inventories=inventories)
         assert rc == 0, output[-4000:]
