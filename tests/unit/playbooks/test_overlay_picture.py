@@ -85,3 +85,15 @@ def test_a_backend_without_a_device_of_its_own_is_labelled_and_not_marked(backen
     assert "DISAGREES" not in svg and "missing" not in svg and "stroke=\"red\"" not in svg
     assert "stroke=\"darkgreen\"" not in svg  # nothing checked is drawn as checked
     assert ("BackendData docker-node1" in svg) == (backend == "extension") and "VtepMAC" not in svg
+
+
+def test_a_dual_stack_lease_shows_its_ipv6_subnet_and_an_ipv4_only_one_none():
+    first = _host("node1", "192.168.205.10", "10.15.64.0/20", "0e:00:00:00:00:10",
+                  [_peer("10.13.48.0/20", "192.168.205.11")])
+    first["lease"]["ipv6_subnet"] = "fd00:10:0:5::/64"
+    second = _host("node2", "192.168.205.11", "10.13.48.0/20", "0e:00:00:00:00:11",
+                   [_peer("10.15.64.0/20", "192.168.205.10")])
+    second["lease"]["ipv6_subnet"] = None
+    svg = _svg([first, second], dict(CONFIG, EnableIPv6=True, IPv6Network="fd00:10::/48"))
+    assert svg.count("IPv6 lease ") == 1 and "IPv6 lease fd00:10:0:5::/64" in svg
+    assert "lease 10.15.64.0/20" in svg and "lease 10.13.48.0/20" in svg
