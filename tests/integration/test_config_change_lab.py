@@ -6,7 +6,10 @@ Between host-gw and that check, flanneld v0.10's backends without a data plane o
 alloc (verify.yml says it pings nothing, the picture labels the hosts as leases only) and extension
 with plain routes through the peers as its commands (verify.yml's pings pass through them; the
 lease carries the PreStartupCommand's output).
-(The Molecule default scenario no longer repeats this switch: this is the lab's one test of it.)"""
+(The Molecule default scenario no longer repeats this switch: this is the lab's one test of it.)
+Dual-stack (issue 24): site.yml with the inventory's vxlan config plus EnableIPv6 gives docker an
+IPv6 subnet (daemon.json ipv6 and fixed-cidr-v6, the MTU unchanged), verify.yml pings over both
+families; teardown.yml then leaves no IPv6 state, and site.yml brings the IPv4-only lab back."""
 
 import json
 import os
@@ -16,6 +19,7 @@ from support.labtools import (NODES, PLAYBOOKS, ROOT, ansible_playbook, docker_e
 from test_upstream_agent import changed_counts, run_ok, subnets
 
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
+TEARDOWN = os.path.join(ROOT, "playbooks", "teardown.yml")
 VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")
 ROLE = os.path.join(PLAYBOOKS, "role.yml")
 HOST_GW = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0",
@@ -28,6 +32,24 @@ EXTENSION = dict(HOST_GW, Backend={
     "PreStartupCommand": "hostname",
     "SubnetAddCommand": "sh -c 'ip route replace $SUBNET via $PUBLIC_IP dev eth0'",
     "SubnetRemoveCommand": "sh -c 'ip route del $SUBNET via $PUBLIC_IP dev eth0'"})
+# The inventory's vxlan config (inventories/lab/group_vars/flannel.yml) on a dual-stack network:
+# no IPv6 underlay on the lab, so IPv6 rides inside flannel.100.
+DUAL_STACK = dict(HOST_GW, Backend={"Type": "vxlan", "VNI": 100, "Port": 8472}, EnableIPv6=True,
+                  IPv6Network="fd00:10::/48")
+# A node's IPv6 state: subnet.env's IPv6 lines, daemon.json's IPv6 keys and MTU, the test
+# container's IPv6 address, flannel-v6, docker0's IPv6 address, the IPv6 routes through the flannel
+# devices, the agent's ip6tables rules.
+IPV6_STATE = r"""
+grep IPV6 /run/flannel/subnet.env 2>/dev/null
+python3 -c 'import json; d = json.load(open("/etc/docker/daemon.json"))
+print("docker ipv6=%s fixed-cidr-v6=%s mtu=%s" % (d.get("ipv6"), d.get("fixed-cidr-v6"), d.get("mtu")))'
+echo "container6=$(docker inspect -f '{{.NetworkSettings.GlobalIPv6Address}}' test${HOSTNAME##*node} 2>/dev/null)"
+ip -o link show | grep -o 'flannel-v6[.0-9]*' | sort -u
+ip -6 -o addr show dev docker0 scope global
+ip -6 route show | grep flannel
+ip6tables -w -t nat -S POSTROUTING | grep 'flanneld masq'
+true
+"""
 PICTURE = os.path.join(ROOT, "build", "overlay.svg")
 HOST_STATE = r"""
 echo "pid=$(systemctl show -p MainPID --value flanneld)"
@@ -123,3 +145,40 @@ def test_site_yml_moves_the_lab_to_host_gw_and_back_without_restarting_agents(la
             assert "FLANNEL_MTU=1450\ndocker mtu=1450\n" in state and "flannel.100" in state, "%s: %s" % (node, state)
         assert subnets(lab_snapshot()) == before
         run_ok(VERIFY)
+
+
+def test_site_yml_runs_the_lab_dual_stack_and_teardown_leaves_no_ipv6(lab):
+    with lab():
+        ensure_lab()
+        if not own_agent_installed():
+            run_ok(SITE)
+        before = subnets(lab_snapshot())
+        try:
+            run_ok(SITE, {"network_config_flannel": DUAL_STACK})
+            for node in NODES:
+                state = docker_exec(node, IPV6_STATE)
+                subnet6 = [line.split("=")[1] for line in state.split("\n") if line.startswith("FLANNEL_IPV6_SUBNET=")]
+                assert "FLANNEL_IPV6_NETWORK=fd00:10::/48\n" in state and len(subnet6) == 1, "%s: %s" % (node, state)
+                assert "docker ipv6=True fixed-cidr-v6=%s mtu=1450\n" % subnet6[0] in state, "%s: %s" % (node, state)
+                assert "container6=fd00:10:" in state and "dev flannel.100" in state, "%s: %s" % (node, state)
+                assert state.count("flanneld masq") == 4, "%s: %s" % (node, state)
+            # Turning IPv6 on re-keys each lease (10.x.y.0-20&fd00:10:...-64) keeping its IPv4 subnet.
+            assert dict((ip, key.split("&")[0]) for ip, key in subnets(lab_snapshot()).items()) == before
+            output = run_ok(VERIFY)
+            assert "pings -6" in output and "FAILED" not in output, output[-3000:]
+
+            run_ok(TEARDOWN)
+            for node in NODES:
+                state = docker_exec(node, IPV6_STATE)
+                assert state.strip() == "docker ipv6=None fixed-cidr-v6=None mtu=None\ncontainer6=", \
+                    "%s after teardown: %s" % (node, state)
+            again = changed_counts(run_ok(TEARDOWN))
+            assert set(again.values()) == {0}, "second teardown changed: %s" % again
+        finally:
+            run_ok(SITE)  # back to the inventory's IPv4-only config even when a check failed: the lab is shared
+        for node in NODES:
+            state = docker_exec(node, IPV6_STATE)
+            assert state.strip() == "docker ipv6=None fixed-cidr-v6=None mtu=1450\ncontainer6=", "%s: %s" % (node, state)
+        assert all("&" not in key for key in subnets(lab_snapshot()).values())  # IPv4-only keys again
+        output = run_ok(VERIFY)
+        assert "pings -6" not in output, output[-3000:]
