@@ -138,10 +138,12 @@ lease:
   description:
     - This host's lease from the subnet file and the device; V(null) without a subnet file.
     - C(subnet) is the leased network, C(address) FLANNEL_SUBNET as written (Docker's bip), C(vtep_mac) the device's MAC.
+    - On a dual-stack network C(ipv6_subnet) is the leased IPv6 network and C(ipv6_address) FLANNEL_IPV6_SUBNET as
+      written (Docker's fixed-cidr-v6); both V(null) without one.
   returned: always
   type: dict
   sample: {network: 10.0.0.0/8, subnet: 10.15.64.0/20, address: 10.15.64.1/20, mtu: 1450, ipmasq: false,
-           vtep_mac: 9e:61:5b:8a:30:10}
+           vtep_mac: 9e:61:5b:8a:30:10, ipv6_subnet: null, ipv6_address: null}
 peers:
   description:
     - Per peer lease, whether each expected kernel entry is present.
@@ -187,6 +189,7 @@ def _lease(subnet_env, device, ip_network):
     """This host's lease as module output, or None when there is no subnet file."""
     if not subnet_env.get("FLANNEL_SUBNET"):
         return None
+    ipv6 = subnet_env.get("FLANNEL_IPV6_SUBNET")
     try:
         mtu = int(subnet_env.get("FLANNEL_MTU", ""))
     except ValueError:
@@ -195,7 +198,8 @@ def _lease(subnet_env, device, ip_network):
                 subnet=str(ip_network(subnet_env["FLANNEL_SUBNET"]).cidr),
                 address=subnet_env["FLANNEL_SUBNET"], mtu=mtu,
                 ipmasq=subnet_env.get("FLANNEL_IPMASQ") == "true",
-                vtep_mac=device["mac"] if device else None)
+                vtep_mac=device["mac"] if device else None,
+                ipv6_subnet=str(ip_network(ipv6).cidr) if ipv6 else None, ipv6_address=ipv6 or None)
 
 
 def _route_text(route):
@@ -358,8 +362,9 @@ def main():
     try:
         lease = _lease(subnet_env, state["device"], IPNetwork)
     except (AddrFormatError, ValueError) as err:
-        module.fail_json(msg="%s: FLANNEL_SUBNET %r is not a CIDR: %s"
-                         % (module.params["subnet_file"], subnet_env.get("FLANNEL_SUBNET"), err))
+        module.fail_json(msg="%s: FLANNEL_SUBNET %r or FLANNEL_IPV6_SUBNET %r is not a CIDR: %s"
+                         % (module.params["subnet_file"], subnet_env.get("FLANNEL_SUBNET"),
+                            subnet_env.get("FLANNEL_IPV6_SUBNET"), err))
     result = dict(state, changed=False, subnet_env=subnet_env, lease=lease)
     if module.params["wireguard"]:
         result["wireguard"] = wireguard_state(state["device"]["kind"]) if state["device"] else None

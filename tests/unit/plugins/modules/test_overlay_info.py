@@ -11,7 +11,7 @@ import uuid
 import pytest
 from netaddr import IPNetwork
 
-from ansible_collections.netlab.flannel.plugins.modules.overlay_info import compare_peers
+from ansible_collections.netlab.flannel.plugins.modules.overlay_info import _lease, compare_peers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))))
 PEER = {"subnet": "10.13.48.0/20", "public_ip": "192.168.205.11", "vtep_mac": "2a:11:3b:5c:6d:7e"}
@@ -31,6 +31,16 @@ def test_in_sync_ignores_own_lease():
     status, drift = compare_peers(PROGRAMMED, [SELF, PEER], IPNetwork("10.15.64.0/20"), IPNetwork)
     assert drift == []
     assert status == [dict(subnet="10.13.48.0/20", public_ip="192.168.205.11", route=True, neighbour=True, fdb=True)]
+
+
+def test_the_lease_shows_the_ipv6_subnet_of_a_dual_stack_subnet_file_and_none_without():
+    env = {"FLANNEL_NETWORK": "10.0.0.0/8", "FLANNEL_SUBNET": "10.15.64.1/20", "FLANNEL_MTU": "1450",
+           "FLANNEL_IPMASQ": "true"}
+    device = {"mac": "9e:61:5b:8a:30:10"}
+    assert _lease(env, device, IPNetwork)["ipv6_subnet"] is None
+    dual = _lease(dict(env, FLANNEL_IPV6_NETWORK="fd00:10::/48", FLANNEL_IPV6_SUBNET="fd00:10:0:5::1/64"), device, IPNetwork)
+    assert (dual["ipv6_subnet"], dual["ipv6_address"], dual["subnet"]) == ("fd00:10:0:5::/64", "fd00:10:0:5::1/64",
+                                                                           "10.15.64.0/20")
 
 
 def test_missing_entries_are_each_reported():
@@ -129,7 +139,8 @@ def test_module_reads_a_programmed_device(netns, tmp_path):
     assert device["learning"] is False and device["state"] == "up"
     assert device["addresses"] == ["10.15.64.0/32"]
     assert result["lease"] == dict(network="10.0.0.0/8", subnet="10.15.64.0/20", address="10.15.64.1/20",
-                                   mtu=1450, ipmasq=False, vtep_mac="9e:61:5b:8a:30:10")
+                                   mtu=1450, ipmasq=False, vtep_mac="9e:61:5b:8a:30:10",
+                                   ipv6_subnet=None, ipv6_address=None)
     assert result["in_sync"] is True, result["drift"]
 
     # Drift: a peer's FDB entry goes missing.
