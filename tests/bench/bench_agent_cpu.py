@@ -16,10 +16,8 @@ import time
 
 # First: puts .collections and tests/ on sys.path, as pytest.ini does for the tests.
 import benchpath  # noqa: F401  pylint: disable=unused-import
-from netaddr import IPNetwork
 
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs
-from support.cluster import Cluster
+from support.cluster import Cluster, numbered_vxlan_peer
 from support.netns import Lab
 
 WRITE_INTERVAL = 0.02
@@ -48,9 +46,7 @@ def one_run(zipapp, writes):
             time.sleep(2)  # start-up's own work done
             before = thread_cpu(agent.process.pid)
             for number in range(writes):
-                subnet = IPNetwork("10.%d.%d.0/20" % (20 + number // 16, (number % 16) * 16))
-                attrs = LeaseAttrs("172.31.%d.%d" % (100 + number // 250, 1 + number % 250), "vxlan",
-                                   "0e:00:00:%02x:%02x:01" % (number // 256, number % 256))
+                subnet, attrs = numbered_vxlan_peer(number)
                 cluster.registry.create_lease(subnet, attrs, 3600)
                 time.sleep(WRITE_INTERVAL)
             time.sleep(1)  # the last event handled

@@ -17,11 +17,9 @@ import urllib.request
 
 # First: puts .collections and tests/ on sys.path, as pytest.ini does for the tests.
 import benchpath
-from netaddr import IPNetwork
 
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.slim import STEPS, STEPS_VARIABLE
-from support.cluster import HEALTHZ_PORT, Cluster, build_agent, wait_for
+from support.cluster import HEALTHZ_PORT, Cluster, build_agent, numbered_vxlan_peer, wait_for
 from support.netns import Lab
 
 IMPORT_STEPS = [
@@ -90,9 +88,7 @@ def agent_figures(python, zipapp, peers, settle, steps):
             time.sleep(settle)
             idle = vm_rss(agent.process.pid)
             for number in range(peers):
-                subnet = IPNetwork("10.%d.%d.0/20" % (20 + number // 16, (number % 16) * 16))
-                attrs = LeaseAttrs("172.31.%d.%d" % (100 + number // 250, 1 + number % 250), "vxlan",
-                                   "0e:00:00:%02x:%02x:01" % (number // 256, number % 256))
+                subnet, attrs = numbered_vxlan_peer(number)
                 cluster.registry.create_lease(subnet, attrs, 3600)
             wait_for(lambda: peers_programmed(host) == peers, 60, 0.2, "%d peers programmed (log:\n%s)"
                      % (peers, agent.log))

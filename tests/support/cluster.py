@@ -13,8 +13,10 @@ import tempfile
 import time
 import urllib.request
 
+from netaddr import IPNetwork
 from pyroute2 import netns as pyroute2_netns
 
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.netlink import overlay_state
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import make_registry
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.subnet_env import read_subnet_env
@@ -50,6 +52,14 @@ def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
         if time.monotonic() > deadline:
             raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
         time.sleep(interval)
+
+
+def numbered_vxlan_peer(number):
+    """(subnet, LeaseAttrs) of the benchmarks' peer `number` (0 to 3999): a /20 in 10.20.0.0 up, a
+    PublicIP in 172.31.100.1 up and a VtepMAC, each distinct per number."""
+    subnet = IPNetwork("10.%d.%d.0/20" % (20 + number // 16, (number % 16) * 16))
+    return subnet, LeaseAttrs("172.31.%d.%d" % (100 + number // 250, 1 + number % 250), "vxlan",
+                              "0e:00:00:%02x:%02x:01" % (number // 256, number % 256))
 
 
 def build_agent(directory):
