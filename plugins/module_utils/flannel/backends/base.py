@@ -22,13 +22,9 @@ def peer_scope_problem(network, own_subnet, own_public_ip, local_addresses, subn
     key can steer traffic for prefixes outside the flannel network or for this host's own
     addresses. `local_addresses`: this host's addresses (IPAddress; IPv6 ones are never in an IPv4 subnet)."""
     subnet = cidr(subnet)
-    if subnet not in network:
-        return "subnet %s is outside the flannel network %s" % (subnet, network)
-    if own_subnet is not None and (subnet.first <= own_subnet.last and own_subnet.first <= subnet.last):
-        return "subnet %s overlaps this host's own subnet %s" % (subnet, own_subnet)
-    own = sorted(address for address in local_addresses if address in subnet)
-    if own:
-        return "subnet %s contains this host's address %s" % (subnet, own[0])
+    problem = _subnet_problem("", subnet, network, "flannel network", own_subnet, local_addresses)
+    if problem:
+        return problem
     try:
         gateway = IPAddress(public_ip)
     except Exception:
@@ -45,13 +41,9 @@ def ipv6_scope_problem(ipv6_network, own_subnet, own_public_ipv6, local_addresse
     the backend sends to it) under the same rules, against the IPv6Network and this host's IPv6
     subnet and addresses; None when it may be routed."""
     subnet = cidr(subnet)
-    if subnet.version != 6 or subnet not in ipv6_network:
-        return "IPv6 subnet %s is outside the flannel IPv6 network %s" % (subnet, ipv6_network)
-    if own_subnet is not None and (subnet.first <= own_subnet.last and own_subnet.first <= subnet.last):
-        return "IPv6 subnet %s overlaps this host's own IPv6 subnet %s" % (subnet, own_subnet)
-    own = sorted(address for address in local_addresses if address in subnet)
-    if own:
-        return "IPv6 subnet %s contains this host's address %s" % (subnet, own[0])
+    problem = _subnet_problem("IPv6 ", subnet, ipv6_network, "flannel IPv6 network", own_subnet, local_addresses)
+    if problem:
+        return problem
     if public_ipv6 is None:
         return None
     gateway = IPAddress(public_ipv6)
@@ -59,6 +51,19 @@ def ipv6_scope_problem(ipv6_network, own_subnet, own_public_ipv6, local_addresse
         return "PublicIPv6 %s is not an IPv6 address outside the flannel IPv6 network" % public_ipv6
     if gateway in local_addresses or str(gateway) == own_public_ipv6:
         return "PublicIPv6 %s is this host's own address" % public_ipv6
+    return None
+
+
+def _subnet_problem(family, subnet, network, network_name, own_subnet, local_addresses):
+    """The subnet rules both families share: inside the network (and of its family), clear of this
+    host's own subnet and addresses. `family`: "" or "IPv6 ", as the messages name the subnet."""
+    if subnet.version != network.version or subnet not in network:
+        return "%ssubnet %s is outside the %s %s" % (family, subnet, network_name, network)
+    if own_subnet is not None and (subnet.first <= own_subnet.last and own_subnet.first <= subnet.last):
+        return "%ssubnet %s overlaps this host's own %ssubnet %s" % (family, subnet, family, own_subnet)
+    own = sorted(address for address in local_addresses if address in subnet)
+    if own:
+        return "%ssubnet %s contains this host's address %s" % (family, subnet, own[0])
     return None
 
 
