@@ -157,10 +157,13 @@ class Backend:
         return changes
 
     def _ensure_up(self):
-        if netlink.link_attributes(self.device_index, self.ipr)["state"] == "up":
+        return self._ensure_link_up(self.device_index, self.device_name)
+
+    def _ensure_link_up(self, index, name):
+        if netlink.link_attributes(index, self.ipr)["state"] == "up":
             return []
-        netlink.set_link_up(self.device_index, self.ipr)
-        return [Change(DEVICE, "set up", self.device_name, "set %s up" % self.device_name)]
+        netlink.set_link_up(index, self.ipr)
+        return [Change(DEVICE, "set up", name, "set %s up" % name)]
 
     def _warn_once(self, key, message, *args):
         if key not in self._warned:

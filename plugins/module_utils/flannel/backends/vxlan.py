@@ -105,7 +105,8 @@ class VxlanBackend(VxlanIPv6, RouteBackend):
         must publish, and what was done to the kernel; on a dual-stack network also "public_ipv6"
         and, with an IPv6 underlay, "vtep_mac_v6" (flannel-v6.<VNI>: vxlan_ipv6.py).
         """
-        index, changes = self._ensure_device(self.device_name, self.wanted_device, self.vtep_mac, self.mtu)
+        index, changes = self._ensure_device(self.device_name, self.wanted_device, self.vtep_mac, self.mtu,
+                                             VXLAN_OVERHEAD)
         self.device_index = index
         changes.extend(self._ensure_mac_and_mtu())
         changes.extend(self._ensure_offload())
@@ -114,9 +115,9 @@ class VxlanBackend(VxlanIPv6, RouteBackend):
             changes.extend(self._setup_ipv6(info))
         return info
 
-    def _ensure_device(self, name, wanted, mac, mtu):
+    def _ensure_device(self, name, wanted, mac, mtu, overhead):
         """Create the vxlan device `name` with the options `wanted`, or reuse it when it has them
-        (recreated when not). Returns (its index, changes)."""
+        (recreated when not); `overhead`: its encapsulation's bytes. Returns (its index, changes)."""
         changes = []
         index = netlink.link_index(name, self.ipr)
         if index is not None:
@@ -135,7 +136,7 @@ class VxlanBackend(VxlanIPv6, RouteBackend):
                 index = netlink.create_vxlan(name, self.vni, wanted["local"], self.iface.index, wanted["port"],
                                              wanted["gbp"], mac, mtu, self.ipr)
             except netlink.NetlinkError as error:
-                raise self._refusal("create %s" % name, error)
+                raise self._refusal("create %s" % name, error, name, mtu, overhead)
             changes.append(Change(DEVICE, "created", name,
                                   "created %s (vni %d, local %s, dev %s, dstport %d, nolearning%s)"
                                   % (name, self.vni, wanted["local"], self.iface.name,
@@ -211,27 +212,33 @@ class VxlanBackend(VxlanIPv6, RouteBackend):
         return []
 
     def _ensure_mac_and_mtu(self):
-        current = netlink.link_attributes(self.device_index, self.ipr)
+        return self._ensure_link_mac_and_mtu(self.device_index, self.device_name, self.vtep_mac, self.mtu,
+                                             VXLAN_OVERHEAD)
+
+    def _ensure_link_mac_and_mtu(self, index, name, mac, mtu, overhead):
+        """The vxlan device `name` (flannel.<VNI> or flannel-v6.<VNI>) given its MAC and MTU."""
+        current = netlink.link_attributes(index, self.ipr)
         changes = []
-        if current["mac"] != self.vtep_mac:
-            netlink.set_link_mac(self.device_index, self.vtep_mac, self.ipr)
-            changes.append(Change(DEVICE, "set", "%s mac %s" % (self.device_name, self.vtep_mac),
-                                  "set %s mac %s (was %s)" % (self.device_name, self.vtep_mac, current["mac"])))
-        if current["mtu"] != self.mtu:
+        if current["mac"] != mac:
+            netlink.set_link_mac(index, mac, self.ipr)
+            changes.append(Change(DEVICE, "set", "%s mac %s" % (name, mac),
+                                  "set %s mac %s (was %s)" % (name, mac, current["mac"])))
+        if current["mtu"] != mtu:
             try:
-                changes.append(mtu_change(self.device_index, self.device_name, self.mtu, current["mtu"], self.ipr))
+                changes.append(mtu_change(index, name, mtu, current["mtu"], self.ipr))
             except netlink.NetlinkError as error:
-                raise self._refusal("set %s mtu %d" % (self.device_name, self.mtu), error)
+                raise self._refusal("set %s mtu %d" % (name, mtu), error, name, mtu, overhead)
         return changes
 
-    def _refusal(self, action, error):
-        """A BackendError naming what the kernel refused and the values involved, not an errno."""
+    def _refusal(self, action, error, name, mtu, overhead):
+        """A BackendError naming what the kernel refused and the values involved (the device
+        `name`, its `mtu`, its vxlan `overhead`), not an errno."""
         if netlink.is_errno(error, errno.EINVAL):
-            why = "a vxlan device's MTU can be at most its parent's less %d" % VXLAN_OVERHEAD
+            why = "a vxlan device's MTU can be at most its parent's less %d" % overhead
         else:
             why = getattr(error, "args", (str(error),))[-1]
         return BackendError("the kernel refused to %s: %s (device %s MTU %d, parent %s MTU %d, Backend.MTU %s)"
-                            % (action, why, self.device_name, self.mtu, self.iface.name, self.iface.mtu,
+                            % (action, why, name, mtu, self.iface.name, self.iface.mtu,
                                self.config.backend.mtu or "unset"))
 
     def owned(self):

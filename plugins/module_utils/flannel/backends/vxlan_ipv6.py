@@ -56,7 +56,8 @@ class VxlanIPv6:
             self.vtep_mac6 = netlink.deterministic_vtep_mac(self.public_ipv6, self.vni)
             self.mtu6 = self.config.backend.mtu or self.iface.mtu - VXLAN6_OVERHEAD
             wanted = dict(self.wanted_device, local=underlay6[0])
-            self.device6_index, created = self._ensure_device(self.device6_name, wanted, self.vtep_mac6, self.mtu6)
+            self.device6_index, created = self._ensure_device(self.device6_name, wanted, self.vtep_mac6,
+                                                              self.mtu6, VXLAN6_OVERHEAD)
             changes.extend(created + self._ensure_device6_link())
             info["vtep_mac_v6"] = self.vtep_mac6
             info["mtu"] = min(info["mtu"], self.mtu6)
@@ -87,18 +88,9 @@ class VxlanIPv6:
 
     def _ensure_device6_link(self):
         """flannel-v6.<VNI> up, with its MAC and MTU."""
-        current = netlink.link_attributes(self.device6_index, self.ipr)
-        changes = []
-        if current["mac"] != self.vtep_mac6:
-            netlink.set_link_mac(self.device6_index, self.vtep_mac6, self.ipr)
-            changes.append(Change(DEVICE, "set", "%s mac %s" % (self.device6_name, self.vtep_mac6)))
-        if current["mtu"] != self.mtu6:
-            netlink.set_link_mtu(self.device6_index, self.mtu6, self.ipr)
-            changes.append(Change(DEVICE, "set", "%s mtu %d" % (self.device6_name, self.mtu6)))
-        if current["state"] != "up":
-            netlink.set_link_up(self.device6_index, self.ipr)
-            changes.append(Change(DEVICE, "set up", self.device6_name, "set %s up" % self.device6_name))
-        return changes + self._ensure_ipv6_on(self.device6_name)
+        return (self._ensure_link_mac_and_mtu(self.device6_index, self.device6_name, self.vtep_mac6, self.mtu6,
+                                              VXLAN6_OVERHEAD) +
+                self._ensure_link_up(self.device6_index, self.device6_name) + self._ensure_ipv6_on(self.device6_name))
 
     def _device6_replaced(self):
         return self.device6_index is not None and netlink.link_index(self.device6_name, self.ipr) != self.device6_index
