@@ -97,6 +97,7 @@ def lease_to_dict(lease, prefix_registry):
         public_ipv6=lease.attrs.public_ipv6,
         backend_type=lease.attrs.backend_type,
         vtep_mac=lease.attrs.vtep_mac,
+        vtep_mac_v6=lease.attrs.vtep_mac_v6,
         backend_data=lease.attrs.backend_data,
         ttl=lease.ttl,
         modified_index=lease.modified_index,

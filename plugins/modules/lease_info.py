@@ -74,6 +74,10 @@ leases:
       description: The MAC address of the holder's VXLAN device, V(null) for other backends.
       type: str
       sample: 9e:61:5b:8a:30:10
+    vtep_mac_v6:
+      description: The MAC address of the holder's C(flannel-v6.<VNI>) device (C(BackendV6Data)), V(null) when none.
+      type: str
+      sample: 6a:2f:0c:11:94:b3
     backend_data:
       description: The lease's C(BackendData) for backends other than vxlan, as stored (wireguard's C(PublicKey) and C(Port)); V(null) when it has none.
       type: raw

@@ -17,6 +17,10 @@ description:
     (route C(<subnet> via <subnet address> onlink), neighbour C(<subnet address> lladdr <VtepMAC>),
     FDB C(<VtepMAC> dst <PublicIP>)) and reports each missing or stale entry in RV(drift).
     The expected entries come from the agent's own vxlan backend, so the two cannot disagree.
+  - On a dual-stack network (this host's subnet file has an IPv6 subnet), each peer lease with an IPv6 subnet needs
+    the same three entries for it, as the agent programs them. They are on C(flannel-v6.<vni>) (read as RV(ipv6_device))
+    when this host has that device and the peer publishes C(PublicIPv6) and a v6 VtepMAC, else on the device itself
+    (IPv6 inside the IPv4 VXLAN), and drift is reported the same way.
   - With O(direct_routing), a peer whose public IP is on a link of this host is expected to have
     only the route C(<subnet> via <PublicIP>) on that link, as the agent programs it.
   - With O(wireguard), the device is the wireguard backend's C(flannel-wg) and RV(wireguard) is what its WireGuard
@@ -41,7 +45,8 @@ options:
   peers:
     description:
       - The other hosts' leases, as M(netlab.flannel.lease_info) returns them in RV(netlab.flannel.lease_info#module:leases).
-      - Only C(subnet), C(public_ip) and C(vtep_mac) are used; a lease of this host's own subnet is ignored.
+      - Only C(subnet), C(public_ip) and C(vtep_mac) are used, and on a dual-stack network C(ipv6_subnet), C(public_ipv6)
+        and C(vtep_mac_v6); a lease of this host's own subnet is ignored.
     type: list
     elements: dict
   wireguard:
@@ -111,14 +116,15 @@ device:
     learning: false
     link_name: eth1
     addresses: [10.15.64.0/32]
+    addresses6: []
 routes:
-  description: The routes through the device.
+  description: The routes through the device (both families).
   returned: always
   type: list
   elements: dict
   sample: [{dst: 10.13.48.0/20, gateway: 10.13.48.0, onlink: true}]
 neighbours:
-  description: The permanent neighbours on the device.
+  description: The permanent neighbours on the device (both families).
   returned: always
   type: list
   elements: dict
@@ -148,10 +154,18 @@ peers:
   description:
     - Per peer lease, whether each expected kernel entry is present.
     - V(null) for an entry the peer does not need (a DirectRouting peer on the same link needs only its route).
+    - On a dual-stack network a peer with an IPv6 subnet has C(ipv6_subnet), C(route6), C(neighbour6) and C(fdb6) too.
   returned: when O(peers) is given
   type: list
   elements: dict
   sample: [{subnet: 10.13.48.0/20, public_ip: 192.168.205.11, route: true, neighbour: true, fdb: true}]
+ipv6_device:
+  description:
+    - With O(vni), or O(device) named C(flannel.<vni>), the IPv6-underlay device C(flannel-v6.<vni>) as RV(name),
+      RV(exists), RV(device), RV(routes), RV(neighbours) and RV(fdb) describe the device; C(exists) false when absent.
+  returned: unless O(wireguard) is true
+  type: dict
+  sample: {name: flannel-v6.100, exists: false, device: null, routes: [], neighbours: [], fdb: []}
 drift:
   description: One line per missing or unexpected entry, empty when the kernel matches the leases.
   returned: when O(peers) is given
@@ -175,11 +189,13 @@ in_sync:
   sample: true
 """
 
+import re
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import missing_libraries, netlink
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan import peer_entries
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vxlan_ipv6 import with_ipv6_entries
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import unicast_mac_problem
 
 WIREGUARD_DEVICE = "flannel-wg"
@@ -206,53 +222,81 @@ def _route_text(route):
     return "route %s via %s%s" % (route.dst, route.gateway, " onlink" if route.onlink else "")
 
 
-def compare_peers(state, peers, own_subnet, ip_network, direct_routing=False, onlink=None, external_routes=()):
-    """(per-peer status, drift lines): the kernel against what the vxlan backend programs for each
-    peer lease (vxlan.peer_entries).
+class _PeerAttrs:
+    """A lease_info lease's addresses and VtepMACs, as with_ipv6_entries reads them."""
 
-    `state` is netlink.overlay_state()'s. With `direct_routing`, `onlink` maps a peer's public IP
-    to the link it is directly reachable on (absent or None: not on-link) and `external_routes`
-    holds the netlink.Route entries of those links inside the flannel network.
+    def __init__(self, peer):
+        self.public_ip, self.vtep_mac = peer.get("public_ip"), peer.get("vtep_mac")
+        self.public_ipv6, self.vtep_mac_v6 = peer.get("public_ipv6"), peer.get("vtep_mac_v6")
+
+
+def _kernel_entries(views, external_routes):
+    """([Route], {(link, ip): mac}, {(link, mac, dst)}) of the overlay_state views (state, link index)."""
+    routes, neighbours, fdb = list(external_routes), {}, set()
+    for view, index in views:
+        routes.extend(netlink.Route(route["dst"], route["gateway"], index, route["onlink"]) for route in view["routes"])
+        neighbours.update(((index, entry["ip"]), entry["mac"].lower()) for entry in view["neighbours"])
+        fdb.update((index, entry["mac"].lower(), entry["dst"]) for entry in view["fdb"])
+    return routes, neighbours, fdb
+
+
+def compare_peers(state, peers, own_subnet, ip_network, direct_routing=False, onlink=None, external_routes=(),
+                  state6=None, ipv6=False):
+    """(per-peer status, drift lines): the kernel against what the vxlan backend programs for each
+    peer lease (vxlan.peer_entries, and with `ipv6` on a dual-stack network vxlan_ipv6.with_ipv6_entries).
+
+    `state` is netlink.overlay_state()'s, `state6` flannel-v6.<VNI>'s. With `direct_routing`, `onlink` maps a
+    peer's public IP (or PublicIPv6) to the link it is directly reachable on (absent or None: not on-link) and
+    `external_routes` holds the netlink.Route entries of those links inside the flannel network(s).
     """
     device_index = (state.get("device") or {}).get("index")
-    kernel_routes = [netlink.Route(route["dst"], route["gateway"], device_index, route["onlink"])
-                     for route in state["routes"]] + list(external_routes)
-    neighbours = dict((entry["ip"], entry["mac"]) for entry in state["neighbours"])
-    fdb = set((entry["mac"].lower(), entry["dst"]) for entry in state["fdb"])
+    device6_index = ((state6 or {}).get("device") or {}).get("index")
+    views = [(state, device_index)] + ([(state6, device6_index)] if device6_index is not None else [])
+    kernel_routes, neighbours, fdb = _kernel_entries(views, external_routes)
     status, drift, expected = [], [], set()
     for peer in peers:
         subnet = ip_network(peer["subnet"]).cidr
         if own_subnet is not None and subnet == own_subnet:
             continue
         public_ip = peer.get("public_ip")
-        label = "%s (%s)" % (subnet, public_ip)
+        subnet6 = ip_network(peer["ipv6_subnet"]).cidr if ipv6 and peer.get("ipv6_subnet") else None
+        peer_status = dict(subnet=str(subnet), public_ip=public_ip, route=None, neighbour=None, fdb=None)
+        if subnet6 is not None:
+            peer_status.update(ipv6_subnet=str(subnet6), route6=None, neighbour6=None, fdb6=None)
+        status.append(peer_status)
         onlink_index = (onlink or {}).get(public_ip) if direct_routing else None
         entries = peer_entries(subnet, public_ip, peer.get("vtep_mac"), direct_routing, device_index, onlink_index)
         if entries is None:
             problem = unicast_mac_problem(peer["vtep_mac"]) if peer.get("vtep_mac") else "missing"
-            drift.append("%s: VtepMAC %s, so the agent programs nothing for it" % (label, problem))
-            status.append(dict(subnet=str(subnet), public_ip=public_ip, route=None, neighbour=None, fdb=None))
+            drift.append("%s (%s): VtepMAC %s, so the agent programs nothing for it" % (subnet, public_ip, problem))
             continue
-        route = entries.route
-        expected.add((route.dst, route.index))
-        route_ok = route in kernel_routes
-        if not route_ok:
-            same_link = [found for found in kernel_routes if (found.dst, found.index) == (route.dst, route.index)]
-            drift.append("%s: %s %s" % (label, "wrong" if same_link else "no", _route_text(route)))
-        neighbour_ok = None
-        if entries.neighbour:
-            ip, mac = entries.neighbour
-            neighbour_ok = neighbours.get(ip, "").lower() == mac
-            if not neighbour_ok:
-                drift.append("%s: %s neighbour %s lladdr %s" % (label, "no" if ip not in neighbours else "wrong", ip, mac))
-        fdb_ok = None
-        if entries.fdb:
-            fdb_ok = entries.fdb in fdb
-            if not fdb_ok:
-                drift.append("%s: no FDB entry %s dst %s" % ((label,) + entries.fdb))
-        status.append(dict(subnet=str(subnet), public_ip=public_ip, route=route_ok, neighbour=neighbour_ok,
-                           fdb=fdb_ok))
-    for route in sorted(kernel_routes, key=lambda found: (found.dst, found.index or 0)):
+        labels = [("", "%s (%s)" % (subnet, public_ip))]
+        if subnet6 is not None:
+            public_ipv6 = peer.get("public_ipv6")
+            onlink6 = (onlink or {}).get(public_ipv6) if direct_routing and public_ipv6 else None
+            direct6 = netlink.Route(str(subnet6), public_ipv6, onlink6, False) if onlink6 is not None else None
+            entries = with_ipv6_entries(entries, subnet6, _PeerAttrs(peer), device_index, device6_index, direct6)
+            labels.append(("6", "%s (%s)" % (subnet6, public_ipv6 or public_ip)))
+        for suffix, label in labels:
+            neighbour, fdb_entry, route = (getattr(entries, name + suffix) for name in ("neighbour", "fdb", "route"))
+            if route is None:
+                continue
+            expected.add((route.dst, route.index))
+            peer_status["route" + suffix] = route in kernel_routes
+            if not peer_status["route" + suffix]:
+                same_link = [found for found in kernel_routes if (found.dst, found.index) == (route.dst, route.index)]
+                drift.append("%s: %s %s" % (label, "wrong" if same_link else "no", _route_text(route)))
+            if neighbour:
+                ip, mac = neighbour
+                found = neighbours.get((route.index, ip))
+                peer_status["neighbour" + suffix] = found == mac
+                if found != mac:
+                    drift.append("%s: %s neighbour %s lladdr %s" % (label, "no" if found is None else "wrong", ip, mac))
+            if fdb_entry:
+                peer_status["fdb" + suffix] = (route.index,) + tuple(fdb_entry) in fdb
+                if not peer_status["fdb" + suffix]:
+                    drift.append("%s: no FDB entry %s dst %s" % ((label,) + tuple(fdb_entry)))
+    for route in sorted(kernel_routes, key=lambda found: (ip_network(found.dst).version, found.dst, found.index or 0)):
         if (route.dst, route.index) not in expected:
             drift.append("route %s via %s matches no peer lease" % (route.dst, route.gateway))
     return status, drift
@@ -309,13 +353,17 @@ def compare_wireguard_peers(wireguard, state, peers, lease, ip_network):
     return status, drift
 
 
-def direct_routing_view(peers, state, network, ip_network):
+def direct_routing_view(peers, state, network, ip_network, network6=None):
     """(onlink, external_routes) for compare_peers, read from the kernel: the link each peer's
-    public IP is directly reachable on, and the routes of those links and of the device's own
-    link (the links the backend's direct routes use) inside `network`, else to a peer subnet."""
+    public IP (and PublicIPv6, with `network6`) is directly reachable on, and the routes of those
+    links and of the device's own link (the links the backend's direct routes use) inside `network`
+    (else to a peer subnet) and `network6`."""
     subnets = set(str(ip_network(peer["subnet"]).cidr) for peer in peers)
+    addresses = [peer["public_ip"] for peer in peers]
+    if network6 is not None:
+        addresses.extend(peer["public_ipv6"] for peer in peers if peer.get("public_ipv6"))
     with netlink.session() as ipr:
-        onlink = dict((peer["public_ip"], netlink.direct_route(peer["public_ip"], ipr)) for peer in peers)
+        onlink = dict((address, netlink.direct_route(address, ipr)) for address in addresses)
         links = set(index for index in onlink.values() if index is not None)
         if state["device"] and state["device"].get("link_index"):
             links.add(state["device"]["link_index"])
@@ -323,7 +371,17 @@ def direct_routing_view(peers, state, network, ip_network):
         for index in sorted(links):
             routes.extend(route for route in netlink.routes_via(index, ipr, inside=network)
                           if network is not None or route.dst in subnets)
+            if network6 is not None:
+                routes.extend(netlink.routes_via(index, ipr, inside=network6))
     return onlink, routes
+
+
+def ipv6_device_name(device):
+    """flannel-v6.<VNI> beside the vxlan device `device` (a VNI or flannel.<VNI>), else None."""
+    if isinstance(device, int):
+        return "flannel-v6.%d" % device
+    match = re.match(r"flannel\.(\d+)$", device)
+    return "flannel-v6.%s" % match.group(1) if match else None
 
 
 def main():
@@ -353,8 +411,10 @@ def main():
     device = module.params["device"] if module.params["device"] else module.params["vni"]
     if module.params["wireguard"]:
         device = WIREGUARD_DEVICE
+    device6 = None if module.params["wireguard"] else ipv6_device_name(device)
     try:
         state = netlink.overlay_state(device)
+        state6 = netlink.overlay_state(device6) if device6 else None
     except Exception as err:  # netlink errors differ between pyroute2 versions
         module.fail_json(msg="reading the overlay state of %s failed: %s" % (device, err),
                          exception=traceback.format_exc())
@@ -366,6 +426,8 @@ def main():
                          % (module.params["subnet_file"], subnet_env.get("FLANNEL_SUBNET"),
                             subnet_env.get("FLANNEL_IPV6_SUBNET"), err))
     result = dict(state, changed=False, subnet_env=subnet_env, lease=lease)
+    if not module.params["wireguard"]:
+        result["ipv6_device"] = state6
     if module.params["wireguard"]:
         result["wireguard"] = wireguard_state(state["device"]["kind"]) if state["device"] else None
     if module.params["peers"] is not None and module.params["wireguard"]:
@@ -379,14 +441,18 @@ def main():
         peers, direct_routing = module.params["peers"], module.params["direct_routing"]
         try:
             own = IPNetwork(lease["subnet"]) if lease else None
+            ipv6 = bool(lease and lease["ipv6_subnet"])  # this host's lease is dual-stack
             onlink, external_routes = {}, []
             if direct_routing:
                 network = IPNetwork(lease["network"]) if lease and lease["network"] else None
-                onlink, external_routes = direct_routing_view(peers, state, network, IPNetwork)
+                network6 = subnet_env.get("FLANNEL_IPV6_NETWORK") if ipv6 else None
+                onlink, external_routes = direct_routing_view(peers, state, network, IPNetwork,
+                                                              IPNetwork(network6) if network6 else None)
             result["peers"], result["drift"] = compare_peers(state, peers, own, IPNetwork, direct_routing, onlink,
-                                                             external_routes)
+                                                             external_routes, state6, ipv6)
         except (AddrFormatError, KeyError, ValueError, TypeError) as err:
-            module.fail_json(msg="peers: each item needs subnet, public_ip and vtep_mac: %s" % err)
+            module.fail_json(msg="peers: each item needs subnet, public_ip and vtep_mac (and a valid ipv6_subnet "
+                                 "when given): %s" % err)
         except netlink.NetlinkError as err:
             module.fail_json(msg="reading the routes to the peers failed: %s" % err,
                              exception=traceback.format_exc())

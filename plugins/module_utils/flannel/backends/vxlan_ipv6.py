@@ -128,18 +128,30 @@ class VxlanIPv6:
         when it has no IPv6 subnet or IPv6 is off."""
         if self.ipv6 is None or lease.ipv6_subnet is None or entries is None:
             return entries
-        subnet6, attrs = lease.ipv6_subnet.cidr, lease.attrs
-        gateway6 = str(subnet6.ip)
+        attrs = lease.attrs
+        direct = None
         if self.config.backend.direct_routing and attrs.public_ipv6:
-            route = self._direct_route(subnet6, attrs.public_ipv6)
-            if route is not None:
-                return entries._replace(route6=route)
-        if self.device6_index is not None and attrs.public_ipv6 and attrs.vtep_mac_v6:
-            mac6 = attrs.vtep_mac_v6.lower()
-            return entries._replace(neighbour6=(gateway6, mac6), fdb6=(mac6, attrs.public_ipv6),
-                                    route6=netlink.Route(str(subnet6), gateway6, self.device6_index, True))
-        if not attrs.vtep_mac:  # a direct IPv4 route to a lease without VtepMAC: no VXLAN for IPv6 either
-            return entries
-        mac = attrs.vtep_mac.lower()
-        return entries._replace(neighbour6=(gateway6, mac), fdb6=None if entries.fdb else (mac, attrs.public_ip),
-                                route6=netlink.Route(str(subnet6), gateway6, self.device_index, True))
+            direct = self._direct_route(lease.ipv6_subnet.cidr, attrs.public_ipv6)
+        return with_ipv6_entries(entries, lease.ipv6_subnet.cidr, attrs, self.device_index, self.device6_index,
+                                 direct)
+
+
+def with_ipv6_entries(entries, subnet6, attrs, device_index, device6_index, direct_route6=None):
+    """A peer's IPv4 PeerEntries with those of its IPv6 subnet `subnet6` (the module's rule).
+
+    Pure; the backend and netlab.flannel.overlay_info both use it. `attrs` has the lease's
+    public_ip, vtep_mac, public_ipv6 and vtep_mac_v6; `device6_index` is flannel-v6.<VNI>'s, None
+    when this host runs none; `direct_route6` the route via the peer's on-link PublicIPv6
+    (DirectRouting), which is then its only IPv6 entry."""
+    gateway6 = str(subnet6.ip)
+    if direct_route6 is not None:
+        return entries._replace(route6=direct_route6)
+    if device6_index is not None and attrs.public_ipv6 and attrs.vtep_mac_v6:
+        mac6 = attrs.vtep_mac_v6.lower()
+        return entries._replace(neighbour6=(gateway6, mac6), fdb6=(mac6, attrs.public_ipv6),
+                                route6=netlink.Route(str(subnet6), gateway6, device6_index, True))
+    if not attrs.vtep_mac:  # a direct IPv4 route to a lease without VtepMAC: no VXLAN for IPv6 either
+        return entries
+    mac = attrs.vtep_mac.lower()
+    return entries._replace(neighbour6=(gateway6, mac), fdb6=None if entries.fdb else (mac, attrs.public_ip),
+                            route6=netlink.Route(str(subnet6), gateway6, device_index, True))

@@ -151,6 +151,102 @@ def test_module_reads_a_programmed_device(netns, tmp_path):
     assert result["drift"] == ["10.13.48.0/20 (192.168.205.11): no FDB entry 2a:11:3b:5c:6d:7e dst 192.168.205.11"]
 
 
+# A dual-stack pair: this host's IPv6 subnet fd00:10:0:5::/64, the peer's fd00:10:0:7::/64.
+DUAL_ENV = ("FLANNEL_NETWORK=10.0.0.0/8\nFLANNEL_SUBNET=10.15.64.1/20\nFLANNEL_MTU=1430\nFLANNEL_IPMASQ=false\n"
+            "FLANNEL_IPV6_NETWORK=fd00:10::/48\nFLANNEL_IPV6_SUBNET=fd00:10:0:5::1/64\n")
+SELF6 = dict(SELF, ipv6_subnet="fd00:10:0:5::/64", public_ipv6=None, vtep_mac_v6=None)
+PEER6 = dict(PEER, ipv6_subnet="fd00:10:0:7::/64", public_ipv6=None, vtep_mac_v6=None)
+
+
+def programmed_ipv4_peer(netns):
+    """flannel.100 on eth0 (192.0.2.10) with PEER's three IPv4 entries."""
+    ip(netns, "link", "add", "eth0", "type", "veth", "peer", "name", "eth0-peer")
+    ip(netns, "addr", "add", "192.0.2.10/24", "dev", "eth0")
+    for name in ("eth0", "eth0-peer"):
+        ip(netns, "link", "set", name, "up")
+    ip(netns, "link", "add", "flannel.100", "address", SELF["vtep_mac"], "type", "vxlan", "id", "100",
+       "local", "192.0.2.10", "dev", "eth0", "dstport", "8472", "nolearning")
+    ip(netns, "link", "set", "flannel.100", "up")
+    ip(netns, "neigh", "replace", "10.13.48.0", "lladdr", PEER["vtep_mac"], "dev", "flannel.100", "nud", "permanent")
+    fdb(netns, "append", PEER["vtep_mac"], "flannel.100", PEER["public_ip"])
+    ip(netns, "route", "replace", "10.13.48.0/20", "via", "10.13.48.0", "dev", "flannel.100", "onlink")
+
+
+def fdb(netns, verb, mac, dev, dst):
+    subprocess.run(["ip", "netns", "exec", netns, "bridge", "fdb", verb, mac, "dev", dev, "dst", dst, "self"]
+                   + (["permanent"] if verb == "append" else []), check=True)
+
+
+def test_module_checks_ipv6_entries_inside_the_ipv4_device(netns, tmp_path):
+    """No IPv6 underlay: the peer's IPv6 subnet rides in flannel.100 (its neighbour and route there,
+    the IPv4 FDB entry shared); drift in them is reported as the IPv4 side's."""
+    programmed_ipv4_peer(netns)
+    ip(netns, "-6", "neigh", "replace", "fd00:10:0:7::", "lladdr", PEER["vtep_mac"], "dev", "flannel.100",
+       "nud", "permanent")
+    ip(netns, "-6", "route", "replace", "fd00:10:0:7::/64", "via", "fd00:10:0:7::", "dev", "flannel.100", "onlink")
+    subnet_file = tmp_path / "subnet.env"
+    subnet_file.write_text(DUAL_ENV)
+    args = dict(vni=100, subnet_file=str(subnet_file), peers=[SELF6, PEER6])
+
+    result = run_in(netns, args)
+    assert result["in_sync"] is True, result["drift"]
+    assert result["peers"] == [dict(subnet="10.13.48.0/20", public_ip="192.168.205.11", route=True, neighbour=True,
+                                    fdb=True, ipv6_subnet="fd00:10:0:7::/64", route6=True, neighbour6=True, fdb6=None)]
+    assert result["ipv6_device"]["exists"] is False
+    assert {"dst": "fd00:10:0:7::/64", "gateway": "fd00:10:0:7::", "onlink": True} in result["routes"]
+
+    ip(netns, "-6", "neigh", "del", "fd00:10:0:7::", "dev", "flannel.100")
+    result = run_in(netns, args)
+    assert result["drift"] == ["fd00:10:0:7::/64 (192.168.205.11): no neighbour fd00:10:0:7:: lladdr %s"
+                               % PEER["vtep_mac"]]
+    assert result["peers"][0]["neighbour6"] is False
+
+    # An IPv4-only subnet file: the IPv6 route is left over, as an IPv4-only agent would leave it.
+    subnet_file.write_text("".join(line for line in DUAL_ENV.splitlines(True) if "IPV6" not in line))
+    result = run_in(netns, dict(args, peers=[SELF, PEER]))
+    assert result["drift"] == ["route fd00:10:0:7::/64 via fd00:10:0:7:: matches no peer lease"]
+
+
+def test_module_checks_flannel_v6_over_an_ipv6_underlay(netns, tmp_path):
+    """eth0 with a global IPv6 address: the peer's IPv6 entries on flannel-v6.100 with its
+    PublicIPv6 and BackendV6Data VtepMAC."""
+    mac6 = "6a:2f:0c:11:94:b3"
+    programmed_ipv4_peer(netns)
+    ip(netns, "-6", "addr", "add", "2001:db8:205::10/64", "dev", "eth0", "nodad")
+    ip(netns, "link", "add", "flannel-v6.100", "address", "6a:2f:0c:11:94:10", "type", "vxlan", "id", "100",
+       "local", "2001:db8:205::10", "dev", "eth0", "dstport", "8472", "nolearning")
+    ip(netns, "link", "set", "flannel-v6.100", "up")
+    ip(netns, "-6", "addr", "add", "fd00:10:0:5::/128", "dev", "flannel-v6.100", "nodad")
+    ip(netns, "-6", "neigh", "replace", "fd00:10:0:7::", "lladdr", mac6, "dev", "flannel-v6.100", "nud", "permanent")
+    fdb(netns, "append", mac6, "flannel-v6.100", "2001:db8:205::11")
+    ip(netns, "-6", "route", "replace", "fd00:10:0:7::/64", "via", "fd00:10:0:7::", "dev", "flannel-v6.100", "onlink")
+    subnet_file = tmp_path / "subnet.env"
+    subnet_file.write_text(DUAL_ENV)
+    peer6 = dict(PEER6, public_ipv6="2001:db8:205::11", vtep_mac_v6=mac6)
+    args = dict(vni=100, subnet_file=str(subnet_file), peers=[SELF6, peer6])
+
+    result = run_in(netns, args)
+    assert result["in_sync"] is True, result["drift"]
+    assert result["peers"][0]["route6"] is result["peers"][0]["neighbour6"] is result["peers"][0]["fdb6"] is True
+    device6 = result["ipv6_device"]
+    assert (device6["name"], device6["device"]["local"], device6["device"]["addresses6"]) == (
+        "flannel-v6.100", "2001:db8:205::10", ["fd00:10:0:5::/128"])
+    assert device6["fdb"] == [{"mac": mac6, "dst": "2001:db8:205::11"}]
+
+    # Drift: the FDB entry goes, and a route to a subnet no lease holds appears.
+    fdb(netns, "del", mac6, "flannel-v6.100", "2001:db8:205::11")
+    ip(netns, "-6", "route", "replace", "fd00:10:0:9::/64", "via", "fd00:10:0:9::", "dev", "flannel-v6.100", "onlink")
+    result = run_in(netns, args)
+    assert result["drift"] == ["fd00:10:0:7::/64 (2001:db8:205::11): no FDB entry %s dst 2001:db8:205::11" % mac6,
+                               "route fd00:10:0:9::/64 via fd00:10:0:9:: matches no peer lease"]
+    # A peer lease without PublicIPv6 cannot use flannel-v6: its IPv6 entries are expected in flannel.100.
+    result = run_in(netns, dict(args, peers=[SELF6, PEER6]))
+    assert result["drift"] == ["fd00:10:0:7::/64 (192.168.205.11): no route fd00:10:0:7::/64 via fd00:10:0:7:: onlink",
+                               "fd00:10:0:7::/64 (192.168.205.11): no neighbour fd00:10:0:7:: lladdr %s" % PEER["vtep_mac"],
+                               "route fd00:10:0:7::/64 via fd00:10:0:7:: matches no peer lease",
+                               "route fd00:10:0:9::/64 via fd00:10:0:9:: matches no peer lease"]
+
+
 def test_module_without_device_or_subnet_file(netns, tmp_path):
     result = run_in(netns, dict(device="flannel.7", subnet_file=str(tmp_path / "absent.env")))
     assert result["exists"] is False
