@@ -6,7 +6,8 @@ agent and the modules use either (chosen by -etcd-api / etcd_api).
 A subnet lease is held by an etcd lease of its own (granted with the TTL, kept alive on renewal);
 a lease key is created only if absent (a transaction on create_revision == 0) and changed or
 deleted only at the mod_revision it was read at. Watches are one streaming request, read by a
-thread; a broken stream is resumed from the last revision seen, a compacted one asks for a resync.
+thread; a broken stream is resumed from the last revision seen, a compacted one asks for a resync,
+as does one on another cluster than the listing's, or on a store whose revision went back.
 """
 
 import time
@@ -68,6 +69,9 @@ class EtcdV3Registry(Registry):
         self._endpoints = self._gateway.endpoints
         self._granted = {}  # etcd lease id -> (granted TTL, monotonic time it runs out), ours only
         self._watch = None
+        # The cluster the revisions handed out belong to (the listing's, else the watch's): a watch
+        # on another is IndexCleared until a listing there (v3_watch.py).
+        self._cluster_id = None
         self._spare = None  # (etcd lease id, TTL) granted for a create that lost its race
 
     # ---- keys, transactions and etcd leases ------------------------------------------------
@@ -76,12 +80,12 @@ class EtcdV3Registry(Registry):
         return self._gateway.call(path, body, read)
 
     def _range(self, key, prefix=False):
-        """([kv], revision) of one key, or of every key under a prefix."""
+        """([kv], revision, cluster ID) of one key, or of every key under a prefix."""
         body = {"key": _b64(key)}
         if prefix:
             body["range_end"] = _b64(prefix_end(key))
         return self._call("/v3/kv/range", body, lambda data: ([checked_v3_kv(kv) for kv in data.get("kvs") or []],
-                                                              _revision(data)))
+                                                              _revision(data), data["header"].get("cluster_id")))
 
     def _put(self, key, value, etcd_lease=0):
         return self._call("/v3/kv/put", {"key": _b64(key), "value": _b64(value), "lease": etcd_lease}, _revision)
@@ -192,7 +196,7 @@ class EtcdV3Registry(Registry):
 
     @counted("list_leases")
     def list_leases(self, config=None):
-        kvs, revision = self._range(self.subnets_key + "/", prefix=True)
+        kvs, revision, self._cluster_id = self._range(self.subnets_key + "/", prefix=True)
         return self._listing([(_unb64(kv["key"]), kv) for kv in kvs], revision, config)
 
     @counted("get_lease")
@@ -292,19 +296,20 @@ class EtcdV3Registry(Registry):
         the whole prefix, the config's changes as ConfigEvents). One watch stream is
         kept open between calls; when it breaks it is reopened from the last revision handed
         out, so nothing written meanwhile is missed. Raises IndexCleared when etcd compacted
-        that history away.
+        that history away, or answers as another cluster than the listing's or below that revision.
         """
         watched = (self.prefix if with_config else self.subnets_key) + "/"
         stream = self._watch
         if stream is None or stream.dead or stream.watched != watched or stream.position != after_index:
             self.close()
-            stream = self._watch = self._gateway.open_watch(watched, after_index + 1)
+            stream = self._watch = self._gateway.open_watch(watched, after_index + 1, self._cluster_id)
         try:
             event = stream.next_event(timeout)
         except RegistryUnavailable:
             self.close()  # e.g. etcd restarted: resume where the stream stopped
-            stream = self._watch = self._gateway.open_watch(watched, after_index + 1)
+            stream = self._watch = self._gateway.open_watch(watched, after_index + 1, self._cluster_id)
             event = stream.next_event(timeout)
+        self._cluster_id = stream.cluster_id
         if event is None:
             return [], after_index, None
         kv = event.get("kv") or {}

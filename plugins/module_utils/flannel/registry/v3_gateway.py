@@ -181,8 +181,9 @@ class Gateway:
                 raise BadReply(base, "wrong shape: not etcd's answer to %s" % path)
         return self._failover(attempt)
 
-    def open_watch(self, watched, start_revision):
-        """A WatchStream of every key under `watched`, from `start_revision` on."""
+    def open_watch(self, watched, start_revision, cluster_id=None):
+        """A WatchStream of every key under `watched`, from `start_revision` on (a revision of the
+        cluster `cluster_id`, when known)."""
         body = {"create_request": {"key": b64(watched), "range_end": b64(prefix_end(watched)),
                                    "start_revision": start_revision}}
 
@@ -196,5 +197,5 @@ class Gateway:
                     response.close()
                 raise self._error_for(base, _code(data), excerpt(data.get("message") or response.status))
             lines = LineStream(response, base, self.timeout, self.gate)
-            return WatchStream(lines, watched, start_revision - 1, self._stream_error_for(base))
+            return WatchStream(lines, watched, start_revision - 1, self._stream_error_for(base), cluster_id)
         return self._failover(attempt)
