@@ -1,7 +1,8 @@
 """The v2 registry's watch on a kept-alive connection of its own (registry/v2_watch.py), against
 a real etcd: one connection while changes keep coming, a connection etcd closed meanwhile is
-replaced without an error, a quiet watch on another cluster behind the same URL is an error, and a
-reply is read within the same limits as python-etcd's."""
+replaced without an error, a quiet watch on another cluster behind the same URL is an error, one on
+the same cluster emptied asks for a re-listing, and a reply is read within the same limits as
+python-etcd's."""
 
 import shutil
 
@@ -10,7 +11,7 @@ from netaddr import IPNetwork
 
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import make_registry
-from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry.errors import RegistryError
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry.errors import IndexCleared, RegistryError
 from support.etcdserver import EtcdServer
 
 
@@ -60,7 +61,8 @@ def test_a_quiet_watch_on_a_new_cluster_behind_the_same_url_is_an_error():
     """etcd re-formed on the same URL (an emptied data directory, another token: what the etcd role
     does when the membership changes): its index is below the agent's, so every watch stays quiet.
     The watch's headers name the new cluster: an error once (the agent then re-lists, finds its
-    index gone back and its lease gone), then quiet watches on the new cluster."""
+    index gone back and its lease gone), then, the old index being above the new cluster's, a
+    request to re-list (IndexCleared) rather than a quiet watch."""
     server = EtcdServer().start()
     try:
         registry = make_registry("v2", endpoints=server.endpoint)
@@ -75,9 +77,35 @@ def test_a_quiet_watch_on_a_new_cluster_behind_the_same_url_is_an_error():
         with pytest.raises(RegistryError) as caught:
             registry.watch_leases(index, 2)
         assert "UUID of the cluster changed" in str(caught.value), caught.value
-        assert registry.watch_leases(index, 1)[:2] == ([], index)  # the new cluster's, quiet
+        with pytest.raises(IndexCleared):  # the new cluster's index is below: re-list, not wait
+            registry.watch_leases(index, 1)
         listing = registry.list_leases()
         registry.close()
         assert listing.leases == [] and listing.index < index
+    finally:
+        server.stop()
+
+
+def test_a_quiet_watch_on_an_emptied_etcd_with_the_same_cluster_id_asks_for_a_re_listing():
+    """etcd re-formed on the same URL with the same token (its data directory emptied, or restored
+    from an older snapshot): the same cluster ID, an index below the agent's, so every watch stays
+    quiet. The watch's X-Etcd-Index says so: a re-listing (IndexCleared) until there is one."""
+    server = EtcdServer().start()
+    try:
+        registry = make_registry("v2", endpoints=server.endpoint)
+        for number in range(5):
+            registry.create_lease(IPNetwork("10.%d.0.0/20" % (60 + number)), _attrs(number + 20), 600)
+        index = registry.list_leases().index
+        server.process.terminate()
+        server.process.wait(10)
+        shutil.rmtree(server.data_dir)
+        server.start()
+        for _attempt in range(2):
+            with pytest.raises(IndexCleared, match="is at index [0-9]+, below %d" % index):
+                registry.watch_leases(index, 2)
+        listing = registry.list_leases()
+        assert listing.leases == [] and listing.index < index
+        assert registry.watch_leases(listing.index, 1)[:2] == ([], listing.index)
+        registry.close()
     finally:
         server.stop()

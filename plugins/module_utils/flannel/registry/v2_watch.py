@@ -24,6 +24,7 @@ except ImportError:  # reported by the caller through missing_libraries()
     HTTPError = ReadTimeoutError = Exception
 
 from ..etcd_http import BadReply, checked_v2_node, excerpt, json_object
+from .errors import IndexCleared
 from .v2_reply import exchange
 
 # The options of python-etcd's pool that its connections take (TLS).
@@ -80,8 +81,10 @@ class V2Watch:
             except (ReadTimeoutError, socket.timeout) as err:  # no change (no byte of a reply) within timeout
                 self.close()
                 # Quiet, but its headers came: an etcd re-formed on the same URLs (a new cluster,
-                # its index below ours) would keep every watch quiet; its cluster ID says so.
+                # its index below ours) would keep every watch quiet; its cluster ID says so, and
+                # its index when the cluster ID is the same (a data directory emptied or restored).
                 self._check_cluster(getattr(err, "headers", {}))
+                self._check_index(getattr(err, "headers", {}), wait_index)
                 raise etcd.EtcdWatchTimedOut("Watch timed out: %r" % err, cause=err)
             except BadReply:
                 self.close()
@@ -126,6 +129,15 @@ class V2Watch:
         if expected and expected != cluster_id:
             self.close()
             raise etcd.EtcdClusterIdChanged("The UUID of the cluster changed from %s to %s." % (expected, cluster_id))
+
+    def _check_index(self, headers, wait_index):
+        """IndexCleared when etcd's index (X-Etcd-Index, where the watch started) is below the one
+        already seen (wait_index - 1): it answers nothing until it gets there."""
+        index = headers.get("x-etcd-index", "")
+        if index.isdigit() and int(index) < wait_index - 1:
+            self.close()
+            raise IndexCleared("etcd at %s is at index %s, below %d already seen (restored or emptied?)"
+                               % (self.source, index, wait_index - 1))
 
     @staticmethod
     def _error_payload(status, body):
