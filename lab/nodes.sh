@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Lab nodes as systemd containers on the docker network "netlab" (192.168.205.0/24).
+# Lab nodes as systemd containers on the docker network "netlab" (192.168.205.0/24 and the IPv6
+# prefix LAB_SUBNET6 of common.sh; a node at 192.168.205.N has LAB_SUBNET6's ::N too).
 #   nodes.sh up       create (or reuse) the network and one container per inventory node,
 #                     remove the lab's nodes the inventory no longer has, then wait for systemd
 #                     and sshd
@@ -38,15 +39,22 @@ nodes = [name for name in sorted(hostvars) if hostvars[name].get("netlab_lab_add
 print(hostvars[nodes[0]].get("netlab_lab_mtu", 1500) if nodes else 1500)'
 }
 
+# The network with both prefixes. One from before the lab had IPv6 (or with IPv6 off) is made
+# again with its nodes: docker cannot add a subnet to a network, and `up` re-creates the nodes
+# (site.yml then provisions them as it would new ones).
 ensure_network() {
-  local subnet
-  if subnet=$(docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}}{{end}}' "$LAB_NETWORK" 2>/dev/null); then
-    [ "$subnet" = "$LAB_SUBNET" ] || { echo "nodes: network $LAB_NETWORK has subnet $subnet, want $LAB_SUBNET" >&2; exit 1; }
-  else
-    docker network create --subnet "$LAB_SUBNET" --label "$LABEL" \
-      --opt com.docker.network.driver.mtu="$(inventory_mtu)" "$LAB_NETWORK" >/dev/null
-    echo "nodes: created network $LAB_NETWORK ($LAB_SUBNET)"
+  local subnets ipv6
+  if subnets=$(docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' "$LAB_NETWORK" 2>/dev/null); then
+    [[ " $subnets" == *" $LAB_SUBNET "* ]] \
+      || { echo "nodes: network $LAB_NETWORK has subnet(s) $subnets, want $LAB_SUBNET" >&2; exit 1; }
+    ipv6=$(docker network inspect -f '{{.EnableIPv6}}' "$LAB_NETWORK")
+    [[ $ipv6 == true && " $subnets" == *" $LAB_SUBNET6 "* ]] && return
+    echo "nodes: network $LAB_NETWORK has no IPv6 prefix $LAB_SUBNET6 (subnets $subnets): making it again"
+    down
   fi
+  docker network create --ipv6 --subnet "$LAB_SUBNET" --subnet "$LAB_SUBNET6" --label "$LABEL" \
+    --opt com.docker.network.driver.mtu="$(inventory_mtu)" "$LAB_NETWORK" >/dev/null
+  echo "nodes: created network $LAB_NETWORK ($LAB_SUBNET, $LAB_SUBNET6)"
 }
 
 wait_node() {  # name address
@@ -104,8 +112,8 @@ up() {
       false) docker start "$name" >/dev/null && echo "nodes: started $name" ;;
       absent)
         docker run -d --name "$name" --hostname "$name" --label "$LABEL" \
-          --network "$LAB_NETWORK" --ip "$addr" "${opts[@]}" "$NODE_IMAGE" >/dev/null
-        echo "nodes: created $name ($addr)" ;;
+          --network "$LAB_NETWORK" --ip "$addr" --ip6 "$(lab_ipv6 "$addr")" "${opts[@]}" "$NODE_IMAGE" >/dev/null
+        echo "nodes: created $name ($addr, $(lab_ipv6 "$addr"))" ;;
     esac
   done <<<"$nodes"
   while read -r name addr; do wait_node "$name" "$addr"; done <<<"$nodes"

@@ -1,6 +1,6 @@
 """Helpers of the integration tests: ansible-playbook runs, the shared two-node lab, state snapshots.
 
-The lab (docker-node1/2 on the docker network `netlab`, 192.168.205.0/24) is shared with other
+The lab (docker-node1/2 on the docker network `netlab`, 192.168.205.0/24 and fd6c:ab5e:2050:205::/64) is shared with other
 sessions: every step that runs against it holds /tmp/netlab-lab.lock (the lock `flock(1)` takes)
 from the "before" snapshot to the "after" snapshot, and brings the lab up and provisions it
 (lab/nodes.sh up, playbooks/site.yml) when it finds it missing. Traffic goes only to the lab
@@ -21,7 +21,9 @@ BIN = os.path.dirname(sys.executable)
 LOCK = "/tmp/netlab-lab.lock"
 LAB_NETWORK = "netlab"
 LAB_SUBNET = "192.168.205.0/24"
+LAB_SUBNET6 = "fd6c:ab5e:2050:205::/64"  # lab/common.sh's LAB_SUBNET6
 NODES = {"docker-node1": "192.168.205.10", "docker-node2": "192.168.205.11"}
+NODES6 = {"docker-node1": "fd6c:ab5e:2050:205::10", "docker-node2": "fd6c:ab5e:2050:205::11"}  # lab_ipv6 of NODES
 TLS_INVENTORY = os.path.join(ROOT, "extensions", "molecule", "tls", "inventory")
 PLAYBOOKS = os.path.join(ROOT, "tests", "integration", "playbooks")
 # Upstream flanneld v0.10.0, for comparison only: beside the project (never inside it);
@@ -172,9 +174,9 @@ def lab_inventories():
 
 
 def _lab_network_ok():
-    result = run(["docker", "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", LAB_NETWORK],
+    result = run(["docker", "network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}} {{end}}", LAB_NETWORK],
                  check=False)
-    return result.returncode == 0 and result.stdout.strip() == LAB_SUBNET
+    return result.returncode == 0 and sorted(result.stdout.split()) == sorted([LAB_SUBNET, LAB_SUBNET6])
 
 
 def _lab_ready():
@@ -214,7 +216,7 @@ def ensure_lab():
     if _lab_ready():
         return
     if not _lab_network_ok():
-        raise AssertionError("docker network %s is not %s after nodes.sh up" % (LAB_NETWORK, LAB_SUBNET))
+        raise AssertionError("docker network %s is not %s and %s after nodes.sh up" % (LAB_NETWORK, LAB_SUBNET, LAB_SUBNET6))
     rc, output = ansible_playbook([os.path.join(ROOT, "playbooks", "site.yml")], inventories=lab_inventories(),
                                   timeout=1200)
     if rc != 0:
