@@ -12,6 +12,7 @@ import time
 import pytest
 from netaddr import IPNetwork
 
+from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import make_registry
 from support.cluster import ROOT, Cluster, wait_for
 from support.netns import Pinger
 
@@ -100,6 +101,43 @@ def _time_until_unrouted(agent, subnet, limit):
     started = time.monotonic()
     wait_for(lambda: str(subnet) not in agent.routes(), limit, interval=0.01, what="route to %s removed" % subnet)
     return time.monotonic() - started
+
+
+@BOTH_APIS
+def test_agents_failing_over_to_a_re_formed_etcd_take_their_leases_there(lab, agent_path, etcd_api, request):
+    """What the etcd role's new cluster can look like to running agents (given every member's
+    URL): the member they watch is gone (killed: no last word on the watch), and the next URL
+    answers as another, empty cluster. Their watch fails over to it without an error; that
+    cluster's index is below theirs, so the watch would wait for ever. The headers of its first
+    answer say so: the agents re-list and take their subnets again there; the data plane is left
+    as it was (the same routes) and carries pings."""
+    with Cluster(lab, agent_path, name=request.node.name, api=etcd_api) as cluster:
+        other = "http://%s.1:2479" % lab.lan_prefix  # the second member's URL, not answering yet
+        hosts = [lab.add_host(), lab.add_host()]
+        agents = [cluster.agent(host, "-etcd-endpoints=%s,%s" % (cluster.endpoint, other)) for host in hosts]
+        subnets = [IPNetwork(agent.wait_env()).cidr for agent in agents]
+        for agent, subnet in ((agents[0], subnets[1]), (agents[1], subnets[0])):
+            wait_for(lambda: str(subnet) in agent.routes(), what="route to %s" % subnet)
+        containers = [lab.add_container(host, "%s/20" % (subnet.network + 1)) for host, subnet in zip(hosts, subnets)]
+        routes_before = [agent.routes() for agent in agents]
+        re_formed = cluster.start_etcd(port=2479)
+        try:
+            cluster.etcd.kill()
+            cluster.etcd.wait(10)
+            registry = make_registry(etcd_api, endpoints=other)
+            registry.put_config(cluster.config)  # what site.yml's network_config play does next
+            for host, subnet in zip(hosts, subnets):
+                wait_for(lambda: registry.get_lease(subnet) is not None, 30,
+                         what="%s's lease %s taken again in the new etcd" % (host.name, subnet))
+                assert registry.get_lease(subnet).attrs.public_ip == host.address
+            registry.close()
+            for agent in agents:
+                wait_for(lambda: agent.healthz()[0] == 200, 10, what="%s healthy on the new etcd" % agent.host.name)
+            assert [agent.routes() for agent in agents] == routes_before
+            assert Pinger(containers[0].ns, containers[1].address, count=5, interval=0.2).result() == (5, 5)
+        finally:
+            re_formed.terminate()
+            re_formed.wait(10)
 
 
 def test_lease_deleted_by_hand_peers_unroute_within_a_second(lab, cluster):

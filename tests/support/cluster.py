@@ -187,25 +187,32 @@ class Cluster:
             raise
         return self
 
-    def start_etcd(self):
-        client = self.endpoint
-        peer = "http://%s.1:2380" % self.lab.lan_prefix
-        data_dir = os.path.join(self.workdir, "etcd")
-        log = open(os.path.join(self.workdir, "etcd.log"), "a")
-        self.etcd = subprocess.Popen(
-            ["ip", "netns", "exec", self.lab.lan_ns, shutil.which("etcd"), "--name", "lan", "--data-dir", data_dir,
-             "--enable-v2=%s" % str(self.api == "v2").lower(), "--listen-client-urls", client, "--advertise-client-urls", client,
+    def start_etcd(self, port=2379):
+        """etcd in the LAN namespace, clients on `port` and peers on port + 1 (2379: the cluster's
+        own, `endpoint`; another port is an etcd cluster of its own, its data in etcd-<port>, which
+        the caller stops). Returns its process."""
+        client = "http://%s.1:%d" % (self.lab.lan_prefix, port)
+        peer = "http://%s.1:%d" % (self.lab.lan_prefix, port + 1)
+        name = "etcd" if client == self.endpoint else "etcd-%d" % port
+        log = open(os.path.join(self.workdir, name + ".log"), "a")
+        process = subprocess.Popen(
+            ["ip", "netns", "exec", self.lab.lan_ns, shutil.which("etcd"), "--name", "lan", "--data-dir",
+             os.path.join(self.workdir, name), "--enable-v2=%s" % str(self.api == "v2").lower(),
+             "--listen-client-urls", client, "--advertise-client-urls", client,
              "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer, "--initial-cluster", "lan=" + peer],
             stdout=log, stderr=log)
         log.close()
-        wait_for(self._etcd_answers, 20, what="etcd in the LAN namespace")
+        if client == self.endpoint:
+            self.etcd = process
+        wait_for(lambda: self._etcd_answers(client), 20, what="etcd in the LAN namespace at %s" % client)
+        return process
 
-    def _etcd_answers(self):
+    def _etcd_answers(self, endpoint):
         try:  # a quorum read: answered only once etcd has a leader, i.e. really serves
             if self.api == "v3":
-                RawV3Client(self.endpoint).revision()  # a range: linearizable by default
+                RawV3Client(endpoint).revision()  # a range: linearizable by default
             else:
-                urllib.request.urlopen(self.endpoint + "/v2/keys/?quorum=true", timeout=1).read()
+                urllib.request.urlopen(endpoint + "/v2/keys/?quorum=true", timeout=1).read()
             return True
         except OSError:
             return False
