@@ -1,7 +1,8 @@
 """The v2 registry's watch: GET <key>?wait=true&recursive=true&waitIndex=N on a kept-alive
 connection of its own per endpoint (urllib3 connects it, TLS included), the request written and
 its reply read on the socket by v2_reply.py within etcd_http's limits, and only the fields the
-registry uses taken from it. Through python-etcd the same request cost about twice the CPU per
+registry uses taken from it. While changes keep coming, one streaming request carries them
+(stream=true: no request per event). Through python-etcd the same request cost about twice the CPU per
 lease event (its pool manager parses the URL twice, and builds a result object), and through
 http.client a third more than on the socket: BENCHMARKS.md.
 
@@ -31,6 +32,10 @@ from .v2_reply import exchange
 _TLS_OPTIONS = ("cert_file", "key_file", "ca_certs", "cert_reqs")
 # A key's characters that go into the path as they are (RFC 3986's pchar, as urllib3 keeps them).
 _PATH_SAFE = "/:@!$&'()*+,;=-._~"
+# A stream this far behind is let go. etcd drops a stream's watcher without a word (its reply goes
+# quiet, not ended) when 100 events queue behind a connection whose buffers are full; about 150
+# lease events are 32 KiB, less than the receive buffer Linux gives a TCP socket (tcp_rmem).
+_STREAM_BEHIND = 32 * 1024
 
 
 class WatchedNode:
@@ -50,7 +55,14 @@ class WatchedNode:
 
 class V2Watch:
     """Waits for changes at the endpoint of python-etcd's `client` (scheme://host:port), with its
-    TLS options, the credentials, and the registry's RequestGate."""
+    TLS options, the credentials, and the registry's RequestGate.
+
+    While changes keep coming, one streaming request (stream=true) carries them all: the watch
+    asks for one when it waits beyond etcd's index (the X-Etcd-Index of the last reply), and keeps
+    it while each read asks for the change after the last one it handed out. etcd streams only a
+    watch it registered: one answered from its history sends that event and nothing after it, so
+    a stream whose first event is not beyond its X-Etcd-Index is closed after that event, and so is
+    one that falls behind (_STREAM_BEHIND): the changes after it are then read from etcd's history."""
 
     def __init__(self, client, scheme, host, port, username, password, gate):
         self.client = client
@@ -64,8 +76,12 @@ class V2Watch:
             host, port, "".join("%s: %s\r\n" % item for item in sorted(headers.items())))
         self._gate = gate
         self._connection = None
+        self._stream = None  # the v2_reply.EventStream open on the connection
+        self._stream_next = None  # (key, index) of the change the stream's next event is
+        self._etcd_index = None  # etcd's index as the last reply said it (X-Etcd-Index, or its event's)
 
     def close(self):
+        self._stream = self._stream_next = None
         if self._connection is not None:
             self._connection.close()
             self._connection = None
@@ -74,10 +90,16 @@ class V2Watch:
         """The change at `key` or below at `wait_index` or later, a checked WatchedNode; raises
         python-etcd's exceptions as its client would (EtcdWatchTimedOut when nothing changed within
         `timeout` s), or BadReply."""
-        target = "/v2/keys%s?wait=true&recursive=true&waitIndex=%d" % (quote(key, safe=_PATH_SAFE), wait_index)
         with self._gate:
             try:
-                response = self._send(target, timeout)
+                if self._stream is not None and self._stream_next == (key, wait_index):
+                    body = self._stream.next_event(timeout)
+                    if body is not None:
+                        node = self._node(key, body)
+                        self._etcd_index = max(self._etcd_index or 0, node.modifiedIndex)
+                        return node
+                # Another key or index than the stream's, or etcd ended it: a new request.
+                response = self._send(key, wait_index, timeout)
             except (ReadTimeoutError, socket.timeout) as err:  # no change (no byte of a reply) within timeout
                 self.close()
                 # Quiet, but its headers came: an etcd re-formed on the same URLs (a new cluster,
@@ -95,20 +117,45 @@ class V2Watch:
             except BaseException:  # Stopping: the connection is mid-request
                 self.close()
                 raise
-        if not response.keep_alive:
+        if not response.keep_alive and response.stream is None:
             self.close()
         self._check_cluster(response.headers)
         if response.status != 200:
             self.close()  # rare, and the reply may not have ended the request cleanly
             etcd.EtcdError.handle(self._error_payload(response.status, response.body))
-        reply = json_object(response.body, self.source)
-        if not isinstance(reply.get("node"), dict):
-            raise BadReply(self.source, "wrong shape: not an etcd v2 reply")
-        return checked_v2_node(WatchedNode(reply.get("action"), reply["node"]), self.source)
+        started_at, self._stream = self._etcd_index, response.stream
+        node = self._node(key, response.body)
+        if self._stream is not None and (started_at is None or node.modifiedIndex <= started_at):
+            self.close()  # answered from etcd's history: nothing follows on this stream
+        self._etcd_index = max(started_at or 0, node.modifiedIndex)
+        return node
 
-    def _send(self, target, timeout):
+    def _node(self, key, body):
+        """The checked WatchedNode of a reply's body or a stream's event; the stream (if any) then
+        waits at the change after it."""
+        try:
+            reply = json_object(body, self.source)
+            if not isinstance(reply.get("node"), dict):
+                raise BadReply(self.source, "wrong shape: not an etcd v2 reply")
+            node = checked_v2_node(WatchedNode(reply.get("action"), reply["node"]), self.source)
+        except BadReply:
+            self.close()
+            raise
+        if self._stream is not None:
+            self._stream_next = (key, node.modifiedIndex + 1)
+            if self._stream.waiting() > _STREAM_BEHIND:
+                self.close()
+        return node
+
+    def _send(self, key, wait_index, timeout):
         """The v2_reply.Reply, on the kept-alive connection unless etcd closed it meanwhile (as
-        urllib3's pool checks a connection before it reuses one)."""
+        urllib3's pool checks a connection before it reuses one); a streaming one when waiting
+        beyond etcd's index (a change to come, not one in its history)."""
+        if self._stream is not None:
+            self.close()
+        stream = self._etcd_index is not None and wait_index > self._etcd_index
+        target = "/v2/keys%s?wait=true&recursive=true&waitIndex=%d%s" % (
+            quote(key, safe=_PATH_SAFE), wait_index, "&stream=true" if stream else "")
         connection = self._connection
         if connection is None or not connection.is_connected:
             self.close()
@@ -117,11 +164,15 @@ class V2Watch:
             connection.connect()
         connection.sock.settimeout(timeout)
         return exchange(connection.sock, ("GET %s " % target + self._request_head).encode("latin-1"), self.source,
-                        timeout)
+                        timeout, stream)
 
     def _check_cluster(self, headers):
         """Another etcd cluster behind the endpoint than before: python-etcd's EtcdClusterIdChanged,
-        once, its client sharing what was seen last."""
+        once, its client sharing what was seen last. Notes etcd's index (X-Etcd-Index) when
+        headers came."""
+        if headers:
+            index = headers.get("x-etcd-index", "")
+            self._etcd_index = int(index) if index.isdigit() else None
         cluster_id = headers.get("x-etcd-cluster-id")
         if not cluster_id:
             return
