@@ -11,7 +11,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease impor
     LeaseAttrs, OutOfSubnets, acquire_lease)
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
     RegistryAuthError, RegistryError, UnreadableKeyRemoved, make_registry)
-from support.etcdserver import EtcdServer, v2_admin_call, v3_call
+from support.etcdserver import EtcdServer, LiveWriter, etcd_metric, v2_admin_call, v3_call
 
 PREFIX = "/coreos.com/network"
 CONFIG = parse_network_config({"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0",
@@ -190,6 +190,16 @@ def test_right_credentials_are_sent_with_the_watch_too(auth_etcd):
     registry = make_registry(auth_etcd.api, endpoints=auth_etcd.endpoint, username="root", password="rootpw")
     index = registry.list_leases().index
     registry.put_config('{"Network": "10.1.0.0/16"}')
-    events = registry.watch_leases(index, 2, with_config=True)[0]
-    registry.close()
+    events, index = registry.watch_leases(index, 2, with_config=True)[:2]
     assert [event.text for event in events] == ['{"Network": "10.1.0.0/16"}']
+    if auth_etcd.api == "v2":  # and with the v2 watch's stream: two live changes on one request
+        writer = LiveWriter(make_registry("v2", endpoints=auth_etcd.endpoint, username="root", password="rootpw"),
+                            auth_etcd.endpoint, lambda number: LeaseAttrs("192.168.205.%d" % number, "vxlan", "0e:00:00:00:00:%02x" % number))
+        requests = etcd_metric(auth_etcd.endpoint, "etcd_debugging_store_watch_requests_total")
+        seen = []
+        for number, subnet in enumerate([IPNetwork("10.1.16.0/20"), IPNetwork("10.1.32.0/20")]):
+            events, index = writer.watch(registry, index, number + 5, subnet, True)
+            seen.extend(event.subnet for event in events)
+        requests = etcd_metric(auth_etcd.endpoint, "etcd_debugging_store_watch_requests_total") - requests
+        assert seen == [IPNetwork("10.1.16.0/20"), IPNetwork("10.1.32.0/20")] and requests == 1, (seen, requests)
+    registry.close()

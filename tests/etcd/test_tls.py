@@ -26,7 +26,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry im
     RegistryError, RegistryUnavailable, make_registry)
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry.v2 import EtcdRegistry
 
-from support.etcdserver import _b64, v3_call
+from support.etcdserver import LiveWriter, _b64, etcd_metric, v3_call
 from support.tlsetcd import Pki, client_opener, environment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -60,6 +60,27 @@ def test_basic_auth_credentials_are_accepted_alongside_the_certificate(tls_etcd)
     registry = EtcdRegistry(tls_etcd.endpoint, username="flannel", password=PASSWORD, **tls_etcd.client_files)
     registry.put_config(CONFIG_TEXT)
     assert registry.get_config() == CONFIG_TEXT
+
+
+def test_the_v2_watch_streams_live_changes_over_tls_with_credentials(tls_etcd):
+    """The watch's own connection (registry/v2_watch.py) over TLS with the client certificate and
+    basic auth: three live changes on two requests (the second one streams the rest)."""
+    files = dict(tls_etcd.client_files, username="flannel", password=PASSWORD)
+    watcher, context = EtcdRegistry(tls_etcd.endpoint, **files), tls_etcd.pki.client_context(
+        tls_etcd.client_cert, tls_etcd.client_key)
+    writer = LiveWriter(EtcdRegistry(tls_etcd.endpoint, **files), tls_etcd.endpoint,
+                        lambda number: LeaseAttrs("192.168.205.%d" % number, "vxlan", "0e:00:00:00:00:%02x" % number),
+                        context)
+    index = watcher.list_leases().index
+    requests = etcd_metric(tls_etcd.endpoint, "etcd_debugging_store_watch_requests_total", context)
+    subnets = [IPNetwork("10.%d.0.0/20" % number) for number in (20, 21, 22)]
+    seen = []
+    for number, subnet in enumerate(subnets):
+        events, index = writer.watch(watcher, index, number + 11, subnet)
+        seen.extend(event.subnet for event in events)
+    requests = etcd_metric(tls_etcd.endpoint, "etcd_debugging_store_watch_requests_total", context) - requests
+    watcher.close()
+    assert seen == subnets and requests == 2, (seen, requests)
 
 
 def test_client_without_certificate_is_refused(tls_etcd):

@@ -1,15 +1,11 @@
-"""The v2 registry's watch on a kept-alive connection of its own (registry/v2_watch.py), against
-a real etcd: one connection while changes keep coming, one streaming request while they come
-live, a stream etcd answered from its history not waited on again, a connection etcd closed
-meanwhile is replaced without an error, a quiet watch on another cluster behind the same URL is
-an error, one on the same cluster emptied asks for a re-listing, and a reply is read within the
-same limits as python-etcd's."""
+"""The v2 registry's watch on a kept-alive connection of its own (registry/v2_watch.py), against a
+real etcd: one connection while changes keep coming, one streaming request while they come live, a
+stream etcd answered from its history not waited on again, a connection etcd closed meanwhile is
+replaced without an error, a quiet watch on another cluster behind the same URL is an error, one on
+the same cluster emptied asks for a re-listing, and a reply is read within the same limits as
+python-etcd's."""
 
-import re
 import shutil
-import threading
-import time
-import urllib.request
 
 import pytest
 from netaddr import IPNetwork
@@ -17,7 +13,7 @@ from netaddr import IPNetwork
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import make_registry
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry.errors import IndexCleared, RegistryError
-from support.etcdserver import EtcdServer
+from support.etcdserver import EtcdServer, LiveWriter, etcd_metric
 
 
 def _attrs(last_octet):
@@ -30,57 +26,18 @@ def _local_port(registry):
     return connection.sock.getsockname()[1] if connection is not None and connection.sock is not None else None
 
 
-def _etcd_metric(endpoint, name):
-    """A number from etcd's /metrics (loopback): its v2 watch requests so far, its watchers now."""
-    text = urllib.request.urlopen(endpoint + "/metrics", timeout=5).read().decode()
-    return int(float(re.search(r"^%s (\S+)$" % name, text, re.MULTILINE).group(1)))
-
-
-class _LiveWriter:
-    """Creates each lease it is handed only once etcd holds a watcher (the reader's request is in):
-    the change then reaches that watcher live, not from etcd's history."""
-
-    def __init__(self, registry, endpoint):
-        self.registry, self.endpoint = registry, endpoint
-        self.leases, self.errors = [], []
-
-    def _run(self, number, subnet):
-        try:
-            deadline = time.monotonic() + 20
-            while _etcd_metric(self.endpoint, "etcd_debugging_store_watchers") < 1:
-                assert time.monotonic() < deadline, "no watcher at etcd within 20 s"
-                time.sleep(0.02)
-            self.leases.append(self.registry.create_lease(subnet, _attrs(number), 600))
-        except Exception as err:  # handed to the test's thread
-            self.errors.append(err)
-
-    def write(self, number, subnet):
-        thread = threading.Thread(target=self._run, args=(number, subnet), daemon=True)
-        thread.start()
-        return thread
-
-
-def _watch_live(watcher, writer, index, number, subnet, with_config=False):
-    """watch_leases from `index` while `writer` creates the lease of `subnet` live: (events, index)."""
-    thread = writer.write(number, subnet)
-    events, index = watcher.watch_leases(index, 20, with_config=with_config)[:2]
-    thread.join(20)
-    assert not writer.errors, writer.errors
-    return events, index
-
-
 def test_changes_that_come_live_arrive_on_one_streaming_request(etcd_endpoint):
     """etcd counts the watch requests it gets: five live changes, two requests (the first one's
     reply tells the watch etcd's index; from then on one stream carries every change)."""
     watcher = make_registry("v2", endpoints=etcd_endpoint)
-    writer = _LiveWriter(make_registry("v2", endpoints=etcd_endpoint), etcd_endpoint)
+    writer = LiveWriter(make_registry("v2", endpoints=etcd_endpoint), etcd_endpoint, _attrs)
     index = watcher.list_leases().index
-    requests_before = _etcd_metric(etcd_endpoint, "etcd_debugging_store_watch_requests_total")
+    requests_before = etcd_metric(etcd_endpoint, "etcd_debugging_store_watch_requests_total")
     seen, subnets = [], [IPNetwork("10.%d.0.0/20" % number) for number in range(70, 75)]
     for number, subnet in enumerate(subnets):
-        events, index = _watch_live(watcher, writer, index, number + 30, subnet)
+        events, index = writer.watch(watcher, index, number + 30, subnet)
         seen.extend(event.subnet for event in events)
-    requests = _etcd_metric(etcd_endpoint, "etcd_debugging_store_watch_requests_total") - requests_before
+    requests = etcd_metric(etcd_endpoint, "etcd_debugging_store_watch_requests_total") - requests_before
     watcher.close()
     assert seen == subnets
     assert index == writer.leases[-1].modified_index
@@ -92,9 +49,9 @@ def test_a_stream_answered_from_history_is_not_waited_on_again(etcd_endpoint):
     history with that one event and sends nothing more on it. The watch asks again for the next
     change, and the live ones after it still arrive, in order."""
     watcher = make_registry("v2", endpoints=etcd_endpoint)
-    writer = _LiveWriter(make_registry("v2", endpoints=etcd_endpoint), etcd_endpoint)
+    writer = LiveWriter(make_registry("v2", endpoints=etcd_endpoint), etcd_endpoint, _attrs)
     index = watcher.list_leases().index
-    first, index = _watch_live(watcher, writer, index, 40, IPNetwork("10.80.0.0/20"))
+    first, index = writer.watch(watcher, index, 40, IPNetwork("10.80.0.0/20"))
     unwatched = [IPNetwork("10.81.0.0/20"), IPNetwork("10.82.0.0/20")]
     for number, subnet in enumerate(unwatched):
         writer.registry.create_lease(subnet, _attrs(number + 41), 600)
@@ -103,7 +60,7 @@ def test_a_stream_answered_from_history_is_not_waited_on_again(etcd_endpoint):
         events, index = watcher.watch_leases(index, 5)[:2]  # each at once: in etcd's history
         seen.extend(event.subnet for event in events)
     for number, subnet in enumerate([IPNetwork("10.83.0.0/20"), IPNetwork("10.84.0.0/20")]):
-        events, index = _watch_live(watcher, writer, index, number + 43, subnet)
+        events, index = writer.watch(watcher, index, number + 43, subnet)
         seen.extend(event.subnet for event in events)
     watcher.close()
     assert seen == [IPNetwork("10.%d.0.0/20" % number) for number in range(80, 85)]
@@ -202,10 +159,10 @@ def test_a_stream_that_falls_behind_is_let_go_before_etcd_drops_it(etcd_endpoint
     lets the stream go when it finds itself behind, and every change arrives once, in order,
     each at once (without the guard, the rest came only after a quiet watch)."""
     watcher = make_registry("v2", endpoints=etcd_endpoint)
-    writer = _LiveWriter(make_registry("v2", endpoints=etcd_endpoint), etcd_endpoint)
+    writer = LiveWriter(make_registry("v2", endpoints=etcd_endpoint), etcd_endpoint, _attrs)
     index = watcher.list_leases().index
     for number in range(2):  # the second through a stream
-        index = _watch_live(watcher, writer, index, number + 50, IPNetwork("10.%d.0.0/20" % (90 + number)), True)[1]
+        index = writer.watch(watcher, index, number + 50, IPNetwork("10.%d.0.0/20" % (90 + number)), True)[1]
     raw = writer.registry._clients[0]
     for number in range(24):
         raw.write("/coreos.com/network/bulk/%d" % number, "x" * 500000)

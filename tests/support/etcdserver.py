@@ -3,10 +3,12 @@ through ETCD_* variables; and a raw v3 client for writing what the registry neve
 
 import base64
 import json
+import re
 import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.request
 
@@ -84,6 +86,43 @@ class EtcdServer:
             urllib.request.urlopen(request, timeout=5).read()
         except OSError:
             pass
+
+
+def etcd_metric(endpoint, name, context=None):
+    """A number from a test etcd's /metrics (`context`: TLS's): e.g. its v2 watch requests so far
+    (etcd_debugging_store_watch_requests_total), its v2 watchers now (etcd_debugging_store_watchers)."""
+    text = urllib.request.urlopen(endpoint + "/metrics", timeout=5, context=context).read().decode()
+    return int(float(re.search(r"^%s (\S+)$" % name, text, re.MULTILINE).group(1)))
+
+
+class LiveWriter:
+    """Creates each lease it is handed only once the test etcd at `endpoint` holds a v2 watcher
+    (the reader's request is in): the change then reaches that watcher live, not from etcd's
+    history. `attrs(number)`: the LeaseAttrs of the number-th lease; `context`: TLS's."""
+
+    def __init__(self, registry, endpoint, attrs, context=None):
+        self.registry, self.endpoint, self.attrs, self.context = registry, endpoint, attrs, context
+        self.leases, self.errors = [], []
+
+    def _run(self, number, subnet):
+        try:
+            deadline = time.monotonic() + 20
+            while etcd_metric(self.endpoint, "etcd_debugging_store_watchers", self.context) < 1:
+                assert time.monotonic() < deadline, "no watcher at etcd within 20 s"
+                time.sleep(0.02)
+            self.leases.append(self.registry.create_lease(subnet, self.attrs(number), 600))
+        except Exception as err:  # handed to the test's thread
+            self.errors.append(err)
+
+    def watch(self, watcher, index, number, subnet, with_config=False):
+        """`watcher`.watch_leases from `index` while the lease of `subnet` is created live:
+        (events, next index)."""
+        thread = threading.Thread(target=self._run, args=(number, subnet), daemon=True)
+        thread.start()
+        events, index = watcher.watch_leases(index, 20, with_config=with_config)[:2]
+        thread.join(20)
+        assert not self.errors, self.errors
+        return events, index
 
 
 def _b64(text):
