@@ -98,6 +98,25 @@ def test_a_connection_etcd_closed_is_replaced_without_an_error(etcd_server, etcd
     assert [(event.subnet, event.lease.attrs) for event in events] == [(created.subnet, created.attrs)]
 
 
+def test_a_stream_etcd_closed_is_replaced_without_an_error(etcd_server, etcd_endpoint):
+    """etcd restarted between two changes while a stream was open: its connection ends between
+    events, and the watch asks again on a new connection (no error, nothing lost)."""
+    watcher = make_registry("v2", endpoints=etcd_endpoint)
+    writer = LiveWriter(make_registry("v2", endpoints=etcd_endpoint), etcd_endpoint, _attrs)
+    index = watcher.list_leases().index
+    for number in range(2):  # the second through a stream, which stays open
+        index = writer.watch(watcher, index, number + 60, IPNetwork("10.%d.0.0/20" % (100 + number)))[1]
+    assert watcher._watches[0]._stream is not None
+    etcd_server.process.terminate()  # closes the stream's connection
+    etcd_server.process.wait(10)
+    etcd_server.process = None
+    etcd_server.start()  # same data directory: the keys and the index survive
+    created = writer.registry.create_lease(IPNetwork("10.102.0.0/20"), _attrs(62), 600)
+    events = watcher.watch_leases(index, 2)[0]  # no RegistryBadReply: asked again on a new connection
+    watcher.close()
+    assert [(event.subnet, event.lease.attrs) for event in events] == [(created.subnet, created.attrs)]
+
+
 def test_a_quiet_watch_on_a_new_cluster_behind_the_same_url_is_an_error():
     """etcd re-formed on the same URL (an emptied data directory, another token: what the etcd role
     does when the membership changes): its index is below the agent's, so every watch stays quiet.

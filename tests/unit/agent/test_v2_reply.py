@@ -157,3 +157,10 @@ def test_a_stream_ended_before_its_first_event_is_a_bad_reply():
     with pytest.raises(BadReply) as caught:
         _open_stream(STREAM_HEAD, b"0\r\n\r\n")
     assert caught.value.problem == "the watch stream ended before an event"
+
+
+def test_a_stream_whose_connection_ends_between_events_is_over_not_broken():
+    """etcd restarting closes the connection between two events: nothing was cut short."""
+    reply, theirs = _open_stream(STREAM_HEAD, b"4\r\n{}\n\n\r\n")
+    theirs.close()
+    assert reply.body == b"{}" and reply.stream.next_event(0.3) is None

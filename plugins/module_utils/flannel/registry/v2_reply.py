@@ -14,6 +14,7 @@ from ..etcd_http import MAX_REPLY_BYTES, REPLY_SECONDS, BadReply
 
 MAX_HEAD = 64 * 1024  # the status line and headers: etcd's take about 300 bytes
 _RECEIVE = 65536
+_CLOSED = "connection closed before a reply"
 _FIONREAD = 0x541B  # Linux's ioctl: the bytes a socket has received and not handed out yet
 
 
@@ -46,7 +47,7 @@ class _Reader:
         self.body_begun = False  # a byte after the headers arrived: a timeout is a stall, not quiet
         self.streaming = False  # in a stream's body: any byte that arrives begins an event
 
-    def _more(self):
+    def more(self):
         try:
             data = self.sock.recv(_RECEIVE)
         except socket.timeout:
@@ -54,7 +55,7 @@ class _Reader:
                 raise BadReply(self.source, "stalled mid-body")
             raise
         if not data:
-            raise BadReply(self.source, "ended mid-body" if self.body_begun else "connection closed before a reply")
+            raise BadReply(self.source, "ended mid-body" if self.body_begun else _CLOSED)
         if time.monotonic() > self.deadline:
             raise BadReply(self.source, "still arriving after %.0f s" % REPLY_SECONDS)
         self.buffer += data
@@ -69,18 +70,18 @@ class _Reader:
                 return taken
             if len(self.buffer) > limit:
                 raise BadReply(self.source, "%s over %d bytes" % (what, limit))
-            self._more()
+            self.more()
 
     def some(self, count):
         """Up to `count` bytes: what is buffered, else what one read brings."""
         if not self.buffer:
-            self._more()
+            self.more()
         taken, self.buffer = self.buffer[:count], self.buffer[count:]
         return taken
 
     def exactly(self, count):
         while len(self.buffer) < count:
-            self._more()
+            self.more()
         taken, self.buffer = self.buffer[:count], self.buffer[count:]
         return taken
 
@@ -88,7 +89,7 @@ class _Reader:
         """Everything up to the end of the connection."""
         while True:
             try:
-                self._more()
+                self.more()
             except BadReply as error:
                 if error.problem.startswith("ended"):
                     taken, self.buffer = self.buffer, b""
@@ -181,8 +182,9 @@ class EventStream:
         self._pending = b""  # bytes of the body not yet a whole line
 
     def next_event(self, timeout):
-        """The next event's line (bytes), or None when etcd ended the stream (it ends a watcher that
-        falls 100 events behind); socket.timeout when not a byte came within `timeout` s."""
+        """The next event's line (bytes), or None when etcd ended the stream between events (its
+        reply, or the connection: etcd restarted); socket.timeout when not a byte came within
+        `timeout` s."""
         reader = self._reader
         reader.sock.settimeout(timeout)
         reader.deadline = time.monotonic() + timeout + REPLY_SECONDS
@@ -199,6 +201,8 @@ class EventStream:
             if len(self._pending) > MAX_REPLY_BYTES:
                 raise BadReply(reader.source, "over %d MiB (the limit for one reply)" % (MAX_REPLY_BYTES >> 20))
             if not self._left:
+                if not (self._pending or reader.buffer or self._more_between_events()):
+                    return None
                 self._left = _chunk_size(reader)
                 if not self._left:
                     return None
@@ -207,6 +211,18 @@ class EventStream:
             self._pending += taken
             if not self._left:
                 reader.exactly(2)  # the chunk's CRLF
+
+    def _more_between_events(self):
+        """Read the next event's first bytes; False when the connection ends there instead."""
+        try:
+            self._reader.more()
+        except ConnectionResetError:
+            return False
+        except BadReply as error:
+            if error.problem != _CLOSED:
+                raise
+            return False
+        return True
 
     def waiting(self):
         """The bytes received and not handed out yet (the socket's queue included)."""
