@@ -466,3 +466,33 @@ def test_the_kernel_drops_the_announcements_of_a_batch_only(nodes):
     finally:
         first.backend.announce_to(None)
         events.close()
+
+
+def test_the_kernel_drops_the_announcement_of_a_batchs_ipv6_fdb_entry_only(three_hosts):
+    """flannel-v6.<VNI>'s FDB entries have an IPv6 dst: the vxlan driver announces them with port
+    0 as it does the IPv4 ones, and the batch's filter names them the same way; the same entry
+    written by anyone else is queued."""
+    host = three_hosts[0]
+    host.run(["ip", "link", "add", "vx6", "type", "vxlan", "id", "7", "dstport", "8472", "local", "fd00:205::11",
+              "nolearning"])
+    ipr = host.ipr()
+    index, mac, peer = netlink.link_index("vx6", ipr), "0e:00:00:00:06:06", "fd00:205::12"
+    pyroute2_netns.pushns(host.ns)
+    try:
+        events = KernelEvents()
+    finally:
+        pyroute2_netns.popns()
+    batch = netlink.Batch(ipr)
+    batch.own_announcements = events
+    try:
+        netlink.replace_fdb(index, mac, peer, ipr=batch)
+        assert batch.send() == {}
+        assert events.read() == []  # dropped by the kernel within the send
+        assert {"mac": mac, "dst": peer} in [{"mac": entry["mac"], "dst": entry["dst"]} for entry in json.loads(
+            host.run(["bridge", "-j", "fdb", "show", "dev", "vx6"]).stdout)]
+        netlink.delete_fdb(index, mac, peer, ipr)  # another socket's: the filter is off once the batch is sent
+        netlink.replace_fdb(index, mac, peer, ipr)
+        assert events.read() == [FdbEvent(True, index, mac, peer), FdbEvent(False, index, mac, peer)]
+    finally:
+        batch.close()
+        events.close()

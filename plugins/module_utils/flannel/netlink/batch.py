@@ -149,7 +149,7 @@ class Batch:
             (_attribute(NDA_LLADDR, mac) if mac else b"")
         kind = RTM_NEWNEIGH if command == "replace" else RTM_DELNEIGH
         # The vxlan driver announces an FDB change with port 0, not ours: it is named to the filter.
-        announced = (kind, ifindex, mac, address) if family == AF_BRIDGE and mac and len(address) == 4 else None
+        announced = (kind, ifindex, mac, address) if family == AF_BRIDGE and mac else None
         self._queue(body, kind, command, what, announced)
 
     def _queue(self, body, kind, command, what, announced=None):

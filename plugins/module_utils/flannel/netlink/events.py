@@ -74,13 +74,12 @@ _JUMP_EQUAL, _JUMP_AT_LEAST, _RETURN = 0x15, 0x35, 0x06
 _KEEP, _DROP = 0xFFFFFFFF, 0
 _PORT_READ = struct.Struct(">I")  # the header's port id as the load at offset 12 reads it
 # The vxlan driver's FDB notification starts with the header, the ndmsg, NDA_LLADDR (6 bytes,
-# padded) and NDA_DST; the loads comparing its type, family, ifindex, NDA_LLADDR's header, MAC (4
-# and 2 bytes), NDA_DST's header and IPv4 address, and those fields read as the loads read them.
-_FDB_FIXED_LENGTH = 48
-_FDB_LOADS = ((_LOAD_HALF, 4), (_LOAD_BYTE, 16), (_LOAD_WORD, 20), (_LOAD_WORD, 28), (_LOAD_WORD, 32),
-              (_LOAD_HALF, 36), (_LOAD_WORD, 40), (_LOAD_WORD, 44))
-_FDB_READ = struct.Struct(">4xH10xB3xI4xIIH2xII")
-_FDB_JUMPS = tuple(2 * (len(_FDB_LOADS) - 1 - position) + 1 for position in range(len(_FDB_LOADS)))
+# padded) and NDA_DST (an IPv4 address, or an IPv6 one on flannel-v6.<VNI>); the loads comparing
+# its type, family, ifindex, NDA_LLADDR's header, MAC (4 and 2 bytes), NDA_DST's header and
+# address (a word at a time), and those fields read as the loads read them; by address size.
+_FDB_HEAD_LOADS = ((_LOAD_HALF, 4), (_LOAD_BYTE, 16), (_LOAD_WORD, 20), (_LOAD_WORD, 28), (_LOAD_WORD, 32),
+                   (_LOAD_HALF, 36), (_LOAD_WORD, 40))
+_FDB_ADDRESS_OFFSET = 44
 
 
 def _attributes(data, offset, end):
@@ -181,38 +180,57 @@ def _instructions(*code):
 
 
 # The parts of own_changes_filter's program that do not change: a message shorter than a header
-# kept; the port's check (its value packed per port); an FDB check's guard (shorter kept); the end.
+# kept; the port's check (its value packed per port); the end.
 _START = _instructions((_LOAD_LENGTH, 0, 0, 0), (_JUMP_AT_LEAST, 1, 0, _HEADER.size), (_RETURN, 0, 0, _KEEP))
 _PORT_CHECK = struct.Struct("=" + "HBBI" * 3)
-_FDB_GUARD = _instructions((_LOAD_LENGTH, 0, 0, 0), (_JUMP_AT_LEAST, 1, 0, _FDB_FIXED_LENGTH), (_RETURN, 0, 0, _KEEP))
 _END = _instructions((_RETURN, 0, 0, _KEEP))
-# One FDB entry's checks: each field loaded and compared in turn (a difference jumps past the
-# entry's DROP, to the next entry), then DROP; its 8 values are filled in per entry.
-_FDB_CHECKS = struct.Struct("=" + "HBBI" * (2 * len(_FDB_LOADS) + 1))
-_FDB_TEMPLATE = [field for (load, offset), after in zip(_FDB_LOADS, _FDB_JUMPS)
-                 for field in (load, 0, 0, offset, _JUMP_EQUAL, 0, after, None)] + [_RETURN, 0, 0, _DROP]
-_FDB_VALUE_POSITIONS = tuple(position for position, field in enumerate(_FDB_TEMPLATE) if field is None)
+
+
+class _FdbChecks:
+    """The checks of one FDB entry with an address of `size` bytes (4, 16): each field loaded and
+    compared in turn (a difference jumps past the entry's DROP, to the next entry), then DROP; its
+    values filled in per entry. `guard`: before the entries of this size, a message too short
+    for them is kept (the loads past its end would drop it)."""
+
+    def __init__(self, size):
+        loads = _FDB_HEAD_LOADS + tuple((_LOAD_WORD, _FDB_ADDRESS_OFFSET + offset) for offset in range(0, size, 4))
+        jumps = tuple(2 * (len(loads) - 1 - position) + 1 for position in range(len(loads)))
+        self.read = struct.Struct(">4xH10xB3xI4xIIH2xI" + "I" * (size // 4))
+        self.guard = _instructions((_LOAD_LENGTH, 0, 0, 0), (_JUMP_AT_LEAST, 1, 0, _FDB_ADDRESS_OFFSET + size),
+                                   (_RETURN, 0, 0, _KEEP))
+        self.checks = struct.Struct("=" + "HBBI" * (2 * len(loads) + 1))
+        self.template = [field for (load, offset), after in zip(loads, jumps)
+                         for field in (load, 0, 0, offset, _JUMP_EQUAL, 0, after, None)] + [_RETURN, 0, 0, _DROP]
+        self.positions = tuple(position for position, field in enumerate(self.template) if field is None)
+
+    def entry(self, kind, index, mac, dst):
+        announced = _HEADER.pack(_FDB_ADDRESS_OFFSET + len(dst), kind, 0, 0, 0) + \
+            _NDMSG.pack(AF_BRIDGE, index, 0, 0, 0) + _ATTR.pack(10, NDA_LLADDR) + mac + b"\0\0" + \
+            _ATTR.pack(4 + len(dst), NDA_DST) + dst
+        fields = list(self.template)
+        for position, value in zip(self.positions, self.read.unpack(announced)):
+            fields[position] = value
+        return self.checks.pack(*fields)
+
+
+_FDB_CHECKS = {4: _FdbChecks(4), 16: _FdbChecks(16)}
 
 
 def own_changes_filter(port, fdb=()):
     """A classic BPF program (bytes) dropping the notifications stamped with netlink port `port`
     (the kernel stamps a request's announcements with its sender's port) and the vxlan driver's
-    FDB notifications listed in `fdb`, (type, ifindex, mac, IPv4 dst) with the addresses as bytes
-    (the driver stamps those with port 0). Every other notification is kept, a shorter one too.
-    Packed from ready parts: it is built at every batch the agent sends."""
+    FDB notifications listed in `fdb`, (type, ifindex, mac, dst) with the addresses as bytes, dst
+    IPv4 or IPv6 (the driver stamps those with port 0). Every other notification is kept, a
+    shorter one too. Packed from ready parts: it is built at every batch the agent sends."""
     program = [_START]
     if port:
         program.append(_PORT_CHECK.pack(_LOAD_WORD, 0, 0, 12, _JUMP_EQUAL, 0, 1, _PORT_READ.unpack(_U32.pack(port))[0],
                                         _RETURN, 0, 0, _DROP))
-    if fdb:
-        program.append(_FDB_GUARD)
-    for kind, index, mac, dst in fdb:
-        announced = _HEADER.pack(_FDB_FIXED_LENGTH, kind, 0, 0, 0) + _NDMSG.pack(AF_BRIDGE, index, 0, 0, 0) + \
-            _ATTR.pack(10, NDA_LLADDR) + mac + b"\0\0" + _ATTR.pack(8, NDA_DST) + dst
-        fields = list(_FDB_TEMPLATE)
-        for position, value in zip(_FDB_VALUE_POSITIONS, _FDB_READ.unpack(announced)):
-            fields[position] = value
-        program.append(_FDB_CHECKS.pack(*fields))
+    for size, checks in sorted(_FDB_CHECKS.items()):  # IPv4's first: its guard is the shorter
+        entries = [checks.entry(*entry) for entry in fdb if len(entry[3]) == size]
+        if entries:
+            program.append(checks.guard)
+            program.extend(entries)
     program.append(_END)
     return b"".join(program)
 
