@@ -1,6 +1,7 @@
 """The WireGuard device as the backend sees it, whoever implements it: what it is told (WgPeer,
-the private key, the listen port) and what it answers (DeviceState), the same for the kernel
-module (netlink.wireguard.KernelDevice) and for wireguard-go (UapiDevice here, speaking the
+the private key, the listen port) and what it answers (DeviceState; both types defined beside
+the kernel's implementation, netlink.wireguard.KernelDevice, which the netlink layer cannot import
+from here), the same for the kernel module and for wireguard-go (UapiDevice here, speaking the
 userspace control protocol `wg` speaks over /var/run/wireguard/<device>.sock).
 
 Both take one call, configure(private_key, listen_port, peers, removed): the key and port when not
@@ -8,26 +9,17 @@ None (setting them again would make wireguard-go rebind its socket), the peers i
 (their allowed IPs replaced), the public keys in `removed` removed, nothing else touched.
 """
 
-import collections
 import errno
 import os
 import socket
 import subprocess
 
+from ..netlink.wireguard import DeviceError, DeviceState, WgPeer
 from .wireguard_keys import base64_key, hex_key
 
 SOCKET_DIRECTORY = "/var/run/wireguard"
 WIREGUARD_GO = "wireguard-go"
 REPLY_LIMIT = 1 << 20  # a device answer larger than this is not wireguard-go's
-
-# endpoint "ip:port", allowed_ips a tuple of CIDRs, keepalive seconds (0 off), psk base64 or None.
-WgPeer = collections.namedtuple("WgPeer", "public_key endpoint allowed_ips keepalive psk")
-# peers {public key: WgPeer}; handshakes {public key: unix time of the last handshake, 0 never}.
-DeviceState = collections.namedtuple("DeviceState", "private_key listen_port peers handshakes")
-
-
-class DeviceError(Exception):
-    """The WireGuard device refused or did not answer; the message says which and why."""
 
 
 def socket_path(device):

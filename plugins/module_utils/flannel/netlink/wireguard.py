@@ -1,17 +1,27 @@
 """The kernel's WireGuard device (link kind `wireguard`), configured over generic netlink
 (pyroute2's WireGuard): the same configure()/state() as wireguard-go's control socket
-(backends/wireguard_device.UapiDevice), so the backend has one configuration path for both.
+(backends/wireguard_device.UapiDevice), so the backend has one configuration path for both; the
+types both implementations take and answer (WgPeer, DeviceState, DeviceError) are defined here.
 
 Only used where the kernel has the wireguard module; the backend falls back to wireguard-go when
 creating the link fails (create_wireguard raises NetlinkError: EOPNOTSUPP, 'Unknown device type').
 """
 
 import base64
+import collections
 
 from . import optional_ipr
 from .links import link_index
 
 ZERO_KEY = base64.b64encode(bytes(32)).decode("ascii")
+# endpoint "ip:port", allowed_ips a tuple of CIDRs, keepalive seconds (0 off), psk base64 or None.
+WgPeer = collections.namedtuple("WgPeer", "public_key endpoint allowed_ips keepalive psk")
+# peers {public key: WgPeer}; handshakes {public key: unix time of the last handshake, 0 never}.
+DeviceState = collections.namedtuple("DeviceState", "private_key listen_port peers handshakes")
+
+
+class DeviceError(Exception):
+    """The WireGuard device refused or did not answer; the message says which and why."""
 
 
 @optional_ipr
@@ -39,8 +49,6 @@ class KernelDevice:
         return WireGuard()
 
     def state(self):
-        from ..backends.wireguard_device import DeviceError, DeviceState, WgPeer
-
         wireguard = self._socket()
         try:
             messages = list(wireguard.info(self.name))
@@ -71,8 +79,6 @@ class KernelDevice:
         return DeviceState(private_key, listen_port, peers, handshakes)
 
     def configure(self, private_key, listen_port, peers=(), removed=()):
-        from ..backends.wireguard_device import DeviceError
-
         wireguard = self._socket()
         try:
             if private_key is not None or listen_port is not None:
