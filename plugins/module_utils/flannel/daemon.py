@@ -362,6 +362,8 @@ def _serve(agent, options):
 def run_agent(options):
     logging.basicConfig(stream=sys.stderr, level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s")
+    # The format names no thread or process: not looked up for each line (one per peer event).
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # The agent reports etcd trouble once, as a health change; the libraries would log every retry.
     for noisy in ("etcd", "etcd.client", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.CRITICAL)

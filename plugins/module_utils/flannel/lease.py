@@ -10,7 +10,7 @@ import re
 
 # The value's format and checks, this module's API too (registries, backends, cli and tests import them from here).
 from .lease_attrs import (KNOWN_BACKEND_TYPES, MAX_LEASE_BYTES, MAX_LEASE_DEPTH, LeaseAttrs, ipv4_unicast_problem,
-                          ipv6_unicast_problem, strict_json_loads, unicast_mac_problem)
+                          ipv6_unicast_problem, parsed_address, strict_json_loads, unicast_mac_problem)
 
 try:
     from netaddr import IPAddress, IPNetwork
@@ -147,7 +147,7 @@ def lease_problem(lease, config, onlink=()):
     """Why a parsed lease cannot be used under `config`, or None: its key must be a subnet of
     the Network with the configured SubnetLen, and its PublicIP outside the overlay and neither
     the network nor the broadcast address of a prefix this host is on (`onlink`)."""
-    public_ip = IPAddress(lease.attrs.public_ip)  # parsed once for the checks below
+    public_ip = parsed_address(lease.attrs.public_ip)  # parsed once for the checks below
     problem = onlink_address_problem(public_ip, onlink)
     if problem:
         return "PublicIP %s" % problem

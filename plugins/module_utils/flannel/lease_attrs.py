@@ -27,11 +27,27 @@ _NOT_UNICAST = ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4")
 # address of a host others reach by routing; multicast).
 _IPV6_NOT_UNICAST = ("::/96", "::ffff:0:0/96", "fe80::/10", "ff00::/8")
 # Both lists parsed once: every lease read checks its addresses against them.
-_NOT_UNICAST_NETWORKS = tuple((block, IPNetwork(block)) for block in _NOT_UNICAST) if IPNetwork else ()
+_NOT_UNICAST_RANGES = tuple((block, IPNetwork(block).first, IPNetwork(block).last) for block in _NOT_UNICAST) \
+    if IPNetwork else ()
 _IPV6_NOT_UNICAST_NETWORKS = tuple((block, IPNetwork(block)) for block in _IPV6_NOT_UNICAST) if IPNetwork else ()
 _MAC_PATTERN = re.compile(r"^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
 # Characters Go's json.Marshal escapes inside strings (they appear nowhere else in JSON text).
 _GO_ESCAPES = re.compile("[<>&\u2028\u2029]")
+
+
+_last_parsed = [(None, None)]  # parsed_address's last (text, IPAddress), replaced as one tuple
+
+
+def parsed_address(text):
+    """IPAddress(text) (netaddr's strict reading, flags=0). A lease event reads its PublicIP,
+    checks it, then checks it against this host: the last text parsed is answered again without
+    parsing it again (it was parsed four times per event). Callers never change the IPAddress."""
+    last_text, address = _last_parsed[0]
+    if text != last_text or not isinstance(text, str):
+        address = IPAddress(text, flags=0)
+        if isinstance(text, str):
+            _last_parsed[0] = (text, address)
+    return address
 
 
 def ipv4_unicast_problem(text):
@@ -39,13 +55,14 @@ def ipv4_unicast_problem(text):
     try:
         if not isinstance(text, str):
             raise TypeError(text)
-        address = IPAddress(text, flags=0)
+        address = parsed_address(text)
     except Exception:
         return "%s is not an IPv4 address" % json.dumps(text, default=str)[:80]
     if address.version != 4:
         return "%s is not an IPv4 address (the data plane is IPv4)" % text
-    for block, network in _NOT_UNICAST_NETWORKS:
-        if address in network:
+    value = address.value  # compared as integers: four IPNetwork lookups cost more at every lease event
+    for block, first, last in _NOT_UNICAST_RANGES:
+        if first <= value <= last:
             return "%s is not a unicast address (it is in %s)" % (text, block)
     return None
 
@@ -146,7 +163,7 @@ class LeaseAttrs:
 
     def __init__(self, public_ip, backend_type=None, vtep_mac=None, backend_data=None, public_ipv6=None,
                  vtep_mac_v6=None, vni_v6=None, modern_format=False, vni=None):
-        self.public_ip = str(IPAddress(public_ip))
+        self.public_ip = str(parsed_address(public_ip))
         self.backend_type = backend_type
         self.vtep_mac = vtep_mac
         self.backend_data = backend_data

@@ -23,7 +23,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.vx
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import parse_network_config
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.daemon import Agent
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import (
-    KNOWN_BACKEND_TYPES, Lease, LeaseAttrs, ipv4_unicast_problem, unicast_mac_problem)
+    KNOWN_BACKEND_TYPES, Lease, LeaseAttrs, ipv4_unicast_problem, parsed_address, unicast_mac_problem)
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry.v2 import EtcdRegistry
 
 PREFIX = "/coreos.com/network"
@@ -269,3 +269,42 @@ def test_udp_valid_peer_is_forwarded_and_one_over_this_host_is_not():
         agent.step()
         agent.step()
         assert agent.in_force.backend._routes == {"10.20.0.0/20": "192.168.205.11"}  # 10.50.0.1 is this host's
+
+
+# ---- the PublicIP's reading, answered again for the same text -----------------------------------
+
+def _oracle_unicast_problem(text):
+    """ipv4_unicast_problem as it was written with IPNetwork lookups, for comparison."""
+    try:
+        address = IPAddress(text, flags=0)
+    except Exception:
+        return "not an address"
+    if address.version != 4:
+        return "not IPv4"
+    for block in ("0.0.0.0/8", "127.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4"):
+        if address in IPNetwork(block):
+            return block
+    return None
+
+
+@SETTINGS
+@given(st.lists(st.one_of(addresses, st.sampled_from(["010.1.2.3", "1.2.3.4 ", "", "::1"])), max_size=8))
+def test_parsed_address_answers_as_netaddr_whatever_came_before(texts):
+    """parsed_address keeps the last text it parsed: any sequence of texts, repeated or not, gets
+    netaddr's own answer (the same address, or an error), and ipv4_unicast_problem the same verdict
+    as with IPNetwork lookups."""
+    for text in texts + texts[::-1]:
+        try:
+            expected = IPAddress(text, flags=0)
+        except Exception:
+            expected = None
+        try:
+            got = parsed_address(text)
+        except Exception:
+            got = None
+        assert (got, got.version if got else None) == (expected, expected.version if expected else None), text
+        problem = ipv4_unicast_problem(text)
+        oracle = _oracle_unicast_problem(text)
+        assert (problem is None) == (oracle is None), (text, problem, oracle)
+        if oracle not in (None, "not an address", "not IPv4"):
+            assert problem.endswith("(it is in %s)" % oracle), problem

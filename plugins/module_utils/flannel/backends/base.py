@@ -9,6 +9,7 @@ import socket
 from .. import netlink
 from ..changes import ADDRESS, DEVICE, Change
 from ..lease import cidr
+from ..lease_attrs import parsed_address
 
 try:
     from netaddr import IPAddress, IPNetwork
@@ -26,7 +27,7 @@ def peer_scope_problem(network, own_subnet, own_public_ip, local_addresses, subn
     if problem:
         return problem
     try:
-        gateway = IPAddress(public_ip)
+        gateway = parsed_address(public_ip)
     except Exception:
         return "PublicIP %r is not an IP address" % (public_ip,)
     if gateway.version != 4 or gateway in network:
@@ -61,7 +62,10 @@ def _subnet_problem(family, subnet, network, network_name, own_subnet, local_add
         return "%ssubnet %s is outside the %s %s" % (family, subnet, network_name, network)
     if own_subnet is not None and (subnet.first <= own_subnet.last and own_subnet.first <= subnet.last):
         return "%ssubnet %s overlaps this host's own %ssubnet %s" % (family, subnet, family, own_subnet)
-    own = sorted(address for address in local_addresses if address in subnet)
+    # Compared as integers (the version too: IPv6 addresses are never in an IPv4 subnet): an
+    # IPNetwork lookup per address cost more at every lease event.
+    first, last, version = subnet.first, subnet.last, subnet.version
+    own = sorted(address for address in local_addresses if address.version == version and first <= address.value <= last)
     if own:
         return "%ssubnet %s contains this host's address %s" % (family, subnet, own[0])
     return None
