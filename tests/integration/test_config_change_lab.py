@@ -1,7 +1,10 @@
 """A changed network config applied through the collection on the lab (under its lock): site.yml
 with host-gw moves both hosts without restarting an agent (docker restarted on the new MTU, the
 same subnets), a second run changes nothing, verify.yml passes; verify.yml names a host whose agent
-is not running the stored config; site.yml brings the lab back to the inventory's vxlan config.
+is not running the stored config; site.yml brings the lab back to the inventory's vxlan config
+(MTU 1450, flannel.100, the same subnets, verify.yml green): the dual-stack case's first run, which
+starts where this case ends (labtools.hand_over), or back_to_the_inventory_config when it does not
+follow.
 Between host-gw and that check, flanneld v0.10's backends without a data plane of the agent's own:
 alloc (verify.yml says it pings nothing, the picture labels the hosts as leases only) and extension
 with plain routes through the peers as its commands (verify.yml's pings pass through them; the
@@ -14,8 +17,8 @@ families; teardown.yml then leaves no IPv6 state, and site.yml brings the IPv4-o
 import json
 import os
 
-from support.labtools import (NODES, PLAYBOOKS, ROOT, ansible_playbook, docker_exec, ensure_lab, lab_inventories, lab_snapshot,
-                              own_agent_installed)
+from support.labtools import (NODES, PLAYBOOKS, ROOT, ansible_playbook, docker_exec, ensure_lab, hand_over,
+                              lab_inventories, lab_snapshot, own_agent_installed)
 from test_upstream_agent import changed_counts, run_ok, subnets
 
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
@@ -51,6 +54,8 @@ ip6tables -w -t nat -S POSTROUTING | grep 'flanneld masq'
 true
 """
 PICTURE = os.path.join(ROOT, "build", "overlay.svg")
+# The host-gw case's end, handed over to the dual-stack case (labtools.hand_over).
+LEFT_WITH_AN_AGENT_STOPPED = "the inventory's vxlan config stored, docker-node2's agent stopped, Docker on MTU 1500"
 HOST_STATE = r"""
 echo "pid=$(systemctl show -p MainPID --value flanneld)"
 grep FLANNEL_MTU /run/flannel/subnet.env
@@ -115,6 +120,7 @@ def test_site_yml_moves_the_lab_to_host_gw_and_back_without_restarting_agents(la
         if not own_agent_installed():
             run_ok(SITE)
         before, states = subnets(lab_snapshot()), host_states()
+        handed_over = False
         try:
             run_ok(SITE, {"network_config_flannel": HOST_GW})
             for node, state in host_states().items():
@@ -138,19 +144,32 @@ def test_site_yml_moves_the_lab_to_host_gw_and_back_without_restarting_agents(la
             rc, output = ansible_playbook([VERIFY], inventories=lab_inventories())
             assert rc != 0 and "%s: the stored network config (vxlan, " % second in output, output[-3000:]
             assert "%s: the stored network config" % first not in output, output[-3000:]
+            # site.yml's return to the inventory's config from here is the dual-stack case's first
+            # run (it starts from this state and checks what the return gives); run alone, or
+            # followed by another case, back_to_the_inventory_config makes and checks it.
+            hand_over(LEFT_WITH_AN_AGENT_STOPPED, lambda: back_to_the_inventory_config(before))
+            handed_over = True
         finally:
-            # Back to the inventory's config even when a check failed: the lab is shared.
-            run_ok(SITE)
-        for node, state in host_states().items():
-            assert "FLANNEL_MTU=1450\ndocker mtu=1450\n" in state and "flannel.100" in state, "%s: %s" % (node, state)
-        assert subnets(lab_snapshot()) == before
-        run_ok(VERIFY)
+            if not handed_over:
+                run_ok(SITE)  # back to the inventory's config when a check failed: the lab is shared
+
+
+def back_to_the_inventory_config(before):
+    """site.yml brings the inventory's vxlan config back: MTU 1450, flannel.100, the same subnets,
+    verify.yml green."""
+    run_ok(SITE)
+    for node, state in host_states().items():
+        assert "FLANNEL_MTU=1450\ndocker mtu=1450\n" in state and "flannel.100" in state, "%s: %s" % (node, state)
+    assert subnets(lab_snapshot()) == before
+    run_ok(VERIFY)
 
 
 def test_site_yml_runs_the_lab_dual_stack_and_teardown_leaves_no_ipv6(lab):
     with lab():
-        ensure_lab()
-        if not own_agent_installed():
+        # From the host-gw case's end when it ran just before (the stored vxlan config, docker-node2's
+        # agent stopped, Docker on extension's MTU 1500): the first site.yml run below is also that
+        # case's return to vxlan, checked here (MTU 1450, flannel.100, IPv4 subnets kept, pings).
+        if ensure_lab(start_from=(LEFT_WITH_AN_AGENT_STOPPED,)) is None and not own_agent_installed():
             run_ok(SITE)
         before = subnets(lab_snapshot())
         try:

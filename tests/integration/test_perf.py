@@ -13,7 +13,9 @@ perf.yml has nothing per backend but its network config, so the other backends' 
 proven where they carry the lab's traffic: vxlan in every lab test, host-gw in
 test_config_change_lab.py, udp in Molecule's default scenario (udp.yml: verify.yml's pings on udp)
 and test_upstream_agent.py (verify.yml on udp with both agents), wireguard in
-test_wireguard_lab.py; upstream's runs and the MTU passes are left to `make perf`. It fails when a
+test_wireguard_lab.py; upstream's runs and the MTU passes are left to `make perf`. It runs last
+on the lab (marked lab_last) and starts from the wireguard case's teardown: its bring-up is that
+case's return to a working overlay (labtools.hand_over). It fails when a
 path carries no traffic; then site.yml on the restored lab must change nothing (what `make lab`
 would do next). Figures are printed, never asserted.
 """
@@ -25,6 +27,7 @@ import re
 import pytest
 
 from support.labtools import ROOT, ansible_playbook, ensure_lab, lab_inventories, lab_snapshot
+from test_wireguard_lab import TORN_DOWN_AFTER_WIREGUARD
 
 PERF = os.path.join(ROOT, "playbooks", "perf.yml")
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
@@ -63,12 +66,15 @@ def test_bad_perf_input_stops_before_any_change(lab, tmp_path, case_id, extra_va
     assert before == after, "%s changed the lab" % case_id
 
 
+@pytest.mark.lab_last
 def test_perf_smoke_every_path_carries_traffic_and_lab_is_restored(lab, tmp_path):
     short = {"perf_seconds": 1, "perf_omit_seconds": 0, "perf_ping_count": 100, "perf_ping_interval": 0.01,
              "perf_backends": SMOKE_BACKENDS, "perf_variants": [], "perf_upstream_binary": "",
              "perf_output_dir": str(tmp_path)}
     with lab():
-        ensure_lab()
+        # Run last (lab_last): it starts from the wireguard case's teardown when that ran, and its
+        # bring-up (teardown.yml, site.yml, verify.yml) is that case's return to a working overlay.
+        ensure_lab(start_from=(TORN_DOWN_AFTER_WIREGUARD,))
         inventories = lab_inventories()
         rc, output = ansible_playbook([PERF], extra_vars=short, inventories=inventories, timeout=3600)
         assert rc == 0, "perf.yml failed:\n" + output[-4000:]
