@@ -1,6 +1,7 @@
 """The flanneld role deploys upstream flanneld v0.10.0 instead of the collection's agent, and back.
 
-On the lab (under its lock), on udp: site.yml with flanneld_upstream_binary, then verify.yml;
+On the lab (under its lock), on udp (our agent first moved there by the stored config alone, which
+it follows): site.yml with flanneld_upstream_binary, then verify.yml;
 site.yml without it, verify.yml, and a second site.yml that changes nothing. Each host keeps its
 subnet through both switches, and the agent that runs is the one asked for (the unit's ExecStart
 and the running process's executable). On udp because it has the one hazard vxlan lacks (our
@@ -14,6 +15,7 @@ absent. A bad path is refused before any host changes.
 import json
 import os
 import re
+import time
 
 import pytest
 
@@ -94,6 +96,18 @@ def drop_upstream_forward_rules(rules_before):
                 docker_exec(node, "iptables -w -D %s" % rule[len("-A "):])
 
 
+def wait_for_flannel0(seconds=60):
+    """Until every node's agent runs the udp backend: flannel0 up, subnet.env on its MTU."""
+    deadline = time.monotonic() + seconds
+    check = "ip -o link show flannel0 2>/dev/null | grep -o 'mtu [0-9]*'; grep -o 'FLANNEL_MTU=[0-9]*' /run/flannel/subnet.env"
+    while True:
+        states = dict((node, docker_exec(node, check + " || true").split()) for node in NODES)
+        if all(len(state) == 3 and "FLANNEL_MTU=" + state[1] == state[2] for state in states.values()):
+            return
+        assert time.monotonic() < deadline, "flannel0 not in force on every node after %d s: %s" % (seconds, states)
+        time.sleep(0.5)
+
+
 # The inventory's overlay on udp: our agent keeps its udp device flannel0 across restarts, which
 # upstream must not find in its way (it would name its own flannel1).
 UDP_CONFIG = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0",
@@ -107,7 +121,12 @@ def test_switch_to_upstream_flanneld_and_back_on_udp_keeps_each_hosts_subnet(lab
         ensure_lab()
         rules_before = forward_rules()
         try:
-            run_ok(SITE, backend_vars)
+            # Our agent onto udp by the stored config alone (it follows without a restart and makes
+            # flannel0, the device upstream must not find in its way): site.yml's first run below
+            # then changes agent and MTU at once (a site.yml run of its own here cost about 35 s).
+            run_ok(ROLE, {"integration_role": "network_config", "integration_hosts": sorted(NODES)[0],
+                          "network_config_flannel": UDP_CONFIG})
+            wait_for_flannel0()
             before = subnets(lab_snapshot())
             assert len(before) == len(NODES), before
             # Relative to the directory ansible-playbook runs in (the checkout), as documented.
