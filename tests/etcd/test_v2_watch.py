@@ -117,6 +117,22 @@ def test_a_stream_etcd_closed_is_replaced_without_an_error(etcd_server, etcd_end
     assert [(event.subnet, event.lease.attrs) for event in events] == [(created.subnet, created.attrs)]
 
 
+def _five_leases_then_etcd_emptied(server, token=None):
+    """A v2 registry on `server` after five leases (and the index it listed them at), then `server`
+    restarted behind the same URL with its data directory emptied (and `token`, a new cluster's)."""
+    registry = make_registry("v2", endpoints=server.endpoint)
+    for number in range(5):
+        registry.create_lease(IPNetwork("10.%d.0.0/20" % (60 + number)), _attrs(number + 20), 600)
+    index = registry.list_leases().index
+    server.process.terminate()
+    server.process.wait(10)
+    shutil.rmtree(server.data_dir)
+    if token is not None:
+        server.token = token
+    server.start()
+    return registry, index
+
+
 def test_a_quiet_watch_on_a_new_cluster_behind_the_same_url_is_an_error():
     """etcd re-formed on the same URL (an emptied data directory, another token: what the etcd role
     does when the membership changes): its index is below the agent's, so every watch stays quiet.
@@ -125,15 +141,7 @@ def test_a_quiet_watch_on_a_new_cluster_behind_the_same_url_is_an_error():
     request to re-list (IndexCleared) rather than a quiet watch."""
     server = EtcdServer().start()
     try:
-        registry = make_registry("v2", endpoints=server.endpoint)
-        for number in range(5):
-            registry.create_lease(IPNetwork("10.%d.0.0/20" % (60 + number)), _attrs(number + 20), 600)
-        index = registry.list_leases().index
-        server.process.terminate()
-        server.process.wait(10)
-        shutil.rmtree(server.data_dir)
-        server.token = "another-cluster"
-        server.start()
+        registry, index = _five_leases_then_etcd_emptied(server, token="another-cluster")
         with pytest.raises(RegistryError) as caught:
             registry.watch_leases(index, 2)
         assert "UUID of the cluster changed" in str(caught.value), caught.value
@@ -152,14 +160,7 @@ def test_a_quiet_watch_on_an_emptied_etcd_with_the_same_cluster_id_asks_for_a_re
     quiet. The watch's X-Etcd-Index says so: a re-listing (IndexCleared) until there is one."""
     server = EtcdServer().start()
     try:
-        registry = make_registry("v2", endpoints=server.endpoint)
-        for number in range(5):
-            registry.create_lease(IPNetwork("10.%d.0.0/20" % (60 + number)), _attrs(number + 20), 600)
-        index = registry.list_leases().index
-        server.process.terminate()
-        server.process.wait(10)
-        shutil.rmtree(server.data_dir)
-        server.start()
+        registry, index = _five_leases_then_etcd_emptied(server)
         for _attempt in range(2):
             with pytest.raises(IndexCleared, match="is at index [0-9]+, below %d" % index):
                 registry.watch_leases(index, 2)
