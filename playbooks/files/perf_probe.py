@@ -117,16 +117,24 @@ def ipv4_of(argv):
             for link in addresses}
 
 
+def global_ipv6_of(argv):
+    """The first global IPv6 address (a dual-stack container's), or None."""
+    addresses = json.loads(run(argv + ["-j", "-6", "addr", "show", "scope", "global"]).stdout or "[]")
+    return next((a["local"] for link in addresses for a in link.get("addr_info", [])), None)
+
+
 def info(container):
     host = ipv4_of(["ip"])
     inside = ipv4_of(in_netns(container, ["ip"]))
     inside.pop("lo", None)
     container_if = next(iter(inside.values()), ([None], None))
+    container_address6 = global_ipv6_of(in_netns(container, ["ip"]))
     subnet_env = {}
     if os.path.exists("/run/flannel/subnet.env"):
         subnet_env = dict(re.findall(r"(?m)^([A-Z_]+)=(\S*)", open("/run/flannel/subnet.env").read()))
     return {"overlay_address": host.get("docker0", ([None],))[0][0],
             "container": container, "container_address": container_if[0][0], "container_mtu": container_if[1],
+            "container_address6": container_address6,
             "interfaces": {name: {"addresses": value[0], "mtu": value[1]} for name, value in host.items()},
             "flannel_mtu": subnet_env.get("FLANNEL_MTU"), "kernel": os.uname().release}
 

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 
-PATHS = ("underlay", "overlay host", "overlay container", "wireguard-go alone")
+PATHS = ("underlay", "overlay host", "overlay container", "wireguard-go alone", "overlay container IPv6")
 
 
 def summarize(case):
@@ -157,6 +157,28 @@ def against_wireguard_go(cases):
     return "\n".join(lines)
 
 
+def ipv6_against_ipv4(cases):
+    """A dual-stack case's IPv6 container -> container against its IPv4 container -> container,
+    measured in alternated rounds in the same case: the median of the rounds' ratios, with each."""
+    lines = []
+    for case in cases:
+        ipv6 = next((row for row in case["rows"] if row["path"] == "overlay container IPv6"), None)
+        ipv4 = next((row for row in case["rows"] if row["path"] == "overlay container"), None)
+        if ipv6 is None or ipv4 is None:
+            continue
+        figures = []
+        for streams, figure in sorted(ipv6["throughput"].items()):
+            theirs = ipv4["throughput"].get(streams, {})
+            ratios = [ratio(six, four) for six, four in zip(figure.get("rounds", [figure["gbps"]]),
+                                                              theirs.get("rounds", [theirs.get("gbps")]))]
+            figures.append("%d: %s%s" % (streams, fmt(median(ratios)), " (rounds %s)" % ", ".join(
+                fmt(value) for value in ratios) if len(ratios) > 1 else ""))
+        lines.append("MTU %s, %s: IPv6 / IPv4 container -> container: %s; p50 latency IPv6 / IPv4: %s" % (
+            case["mtu"], case["label"], " / ".join(figures),
+            fmt(ratio(ipv6["latency"]["p50_ms"], ipv4["latency"]["p50_ms"]))))
+    return "\n".join(lines)
+
+
 def table(cases):
     streams = sorted({s for case in cases for row in case["rows"] for s in row["throughput"]})
     has_upstream = any(case["agent"] == "upstream" for case in cases)
@@ -253,7 +275,8 @@ def main(argv):
     with open(os.path.join(out_dir, "summary.json"), "w") as handle:
         json.dump({"date": raw.get("date"), "cases": cases, "no_traffic": empty}, handle, indent=1)
     print(text)
-    versus = "\n".join(text for text in (against_variants(cases), against_wireguard_go(cases)) if text)
+    versus = "\n".join(text for text in (against_variants(cases), against_wireguard_go(cases), ipv6_against_ipv4(cases))
+                       if text)
     if versus:
         print(versus)
         with open(os.path.join(out_dir, "table.txt"), "a") as handle:

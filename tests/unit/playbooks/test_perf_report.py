@@ -63,3 +63,19 @@ def test_a_single_round_reads_as_before():
     assert perf_report.against_wireguard_go(cases).split("\n") == [
         "MTU 1500, wireguard: container -> container / wireguard-go alone: 1: 0.63",
         "MTU 1500, wireguard: host -> host over flannel-wg / wireguard-go alone: 1: 1.58"]
+
+
+def test_a_dual_stack_case_gives_ipv6_over_ipv4_container_to_container_as_the_median_of_the_rounds():
+    paths = [_path("underlay", 10.0)]
+    for four, six in ((4.0, 3.8), (2.0, 1.6), (4.2, 4.0)):  # round 2 under a heavier load
+        paths += [_path("overlay container", four, "test1", p50=0.20),
+                  _path("overlay container IPv6", six, "test1", p50=0.22)]
+    case = dict(_case(paths), backend="vxlan", variant="IPv6", label="vxlan (IPv6)")
+    cases, empty = perf_report.build({"cases": [case]})
+    assert empty == []
+    assert [row["path"] for row in cases[0]["rows"]] == ["underlay", "overlay container", "overlay container IPv6"]
+    # Ratios 0.95, 0.80, 0.95: the median 0.95.
+    assert perf_report.ipv6_against_ipv4(cases) == (
+        "MTU 1500, vxlan (IPv6): IPv6 / IPv4 container -> container: 1: 0.95 (rounds 0.95, 0.80, 0.95); "
+        "p50 latency IPv6 / IPv4: 1.10")
+    assert perf_report.ipv6_against_ipv4(perf_report.build({"cases": [_case(paths[:2])]})[0]) == ""  # IPv4 only
