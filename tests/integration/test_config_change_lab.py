@@ -10,14 +10,18 @@ alloc (verify.yml says it pings nothing, the picture labels the hosts as leases 
 with plain routes through the peers as its commands (verify.yml's pings pass through them; the
 lease carries the PreStartupCommand's output).
 (The Molecule default scenario no longer repeats this switch: this is the lab's one test of it.)
-Dual-stack (issue 24): site.yml with the inventory's vxlan config plus EnableIPv6 gives docker an
-IPv6 subnet (daemon.json ipv6 and fixed-cidr-v6, the MTU unchanged), verify.yml pings over both
-families; teardown.yml then leaves no IPv6 state, and site.yml brings the IPv4-only lab back."""
+Dual-stack (issue 24), over the lab network's IPv6 prefix: site.yml with the inventory's vxlan
+config plus EnableIPv6 runs flannel-v6.100 and gives docker an IPv6 subnet (daemon.json ipv6 and
+fixed-cidr-v6, FLANNEL_MTU 1430), verify.yml pings over both families, and a don't-fragment ping of
+1430 bytes passes each way for each family; teardown.yml then leaves no IPv6 state; site.yml with
+host-gw plus EnableIPv6 routes IPv6 via each peer's IPv6 address (verify.yml); site.yml with the
+IPv4-only inventory config then turns IPv6 off under the running containers (no IPv6 state left,
+the containers keep their IPv4 addresses)."""
 
 import json
 import os
 
-from support.labtools import (NODES, PLAYBOOKS, ROOT, ansible_playbook, docker_exec, ensure_lab, hand_over,
+from support.labtools import (NODES, NODES6, PLAYBOOKS, ROOT, ansible_playbook, docker_exec, ensure_lab, hand_over,
                               lab_inventories, lab_snapshot, own_agent_installed)
 from test_upstream_agent import changed_counts, run_ok, subnets
 
@@ -36,12 +40,15 @@ EXTENSION = dict(HOST_GW, Backend={
     "SubnetAddCommand": "sh -c 'ip route replace $SUBNET via $PUBLIC_IP dev eth0'",
     "SubnetRemoveCommand": "sh -c 'ip route del $SUBNET via $PUBLIC_IP dev eth0'"})
 # The inventory's vxlan config (inventories/lab/group_vars/flannel.yml) on a dual-stack network:
-# no IPv6 underlay on the lab, so IPv6 rides inside flannel.100.
+# the lab network's IPv6 prefix is the underlay, so IPv6 rides in flannel-v6.100; and host-gw's.
 DUAL_STACK = dict(HOST_GW, Backend={"Type": "vxlan", "VNI": 100, "Port": 8472}, EnableIPv6=True,
                   IPv6Network="fd00:10::/48")
+DUAL_STACK_HOST_GW = dict(DUAL_STACK, Backend={"Type": "host-gw"})
+NODE_OF = dict((address, node) for node, address in NODES.items())
+CONTAINER_IPV4 = "docker inspect -f '{{.NetworkSettings.IPAddress}}' test%s"
 # A node's IPv6 state: subnet.env's IPv6 lines, daemon.json's IPv6 keys and MTU, the test
-# container's IPv6 address, flannel-v6, docker0's IPv6 address, the IPv6 routes through the flannel
-# devices, the agent's ip6tables rules.
+# container's IPv6 address, flannel-v6, docker0's IPv6 address, the routes into the IPv6 network
+# (the backend's and docker0's), the agent's ip6tables rules.
 IPV6_STATE = r"""
 grep IPV6 /run/flannel/subnet.env 2>/dev/null
 python3 -c 'import json; d = json.load(open("/etc/docker/daemon.json"))
@@ -49,7 +56,7 @@ print("docker ipv6=%s fixed-cidr-v6=%s mtu=%s" % (d.get("ipv6"), d.get("fixed-ci
 echo "container6=$(docker inspect -f '{{.NetworkSettings.GlobalIPv6Address}}' test${HOSTNAME##*node} 2>/dev/null)"
 ip -o link show | grep -o 'flannel-v6[.0-9]*' | sort -u
 ip -6 -o addr show dev docker0 scope global
-ip -6 route show | grep flannel
+ip -6 route show | grep '^fd00:10:'
 ip6tables -w -t nat -S POSTROUTING | grep 'flanneld masq'
 true
 """
@@ -164,27 +171,92 @@ def back_to_the_inventory_config(before):
     run_ok(VERIFY)
 
 
+def ipv6_routes_via_peers(node):
+    """host-gw's IPv6 routes on node: into the IPv6 network via another node's lab IPv6 address."""
+    peers = set(address for name, address in NODES6.items() if name != node)
+    routes = json.loads(docker_exec(node, "ip -j -6 route show"))
+    return [route for route in routes if route.get("gateway") in peers and route["dst"].startswith("fd00:10:")]
+
+
+def check_dual_stack_state(backend_device, mtu):
+    """Each node's IPv6 state on the dual-stack config; returns {node: its test container's IPv6 address}."""
+    containers6 = {}
+    for node in NODES:
+        state = docker_exec(node, IPV6_STATE)
+        subnet6 = [line.split("=")[1] for line in state.split("\n") if line.startswith("FLANNEL_IPV6_SUBNET=")]
+        assert "FLANNEL_IPV6_NETWORK=fd00:10::/48\n" in state and len(subnet6) == 1, "%s: %s" % (node, state)
+        assert "docker ipv6=True fixed-cidr-v6=%s mtu=%d\n" % (subnet6[0], mtu) in state, "%s: %s" % (node, state)
+        assert "container6=fd00:10:" in state and "dev %s" % backend_device in state, "%s: %s" % (node, state)
+        assert state.count("flanneld masq") == 4, "%s: %s" % (node, state)
+        containers6[node] = state.split("container6=")[1].split("\n")[0]
+    for key, value in lab_snapshot()["etcd"].items():  # each lease publishes its node's lab IPv6 address
+        if "/subnets/" in key:
+            lease = json.loads(value)
+            assert lease.get("PublicIPv6") == NODES6[NODE_OF[lease["PublicIP"]]], (key, lease)
+    return containers6
+
+
+# A don't-fragment echo request (ping -M do, which the nodes' busybox lacks): argv family, target,
+# packet size; prints "reply" or fails (EMSGSIZE when the packet is over the path's MTU, a timeout
+# when it is lost). ICMPv6's checksum is the kernel's; ICMP's is computed here.
+DF_PING = r"""
+import os, socket, struct, sys
+family, target, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+if family == 6:
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    sock.setsockopt(socket.IPPROTO_IPV6, 23, 2)  # IPV6_MTU_DISCOVER = IPV6_PMTUDISC_DO
+    request, reply, payload = 128, 129, size - 40 - 8
+else:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    sock.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO
+    request, reply, payload = 8, 0, size - 20 - 8
+ident = os.getpid() & 0xFFFF
+body = struct.pack("!HH", ident, 1) + b"d" * payload
+padded = struct.pack("!BBH", request, 0, 0) + body + b"\0" * (len(body) % 2)
+total = sum(struct.unpack("!%dH" % (len(padded) // 2), padded))
+while total >> 16:
+    total = (total & 0xFFFF) + (total >> 16)
+sock.sendto(struct.pack("!BBH", request, 0, 0 if family == 6 else ~total & 0xFFFF) + body, (target, 0))
+sock.settimeout(3)
+while True:
+    data = sock.recv(65535)[0 if family == 6 else 20:]
+    if data[0] == reply and struct.unpack("!H", data[4:6])[0] == ident:
+        print("reply of %d bytes" % (len(data) + (40 if family == 6 else 20)))
+        break
+"""
+
+
+def df_ping(node, target, mtu, family):
+    """A don't-fragment ping of an `mtu`-byte packet from node's test container to `target`."""
+    return docker_exec(node, "nsenter -t $(docker inspect -f '{{.State.Pid}}' test%s) -n python3 - %d %s %d"
+                       % (node[-1], family, target, mtu), stdin=DF_PING)
+
+
 def test_site_yml_runs_the_lab_dual_stack_and_teardown_leaves_no_ipv6(lab):
     with lab():
         # From the host-gw case's end when it ran just before (the stored vxlan config, docker-node2's
         # agent stopped, Docker on extension's MTU 1500): the first site.yml run below is also that
-        # case's return to vxlan, checked here (MTU 1450, flannel.100, IPv4 subnets kept, pings).
+        # case's return to vxlan, checked here (flannel.100, IPv4 subnets kept, pings).
         if ensure_lab(start_from=(LEFT_WITH_AN_AGENT_STOPPED,)) is None and not own_agent_installed():
             run_ok(SITE)
         before = subnets(lab_snapshot())
         try:
+            # vxlan over the IPv6 underlay: flannel-v6.100 (70 bytes of headers: FLANNEL_MTU 1430).
+            # verify.yml before the checks: it starts the test containers where none run.
             run_ok(SITE, {"network_config_flannel": DUAL_STACK})
-            for node in NODES:
-                state = docker_exec(node, IPV6_STATE)
-                subnet6 = [line.split("=")[1] for line in state.split("\n") if line.startswith("FLANNEL_IPV6_SUBNET=")]
-                assert "FLANNEL_IPV6_NETWORK=fd00:10::/48\n" in state and len(subnet6) == 1, "%s: %s" % (node, state)
-                assert "docker ipv6=True fixed-cidr-v6=%s mtu=1450\n" % subnet6[0] in state, "%s: %s" % (node, state)
-                assert "container6=fd00:10:" in state and "dev flannel.100" in state, "%s: %s" % (node, state)
-                assert state.count("flanneld masq") == 4, "%s: %s" % (node, state)
-            # Turning IPv6 on re-keys each lease (10.x.y.0-20&fd00:10:...-64) keeping its IPv4 subnet.
-            assert dict((ip, key.split("&")[0]) for ip, key in subnets(lab_snapshot()).items()) == before
             output = run_ok(VERIFY)
             assert "pings -6" in output and "FAILED" not in output, output[-3000:]
+            containers6 = check_dual_stack_state("flannel-v6.100", 1430)
+            for node, state in host_states().items():
+                assert "flannel.100 " in state, "%s: %s" % (node, state)  # the return to vxlan
+            # Turning IPv6 on re-keys each lease (10.x.y.0-20&fd00:10:...-64) keeping its IPv4 subnet.
+            assert dict((ip, key.split("&")[0]) for ip, key in subnets(lab_snapshot()).items()) == before
+            first, second = sorted(NODES)
+            containers4 = dict((node, docker_exec(node, CONTAINER_IPV4 % node[-1]).strip()) for node in NODES)
+            for node, peer in ((first, second), (second, first)):
+                for family, target in ((6, containers6[peer]), (4, containers4[peer])):
+                    output = df_ping(node, target, 1430, family)
+                    assert output == "reply of 1430 bytes\n", "%s -> %s: %s" % (node, target, output)
 
             run_ok(TEARDOWN)
             for node in NODES:
@@ -193,11 +265,25 @@ def test_site_yml_runs_the_lab_dual_stack_and_teardown_leaves_no_ipv6(lab):
                     "%s after teardown: %s" % (node, state)
             again = changed_counts(run_ok(TEARDOWN))
             assert set(again.values()) == {0}, "second teardown changed: %s" % again
+
+            # host-gw: IPv6 routes via each peer's IPv6 address on the lab network.
+            run_ok(SITE, {"network_config_flannel": DUAL_STACK_HOST_GW})
+            output = run_ok(VERIFY)
+            assert "pings -6" in output and "FAILED" not in output, output[-3000:]
+            check_dual_stack_state("eth0", 1500)
+            for node in NODES:
+                routes = ipv6_routes_via_peers(node)
+                assert len(routes) == len(NODES) - 1 and set(route["dev"] for route in routes) == {"eth0"}, \
+                    "%s: host-gw IPv6 routes via the peers: %s" % (node, routes)
+            containers4 = dict((node, docker_exec(node, CONTAINER_IPV4 % node[-1]).strip()) for node in NODES)
         finally:
-            run_ok(SITE)  # back to the inventory's IPv4-only config even when a check failed: the lab is shared
+            # Back to the inventory's IPv4-only config even when a check failed (the lab is shared);
+            # after the checks above, IPv6 turned off with the test containers running.
+            run_ok(SITE)
         for node in NODES:
             state = docker_exec(node, IPV6_STATE)
             assert state.strip() == "docker ipv6=None fixed-cidr-v6=None mtu=1450\ncontainer6=", "%s: %s" % (node, state)
+            assert docker_exec(node, CONTAINER_IPV4 % node[-1]).strip() == containers4[node], node  # kept its IPv4
         assert all("&" not in key for key in subnets(lab_snapshot()).values())  # IPv4-only keys again
         output = run_ok(VERIFY)
         assert "pings -6" not in output, output[-3000:]
