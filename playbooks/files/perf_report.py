@@ -169,8 +169,8 @@ def ipv6_against_ipv4(cases):
         figures = []
         for streams, figure in sorted(ipv6["throughput"].items()):
             theirs = ipv4["throughput"].get(streams, {})
-            ratios = [ratio(six, four) for six, four in zip(figure.get("rounds", [figure["gbps"]]),
-                                                              theirs.get("rounds", [theirs.get("gbps")]))]
+            rounds = zip(figure.get("rounds", [figure["gbps"]]), theirs.get("rounds", [theirs.get("gbps")]))
+            ratios = [ratio(six, four) for six, four in rounds]
             figures.append("%d: %s%s" % (streams, fmt(median(ratios)), " (rounds %s)" % ", ".join(
                 fmt(value) for value in ratios) if len(ratios) > 1 else ""))
         lines.append("MTU %s, %s: IPv6 / IPv4 container -> container: %s; p50 latency IPv6 / IPv4: %s" % (
