@@ -130,6 +130,19 @@ def against_variants(cases):
     return "\n".join(lines)
 
 
+def round_ratios(row, baseline):
+    """Per stream count, `row`'s throughput over `baseline`'s measured in the same alternated rounds:
+    the median of the rounds' ratios, then each round's ("1: 0.96 (rounds 0.92, 0.96, 1.26) / 4: ...")."""
+    figures = []
+    for streams, figure in sorted(row["throughput"].items()):
+        theirs = baseline["throughput"].get(streams, {})
+        rounds = zip(figure.get("rounds", [figure["gbps"]]), theirs.get("rounds", [theirs.get("gbps")]))
+        ratios = [ratio(mine, base) for mine, base in rounds]
+        figures.append("%d: %s%s" % (streams, fmt(median(ratios)), " (rounds %s)" % ", ".join(
+            fmt(value) for value in ratios) if len(ratios) > 1 else ""))
+    return " / ".join(figures)
+
+
 def against_wireguard_go(cases):
     """The wireguard backend against wireguard-go alone between the same hosts in the same case:
     container -> container over the agent's flannel-wg (the issue's goal), and host -> host over it
@@ -145,15 +158,8 @@ def against_wireguard_go(cases):
             mine = next((row for row in case["rows"] if row["path"] == path), None)
             if alone is None or mine is None:
                 continue
-            figures = []
-            for streams, figure in sorted(mine["throughput"].items()):
-                theirs = alone["throughput"].get(streams, {})
-                rounds = zip(figure.get("rounds", [figure["gbps"]]), theirs.get("rounds", [theirs.get("gbps")]))
-                ratios = [ratio(overlay, baseline) for overlay, baseline in rounds]
-                figures.append("%d: %s%s" % (streams, fmt(median(ratios)), " (rounds %s)" % ", ".join(
-                    fmt(value) for value in ratios) if len(ratios) > 1 else ""))
             lines.append("MTU %s, %s: %s / wireguard-go alone: %s" % (
-                case["mtu"], case["label"], label, " / ".join(figures)))
+                case["mtu"], case["label"], label, round_ratios(mine, alone)))
     return "\n".join(lines)
 
 
@@ -166,15 +172,8 @@ def ipv6_against_ipv4(cases):
         ipv4 = next((row for row in case["rows"] if row["path"] == "overlay container"), None)
         if ipv6 is None or ipv4 is None:
             continue
-        figures = []
-        for streams, figure in sorted(ipv6["throughput"].items()):
-            theirs = ipv4["throughput"].get(streams, {})
-            rounds = zip(figure.get("rounds", [figure["gbps"]]), theirs.get("rounds", [theirs.get("gbps")]))
-            ratios = [ratio(six, four) for six, four in rounds]
-            figures.append("%d: %s%s" % (streams, fmt(median(ratios)), " (rounds %s)" % ", ".join(
-                fmt(value) for value in ratios) if len(ratios) > 1 else ""))
         lines.append("MTU %s, %s: IPv6 / IPv4 container -> container: %s; p50 latency IPv6 / IPv4: %s" % (
-            case["mtu"], case["label"], " / ".join(figures),
+            case["mtu"], case["label"], round_ratios(ipv6, ipv4),
             fmt(ratio(ipv6["latency"]["p50_ms"], ipv4["latency"]["p50_ms"]))))
     return "\n".join(lines)
 
