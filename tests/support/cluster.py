@@ -191,7 +191,8 @@ class Cluster:
         """etcd in the LAN namespace, clients on `port` and peers on port + 1 (2379: the cluster's
         own, `endpoint`; another port is an etcd cluster of its own, its data in etcd-<port>, which
         the caller stops). Returns its process."""
-        client = "http://%s.1:%d" % (self.lab.lan_prefix, port)
+        # The endpoint's scheme: a TLS cluster's etcd takes https from its ETCD_* environment.
+        client = "%s://%s.1:%d" % (self.endpoint.split("://", 1)[0], self.lab.lan_prefix, port)
         peer = "http://%s.1:%d" % (self.lab.lan_prefix, port + 1)
         name = "etcd" if client == self.endpoint else "etcd-%d" % port
         log = open(os.path.join(self.workdir, name + ".log"), "a")
