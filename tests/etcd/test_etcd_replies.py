@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from support.misbehaving_etcd import WRONG_SHAPES, MisbehavingEtcd
+from support.misbehaving_etcd import CLOSING, WRONG_SHAPES, MisbehavingEtcd
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel import etcd_http
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.etcd_http import Stopping
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry import (
@@ -88,6 +88,19 @@ def test_misbehaving_endpoint_is_passed_over_for_a_good_one(api, fake, api_endpo
     registry = make_registry(api, endpoints=[fake.endpoint, api_endpoint], timeout=TIMEOUT)
     assert registry.get_config() == '{"Network": "10.0.0.0/8"}'
     assert registry.list_leases().leases == []
+
+
+@pytest.mark.parametrize("api", ["v3"], indirect=True)
+def test_v3_member_shutting_down_is_passed_over_for_the_next_one(api, fake, api_endpoint):
+    """A member stopping gracefully answers through its gateway that its client connection is
+    closing: that member cannot serve, the next one can (not an error of the operation)."""
+    make_registry(api, endpoints=api_endpoint).put_config('{"Network": "10.0.0.0/8"}')
+    fake.mode = "closing"
+    registry = make_registry(api, endpoints=[fake.endpoint, api_endpoint], timeout=TIMEOUT)
+    assert registry.get_config() == '{"Network": "10.0.0.0/8"}'
+    with pytest.raises(RegistryUnavailable) as caught:
+        make_registry(api, endpoints=fake.endpoint, timeout=TIMEOUT).list_leases()
+    assert CLOSING in str(caught.value) and fake.endpoint in str(caught.value)
 
 
 def test_watch_with_no_change_is_not_an_error_but_a_stalled_one_is(api, fake):

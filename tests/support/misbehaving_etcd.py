@@ -9,6 +9,7 @@ import threading
 import time
 
 MIB = 1024 * 1024
+CLOSING = "grpc: the client connection is closing"
 # What each mode answers (after the request is read): (status line and headers, body) or a callable.
 WRONG_SHAPES = {
     "v2": [{"action": "get", "node": {"key": 5, "value": "x", "modifiedIndex": 1}},
@@ -104,6 +105,13 @@ class MisbehavingEtcd:
         elif mode == "wrong_shape":
             body = json.dumps(WRONG_SHAPES[self.api][self.shape]).encode()
             self._headers(sock, len(body))
+            sock.sendall(body)
+        elif mode == "closing":
+            # etcd's v3 gateway while its member shuts down: its own gRPC client to the member is
+            # closed, and it says so with gRPC code 1 (Canceled) and HTTP 408.
+            body = json.dumps({"error": CLOSING, "code": 1, "message": CLOSING}).encode()
+            sock.sendall(("HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                          "Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body)).encode("ascii"))
             sock.sendall(body)
         elif mode in ("quiet_watch", "watch_stall", "watch_huge"):
             self._headers(sock, chunked=True)

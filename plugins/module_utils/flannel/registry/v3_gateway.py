@@ -19,8 +19,8 @@ from .errors import IndexCleared, RegistryAuthError, RegistryError, RegistryUnav
 from .v3_watch import WatchStream
 
 # gRPC status codes the gateway returns (google.golang.org/grpc/codes).
-_INVALID_ARGUMENT, _DEADLINE, _NOT_FOUND, _PERMISSION, _OUT_OF_RANGE, _UNAVAILABLE, _UNAUTHENTICATED = (
-    3, 4, 5, 7, 11, 14, 16)
+_CANCELED, _INVALID_ARGUMENT, _DEADLINE, _NOT_FOUND, _PERMISSION, _OUT_OF_RANGE, _UNAVAILABLE, _UNAUTHENTICATED = (
+    1, 3, 4, 5, 7, 11, 14, 16)
 _AUTH_WORDS = ("auth", "user name is empty", "permission denied", "invalid user")
 _UNSERVED_WORDS = ("no leader", "timed out", "leader changed", "not capable", "too many requests", "stopped")
 # etcd's answer to /v3/auth/authenticate while its auth is off.
@@ -125,7 +125,8 @@ class Gateway:
                 code in (0, _INVALID_ARGUMENT) and any(word in lowered for word in _AUTH_WORDS)):
             return RegistryAuthError("etcd at %s refused access to %s: %s (check -etcd-username and "
                                      "-etcd-password, and the user's role)" % (base, self.prefix, message))
-        if code in (_UNAVAILABLE, _DEADLINE) or any(word in lowered for word in _UNSERVED_WORDS):
+        # Canceled: the gateway's own connection to its member closed (the member is stopping).
+        if code in (_CANCELED, _UNAVAILABLE, _DEADLINE) or any(word in lowered for word in _UNSERVED_WORDS):
             return _Unserved(message)
         if code == _OUT_OF_RANGE and "compacted" in lowered:
             return IndexCleared(message)
