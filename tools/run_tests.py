@@ -14,7 +14,8 @@ tests/agent waits for Molecule to end (its ping-loss counts are timing-sensitive
 tests/integration's lab cases).
 
 Each tier's output goes to build/test/<tier>.log; pytest tiers also write build/test/<tier>.xml
-(JUnit) and their 15 slowest cases (--durations). A tier that is not pytest counts as one test.
+(JUnit) and their 15 slowest cases (--durations); build/test/playbook-times.tsv has one line per
+ansible-playbook run of tests/integration (case, playbook, seconds, load). A tier that is not pytest counts as one test.
 The summary (also in build/test/summary.txt) lists each tier with its counts and minutes and ends
 with the line "N passed, M failed"; the exit status is 1 when any tier failed.
 
@@ -169,6 +170,9 @@ def tail(path, lines):
 
 def main(selected):
     os.makedirs(OUT, exist_ok=True)
+    # tests/support/labtools.py appends one line per lab playbook run: this run's only.
+    if os.path.exists(os.path.join(OUT, "playbook-times.tsv")):
+        os.remove(os.path.join(OUT, "playbook-times.tsv"))
     lab, other, molecule_done = plan()
     if selected:
         def wanted(tier):

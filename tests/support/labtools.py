@@ -15,6 +15,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
@@ -26,6 +27,9 @@ NODES = {"docker-node1": "192.168.205.10", "docker-node2": "192.168.205.11"}
 NODES6 = {"docker-node1": "fd6c:ab5e:2050:205::10", "docker-node2": "fd6c:ab5e:2050:205::11"}  # lab_ipv6 of NODES
 TLS_INVENTORY = os.path.join(ROOT, "extensions", "molecule", "tls", "inventory")
 PLAYBOOKS = os.path.join(ROOT, "tests", "integration", "playbooks")
+# One line per ansible-playbook run of a lab case (issue 25: where a case's minutes go): the case,
+# the playbook and its options, the wall seconds, the load average before and after.
+PLAYBOOK_TIMES = os.path.join(ROOT, "build", "test", "playbook-times.tsv")
 # Upstream flanneld v0.10.0, for comparison only: beside the project (never inside it);
 # NETLAB_UPSTREAM_FLANNELD points elsewhere (e.g. from a git worktree).
 UPSTREAM_FLANNELD = os.environ.get("NETLAB_UPSTREAM_FLANNELD") or os.path.join(
@@ -50,8 +54,26 @@ def ansible_playbook(args, extra_vars=None, inventories=(), timeout=600):
         argv += ["-i", inventory]
     if extra_vars is not None:
         argv += ["-e", json.dumps(extra_vars)]
+    load_before, started = _load(), time.monotonic()
     result = run(argv + list(args), check=False, timeout=timeout, env=env, cwd=ROOT)
+    shown = list(args) + (["-e " + ",".join(sorted(extra_vars))] if extra_vars else [])
+    _record_time(shown, time.monotonic() - started, load_before, result.returncode)
     return result.returncode, re.sub(r"\s+", " ", result.stdout)
+
+
+def _load():
+    with open("/proc/loadavg") as handle:
+        return handle.read().split()[0]
+
+
+def _record_time(args, seconds, load_before, returncode):
+    case = os.environ.get("PYTEST_CURRENT_TEST", "-").rsplit(" (", 1)[0]
+    what = " ".join((os.path.relpath(arg, ROOT) if arg.startswith(ROOT + os.sep) else os.path.basename(arg))
+                    if os.path.isabs(arg) else arg for arg in args)
+    os.makedirs(os.path.dirname(PLAYBOOK_TIMES), exist_ok=True)
+    with open(PLAYBOOK_TIMES, "a") as handle:
+        handle.write("%s\t%s\t%.1f\trc %d\tload %s -> %s\n" % (case, what[:160], seconds, returncode, load_before,
+                                                               _load()))
 
 
 def _held_by_an_ancestor(path):
@@ -259,10 +281,13 @@ def _node_images():
     return set(result.stdout.split()) if result.returncode == 0 else set()
 
 
-def ensure_lab(start_from=()):
+def ensure_lab(start_from=(), passes_on=()):
     """Bring the lab up and provision it when it is not (call with the lock held). A state the
     previous case handed over (hand_over) is returned, the lab left in it, when it is one of
-    start_from; any other is restored first, and None returned."""
+    start_from; one of passes_on stays handed over, for the case after this one (which changes
+    nothing on the lab), and None is returned; any other is restored first, and None returned."""
+    if _HANDED_OVER and _HANDED_OVER["state"] in passes_on:
+        return None
     taken = _take_over(start_from)
     if taken is not None:
         return taken
