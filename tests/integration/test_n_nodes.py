@@ -1,12 +1,17 @@
 """A three-node lab (lab/inventory.sh 3, as `make lab NODES=3`), under the lab lock: site.yml forms a
-three-member etcd and gives every agent every member's URL; verify.yml pings all six ordered pairs;
-one member stopped while containers ping across it: no ping lost, an agent restarted on the host
+three-member etcd and gives every agent every member's URL; verify.yml pings all six ordered pairs
+while test3 drops the echo requests it gets: it names the two pairs into test3 as failed and no
+other (the four-node verify.yml below has all twelve pairs answer, those two among them); one
+member stopped while containers ping across it: no ping lost, an agent restarted on the host
 without its member still renews its lease, and the member started again rejoins by itself (the
 next verify.yml, with a fourth host, checks the whole lab after it); a fourth
 host joins as an etcd client with `site.yml -l` on it alone; remove-host.yml takes a member's host
 out (its lease, the others' routes to it, its etcd member, which the members that stay forget); back
 on the tutorial's inventory, site.yml keeps that shrunken cluster and its leases. The tutorial's
-two-node lab is provisioned again at the end, whatever happened."""
+two-node lab is provisioned again at the end, whatever happened, and verify.yml checks it: the
+first run of test_status_picture.py, which starts from it (labtools.hand_over; test_perf.py's bad
+inputs between the two change nothing and pass it on), or the restore when that case does not
+follow."""
 
 import json
 import os
@@ -14,7 +19,7 @@ import re
 import subprocess
 import time
 
-from support.labtools import BIN, ROOT, ansible_playbook, docker_exec, ensure_lab, run
+from support.labtools import BIN, ROOT, ansible_playbook, docker_exec, ensure_lab, hand_over, run
 from support.pair_pings import PairPings, describe
 from support.pair_pings import lost as lost_pings
 
@@ -23,6 +28,8 @@ VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")
 REMOVE = os.path.join(ROOT, "playbooks", "remove-host.yml")
 NODES3 = {"docker-node1": "192.168.205.10", "docker-node2": "192.168.205.11", "docker-node3": "192.168.205.12"}
 TESTS3 = dict((node, "test%s" % node[-1]) for node in NODES3)
+# This case's end, handed over to test_status_picture (labtools.hand_over).
+BACK_ON_TWO_NODES = "the tutorial's two nodes provisioned again by site.yml after the three- and four-node lab"
 HOST_GW = {"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0",
            "Backend": {"Type": "host-gw"}}
 # Read inside a node, over its own member: every lease's PublicIP, subnet and expiry (v2 API).
@@ -43,7 +50,8 @@ def nodes_up(inventory):
 
 def playbook_ok(playbook, inventory, *args):
     rc, output = ansible_playbook([playbook] + list(args), inventories=[inventory], timeout=1200)
-    assert rc == 0, "%s failed:\n%s" % (os.path.basename(playbook), output[-4000:])
+    assert rc == 0, "%s failed:\n%s\n%s" % (os.path.basename(playbook), "\n".join(re.findall(r"fatal: .{0,800}", output)),
+                                           output[-4000:])
     return output
 
 
@@ -131,7 +139,9 @@ def config_change_with_a_member_down(inventory):
     """docker-node3's member stopped and the host left out (-l): the config moves to host-gw through
     the other two members; every agent, docker-node3's too, puts it in force; Docker restarts on the
     new MTU one host at a time and its test container comes back by its restart policy. Then the
-    member back and the lab back on vxlan with every host in the run."""
+    member back; the lab stays on host-gw for the fourth host's join and the removal (issue 25: a
+    site.yml of its own back to vxlan on three hosts cost about a minute): the last site.yml, on
+    the tutorial's inventory, brings vxlan back."""
     containers = dict((node, started_at(node, "test%s" % node[-1])) for node in NODES3)
     docker_exec("docker-node3", "systemctl stop etcd")
     pings = PairPings(TESTS3, from_containers=False)
@@ -152,9 +162,6 @@ def config_change_with_a_member_down(inventory):
     digests = set(re.search(r"config in force (\w+)", http_get(node, "http://127.0.0.1:8471/healthz")).group(1)
                   for node in NODES3)
     assert len(digests) == 1, digests
-    # The same agent flags: the agents follow the config back without a restart (Docker restarts).
-    playbook_ok(SITE, inventory, "-e", "flanneld_reconcile_interval=299")
-    assert set(lease[2] for lease in leases().values()) == {"vxlan"}
 
 
 def test_three_node_lab_survives_a_member_joins_a_host_and_removes_one(lab):
@@ -166,12 +173,12 @@ def test_three_node_lab_survives_a_member_joins_a_host_and_removes_one(lab):
         try:
             nodes_up(inventory)
             playbook_ok(SITE, inventory)
-            output = playbook_ok(VERIFY, inventory)
-            # The table: one row per host, each with the other two pinged.
-            for index, node in enumerate(sorted(NODES3), 1):
-                others = ", ".join("test%d ok" % peer for peer in (1, 2, 3) if peer != index)
-                assert re.search(r"%s +10\.\S+ .* test%d +10\.\S+ +%s" % (node, index, others), output), output[-3000:]
-            # test3 drops the echo requests it gets: verify.yml names the two pairs that failed, no other.
+            # test3 drops the echo requests it gets: verify.yml names the two pairs that failed, no
+            # other. test3 started here as verify.yml starts it (which then finds it running), so
+            # that the first verify.yml on three nodes is that one (issue 25: a green one before it
+            # pinged the same pairs; the four-node verify.yml below has every pair answer).
+            docker_exec("docker-node3", "docker start test3 2>/dev/null || docker run -d --restart unless-stopped "
+                                        "--stop-timeout 1 --name test3 busybox sh -c 'while true; do sleep 3600; done'")
             drop = 'nsenter -n -t "$(docker inspect -f {{.State.Pid}} test3)" iptables -w %s INPUT -p icmp ' \
                    '--icmp-type echo-request -j DROP'
             docker_exec("docker-node3", drop % "-I")
@@ -179,6 +186,11 @@ def test_three_node_lab_survives_a_member_joins_a_host_and_removes_one(lab):
                 rc, output = ansible_playbook([VERIFY], inventories=[inventory])
             finally:
                 docker_exec("docker-node3", drop % "-D")
+            # The table: one row per host, each with the other two pinged, the pairs into test3 failed.
+            for index, node in enumerate(sorted(NODES3), 1):
+                others = ", ".join("test%d %s" % (peer, "FAILED" if peer == 3 else "ok") for peer in (1, 2, 3)
+                                   if peer != index)
+                assert re.search(r"%s +10\.\S+ .* test%d +10\.\S+ +%s" % (node, index, others), output), output[-3000:]
             assert not re.search(r"docker-node3 \(test3 [0-9.]+\) got no reply", output), output[-3000:]
             assert rc != 0, output[-3000:]
             ips = dict((node, container_ip(node, "test%s" % node[-1])) for node in NODES3)
@@ -221,14 +233,15 @@ def test_three_node_lab_survives_a_member_joins_a_host_and_removes_one(lab):
             rolling_agent_restart(inventory)
             config_change_with_a_member_down(inventory)
 
-            # A fourth host joins as an etcd client: a site.yml run on it alone, none on the others,
-            # which route to it from its lease in etcd; verify.yml then pings all twelve pairs.
+            # A fourth host joins as an etcd client (on the host-gw config the lab runs now): a
+            # site.yml run on it alone, none on the others, which route to it from its lease in
+            # etcd; verify.yml then pings all twelve pairs.
             inventory = run(["bash", os.path.join(ROOT, "lab", "inventory.sh"), "4"]).stdout.strip()
             nodes_up(inventory)
-            playbook_ok(SITE, inventory, "-l", "docker-node4")
+            playbook_ok(SITE, inventory, "-l", "docker-node4", "-e", json.dumps({"network_config_flannel": HOST_GW}))
             joined = leases()["192.168.205.13"][0].replace("-", "/")
             for node in ("docker-node1", "docker-node2", "docker-node3"):
-                wait_for(lambda: joined in docker_exec(node, "ip -4 route show dev flannel.100"),
+                wait_for(lambda: "%s via 192.168.205.13 dev eth0" % joined in docker_exec(node, "ip -4 route show"),
                          "route to %s on %s" % (joined, node), 30)
             assert members() == sorted(NODES3)
             output = playbook_ok(VERIFY, inventory)
@@ -238,7 +251,7 @@ def test_three_node_lab_survives_a_member_joins_a_host_and_removes_one(lab):
             # remove-host.yml on a member: its lease, the other hosts' routes to it and its member go.
             subnet = leases()["192.168.205.12"][0].replace("-", "/")
             for node in ("docker-node1", "docker-node2"):
-                assert subnet in docker_exec(node, "ip -4 route show dev flannel.100"), node
+                assert "%s via 192.168.205.12 dev eth0" % subnet in docker_exec(node, "ip -4 route show"), node
             rc, output = ansible_playbook([REMOVE], inventories=[inventory])
             assert rc != 0 and "remove-host.yml removes the hosts named with -l/--limit" in output, output[-2000:]
             started = time.monotonic()
@@ -246,7 +259,7 @@ def test_three_node_lab_survives_a_member_joins_a_host_and_removes_one(lab):
             print("remove-host.yml: %.1f s" % (time.monotonic() - started))
             assert "192.168.205.12" not in leases()
             for node in ("docker-node1", "docker-node2", "docker-node4"):
-                wait_for(lambda: subnet not in docker_exec(node, "ip -4 route show dev flannel.100"),
+                wait_for(lambda: subnet not in docker_exec(node, "ip -4 route show"),
                          "route to %s gone on %s" % (subnet, node), 10)
             assert members() == ["docker-node1", "docker-node2"]
             assert docker_exec("docker-node3", "systemctl is-active etcd flanneld || true").split() == ["inactive"] * 2
@@ -262,7 +275,8 @@ def test_three_node_lab_survives_a_member_joins_a_host_and_removes_one(lab):
 
             # Back to the tutorial's inventory (docker-node4, an etcd client, removed first): site.yml
             # keeps the shrunken cluster, its members and leases (no new, empty cluster), restarts no
-            # etcd, and moves the agents to the two members' URLs.
+            # etcd, moves the agents to the two members' URLs and the lab back to vxlan (the agents
+            # follow the stored config, Docker restarts on MTU 1450).
             ids, kept = members(ids=True), leases()
             playbook_ok(REMOVE, inventory, "-l", "docker-node4")
             nodes_up(default)
@@ -271,6 +285,10 @@ def test_three_node_lab_survives_a_member_joins_a_host_and_removes_one(lab):
             assert members(ids=True) == ids
             assert dict((ip, lease[0]) for ip, lease in leases().items()) == \
                 dict((ip, kept[ip][0]) for ip in ("192.168.205.10", "192.168.205.11"))
+            assert set(lease[2] for lease in leases().values()) == {"vxlan"}
+            for node in ("docker-node1", "docker-node2"):
+                assert '"mtu": 1450' in docker_exec(node, "cat /etc/docker/daemon.json"), node
+                assert "flannel.100" in docker_exec(node, "ip -o link show"), node
             restored = True
         finally:
             if not restored:
@@ -280,4 +298,6 @@ def test_three_node_lab_survives_a_member_joins_a_host_and_removes_one(lab):
                 nodes_up(default)
                 playbook_ok(SITE, default)
             ensure_lab()
-        playbook_ok(VERIFY, default)
+        # verify.yml on the tutorial's lab: test_status_picture's first run (it starts from here),
+        # or this restore when that case does not follow (-k, a failure).
+        hand_over(BACK_ON_TWO_NODES, lambda: playbook_ok(VERIFY, default))

@@ -12,7 +12,7 @@ a measured case, site.yml, verify.yml): vxlan with DirectRouting, which no other
 perf.yml has nothing per backend but its network config, so the other backends' data planes are
 proven where they carry the lab's traffic: vxlan in every lab test, host-gw in
 test_config_change_lab.py, udp in Molecule's default scenario (udp.yml: verify.yml's pings on udp)
-and test_upstream_agent.py (verify.yml on udp with both agents), wireguard in
+and test_upstream_agent.py (verify.yml on udp with upstream's agent), wireguard in
 test_wireguard_lab.py; upstream's runs and the MTU passes are left to `make perf`. It runs last
 on the lab (marked lab_last) and starts from the wireguard case's teardown: its bring-up is that
 case's return to a working overlay (labtools.hand_over). It fails when a
@@ -27,6 +27,7 @@ import re
 import pytest
 
 from support.labtools import ROOT, ansible_playbook, ensure_lab, lab_inventories, lab_snapshot
+from test_n_nodes import BACK_ON_TWO_NODES
 from test_wireguard_lab import TORN_DOWN_AFTER_WIREGUARD
 
 PERF = os.path.join(ROOT, "playbooks", "perf.yml")
@@ -54,7 +55,7 @@ BAD_INPUTS = [
 def test_bad_perf_input_stops_before_any_change(lab, tmp_path, case_id, extra_vars, inventories, fragments):
     variables = dict(extra_vars, perf_output_dir=str(tmp_path))
     with lab():
-        ensure_lab()
+        ensure_lab(passes_on=(BACK_ON_TWO_NODES,))  # it changes nothing: the next case takes that state
         before = lab_snapshot()
         rc, output = ansible_playbook([PERF], extra_vars=variables, inventories=inventories or lab_inventories(),
                                       timeout=300)

@@ -2,13 +2,15 @@
 with this checkout's agent (site.yml deploys it when another checkout's runs), verify.yml shows
 each host's lease expiry, peers and repairs from its /metrics and writes build/overlay.svg and
 .png; then a host whose agent is stopped and whose route to its peer is flushed is drawn marked,
-and comes back unmarked once its agent runs again."""
+and comes back unmarked once its agent runs again. Its verify.yml is also the three-node case's check
+of the two-node lab that case provisions again at its end (test_n_nodes.py, labtools.hand_over)."""
 
 import os
 import re
 import time
 
 from support.labtools import NODES, ROOT, ansible_playbook, docker_exec, ensure_lab, lab_inventories, own_agent_installed
+from test_n_nodes import BACK_ON_TWO_NODES
 
 PICTURE = os.path.join(ROOT, "build", "overlay")
 TABLE_ROW = re.compile(r'"(docker-node[12]) +(10\.\d+\.\d+\.0/\d+) +([0-9a-f:]{17}) +([0-9.]+) h +(\d+) +(\d+) +test')
@@ -21,7 +23,9 @@ def _svg():
 
 def test_verify_shows_metrics_and_draws_the_overlay_marking_a_host_that_disagrees(lab):
     with lab():
-        ensure_lab()
+        # After the three-node case (test_n_nodes.py), this verify.yml is also its check of the
+        # two-node lab it provisions again at its end (labtools.hand_over).
+        ensure_lab(start_from=(BACK_ON_TWO_NODES,))
         inventories = lab_inventories()
         if not own_agent_installed():
             rc, output = ansible_playbook([os.path.join(ROOT, "playbooks", "site.yml")], inventories=inventories,
