@@ -30,6 +30,8 @@ from support.pcap import ip_packets
 
 CONFIG = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0", '
           '"Backend": {"Type": "wireguard", "PersistentKeepaliveInterval": 25}}')
+# Upstream's default: no persistent keepalive, so nothing but the agent itself starts a handshake.
+NO_KEEPALIVE_CONFIG = CONFIG.replace(', "PersistentKeepaliveInterval": 25', "")
 VXLAN_CONFIG = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", "SubnetMax": "10.99.0.0", '
                 '"Backend": {"Type": "vxlan", "VNI": 100}}')
 PORT = 51820
@@ -205,3 +207,33 @@ def test_live_switch_vxlan_to_wireguard_and_back(lab, agent_path, request):
         for host in hosts:
             assert host.run(["ip", "link", "show", "flannel-wg"], check=False).returncode != 0
         print("echoes at 0.1 s lost: vxlan -> wireguard %d, wireguard -> vxlan %d" % tuple(lost))
+
+
+def _handshakes(agent):
+    """{peer public key: latest handshake (unix time, 0 for none)} of the agent's flannel-wg."""
+    return dict((line.split("\t")[0], int(line.split("\t")[4])) for line in _wg_show(agent).splitlines()[1:])
+
+
+def test_one_end_opens_each_session_so_first_pings_both_ways_at_once_are_answered(lab, agent_path, request):
+    """Without a keepalive, WireGuard handshakes at a peer's first packet; when both ends send
+    their first packets at once (verify.yml's pings both ways) the handshakes cross and both ends
+    hold their packets for WireGuard's 5 s retry. The end with the smaller public key opens the
+    session when it programs the peer: a handshake before any traffic, then no crossing."""
+    assert '"PersistentKeepaliveInterval"' not in NO_KEEPALIVE_CONFIG
+    with Cluster(lab, agent_path, config=NO_KEEPALIVE_CONFIG, name=request.node.name, wireguard=True) as cluster:
+        hosts = [lab.add_host(), lab.add_host()]
+        agents = [cluster.agent(host) for host in hosts]
+        subnets = [_subnet(agent) for agent in agents]
+        keys = [public_key(open(agent.key_file).read().strip()) for agent in agents]
+        opener = 0 if keys[0] < keys[1] else 1
+
+        def both_handshaken():
+            return all(_handshakes(agents[index]).get(keys[1 - index]) for index in (0, 1))
+
+        wait_for(both_handshaken, timeout=30, what="a handshake between the two devices before any traffic")
+        dump = _wg_show(agents[opener]).splitlines()[1].split("\t")
+        assert dump[7] == "off"  # the keepalive put back after the one that opened the session
+        one, two = _containers(lab, hosts, subnets)
+        pingers = [Pinger(one.ns, two.address, count=3, interval=0.5, timeout=1.0),
+                   Pinger(two.ns, one.address, count=3, interval=0.5, timeout=1.0)]
+        assert [pinger.result() for pinger in pingers] == [(3, 3), (3, 3)]

@@ -48,6 +48,15 @@ def test_configure_sends_key_port_removals_and_each_peer(monkeypatch):
     assert fake.closed
 
 
+def test_open_session_turns_the_keepalive_on_then_back(monkeypatch):
+    fake = FakeWireGuard()
+    monkeypatch.setattr(wireguard.KernelDevice, "_socket", lambda self: fake)
+    wireguard.KernelDevice("flannel-wg").open_session(PEER_KEY, 0)
+    assert fake.calls == [("set", "flannel-wg", {"peer": {"public_key": PEER_KEY, "persistent_keepalive": 1}}),
+                          ("set", "flannel-wg", {"peer": {"public_key": PEER_KEY, "persistent_keepalive": 0}})]
+    assert fake.closed
+
+
 def test_state_reads_peers_across_messages(monkeypatch):
     first = Attrs(WGDEVICE_A_PRIVATE_KEY={"value": KEY.encode()}, WGDEVICE_A_LISTEN_PORT=51820, WGDEVICE_A_PEERS=[
         Attrs(WGPEER_A_PUBLIC_KEY={"value": PEER_KEY.encode()}, WGPEER_A_ENDPOINT={"addr": "192.0.2.7", "port": 51820},

@@ -9,7 +9,7 @@ import pytest
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends import wireguard_keys
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.wireguard import peer_data_problem
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.backends.wireguard_device import (
-    DeviceError, WgPeer, parse_get_reply, set_request)
+    DeviceError, WgPeer, open_session_request, parse_get_reply, set_request)
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.config import ConfigError, parse_network_config
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import LeaseAttrs
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.peer_identity import lease_identity
@@ -108,3 +108,9 @@ def test_uapi_set_and_get_text():
     assert state.peers == {KEY: peer} and state.handshakes == {KEY: 1700000000}
     with pytest.raises(DeviceError, match="errno 22"):
         parse_get_reply("errno=22\n\n")
+
+
+def test_uapi_open_session_turns_the_keepalive_on_then_back_in_one_request():
+    hex_key = bytes(range(1, 33)).hex()
+    assert open_session_request(KEY, 0) == ("set=1\npublic_key=%s\npersistent_keepalive_interval=1\n"
+                                            "public_key=%s\npersistent_keepalive_interval=0\n\n" % (hex_key, hex_key))

@@ -10,6 +10,12 @@ The device is the kernel's where it has the wireguard module, otherwise wireguar
 device run by that program); both are configured the same way (wireguard_device.py). The data
 plane outlives the agent: a restarted agent finds the device, its peers and the same private key
 (kept in a file) and changes nothing, so its peers notice nothing.
+
+Of each pair of hosts, the one whose public key sorts first opens the session as soon as it
+programs the peer (and again while the device reports no handshake with it): WireGuard starts a
+handshake at a peer's first packet, and when both ends send their first packets at the same moment
+(verify.yml pings both ways at once) the two handshakes cross, each end drops the answer to its
+own, and both wait WireGuard's 5 s retry with their packets held. One end opening first avoids it.
 """
 
 import os
@@ -172,6 +178,9 @@ class WireguardBackend(NetworkDeviceBackend):
         changed = [peer for key, peer in sorted(by_key.items()) if not self._same(state.peers.get(key), peer)]
         changes.extend(self._configure(changed, removed, "added"))
         self._peers = wanted
+        # A peer programmed before the device was up sent nothing: open its session now.
+        self._open_sessions([peer for key, peer in sorted(by_key.items())
+                             if peer not in changed and not state.handshakes.get(key)])
         return changes
 
     @staticmethod
@@ -205,9 +214,24 @@ class WireguardBackend(NetworkDeviceBackend):
         except DeviceError as error:
             self.log.error("wireguard: %s", error)
             return []
+        self._open_sessions(peers)
         return ([Change(PEER, "removed", "peer %s" % key) for key in removed]
                 + [Change(PEER, verb, "peer %s endpoint %s allowed ips %s" % (
                     peer.public_key, peer.endpoint, ",".join(peer.allowed_ips))) for peer in peers])
+
+    def opens_session_with(self, peer):
+        """Whether this end opens the session with `peer` (see the module's note): the end whose
+        public key sorts first, so that exactly one end of each pair does. With a persistent
+        keepalive both devices send one when the peer is made, and keep the session up."""
+        return peer.keepalive == 0 and self.public_key < peer.public_key
+
+    def _open_sessions(self, peers):
+        for peer in peers:
+            if self.opens_session_with(peer):
+                try:
+                    self.device.open_session(peer.public_key, peer.keepalive)
+                except DeviceError as error:
+                    self.log.error("wireguard: %s", error)
 
     def handshakes(self):
         """{subnet: unix time of the peer's last handshake (0: none yet)}, for /metrics (its own

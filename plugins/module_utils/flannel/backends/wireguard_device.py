@@ -6,7 +6,9 @@ userspace control protocol `wg` speaks over /var/run/wireguard/<device>.sock).
 
 Both take one call, configure(private_key, listen_port, peers, removed): the key and port when not
 None (setting them again would make wireguard-go rebind its socket), the peers in `peers` set
-(their allowed IPs replaced), the public keys in `removed` removed, nothing else touched.
+(their allowed IPs replaced), the public keys in `removed` removed, nothing else touched; and
+open_session(public_key, keepalive): persistent keepalive turned on, which sends a keepalive at
+once (a handshake first when the peer has no session), then set back to `keepalive`.
 """
 
 import errno
@@ -49,6 +51,14 @@ def set_request(private_key, listen_port, peers, removed):
     for peer in peers:
         lines += _peer_lines(peer)
     return "\n".join(lines) + "\n\n"
+
+
+def open_session_request(public_key, keepalive):
+    """The UAPI 'set' request of open_session(): the peer's keepalive turned on (wireguard-go sends
+    one at once when it goes from 0 to on), then back to `keepalive`, in one request."""
+    peer = "public_key=" + hex_key(public_key)
+    return "set=1\n%s\npersistent_keepalive_interval=1\n%s\npersistent_keepalive_interval=%d\n\n" % (
+        peer, peer, keepalive)
 
 
 def parse_get_reply(text):
@@ -128,7 +138,13 @@ class UapiDevice:
         return parse_get_reply(self._exchange("get=1\n\n"))
 
     def configure(self, private_key, listen_port, peers=(), removed=()):
-        reply = self._exchange(set_request(private_key, listen_port, peers, removed))
+        self._set(set_request(private_key, listen_port, peers, removed))
+
+    def open_session(self, public_key, keepalive):
+        self._set(open_session_request(public_key, keepalive))
+
+    def _set(self, request):
+        reply = self._exchange(request)
         status = dict(line.partition("=")[::2] for line in reply.split("\n") if line).get("errno")
         if status != "0":
             code = int(status) if status and status.isdigit() else None

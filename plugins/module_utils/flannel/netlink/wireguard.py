@@ -95,3 +95,15 @@ class KernelDevice:
             raise DeviceError("the kernel refused the configuration of %s: %s" % (self.name, error))
         finally:
             wireguard.close()
+
+    def open_session(self, public_key, keepalive):
+        """Persistent keepalive on (the kernel sends a keepalive at once when it goes from 0 to
+        on, a handshake first without a session), then back to `keepalive`."""
+        wireguard = self._socket()
+        try:
+            for interval in (1, keepalive):
+                wireguard.set(self.name, peer={"public_key": public_key, "persistent_keepalive": interval})
+        except Exception as error:
+            raise DeviceError("the kernel refused a keepalive to a peer of %s: %s" % (self.name, error))
+        finally:
+            wireguard.close()
