@@ -126,6 +126,8 @@ def rolling_agent_restart(inventory):
     finally:
         counts = pings.stop()
     print("rolling restart of 3 agents: %d lost: %s" % (lost_pings(counts), describe(counts)))
+    # The first run on every host since docker-node3's member rejoined: its etcd settings stand.
+    assert not re.search(r"TASK \[netlab\.flannel\.etcd : [^]]*\] \**\s*changed", output), output[-3000:]
     # One host per batch: each restart task has a header of its own.
     assert restarted(output, "flanneld : Restart the agent") == ["1", "2", "3"], output[-3000:]
     # Each host checked that it reaches its two peers again before the next one restarted.
@@ -162,6 +164,41 @@ def config_change_with_a_member_down(inventory):
     digests = set(re.search(r"config in force (\w+)", http_get(node, "http://127.0.0.1:8471/healthz")).group(1)
                   for node in NODES3)
     assert len(digests) == 1, digests
+
+
+def rebuilt_member(inventory):
+    """docker-node3's host rebuilt, its disk lost (its container removed and created again):
+    site.yml -l on it alone makes its member rejoin through the running ones (the stale member
+    removed, added again, started as "existing"); the two others keep their IDs and settings, the
+    cluster's data stays (the network config, the leases), and the overlay reaches the host again."""
+    ids, before = members(ids=True), leases()
+    config_url = "http://127.0.0.1:2379/v2/keys/coreos.com/network/config"
+    config = json.loads(http_get("docker-node1", config_url))["node"]["value"]
+    run(["docker", "rm", "-f", "docker-node3"])
+    nodes_up(inventory)
+    output = playbook_ok(SITE, inventory, "-l", "docker-node3")
+    for task in ("Remove the stale member", "Add this member back"):
+        assert re.search(r"TASK \[netlab\.flannel\.etcd : %s[^]]*\] \**\s*changed: \[docker-node3\]" % task,
+                         output), output[-3000:]
+    rejoined = members(ids=True)
+    assert sorted(rejoined) == sorted(NODES3) and rejoined["docker-node3"] != ids["docker-node3"], (ids, rejoined)
+    assert [rejoined[node] for node in ("docker-node1", "docker-node2")] == \
+        [ids[node] for node in ("docker-node1", "docker-node2")], (ids, rejoined)
+    states = dict((node, re.search(r'(?m)^ETCD_INITIAL_CLUSTER_STATE="(\w+)"',
+                                   docker_exec(node, "cat /etc/default/etcd")).group(1)) for node in NODES3)
+    assert states == {"docker-node1": "new", "docker-node2": "new", "docker-node3": "existing"}, states
+    # Read over docker-node3's own member: the config and every lease as before (its agent took its
+    # own lease back).
+    assert json.loads(http_get("docker-node3", config_url))["node"]["value"] == config
+    assert dict((ip, lease[0]) for ip, lease in leases("docker-node3").items()) == \
+        dict((ip, lease[0]) for ip, lease in before.items()), before
+    # Its test container as verify.yml starts it; the overlay carries test1 -> test3 -> test2.
+    docker_exec("docker-node3", "docker run -d --restart unless-stopped --stop-timeout 1 --name test3 busybox "
+                                "sh -c 'while true; do sleep 3600; done'")
+    test3 = container_ip("docker-node3", "test3")
+    assert " 0% packet loss" in docker_exec("docker-node1", "docker exec test1 ping -c 3 -W 2 %s" % test3)
+    test2 = container_ip("docker-node2", "test2")
+    assert " 0% packet loss" in docker_exec("docker-node3", "docker exec test3 ping -c 3 -W 2 %s" % test2)
 
 
 def test_three_node_lab_survives_a_member_joins_a_host_and_removes_one(lab):
@@ -230,6 +267,7 @@ def test_three_node_lab_survives_a_member_joins_a_host_and_removes_one(lab):
             # The whole lab verifies after the rejoin: the four-node verify.yml below checks it (it
             # pings every pair, docker-node3's too; site.yml -l docker-node4 leaves the others alone).
 
+            rebuilt_member(inventory)
             rolling_agent_restart(inventory)
             config_change_with_a_member_down(inventory)
 
