@@ -1,13 +1,14 @@
 """The wireguard backend on the lab (under its lock; the lab's kernel has no wireguard module, so
-wireguard-go from the node image runs flannel-wg): the stored config switched from vxlan to
-wireguard and back while test1 pings test2 (echoes lost counted and printed, not asserted: the
-machine's load decides them); site.yml with the wireguard config and verify.yml green; a capture
-on the lab bridge sees nothing but UDP 51820 between the nodes besides etcd's own TCP, and no
-inner IP header in clear; teardown.yml on wireguard removes flannel-wg and stops wireguard-go (the
-data plane outlives the agent, so stopping the agent alone would leave both); site.yml brings the
-lab back to the inventory's vxlan config, verify.yml green: the perf smoke's bring-up (teardown.yml,
-site.yml, verify.yml), which starts where this case ends (labtools.hand_over), or
-back_to_the_inventory_config when it does not follow."""
+wireguard-go runs flannel-wg): site.yml with the wireguard config on the running vxlan lab, with
+wireguard-go purged from docker-node2 first (the node image has it, a real host may not: the
+flanneld role installs it) and verify.yml green; a capture on the lab bridge sees nothing but
+UDP 51820 between the nodes besides etcd's own TCP, and no inner IP header in clear; the stored
+config switched to vxlan and back while test1 pings test2 (echoes lost counted and printed, not
+asserted: the machine's load decides them); teardown.yml on wireguard removes flannel-wg and stops
+wireguard-go (the data plane outlives the agent, so stopping the agent alone would leave both);
+site.yml brings the lab back to the inventory's vxlan config, verify.yml green: the perf smoke's
+bring-up (teardown.yml, site.yml, verify.yml), which starts where this case ends
+(labtools.hand_over), or back_to_the_inventory_config when it does not follow."""
 
 import json
 import os
@@ -92,8 +93,16 @@ def test_wireguard_on_the_lab_switch_verify_and_capture(lab):
         lost = {}
         handed_over = False
         try:
-            lost["vxlan -> wireguard"] = switch_while_pinging(WIREGUARD, "flannel-wg", target)
-            run_ok(SITE, {"network_config_flannel": WIREGUARD})
+            # The agents pick the new config up as soon as site.yml stores it, before the flanneld
+            # role has installed wireguard-go on docker-node2: that agent must get to it all the same.
+            docker_exec("docker-node2", "apt-get purge -y -q wireguard-go >/dev/null && ! command -v wireguard-go")
+            site = run_ok(SITE, {"network_config_flannel": WIREGUARD})
+            for task_name in ("Install wireguard-go", "Have the running agent try the stored wireguard"):
+                task = [task for task in site.split("TASK [")
+                        if task.startswith("netlab.flannel.flanneld : " + task_name)]
+                assert len(task) == 1 and "changed: [docker-node2]" in task[0], task
+            installed = docker_exec("docker-node2", "dpkg-query -W -f '${Status}' wireguard-go")
+            assert installed == "install ok installed", installed
             verified = run_ok(VERIFY)
             # Its last play drew the overlay: each host with its PublicKey, no host marked.
             assert "0 host(s) disagreeing" in verified, verified[-3000:]
@@ -131,11 +140,9 @@ def test_wireguard_on_the_lab_switch_verify_and_capture(lab):
                 assert inner not in packet and inner[4:] + inner[:4] not in packet
             assert wireguard >= 20 and others == [], (wireguard, others[:10])
             lost["wireguard -> vxlan"] = switch_while_pinging(VXLAN, "flannel.100", target)
+            lost["vxlan -> wireguard"] = switch_while_pinging(WIREGUARD, "flannel-wg", target)
 
-            # teardown.yml on wireguard (the stored config switched back to it, the agents follow).
-            run_ok(ROLE, {"integration_role": "network_config", "integration_hosts": "docker-node1",
-                          "network_config_flannel": WIREGUARD})
-            wait_for_device("flannel-wg")
+            # teardown.yml on wireguard.
             for node in NODES:
                 running = docker_exec(node, WIREGUARD_LEFT)
                 assert "flannel-wg:" in running and "\nwireguard-go" in running, "%s: %s" % (node, running)
