@@ -50,8 +50,8 @@ def nodes_up(inventory):
 
 def playbook_ok(playbook, inventory, *args):
     rc, output = ansible_playbook([playbook] + list(args), inventories=[inventory], timeout=1200)
-    assert rc == 0, "%s failed:\n%s\n%s" % (os.path.basename(playbook), "\n".join(re.findall(r"fatal: .{0,800}", output)),
-                                           output[-4000:])
+    fatal = "\n".join(re.findall(r"fatal: .{0,800}", output))
+    assert rc == 0, "%s failed:\n%s\n%s" % (os.path.basename(playbook), fatal, output[-4000:])
     return output
 
 
