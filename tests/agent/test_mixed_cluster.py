@@ -256,7 +256,7 @@ def test_upstream_misses_a_changed_vtep_mac_on_resync_where_ours_does_not(lab, c
     # Freeze both observers, then answer their pending watches with a harmless fake peer, so their
     # next watch asks for an index that etcd's 1000-event history has dropped by the time they wake.
     for observer in observers:
-        observer.process.send_signal(signal.SIGSTOP)
+        observer.freeze()
     fake = LeaseAttrs("172.31.250.98", "vxlan", "0e:00:00:00:00:98")
     cluster.registry.create_lease(IPNetwork("10.98.0.0/20"), fake, 600)
     assert mover.stop(signal.SIGTERM) == 0

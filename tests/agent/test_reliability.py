@@ -142,7 +142,7 @@ def test_agents_failing_over_to_a_re_formed_etcd_take_their_leases_there(lab, ag
 
 def test_lease_deleted_by_hand_peers_unroute_within_a_second(lab, cluster):
     hosts, agents, subnets, containers = _two_hosts_with_containers(lab, cluster)
-    agents[0].process.send_signal(signal.SIGSTOP)  # keep the owner from re-acquiring before the peer is checked
+    agents[0].freeze()  # keep the owner from re-acquiring before the peer is checked
     cluster.registry.delete_lease(cluster.registry.get_lease(subnets[0]))
     took = _time_until_unrouted(agents[1], subnets[0], 1.0)
     agents[0].process.send_signal(signal.SIGCONT)
@@ -154,7 +154,7 @@ def test_lease_deleted_by_hand_peers_unroute_within_a_second(lab, cluster):
 @BOTH_APIS
 def test_lease_expired_peers_unroute_and_owner_reacquires(lab, cluster):
     hosts, agents, subnets, containers = _two_hosts_with_containers(lab, cluster)
-    agents[0].process.send_signal(signal.SIGSTOP)
+    agents[0].freeze()
     lease = cluster.registry.get_lease(subnets[0])
     cluster.registry.update_lease(lease, lease.attrs, 2)  # a 2 s TTL the frozen owner cannot renew
     index = cluster.registry.list_leases().index

@@ -113,6 +113,24 @@ class AgentProcess:
         log.close()
         return self
 
+    def freeze(self, timeout=10):
+        """SIGSTOP, returning once every thread of the agent is stopped: kill() only queues the
+        signal, and a thread still running after it returns can still read a reply and send the
+        next request (a watch parked at a newer index than the test meant to leave it at)."""
+        self.process.send_signal(signal.SIGSTOP)
+        tasks = "/proc/%d/task" % self.process.pid
+
+        def stopped():
+            states = []
+            for tid in os.listdir(tasks):
+                try:
+                    with open(os.path.join(tasks, tid, "stat")) as handle:
+                        states.append(handle.read().rsplit(")", 1)[1].split()[0])
+                except FileNotFoundError:  # a thread that ended meanwhile
+                    continue
+            return states and all(state in "Tt" for state in states)
+        wait_for(stopped, timeout, interval=0.01, what="%s agent stopped by SIGSTOP" % self.host.name)
+
     def stop(self, sig=signal.SIGTERM, timeout=10):
         if self.process and self.process.poll() is None:
             self.process.send_signal(sig)
