@@ -9,7 +9,7 @@ its own and calling the others' public methods only:
 - peer_table.py `PeerTable`: the other hosts' programmed leases and their identity book;
 - kernel_following.py `KernelFollower`: repairs on the kernel's notifications, from a thread.
 The loop feeds them events: the etcd watch (leases and the config), its timers (renewal, claim,
-reconcile) and signals (stop, SIGHUP).
+reconcile, and the backend's own: Backend.upkeep_in) and signals (stop, SIGHUP).
 
 Differences from flanneld v0.10 (each fixes a reported failure): a bad or missing config is
 retried, not fatal; a lost lease is re-acquired (preferring the same subnet) instead of exiting 0;
@@ -235,6 +235,9 @@ class Agent:
         deadlines = [self.reconcile_at, self.keeper.claim_at]
         if self.keeper.renew_at is not None:
             deadlines.append(self.keeper.renew_at)
+        upkeep_in = self.in_force.backend.upkeep_in()
+        if upkeep_in is not None:
+            deadlines.append(self.clock() + upkeep_in)
         return min(deadlines)
 
     def step(self):
@@ -268,6 +271,9 @@ class Agent:
             self.keeper.renew()
         if now >= self.reconcile_at:
             self._reconcile()
+        upkeep_in = self.in_force.backend.upkeep_in()
+        if upkeep_in is not None and upkeep_in <= 0:
+            self.in_force.backend.upkeep()
         if now >= self.keeper.claim_at:
             self._refresh_claim()  # after the reconcile: the data plane is repaired even without etcd
         return min(max(self._next_deadline() - self.clock(), 0.01), MAX_WATCH_WAIT)

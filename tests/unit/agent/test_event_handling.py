@@ -95,6 +95,9 @@ class RecordingBackend:
         self.programmed.pop(subnet, None)
         return ["removed %s" % subnet]
 
+    def upkeep_in(self):
+        return None  # no timer of its own, as every backend but wireguard
+
 
 @pytest.fixture
 def registry():
@@ -198,6 +201,22 @@ def test_own_lease_overwritten_moves_to_a_free_subnet(agent, registry):
     assert read_subnet_env(agent.options.subnet_file)["FLANNEL_SUBNET"] == "%s/20" % (moved.network + 1)
     assert agent.peer_table.peers[OWN_SUBNET].attrs == INTRUDER  # and the intruder is now a peer
     assert agent.in_force.backend.programmed[OWN_SUBNET] == INTRUDER
+
+
+# ---- the backend's own timer --------------------------------------------------------------------
+
+def test_the_backends_timer_bounds_the_watch_and_its_upkeep_runs_when_due(agent):
+    """The loop asks the backend when it next needs upkeep() (the wireguard backend's idle
+    sessions) and waits no longer; it runs upkeep() only when due."""
+    backend = agent.in_force.backend
+    agent.reconcile_at = agent.keeper.claim_at = float("inf")
+    agent.keeper.renew_at = None
+    backend.upkeep = lambda: backend.calls.append(("upkeep",))
+    backend.upkeep_in = lambda: 4.5
+    assert agent._before_watch() == 4.5 and backend.calls == []
+    backend.upkeep_in = lambda: 0.0
+    agent._before_watch()
+    assert backend.calls == [("upkeep",)]
 
 
 # ---- resync: a full re-listing ----------------------------------------------------------------

@@ -130,6 +130,14 @@ class Backend:
         if self._own_ipr:
             self.ipr.close()
 
+    def upkeep_in(self):
+        """Seconds until the backend's own timer wants upkeep() (<= 0: now); None: it has none."""
+        return None
+
+    def upkeep(self):
+        """The backend's timed work (the wireguard backend's idle sessions), run by the agent's
+        loop when upkeep_in() is due; it logs what it does."""
+
     def announce_to(self, events):
         """`events`: the agent's kernel-events socket (netlink.events.KernelEvents; None: none
         listens), told before each batch of requests what it changes, so that the kernel drops

@@ -16,6 +16,8 @@ programs the peer (and again while the device reports no handshake with it): Wir
 handshake at a peer's first packet, and when both ends send their first packets at the same moment
 (verify.yml pings both ways at once) the two handshakes cross, each end drops the answer to its
 own, and both wait WireGuard's 5 s retry with their packets held. One end opening first avoids it.
+The same end opens it again before it expires while idle (wireguard_sessions.py): the agent's loop
+runs upkeep() when upkeep_in() says.
 """
 
 import os
@@ -28,6 +30,7 @@ from ..netlink.wireguard import KernelDevice, create_wireguard
 from .base import BackendError, address_change, peer_scope_problem
 from .network_device import NetworkDeviceBackend
 from .wireguard_device import DeviceError, UapiDevice, WgPeer, is_missing_kind, start_wireguard_go
+from .wireguard_sessions import SessionTimer
 from .wireguard_keys import KeyFileError, key_problem, lease_key_and_port, load_or_create_private_key, public_key
 
 DEVICE_NAME = "flannel-wg"
@@ -62,6 +65,7 @@ class WireguardBackend(NetworkDeviceBackend):
         self.public_key = None
         self.device = None  # UapiDevice or KernelDevice, chosen by setup()
         self._peers = {}  # subnet (str) -> WgPeer last configured
+        self._sessions = SessionTimer()  # when this end opens its sessions again
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -178,6 +182,8 @@ class WireguardBackend(NetworkDeviceBackend):
         changed = [peer for key, peer in sorted(by_key.items()) if not self._same(state.peers.get(key), peer)]
         changes.extend(self._configure(changed, removed, "added"))
         self._peers = wanted
+        self._sessions.read(state.handshakes)
+        self._sessions.forget(by_key)
         # A peer programmed before the device was up sent nothing: open its session now.
         self._open_sessions([peer for key, peer in sorted(by_key.items())
                              if peer not in changed and not state.handshakes.get(key)])
@@ -204,6 +210,7 @@ class WireguardBackend(NetworkDeviceBackend):
         old = self._peers.pop(str(cidr(subnet)), None)
         if old is None:
             return []
+        self._sessions.forget(self._opened_here())
         return self._configure([], [old.public_key], "removed")
 
     def _configure(self, peers, removed, verb):
@@ -228,10 +235,35 @@ class WireguardBackend(NetworkDeviceBackend):
     def _open_sessions(self, peers):
         for peer in peers:
             if self.opens_session_with(peer):
+                self._sessions.opened(peer.public_key)  # failed too: tried again later, not at once
                 try:
                     self.device.open_session(peer.public_key, peer.keepalive)
                 except DeviceError as error:
                     self.log.error("wireguard: %s", error)
+
+    def _opened_here(self):
+        return dict((peer.public_key, peer) for peer in self._peers.values() if self.opens_session_with(peer))
+
+    def upkeep_in(self):
+        """Seconds until a session this end opens is due to be opened again (None: none)."""
+        return self._sessions.due_in(self._opened_here())
+
+    def upkeep(self):
+        """Open again the sessions due (wireguard_sessions.py), after reading the device's last
+        handshakes. The peers stay as they are: no changes."""
+        peers = self._opened_here()
+        try:
+            self._sessions.read(self.device.state().handshakes)
+        except DeviceError as error:
+            self.log.error("wireguard: %s", error)
+        due = self._sessions.due(peers)
+        for key in due:
+            if self._sessions.unanswered(key):
+                self.log.warning("wireguard: no handshake with peer %s since this end last opened the session; "
+                                 "opening it again", key)
+            else:
+                self.log.debug("wireguard: opening the session with peer %s again before it expires", key)
+        self._open_sessions([peers[key] for key in due])
 
     def handshakes(self):
         """{subnet: unix time of the peer's last handshake (0: none yet)}, for /metrics (its own
