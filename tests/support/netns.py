@@ -23,6 +23,7 @@ import os, socket, struct, sys, time
 address, count, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 interval = float(sys.argv[4]) if len(sys.argv) > 4 else 0.0
 size = int(sys.argv[5]) if len(sys.argv) > 5 else 0  # the whole IP packet, sent unfragmented
+start_at = float(sys.argv[6]) if len(sys.argv) > 6 else 0.0  # unix time of the first echo (0: at once)
 v6 = ":" in address
 def checksum(data):
     data += b"\0" * (len(data) % 2)
@@ -41,6 +42,7 @@ else:
         sock.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF set
 payload = b"netlab".ljust(max(6, size - header_size - 8), b"x") if size else b"netlab"
 ident, replies = os.getpid() & 0xFFFF, 0
+time.sleep(max(0.0, start_at - time.time()))
 for seq in range(count):
     started = time.monotonic()
     body = struct.pack("!BBHHH", request, 0, 0, ident, seq) + payload
@@ -99,10 +101,13 @@ def ping(ns, address, count=1, timeout=2.0, size=None):
 class Pinger:
     """A paced ICMP echo run in the background (at most 3000 echoes, at least 20 ms apart)."""
 
-    def __init__(self, ns, address, count, interval=0.1, timeout=1.0):
+    def __init__(self, ns, address, count, interval=0.1, timeout=1.0, start_at=0.0):
+        """`start_at`: the unix time of the first echo (0: at once), for echoes sent from several
+        namespaces at the same moment."""
         count, interval = max(1, min(int(count), 3000)), max(0.02, float(interval))
         self.process = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", PING_SCRIPT, address,
-                                         str(count), str(min(timeout, interval * 10)), str(interval)],
+                                         str(count), str(min(timeout, interval * 10)), str(interval), "0",
+                                         repr(float(start_at))],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
 
     def result(self, timeout=600):
