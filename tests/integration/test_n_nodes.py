@@ -168,7 +168,7 @@ def config_change_with_a_member_down(inventory):
 
 def rebuilt_member(inventory):
     """docker-node3's host rebuilt, its disk lost (its container removed and created again):
-    site.yml -l on it alone makes its member rejoin through the running ones (the stale member
+    site.yml --check -l on it changes no member; site.yml -l on it alone makes its member rejoin through the running ones (the stale member
     removed, added again, started as "existing"); the two others keep their IDs and settings, the
     cluster's data stays (the network config, the leases), and the overlay reaches the host again."""
     ids, before = members(ids=True), leases()
@@ -176,6 +176,10 @@ def rebuilt_member(inventory):
     config = json.loads(http_get("docker-node1", config_url))["node"]["value"]
     run(["docker", "rm", "-f", "docker-node3"])
     nodes_up(inventory)
+    # Check mode on the new host first: it passes (the agent's restart handler has no unit to
+    # restart yet) and removes or adds no member.
+    playbook_ok(SITE, inventory, "-l", "docker-node3", "--check")
+    assert members(ids=True) == ids, ids
     output = playbook_ok(SITE, inventory, "-l", "docker-node3")
     for task in ("Remove the stale member", "Add this member back"):
         assert re.search(r"TASK \[netlab\.flannel\.etcd : %s[^]]*\] \**\s*changed: \[docker-node3\]" % task,
