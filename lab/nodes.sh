@@ -4,7 +4,7 @@
 #   nodes.sh up       create (or reuse) the network and one container per inventory node,
 #                     remove the lab's nodes the inventory no longer has, then wait for systemd
 #                     and sshd
-#   nodes.sh down     remove the nodes and the network
+#   nodes.sh down     remove the nodes, and the network when no node of any lab is left on it
 #   nodes.sh destroy  down, then remove the node image too (make lab-destroy)
 #   nodes.sh status   show the nodes
 #   nodes.sh mtu N    set the lab network's MTU to N on the running lab (the bridge and both ends of
@@ -12,31 +12,43 @@
 # Nodes and addresses come from inventories/lab (hosts with netlab_lab_address), or $NETLAB_INVENTORY
 # (e.g. an N-node lab's from lab/inventory.sh N);
 # the network's MTU from its netlab_lab_mtu (default 1500), which `up` applies.
+# Several labs (instances) share the network: an inventory's netlab_lab_instance names its lab
+# (default "lab", the one `make lab` brings up; the test suite's second lab is inventories/lab2's).
+# Each lab's nodes carry its own label, so up, down, status and mtu act on that lab's nodes only.
 set -euo pipefail
 # shellcheck source=lab/common.sh source-path=SCRIPTDIR/..
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
-LABEL=netlab.lab=node
 
-inventory_nodes() {
+# The inventory's hosts, read once: ansible-inventory --list's JSON.
+inventory_json() {
   local inv=ansible-inventory
   [ -x "$REPO_DIR/.venv/bin/ansible-inventory" ] && inv="$REPO_DIR/.venv/bin/ansible-inventory"
-  (cd "$REPO_DIR" && "$inv" -i "$LAB_INVENTORY" --list) | python3 -c '
-import json, sys
-hostvars = json.load(sys.stdin)["_meta"]["hostvars"]
-for name in sorted(hostvars):
-    if hostvars[name].get("netlab_lab_address"):
-        print(name, hostvars[name]["netlab_lab_address"])'
+  [ -n "${INVENTORY_JSON:-}" ] || INVENTORY_JSON=$(cd "$REPO_DIR" && "$inv" -i "$LAB_INVENTORY" --list)
 }
 
-# The lab's MTU: netlab_lab_mtu of the inventory's first node (default 1500).
-inventory_mtu() {
-  local inv=ansible-inventory
-  [ -x "$REPO_DIR/.venv/bin/ansible-inventory" ] && inv="$REPO_DIR/.venv/bin/ansible-inventory"
-  (cd "$REPO_DIR" && "$inv" -i "$LAB_INVENTORY" --list) | python3 -c '
+# A lab setting: the variable $1 of the inventory's first node ($2 when unset or no node).
+inventory_setting() {  # variable default
+  inventory_json
+  python3 -c '
 import json, sys
-hostvars = json.load(sys.stdin)["_meta"]["hostvars"]
+hostvars = json.loads(sys.argv[1])["_meta"]["hostvars"]
 nodes = [name for name in sorted(hostvars) if hostvars[name].get("netlab_lab_address")]
-print(hostvars[nodes[0]].get("netlab_lab_mtu", 1500) if nodes else 1500)'
+print(hostvars[nodes[0]].get(sys.argv[2], sys.argv[3]) if nodes else sys.argv[3])' "$INVENTORY_JSON" "$1" "$2"
+}
+
+inventory_nodes() {
+  inventory_json
+  python3 -c '
+import json, sys
+hostvars = json.loads(sys.argv[1])["_meta"]["hostvars"]
+for name in sorted(hostvars):
+    if hostvars[name].get("netlab_lab_address"):
+        print(name, hostvars[name]["netlab_lab_address"])' "$INVENTORY_JSON"
+}
+
+# The lab's MTU: netlab_lab_mtu (default 1500).
+inventory_mtu() {
+  inventory_setting netlab_lab_mtu 1500
 }
 
 # The network with both prefixes. One from before the lab had IPv6 (or with IPv6 off) is made
@@ -51,8 +63,10 @@ ensure_network() {
     [[ $ipv6 == true && " $subnets" == *" $LAB_SUBNET6 "* ]] && return
     echo "nodes: network $LAB_NETWORK has no IPv6 prefix $LAB_SUBNET6 (subnets $subnets): making it again"
     down
+    ! docker network inspect "$LAB_NETWORK" >/dev/null 2>&1 \
+      || { echo "nodes: network $LAB_NETWORK still has another lab's nodes: take that lab down first" >&2; exit 1; }
   fi
-  docker network create --ipv6 --subnet "$LAB_SUBNET" --subnet "$LAB_SUBNET6" --label "$LABEL" \
+  docker network create --ipv6 --subnet "$LAB_SUBNET" --subnet "$LAB_SUBNET6" --label netlab.lab=network \
     --opt com.docker.network.driver.mtu="$(inventory_mtu)" "$LAB_NETWORK" >/dev/null
   echo "nodes: created network $LAB_NETWORK ($LAB_SUBNET, $LAB_SUBNET6)"
 }
@@ -120,11 +134,14 @@ up() {
   set_mtu "$(inventory_mtu)"
 }
 
-# The MTU of the lab network, set live: each node's interface on it and its host-side veth peer,
-# then the bridge. Running agents follow it at once (flannel device MTU, FLANNEL_MTU in subnet.env);
-# docker0 follows at the next site.yml run (the docker role).
+# The MTU of this lab's nodes, set live: each node's interface on the network and its host-side
+# veth peer, then the bridge. Running agents follow it at once (flannel device MTU, FLANNEL_MTU in
+# subnet.env); docker0 follows at the next site.yml run (the docker role). Another lab on the same
+# network keeps its own links' MTU (the bridge forwards between ports at each port's own MTU); the
+# bridge itself, which only carries the controller's own traffic to the nodes, takes the largest MTU
+# of its ports, so that it never fragments what a node of either lab can take.
 set_mtu() {  # mtu
-  local mtu=$1 id bridge current name addr pid dev peer host_dev
+  local mtu=$1 id bridge current name pid dev peer host_dev largest
   if ! [[ $mtu =~ ^[0-9]+$ ]] || ((mtu < 1280 || mtu > 65535)); then
     echo "nodes: MTU must be a number from 1280 to 65535, got '$mtu'" >&2
     exit 2
@@ -132,19 +149,21 @@ set_mtu() {  # mtu
   id=$(docker network inspect -f '{{.Id}}' "$LAB_NETWORK" 2>/dev/null) \
     || { echo "nodes: no docker network $LAB_NETWORK: run nodes.sh up first" >&2; exit 1; }
   bridge=br-${id:0:12}
-  current=$(cat "/sys/class/net/$bridge/mtu")
-  while read -r name addr; do
+  current=""
+  while read -r name; do
     [ -n "$name" ] || continue
     pid=$(docker inspect -f '{{.State.Pid}}' "$name")
-    dev=$(nsenter -t "$pid" -n ip -o -4 addr show to "${addr%/*}" | awk '{print $2; exit}')
+    dev=$(nsenter -t "$pid" -n ip -o -4 addr show to "$LAB_SUBNET" | awk '{print $2; exit}')
     peer=$(nsenter -t "$pid" -n ip -o link show dev "$dev" | sed -n 's/^[0-9]*: [^@]*@if\([0-9]*\):.*/\1/p')
     host_dev=$(ip -o link show | awk -F': ' -v peer="$peer" '$1 == peer {sub(/@.*/, "", $2); print $2}')
     [ -n "$host_dev" ] || { echo "nodes: no host-side link of $name's $dev on $bridge" >&2; exit 1; }
+    [ -n "$current" ] || current=$(cat "/sys/class/net/$host_dev/mtu")
     ip link set dev "$host_dev" mtu "$mtu"
     nsenter -t "$pid" -n ip link set dev "$dev" mtu "$mtu"
-  done < <(docker network inspect -f '{{range .Containers}}{{.Name}} {{.IPv4Address}}{{println}}{{end}}' "$LAB_NETWORK")
-  ip link set dev "$bridge" mtu "$mtu"
-  [ "$current" = "$mtu" ] || echo "nodes: lab network $LAB_NETWORK MTU $mtu (was $current)"
+  done < <(docker ps --filter "label=$LABEL" --filter "network=$LAB_NETWORK" --format '{{.Names}}')
+  largest=$(ip -o link show master "$bridge" | sed -n 's/.* mtu \([0-9]*\) .*/\1/p' | sort -n | tail -n 1)
+  ip link set dev "$bridge" mtu "${largest:-$mtu}"
+  [ "${current:-$mtu}" = "$mtu" ] || echo "nodes: lab $INSTANCE's links on $LAB_NETWORK MTU $mtu (was $current)"
 }
 
 down() {
@@ -154,11 +173,18 @@ down() {
     docker rm -f "${ids[@]}" >/dev/null
     echo "nodes: removed ${#ids[@]} node(s)"
   fi
-  if docker network inspect "$LAB_NETWORK" >/dev/null 2>&1; then
+  # The network is shared by the labs: it goes with the last node on it.
+  if docker network inspect "$LAB_NETWORK" >/dev/null 2>&1 \
+      && [ "$(docker network inspect -f '{{len .Containers}}' "$LAB_NETWORK")" = 0 ]; then
     docker network rm "$LAB_NETWORK" >/dev/null
     echo "nodes: removed network $LAB_NETWORK"
   fi
 }
+
+inventory_json
+INSTANCE=$(inventory_setting netlab_lab_instance lab)
+# The main lab's nodes keep the label they always had (netlab.lab=node); another lab's carry its name.
+if [ "$INSTANCE" = lab ]; then LABEL=netlab.lab=node; else LABEL=netlab.lab=node-$INSTANCE; fi
 
 case ${1:-} in
   up) up ;;

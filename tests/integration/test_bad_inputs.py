@@ -16,7 +16,7 @@ Network config JSON and agent flags are covered where they are parsed, by refere
 
 This file adds 66 cases run through ansible-playbook:
 
-Role variables, against the lab (docker-node1 and docker-node2; site.yml or one role on docker-node1):
+Role variables, against the lab (its two nodes; site.yml or one role on its first node, labtools.NODE1):
   id   run        input                                              message names          rule
   R1   site.yml   network_config_flannel.Network "10.0.0.0"          network_config_flannel.Network   must be an IPv4 CIDR
   R2   site.yml   network_config_flannel.Backend.VNI 0               network_config_flannel.Backend.VNI  between 1 and 16777215
@@ -32,7 +32,7 @@ Role variables, against the lab (docker-node1 and docker-node2; site.yml or one 
   R12  flanneld   flanneld_reconcile_interval "often"                flanneld_reconcile_interval  convert to int
   R13  flanneld   flanneld_subnet_lease_renew_margin "soon"          flanneld_subnet_lease_renew_margin  convert to int
   R14  flanneld   flanneld_etcd_certfile without flanneld_etcd_keyfile  flanneld_etcd_certfile and flanneld_etcd_keyfile  set together
-  R15  flanneld   flanneld_etcd_endpoints [http://192.168.205.10:1]  flanneld_etcd_endpoints  etcd unreachable
+  R15  flanneld   flanneld_etcd_endpoints [http://<first node>:1]     flanneld_etcd_endpoints  etcd unreachable
   R16  flanneld   flanneld_iface_regex {"a": "b"} (a dict)           flanneld_iface_regex   convert to list
   R17  docker     docker_bip 10.0.0.1 (no prefix)                    docker_bip             ADDRESS/PREFIX
   R18  docker     docker_mtu 20                                      docker_mtu             between 68 and 65535
@@ -61,7 +61,7 @@ Role variables, against the lab (docker-node1 and docker-node2; site.yml or one 
   R41  (unit)     network_config_flannel.Network "127.0.0.0/8"       network_config_flannel.Network  loopback
   R42  (unit)     network_config_flannel.Network "224.0.0.0/4"       network_config_flannel.Network  multicast
   R43  (unit)     network_config_flannel.Network "169.254.0.0/16"    network_config_flannel.Network  link-local
-  R44  site.yml   network_config_flannel.Network "192.168.0.0/16"    network_config_flannel.Network  contains docker-node1's address
+  R44  site.yml   network_config_flannel.Network "192.168.0.0/16"    network_config_flannel.Network  contains the first node's address
   R45  (unit)     network_config_flannel: 10,000 nested lists (text) network_config_flannel  more than 8 levels deep
   R46  site.yml   network_config_flannel of 4 MiB (-e @file)         network_config_flannel  above the limit of 65536 bytes
   R47  (unit)     network_config_flannel ["10.0.0.0/8"] (a list)     network_config_flannel  JSON object ... got a list
@@ -131,7 +131,7 @@ import urllib.request
 import etcd
 import pytest
 
-from support.labtools import PLAYBOOKS, ROOT, ansible_playbook, ensure_lab, lab_inventories, lab_snapshot
+from support.labtools import NODE1, NODES, PLAYBOOKS, ROOT, ansible_playbook, ensure_lab, lab_inventories, lab_snapshot
 
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
 ROLE = os.path.join(PLAYBOOKS, "role.yml")
@@ -182,8 +182,8 @@ ROLE_CASES = [
      ["flanneld_subnet_lease_renew_margin", "unable to convert to int"]),
     ("R14", "flanneld", {"flanneld_etcd_certfile": "/etc/flannel/client.pem"},
      ["flanneld_etcd_certfile and flanneld_etcd_keyfile must be set together"]),
-    ("R15", "flanneld", {"flanneld_etcd_endpoints": ["http://192.168.205.10:1"]},
-     ["flanneld_etcd_endpoints (http://192.168.205.10:1)"]),
+    ("R15", "flanneld", {"flanneld_etcd_endpoints": ["http://%s:1" % NODES[NODE1]]},
+     ["flanneld_etcd_endpoints (http://%s:1)" % NODES[NODE1]]),
     ("R16", "flanneld", {"flanneld_iface_regex": {"a": "b"}},
      ["flanneld_iface_regex", "unable to convert to list"]),
     ("R17", "docker", {"docker_bip": "10.0.0.1"},
@@ -228,7 +228,7 @@ ROLE_CASES = [
     ("R36", "site", {"network_config_flannel": config_with(Netwrok="10.0.0.0/8")},
      ['network_config_flannel.Netwrok: unknown key (did you mean \\"Network\\"?']),
     ("R44", "site", {"network_config_flannel": {"Network": "192.168.0.0/16", "Backend": {"Type": "vxlan"}}},
-     ["network_config_flannel.Network: 192.168.0.0/16 contains the address 192.168.205.10 of host docker-node1: "
+     ["network_config_flannel.Network: 192.168.0.0/16 contains the address %s of host %s: " % (NODES[NODE1], NODE1) +
       "the overlay must not cover the hosts' own network"]),
     ("R46", "site", {"network_config_flannel": backend(Padding="x" * (4 << 20))},
      ["network_config_flannel: is %d bytes of JSON, above the limit of 65536 bytes"
@@ -266,12 +266,12 @@ ROLE_WORKERS = 4
 
 
 def run_role_case(case_id, target, extra_vars, directory, inventories):
-    """(rc, output) of the case's ansible-playbook run (site.yml, or one role on docker-node1)."""
+    """(rc, output) of the case's ansible-playbook run (site.yml, or one role on the first node)."""
     if target == "site":
         playbook, variables = SITE, dict(extra_vars)
     else:
         playbook = ROLE
-        variables = dict(extra_vars, integration_role=target, integration_hosts="docker-node1")
+        variables = dict(extra_vars, integration_role=target, integration_hosts=NODE1)
     # A command-line argument holds at most 128 KiB: larger extra vars go through a file.
     options = []
     if len(json.dumps(variables)) > 100000:

@@ -62,7 +62,7 @@ true
 """
 PICTURE = os.path.join(ROOT, "build", "overlay.svg")
 # The host-gw case's end, handed over to the dual-stack case (labtools.hand_over).
-LEFT_WITH_AN_AGENT_STOPPED = "the inventory's vxlan config stored, docker-node2's agent stopped, Docker on MTU 1500"
+LEFT_WITH_AN_AGENT_STOPPED = "the inventory's vxlan config stored, the second node's agent stopped, Docker on MTU 1500"
 HOST_STATE = r"""
 echo "pid=$(systemctl show -p MainPID --value flanneld)"
 grep FLANNEL_MTU /run/flannel/subnet.env
@@ -234,8 +234,8 @@ def df_ping(node, target, mtu, family):
 
 def test_site_yml_runs_the_lab_dual_stack_and_teardown_leaves_no_ipv6(lab):
     with lab():
-        # From the host-gw case's end when it ran just before (the stored vxlan config, docker-node2's
-        # agent stopped, Docker on extension's MTU 1500): the first site.yml run below is also that
+        # From the host-gw case's end when it ran just before (the stored vxlan config, the second
+        # node's agent stopped, Docker on extension's MTU 1500): the first site.yml run below is also that
         # case's return to vxlan, checked here (flannel.100, IPv4 subnets kept, pings).
         if ensure_lab(start_from=(LEFT_WITH_AN_AGENT_STOPPED,)) is None and not own_agent_installed():
             run_ok(SITE)

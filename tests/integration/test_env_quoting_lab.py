@@ -1,6 +1,6 @@
 """The agent's environment file carries any value systemd can carry, byte for byte (issue 19).
 
-On the lab (under its lock): the flanneld role on docker-node1 with hostile etcd passwords (quotes,
+On the lab (under its lock): the flanneld role on its first node with hostile etcd passwords (quotes,
 backslashes, $HOME, %h, edge spaces, #, ;, a trailing backslash); each time the running agent
 (the flanneld service's main PID) holds exactly the password in /proc/PID/environ, and works: the
 role waits until /healthz names the stored config in force. The lab's etcd has auth off, so the
@@ -16,10 +16,10 @@ import os
 import shlex
 
 from ansible_collections.netlab.flannel.plugins.filter.systemd_env_value import systemd_env_value
-from support.labtools import PLAYBOOKS, ansible_playbook, docker_exec, ensure_lab, lab_inventories, lab_snapshot
+from support.labtools import NODE1, PLAYBOOKS, ansible_playbook, docker_exec, ensure_lab, lab_inventories, lab_snapshot
 
 ROLE = os.path.join(PLAYBOOKS, "role.yml")
-NODE = "docker-node1"
+NODE = NODE1
 ON_NODE = {"integration_role": "flanneld", "integration_hosts": NODE}
 PASSWORDS = [
     " q'uo\"te back\\slash $HOME ${HOME} `id` %h %% #hash ;semi ends in \\",

@@ -19,13 +19,19 @@ import re
 import subprocess
 import time
 
-from support.labtools import BIN, ROOT, ansible_playbook, docker_exec, ensure_lab, hand_over, run
+import pytest
+
+from support.labtools import BIN, LAB_INSTANCE, ROOT, ansible_playbook, docker_exec, ensure_lab, hand_over, run
 from support.pair_pings import PairPings, describe
 from support.pair_pings import lost as lost_pings
 
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
 VERIFY = os.path.join(ROOT, "playbooks", "verify.yml")
 REMOVE = os.path.join(ROOT, "playbooks", "remove-host.yml")
+# It grows the main lab (lab/inventory.sh's docker-node1..N, under the main lab's lock): another
+# lab (a $NETLAB_INVENTORY naming another netlab_lab_instance) does not run it.
+pytestmark = pytest.mark.skipif(LAB_INSTANCE != "lab", reason="grows the main lab (inventories/lab), not lab %s"
+                                % LAB_INSTANCE)
 NODES3 = {"docker-node1": "192.168.205.10", "docker-node2": "192.168.205.11", "docker-node3": "192.168.205.12"}
 TESTS3 = dict((node, "test%s" % node[-1]) for node in NODES3)
 # This case's end, handed over to test_status_picture (labtools.hand_over).

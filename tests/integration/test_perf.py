@@ -26,14 +26,13 @@ import re
 
 import pytest
 
-from support.labtools import ROOT, ansible_playbook, ensure_lab, lab_inventories, lab_snapshot
+from support.labtools import LAB_INVENTORY, NODE1, NODES, ROOT, ansible_playbook, ensure_lab, lab_inventories, lab_snapshot
 from test_n_nodes import BACK_ON_TWO_NODES
 from test_wireguard_lab import TORN_DOWN_AFTER_WIREGUARD
 
 PERF = os.path.join(ROOT, "playbooks", "perf.yml")
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
 INVENTORIES = os.path.join(ROOT, "tests", "integration", "inventories")
-LAB = os.path.join(ROOT, "inventories", "lab")
 SMOKE_BACKENDS = ["vxlan-directrouting"]
 
 # (id, extra vars, inventories (None: the lab's), fragments the output must contain)
@@ -42,10 +41,10 @@ BAD_INPUTS = [
      ["perf_backends: unknown backend vxlan-fast; known backends are vxlan, vxlan-directrouting, host-gw, udp"]),
     ("one-host", {}, [os.path.join(INVENTORIES, "perf_one_host.yml")],
      ["perf.yml needs at least two hosts in the inventory group 'flannel'", "this inventory has 1"]),
-    ("unreachable-host", {}, [LAB, os.path.join(INVENTORIES, "perf_unreachable_host.yml")],
+    ("unreachable-host", {}, [LAB_INVENTORY, os.path.join(INVENTORIES, "perf_unreachable_host.yml")],
      ["docker-node3", "UNREACHABLE"]),
     ("tool-not-installable", {"perf_packages": ["iperf3", "netlab-no-such-tool"]}, None,
-     ["docker-node1: netlab-no-such-tool not installed and apt has no candidate for it"]),
+     ["%s: netlab-no-such-tool not installed and apt has no candidate for it" % NODE1]),
     ("missing-lab-network", {"netlab_lab_network": "netlab-missing"}, None,
      ["the lab network 'netlab-missing' (netlab_lab_network) does not exist"]),
 ]
@@ -81,8 +80,8 @@ def test_perf_smoke_every_path_carries_traffic_and_lab_is_restored(lab, tmp_path
         assert rc == 0, "perf.yml failed:\n" + output[-4000:]
         rc, site = ansible_playbook([SITE], inventories=inventories, timeout=1200)
     assert rc == 0, "site.yml failed after perf.yml:\n" + site[-3000:]
-    recap = re.findall(r"(docker-node\d+) : ok=\d+ changed=(\d+)", site)
-    assert len(recap) == 2 and all(changed == "0" for host, changed in recap), \
+    recap = dict(re.findall(r"(\S+) : ok=\d+ changed=(\d+)", site))
+    assert dict((node, recap.get(node)) for node in NODES) == dict((node, "0") for node in NODES), \
         "site.yml after perf.yml changed the lab: %s" % recap
     summary = json.load(open(tmp_path / "summary.json"))
     assert [case["backend"] for case in summary["cases"]] == SMOKE_BACKENDS

@@ -9,11 +9,12 @@ import os
 import re
 import time
 
-from support.labtools import NODES, ROOT, ansible_playbook, docker_exec, ensure_lab, lab_inventories, own_agent_installed
+from support.labtools import NODE1, NODE2, NODES, ROOT, ansible_playbook, docker_exec, ensure_lab, lab_inventories, own_agent_installed
 from test_n_nodes import BACK_ON_TWO_NODES
 
 PICTURE = os.path.join(ROOT, "build", "overlay")
-TABLE_ROW = re.compile(r'"(docker-node[12]) +(10\.\d+\.\d+\.0/\d+) +([0-9a-f:]{17}) +([0-9.]+) h +(\d+) +(\d+) +test')
+TABLE_ROW = re.compile(r'"(' + "|".join(re.escape(node) for node in NODES) +
+                       r') +(10\.\d+\.\d+\.0/\d+) +([0-9a-f:]{17}) +([0-9.]+) h +(\d+) +(\d+) +test')
 
 
 def _svg():
@@ -45,17 +46,17 @@ def test_verify_shows_metrics_and_draws_the_overlay_marking_a_host_that_disagree
             assert node in svg and subnet in svg and mac in svg and NODES[node] in svg
         assert "DISAGREES" not in svg and "missing:" not in svg
 
-        # docker-node2's agent stopped and its route to docker-node1 flushed: drawn marked.
-        docker_exec("docker-node2", "systemctl stop flanneld && ip -4 route flush dev flannel.100")
+        # The second node's agent stopped and its route to the first flushed: drawn marked.
+        docker_exec(NODE2, "systemctl stop flanneld && ip -4 route flush dev flannel.100")
         try:
             rc, output = ansible_playbook([os.path.join(ROOT, "playbooks", "status.yml")], inventories=inventories)
             assert rc == 0, output[-4000:]
-            assert "1 host(s) disagreeing with their lease: docker-node2" in output
+            assert "1 host(s) disagreeing with their lease: %s" % NODE2 in output
             svg = _svg()
-            assert "docker-node2 (DISAGREES WITH ITS LEASE)" in svg and "missing: route" in svg
-            assert "docker-node1 (DISAGREES" not in svg
+            assert "%s (DISAGREES WITH ITS LEASE)" % NODE2 in svg and "missing: route" in svg
+            assert "%s (DISAGREES" % NODE1 not in svg
         finally:
-            docker_exec("docker-node2", "systemctl start flanneld")
+            docker_exec(NODE2, "systemctl start flanneld")
         deadline = time.time() + 60
         while True:  # the agent restores the route at start-up; the picture is clean again
             rc, output = ansible_playbook([os.path.join(ROOT, "playbooks", "status.yml")], inventories=inventories)

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from support.labtools import (NODES, PLAYBOOKS, ROOT, UPSTREAM_FLANNELD, ansible_playbook, docker_exec, ensure_lab,
+from support.labtools import (NODE1, NODES, PLAYBOOKS, ROOT, UPSTREAM_FLANNELD, ansible_playbook, docker_exec, ensure_lab,
                               lab_inventories, lab_snapshot)
 
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
@@ -166,7 +166,7 @@ def test_missing_upstream_binary_is_refused_before_any_change(lab):
         ensure_lab()
         before = lab_snapshot()
         rc, output = ansible_playbook([ROLE], extra_vars={"integration_role": "flanneld",
-                                                          "integration_hosts": "docker-node1",
+                                                          "integration_hosts": NODE1,
                                                           "flanneld_upstream_binary": missing},
                                       inventories=lab_inventories())
         after = lab_snapshot()

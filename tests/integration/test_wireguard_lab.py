@@ -1,6 +1,6 @@
 """The wireguard backend on the lab (under its lock; the lab's kernel has no wireguard module, so
 wireguard-go runs flannel-wg): site.yml with the wireguard config on the running vxlan lab, with
-wireguard-go purged from docker-node2 first (the node image has it, a real host may not: the
+wireguard-go purged from the second node first (the node image has it, a real host may not: the
 flanneld role installs it) and verify.yml green; a capture on the lab bridge sees nothing but
 UDP 51820 between the nodes besides etcd's own TCP, and no inner IP header in clear; the stored
 config switched to vxlan and back while test1 pings test2 (echoes lost counted and printed, not
@@ -19,7 +19,7 @@ import struct
 import subprocess
 import time
 
-from support.labtools import (NODES, PLAYBOOKS, ROOT, docker_exec, ensure_lab, hand_over, lab_snapshot, own_agent_installed,
+from support.labtools import (NODE1, NODE2, NODES, PLAYBOOKS, ROOT, docker_exec, ensure_lab, hand_over, lab_snapshot, own_agent_installed,
                               run)
 from support.pcap import ip_packets
 from test_upstream_agent import run_ok
@@ -43,10 +43,10 @@ def container_address(node, container):
 
 
 class Pinger:
-    """test1 -> test2 every 0.1 s, inside docker-node1 (busybox ping)."""
+    """test1 -> test2 every 0.1 s, inside the first node (busybox ping)."""
 
     def __init__(self, target, count):
-        self.process = subprocess.Popen(["docker", "exec", "docker-node1", "docker", "exec", "test1", "ping", "-c",
+        self.process = subprocess.Popen(["docker", "exec", NODE1, "docker", "exec", "test1", "ping", "-c",
                                          str(count), "-i", "0.1", "-W", "1", target],
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, universal_newlines=True)
 
@@ -61,7 +61,7 @@ def switch_while_pinging(config, device, target):
     """Store `config` (the agents switch without a restart) while test1 pings test2; (lost, sent)."""
     pinger = Pinger(target, 150)
     time.sleep(1.0)
-    run_ok(ROLE, {"integration_role": "network_config", "integration_hosts": "docker-node1",
+    run_ok(ROLE, {"integration_role": "network_config", "integration_hosts": NODE1,
                   "network_config_flannel": config})
     wait_for_device(device)
     return pinger.lost()
@@ -88,20 +88,20 @@ def test_wireguard_on_the_lab_switch_verify_and_capture(lab):
         if not own_agent_installed():
             run_ok(SITE)
         run_ok(VERIFY)  # the vxlan overlay before the switch; it makes the test containers when the lab has none
-        target = container_address("docker-node2", "test2")
-        source = container_address("docker-node1", "test1")
+        target = container_address(NODE2, "test2")
+        source = container_address(NODE1, "test1")
         lost = {}
         handed_over = False
         try:
             # The agents pick the new config up as soon as site.yml stores it, before the flanneld
-            # role has installed wireguard-go on docker-node2: that agent must get to it all the same.
-            docker_exec("docker-node2", "apt-get purge -y -q wireguard-go >/dev/null && ! command -v wireguard-go")
+            # role has installed wireguard-go on the second node: that agent must get to it all the same.
+            docker_exec(NODE2, "apt-get purge -y -q wireguard-go >/dev/null && ! command -v wireguard-go")
             site = run_ok(SITE, {"network_config_flannel": WIREGUARD})
             for task_name in ("Install wireguard-go", "Have the running agent try the stored wireguard"):
                 task = [task for task in site.split("TASK [")
                         if task.startswith("netlab.flannel.flanneld : " + task_name)]
-                assert len(task) == 1 and "changed: [docker-node2]" in task[0], task
-            installed = docker_exec("docker-node2", "dpkg-query -W -f '${Status}' wireguard-go")
+                assert len(task) == 1 and "changed: [%s]" % NODE2 in task[0], task
+            installed = docker_exec(NODE2, "dpkg-query -W -f '${Status}' wireguard-go")
             assert installed == "install ok installed", installed
             verified = run_ok(VERIFY)
             # Its last play drew the overlay: each host with its PublicKey, no host marked.
@@ -113,14 +113,14 @@ def test_wireguard_on_the_lab_switch_verify_and_capture(lab):
             assert len(leases) == len(NODES), leases
             for lease in leases:
                 assert "PublicKey " + lease["BackendData"]["PublicKey"] in svg, lease
-            target = container_address("docker-node2", "test2")  # verify.yml may have made them again
-            source = container_address("docker-node1", "test1")
+            target = container_address(NODE2, "test2")  # verify.yml may have made them again
+            source = container_address(NODE1, "test1")
             first, second = sorted(NODES.values())
             capture = subprocess.Popen(["tcpdump", "-i", lab_bridge(), "--immediate-mode", "-U", "-w", "-",
                                         "host %s and host %s" % (first, second)],
                                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
             time.sleep(1.5)
-            pinged = docker_exec("docker-node1", "docker exec test1 ping -c 10 -i 0.2 %s" % target)
+            pinged = docker_exec(NODE1, "docker exec test1 ping -c 10 -i 0.2 %s" % target)
             time.sleep(0.5)
             capture.send_signal(signal.SIGINT)
             packets = ip_packets(capture.communicate(timeout=20)[0])

@@ -1,7 +1,10 @@
 """Helpers of the integration tests: ansible-playbook runs, the shared two-node lab, state snapshots.
 
-The lab (docker-node1/2 on the docker network `netlab`, 192.168.205.0/24 and fd6c:ab5e:2050:205::/64) is shared with other
-sessions: every step that runs against it holds /tmp/netlab-lab.lock (the lock `flock(1)` takes)
+The lab is the one $NETLAB_INVENTORY names (default inventories/lab: docker-node1/2; make test runs
+some files on inventories/lab2's second lab), on the docker network `netlab` (192.168.205.0/24 and
+fd6c:ab5e:2050:205::/64). Its nodes, addresses and lock come from that inventory: NODES, NODES6,
+LAB_INVENTORY, LOCK. A lab is shared with other sessions: every step that runs against it holds
+its lock (/tmp/netlab-<netlab_lab_instance>.lock, the lock `flock(1)` takes)
 from the "before" snapshot to the "after" snapshot, and brings the lab up and provisions it
 (lab/nodes.sh up, playbooks/site.yml) when it finds it missing. Traffic goes only to the lab
 network's node addresses and to loopback.
@@ -19,12 +22,32 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.dirname(sys.executable)
-LOCK = "/tmp/netlab-lab.lock"
 LAB_NETWORK = "netlab"
 LAB_SUBNET = "192.168.205.0/24"
 LAB_SUBNET6 = "fd6c:ab5e:2050:205::/64"  # lab/common.sh's LAB_SUBNET6
-NODES = {"docker-node1": "192.168.205.10", "docker-node2": "192.168.205.11"}
-NODES6 = {"docker-node1": "fd6c:ab5e:2050:205::10", "docker-node2": "fd6c:ab5e:2050:205::11"}  # lab_ipv6 of NODES
+# The lab's inventory, as lab/common.sh reads it (relative paths from the checkout).
+LAB_INVENTORY = os.path.join(ROOT, os.environ.get("NETLAB_INVENTORY") or os.path.join("inventories", "lab"))
+
+
+def _inventory_nodes(inventory):
+    """({node: address}, instance name) of the lab inventory: its hosts with netlab_lab_address and
+    their netlab_lab_instance (default "lab"), as lab/nodes.sh reads them."""
+    listed = subprocess.run([os.path.join(BIN, "ansible-inventory"), "-i", inventory, "--list"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=True,
+                            env=dict(os.environ, ANSIBLE_CONFIG=os.path.join(ROOT, "ansible.cfg")))
+    hostvars = json.loads(listed.stdout)["_meta"]["hostvars"]
+    nodes = dict((name, hostvars[name]["netlab_lab_address"]) for name in sorted(hostvars)
+                 if hostvars[name].get("netlab_lab_address"))
+    instance = hostvars[sorted(nodes)[0]].get("netlab_lab_instance", "lab") if nodes else "lab"
+    return nodes, instance
+
+
+NODES, LAB_INSTANCE = _inventory_nodes(LAB_INVENTORY)
+# lab/common.sh's lab_ipv6: the IPv6 prefix with the IPv4 address's last number (.10 -> ::10).
+NODES6 = dict((node, LAB_SUBNET6.split("/", maxsplit=1)[0] + address.rsplit(".", 1)[1]) for node, address in NODES.items())
+LOCK = "/tmp/netlab-%s.lock" % LAB_INSTANCE
+# The lab's first and second node, by name (sorted, as the inventory lists them).
+NODE1, NODE2 = (sorted(NODES) + [None, None])[:2]
 TLS_INVENTORY = os.path.join(ROOT, "extensions", "molecule", "tls", "inventory")
 PLAYBOOKS = os.path.join(ROOT, "tests", "integration", "playbooks")
 # One line per ansible-playbook run of a lab case (issue 25: where a case's minutes go): the case,
@@ -218,7 +241,7 @@ echo "masquerade rules: $(iptables -w -t nat -S POSTROUTING | grep -c 'flanneld 
 
 def lab_snapshot():
     """{'etcd': {key: value}, node: host state text} for the whole lab."""
-    snapshot = {"etcd": json.loads(docker_exec("docker-node1", "python3 -", stdin=ETCD_DUMP))}
+    snapshot = {"etcd": json.loads(docker_exec(NODE1, "python3 -", stdin=ETCD_DUMP))}
     for node in NODES:
         snapshot[node] = docker_exec(node, HOST_STATE)
     return snapshot
@@ -246,8 +269,8 @@ def own_agent_installed():
 
 def lab_inventories():
     """The lab inventory, plus the TLS scenario's when the lab's etcd serves https."""
-    inventories = [os.path.join(ROOT, "inventories", "lab")]
-    env = docker_exec("docker-node1", "cat /etc/default/etcd")
+    inventories = [LAB_INVENTORY]
+    env = docker_exec(NODE1, "cat /etc/default/etcd")
     if "ETCD_LISTEN_CLIENT_URLS=\"https" in env and os.path.isdir(TLS_INVENTORY):
         inventories.append(TLS_INVENTORY)
     return inventories
@@ -297,7 +320,7 @@ def ensure_lab(start_from=(), passes_on=()):
         return
     # Otherwise both scripts: no-ops when current, and they replace nodes made for another
     # checkout's ssh key (running nodes this checkout could not log in to would pass the checks below).
-    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""))
+    env = dict(os.environ, PATH=BIN + os.pathsep + os.environ.get("PATH", ""), NETLAB_INVENTORY=LAB_INVENTORY)
     run(["bash", os.path.join(ROOT, "lab", "build-images.sh")], timeout=900, env=env)
     run(["bash", os.path.join(ROOT, "lab", "nodes.sh"), "up"], timeout=900, env=env)
     _NODE_IMAGE_SEEN[:] = _node_images()
