@@ -11,7 +11,8 @@ under tests/ (a new directory is picked up, a new file in one too): tests/integr
 do not use the lab (fixture `lab`) run in this lane as integration-controller; tests/agent's cases
 that send no overlay traffic (marked control_plane) run next as agent-control, and the rest of
 tests/agent waits for Molecule to end (its ping-loss counts are timing-sensitive; it runs beside
-tests/integration's lab cases).
+tests/integration's lab cases). Both tests/agent tiers run on pytest-xdist workers: each case has
+namespaces, etcd and agents of its own and mostly waits.
 
 Each tier's output goes to build/test/<tier>.log; pytest tiers also write build/test/<tier>.xml
 (JUnit) and their 15 slowest cases (--durations); build/test/playbook-times.tsv has one line per
@@ -81,11 +82,13 @@ class Tier:
         self.counts = {"passed": 1 if self.ok else 0, "failed": 0 if self.ok else 1, "skipped": 0}
 
 
-def pytest_tier(directory, after=None, name=None, marks=None):
+def pytest_tier(directory, after=None, name=None, marks=None, workers=None):
+    """workers: run the cases on that many pytest-xdist processes (cases that mostly wait)."""
     name = name or os.path.basename(directory)
     xml = os.path.join(OUT, name + ".xml")
     argv = [sys.executable, "-m", "pytest", os.path.relpath(directory, ROOT), "-q", "-rs", "--durations=15",
-            "--junitxml=" + xml, "-o", "junit_family=xunit2"] + (["-m", marks] if marks else [])
+            "--junitxml=" + xml, "-o", "junit_family=xunit2"] + (["-m", marks] if marks else []) + \
+        (["-n", str(workers)] if workers else [])
     return Tier(name, argv, junit=True, after=after)
 
 
@@ -121,8 +124,10 @@ def plan():
         if directory == integration:
             other.append(pytest_tier(directory, name="integration-controller", marks="not lab"))
         elif os.path.basename(directory) == "agent":
-            other.append(pytest_tier(directory, name="agent-control", marks="control_plane"))
-            other.append(pytest_tier(directory, after=molecule_done, marks="not control_plane"))
+            # Each case has namespaces, etcd and agents of its own and mostly waits (on backoffs,
+            # stalls, pings): parallel workers (measured in BENCHMARKS.md, "Test suite").
+            other.append(pytest_tier(directory, name="agent-control", marks="control_plane", workers=3))
+            other.append(pytest_tier(directory, after=molecule_done, marks="not control_plane", workers=2))
         else:
             other.append(pytest_tier(directory))
     return lab, other, molecule_done

@@ -51,3 +51,9 @@ def upstream():
     reason = upstream_absent_reason()
     if reason:
         pytest.skip(reason)
+
+
+def pytest_collection_modifyitems(items):
+    """Cases marked long_wait first: make test runs this directory on parallel workers, and a case
+    that idles for minutes collected last would leave its worker running alone at the end."""
+    items.sort(key=lambda item: item.get_closest_marker("long_wait") is None)

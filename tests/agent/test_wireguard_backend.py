@@ -246,6 +246,7 @@ def _cpu_seconds(agent):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@pytest.mark.long_wait
 def test_an_idle_pair_past_wireguards_180_s_still_answers_first_pings_both_ways_at_once(lab, agent_path, request):
     """WireGuard refuses a session's keys 180 s after its handshake (REJECT_AFTER_TIME) and renews
     it only when one end sends: a pair idle longer has no session, and its first packets both ways
