@@ -1,6 +1,6 @@
 """A role's files written by netlab.flannel.rendered_files still notify their own handlers.
 
-On the lab (under its lock), the forward role on docker-node1, which writes its sysctl file and its
+On the lab (under its lock), the forward role on its first node, which writes its sysctl file and its
 docker.service drop-in in one module run: the drop-in edited on the node is written back and systemd
 reloaded (its NeedDaemonReload goes back to no), the sysctl handler skipped; then the sysctl file's
 mode changed: it is set back and only the sysctl handler runs. A last run changes nothing.
@@ -9,10 +9,10 @@ mode changed: it is set back and only the sysctl handler runs. A last run change
 import os
 import re
 
-from support.labtools import PLAYBOOKS, ansible_playbook, docker_exec, ensure_lab, lab_inventories
+from support.labtools import NODE1, PLAYBOOKS, ansible_playbook, docker_exec, ensure_lab, lab_inventories
 
 ROLE = os.path.join(PLAYBOOKS, "role.yml")
-NODE = "docker-node1"
+NODE = NODE1
 DROPIN = "/etc/systemd/system/docker.service.d/60-netlab-forward.conf"
 SYSCTL = "/etc/sysctl.d/60-netlab-forward.conf"
 SYSCTL_HANDLER = "Apply the forwarding sysctl"
