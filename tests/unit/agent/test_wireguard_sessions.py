@@ -119,6 +119,7 @@ def _backend(clock, device, peers):
     backend = WireguardBackend.__new__(WireguardBackend)
     backend.log = logging.getLogger("flannel.backend.wireguard")
     backend.public_key, backend.device, backend._sessions = "M" + "A" * 42 + "=", device, SessionTimer(clock)
+    backend._silent = set()
     backend._peers = dict(("10.%d.0.0/20" % (10 + number), peer) for number, peer in enumerate(peers))
     return backend
 
@@ -141,3 +142,22 @@ def test_upkeep_opens_only_the_due_sessions_this_end_opens_and_never_spins_on_a_
     device.broken = True  # `later` is due but the device does not answer: not tried again at once
     backend.upkeep()
     assert device.opened == [(opened, 0)] and backend.upkeep_in() == RETRY_AFTER - (RENEW_AGE - 60)
+
+
+def test_a_peer_that_never_answers_is_opened_every_retry_period_and_said_once(caplog):
+    clock = Clock()
+    gone = "Z" + "B" * 42 + "="
+    device = FakeDevice({gone: int(clock.now) - 1000})
+    backend = _backend(clock, device, [WgPeer(gone, "192.0.2.1:51820", ("10.10.0.0/20",), 0, None)])
+    caplog.set_level("DEBUG", logger="flannel.backend.wireguard")
+    for _turn in range(4):
+        backend.upkeep()
+        assert backend.upkeep_in() == RETRY_AFTER
+        clock.now += RETRY_AFTER
+    assert device.opened == [(gone, 0)] * 4
+    warnings = [record.getMessage() for record in caplog.records if record.levelname == "WARNING"]
+    assert warnings == ["wireguard: no handshake with peer %s since this end last opened the session; "
+                        "opening it again every %d s until it answers" % (gone, RETRY_AFTER)]
+    device.handshakes[gone] = int(clock.now)  # it answered at last: said again if it goes silent
+    backend.upkeep()
+    assert gone not in backend._silent

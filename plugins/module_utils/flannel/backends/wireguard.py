@@ -30,7 +30,7 @@ from ..netlink.wireguard import KernelDevice, create_wireguard
 from .base import BackendError, address_change, peer_scope_problem
 from .network_device import NetworkDeviceBackend
 from .wireguard_device import DeviceError, UapiDevice, WgPeer, is_missing_kind, start_wireguard_go
-from .wireguard_sessions import SessionTimer
+from .wireguard_sessions import RETRY_AFTER, SessionTimer
 from .wireguard_keys import KeyFileError, key_problem, lease_key_and_port, load_or_create_private_key, public_key
 
 DEVICE_NAME = "flannel-wg"
@@ -66,6 +66,7 @@ class WireguardBackend(NetworkDeviceBackend):
         self.device = None  # UapiDevice or KernelDevice, chosen by setup()
         self._peers = {}  # subnet (str) -> WgPeer last configured
         self._sessions = SessionTimer()  # when this end opens its sessions again
+        self._silent = set()  # public keys said to answer no opening (said once until they answer)
 
     # -- set-up ----------------------------------------------------------------------------------
 
@@ -256,13 +257,15 @@ class WireguardBackend(NetworkDeviceBackend):
             self._sessions.read(self.device.state().handshakes)
         except DeviceError as error:
             self.log.error("wireguard: %s", error)
+        self._silent = set(key for key in self._silent if key in peers and self._sessions.unanswered(key))
         due = self._sessions.due(peers)
         for key in due:
-            if self._sessions.unanswered(key):
-                self.log.warning("wireguard: no handshake with peer %s since this end last opened the session; "
-                                 "opening it again", key)
-            else:
+            if not self._sessions.unanswered(key):
                 self.log.debug("wireguard: opening the session with peer %s again before it expires", key)
+            elif key not in self._silent:  # a host gone for good keeps its lease up to 24 h: said once
+                self._silent.add(key)
+                self.log.warning("wireguard: no handshake with peer %s since this end last opened the session; "
+                                 "opening it again every %d s until it answers", key, RETRY_AFTER)
         self._open_sessions([peers[key] for key in due])
 
     def handshakes(self):
