@@ -83,9 +83,14 @@ class MisbehavingEtcd:
                 sent += len(block)
                 time.sleep(max(0.0, len(block) / float(self.rate) - (time.monotonic() - started)))
         elif mode == "huge":
-            body = b'{"action":"get","node":{"key":"' + b"x" * (40 * MIB) + b'"}}'
-            self._headers(sock, len(body))
-            sock.sendall(body)
+            # Headers at once, the body a MiB at a time: building 40 MiB before answering took over
+            # the client's 1 s read timeout on a loaded machine (a timeout, not the bad reply tested).
+            head, tail, block = b'{"action":"get","node":{"key":"', b'"}}', b"x" * MIB
+            self._headers(sock, len(head) + 40 * MIB + len(tail))
+            sock.sendall(head)
+            for _number in range(40):
+                sock.sendall(block)
+            sock.sendall(tail)
         elif mode in ("stall", "cut"):
             self._headers(sock, 1000)
             sock.sendall(b'{"action":"get","node":{"key":"/coreos.com/network/config","value":"')
