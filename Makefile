@@ -12,7 +12,7 @@ AGENT_SOURCES := $(shell find plugins/module_utils/flannel -name '*.py') tools/b
 help:
 	@echo "make lab          bring up the two-node lab and provision it (prints the verify table);"
 	@echo "                  NODES=N for N nodes (ETCD_MEMBERS=M of them etcd members, odd, default 3)"
-	@echo "make test-lab     the Molecule scenarios (NODES=N: the default one on N nodes)"
+	@echo "make test-lab     the Molecule scenarios (NODES=N: the default one on N nodes; tls on a second lab)"
 	@echo "make test         run every test: lint, sanity, unit, etcd, agent (namespaces) beside the lab's"
 	@echo "                  Molecule and integration tests; TIERS='unit etcd' runs some (build/test/)"
 	@echo "make agent        build build/flanneld.pyz"
@@ -91,7 +91,8 @@ sanity: venv
 test-reliability: prereqs venv
 	NETLAB_OUTAGE_SECONDS=60 NETLAB_MANY_AGENTS=100 $(PY) -m pytest tests/agent/test_reliability.py -q
 
-# Each Molecule scenario under the lab lock; a scenario's destroy keeps the node image.
+# Each Molecule scenario under its lab's lock: the default one on the lab, the tls one beside it on
+# the second lab (inventories/lab2, taken down after); a scenario's destroy keeps the node image.
 # NODES=N: the default scenario on the N-node lab (the tls scenario stays on two nodes); not in
 # make test, whose integration tier runs on the two-node lab the default scenario leaves.
 test-lab: lab-prereqs venv agent

@@ -1,8 +1,14 @@
-"""Run the test tiers of `make test` in two lanes and print one summary.
+"""Run the test tiers of `make test` in three lanes and print one summary.
 
-The lab lane runs what needs the shared Docker lab, one tier after another: each Molecule scenario
-(extensions/molecule/*/, default last) under the lab lock, then tests/integration (whose cases
-take the lock themselves). The default scenario ends where `make lab` does (the lab's own config,
+Two lab lanes run what needs a Docker lab, one tier after another, each on its own lab (both on
+the docker network `netlab`, each with its own nodes and lock; lab/nodes.sh): the main lab lane
+(inventories/lab, /tmp/netlab-lab.lock) runs the default Molecule scenario, then tests/integration's
+lab cases but those of SECOND_LAB_FILES; the second lab lane (inventories/lab2, /tmp/netlab-lab2.lock)
+runs every other Molecule scenario (tls: its molecule.yml names inventories/lab2), then
+SECOND_LAB_FILES' lab cases, then takes its nodes down. The split is by file, balanced by the cases'
+measured minutes (build/test/integration*.xml); a new file runs on the main lab. A lab playbook run
+waits on its hosts for most of its wall time, so the two lab lanes share the two cores well.
+The default scenario ends where `make lab` does (the lab's own config,
 verified), so it keeps its nodes: the integration cases start on them instead of bringing nodes up
 and running site.yml once more (`--destroy never` also skips the scenario's first destroy, so
 `molecule destroy` runs before it: the scenario still starts from fresh nodes). The other lane
@@ -35,6 +41,16 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 OUT = os.path.join(ROOT, "build", "test")
 LOCK = "/tmp/netlab-lab.lock"
+# The second lab (its inventory's netlab_lab_instance names its lock and node label).
+SECOND_LAB_INVENTORY = os.path.join(ROOT, "inventories", "lab2")
+SECOND_LAB_LOCK = "/tmp/netlab-lab2.lock"
+# tests/integration files whose lab cases run on the second lab. Session 9's run (minutes): on the
+# main lab the default scenario 2.3, test_n_nodes 5.5, test_perf 2.4, test_wireguard_lab 1.7,
+# test_bad_inputs 0.9, test_env_quoting_lab 0.5, test_status_picture 0.4 (13.7); on the second lab the tls scenario 5.3, a
+# fresh site.yml about 1.5, test_config_change_lab 4.6, test_upstream_agent 2.3 (13.7). Files that
+# hand the lab over to one another (labtools.hand_over: test_n_nodes to test_perf and
+# test_status_picture, test_wireguard_lab to test_perf's smoke) stay on one lab.
+SECOND_LAB_FILES = ("test_config_change_lab.py", "test_upstream_agent.py")
 # Directories under tests/ that hold no test cases of their own (benchmarks, shared helpers).
 NOT_TIERS = ("bench", "support")
 # Lines of a failed tier's log printed at the end (the whole log stays in build/test/).
@@ -43,11 +59,12 @@ HEARTBEAT_SECONDS = 300
 
 
 class Tier:
-    def __init__(self, name, argv, junit=False, after=None):
+    def __init__(self, name, argv, junit=False, after=None, env=None):
         self.name = name
         self.argv = argv
         self.junit = junit
         self.after = after  # an event the tier waits for before it starts
+        self.env = env  # environment variables set for the tier (its lab's inventory)
         self.log = os.path.join(OUT, name + ".log")
         self.xml = os.path.join(OUT, name + ".xml") if junit else None
         self.started = self.ended = None
@@ -82,14 +99,15 @@ class Tier:
         self.counts = {"passed": 1 if self.ok else 0, "failed": 0 if self.ok else 1, "skipped": 0}
 
 
-def pytest_tier(directory, after=None, name=None, marks=None, workers=None):
-    """workers: run the cases on that many pytest-xdist processes (cases that mostly wait)."""
+def pytest_tier(directory, after=None, name=None, marks=None, workers=None, paths=None, options=(), env=None):
+    """workers: run the cases on that many pytest-xdist processes (cases that mostly wait); paths: the
+    files to run (default the directory); env: variables set for the tier (its lab's inventory)."""
     name = name or os.path.basename(directory)
     xml = os.path.join(OUT, name + ".xml")
-    argv = [sys.executable, "-m", "pytest", os.path.relpath(directory, ROOT), "-q", "-rs", "--durations=15",
-            "--junitxml=" + xml, "-o", "junit_family=xunit2"] + (["-m", marks] if marks else []) + \
-        (["-n", str(workers)] if workers else [])
-    return Tier(name, argv, junit=True, after=after)
+    argv = [sys.executable, "-m", "pytest"] + [os.path.relpath(path, ROOT) for path in paths or [directory]] + [
+        "-q", "-rs", "--durations=15", "--junitxml=" + xml, "-o", "junit_family=xunit2"] + list(options) + (
+        ["-m", marks] if marks else []) + (["-n", str(workers)] if workers else [])
+    return Tier(name, argv, junit=True, after=after, env=env)
 
 
 def molecule_scenarios():
@@ -100,13 +118,15 @@ def molecule_scenarios():
 
 
 def plan():
-    """(lab lane, other lane): lists of tiers run in order."""
+    """(main lab lane, second lab lane, other lane): lists of tiers run in order."""
     molecule_done = threading.Event()
     molecule = os.path.join(BIN, "molecule")
-    lab = [Tier("molecule-" + name, ["flock", LOCK, molecule, "test", "-s", name]) if name != "default" else
-           Tier("molecule-default", ["flock", LOCK, "sh", "-c", '"$0" destroy -s default && "$0" test -s default '
+    second = dict(NETLAB_INVENTORY=SECOND_LAB_INVENTORY)
+    lab = [Tier("molecule-default", ["flock", LOCK, "sh", "-c", '"$0" destroy -s default && "$0" test -s default '
                                      '--destroy never', molecule])
-           for name in molecule_scenarios()]
+           for name in molecule_scenarios() if name == "default"]
+    lab2 = [Tier("molecule-" + name, ["flock", SECOND_LAB_LOCK, molecule, "test", "-s", name], env=second)
+            for name in molecule_scenarios() if name != "default"]
     directories = sorted(path.rstrip("/") for path in glob.glob(os.path.join(ROOT, "tests", "*", ""))
                          if os.path.basename(path.rstrip("/")) not in NOT_TIERS + ("integration",)
                          and not os.path.basename(path.rstrip("/")).startswith(("_", ".")))
@@ -116,7 +136,13 @@ def plan():
     # others (module arguments on the controller) beside it, before the agent tier.
     integration = os.path.join(ROOT, "tests", "integration")
     if os.path.isdir(integration):
-        lab.append(pytest_tier(integration, marks="lab"))
+        on_second = [os.path.join(integration, name) for name in SECOND_LAB_FILES]
+        ignored = ["--ignore=" + os.path.relpath(path, ROOT) for path in on_second]
+        lab.append(pytest_tier(integration, marks="lab", options=ignored))
+        lab2.append(pytest_tier(integration, name="integration-lab2", marks="lab", paths=on_second, env=second))
+        # The second lab is a detail of the test suite: its nodes go at the end of its lane.
+        lab2.append(Tier("lab2-down", ["flock", SECOND_LAB_LOCK, "bash", os.path.join(ROOT, "lab", "nodes.sh"),
+                                       "down"], env=second))
         directories.append(integration)
     # Namespace tests last in their lane, those with traffic after Molecule (see the docstring).
     directories.sort(key=lambda path: os.path.basename(path) == "agent")
@@ -130,7 +156,7 @@ def plan():
             other.append(pytest_tier(directory, after=molecule_done, marks="not control_plane", workers=2))
         else:
             other.append(pytest_tier(directory))
-    return lab, other, molecule_done
+    return lab, lab2, other, molecule_done
 
 
 def stamp(start):
@@ -143,7 +169,7 @@ def load():
         return handle.read().split()[0]
 
 
-def run_lane(tiers, start, printer, lane_done=None):
+def run_lane(tiers, start, printer, molecule_done, all_tiers):
     for tier in tiers:
         if tier.after is not None:
             tier.after.wait()
@@ -152,7 +178,8 @@ def run_lane(tiers, start, printer, lane_done=None):
         with open(tier.log, "w") as log:
             try:
                 tier.returncode = subprocess.run(tier.argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                                 stdin=subprocess.DEVNULL, check=False).returncode
+                                                 stdin=subprocess.DEVNULL, check=False,
+                                                 env=dict(os.environ, **(tier.env or {}))).returncode
             except OSError as error:
                 log.write("cannot run %s: %s\n" % (tier.argv[0], error))
                 tier.returncode = 127
@@ -161,11 +188,9 @@ def run_lane(tiers, start, printer, lane_done=None):
         printer("%s %s: %s in %.1f min (%d passed, %d failed, %d skipped; load %s)"
                 % (stamp(start), tier.name, "passed" if tier.ok else "FAILED", tier.minutes(),
                    tier.counts["passed"], tier.counts["failed"], tier.counts["skipped"], load()))
-        if lane_done is not None and not any(other.name.startswith("molecule-") and other.ended is None
-                                             for other in tiers):
-            lane_done.set()
-    if lane_done is not None:
-        lane_done.set()
+        # The agent tier waits for every Molecule scenario (in either lab lane) to end.
+        if not any(other.name.startswith("molecule-") and other.ended is None for other in all_tiers):
+            molecule_done.set()
 
 
 def tail(path, lines):
@@ -178,16 +203,18 @@ def main(selected):
     # tests/support/labtools.py appends one line per lab playbook run: this run's only.
     if os.path.exists(os.path.join(OUT, "playbook-times.tsv")):
         os.remove(os.path.join(OUT, "playbook-times.tsv"))
-    lab, other, molecule_done = plan()
+    lab, lab2, other, molecule_done = plan()
     if selected:
         def wanted(tier):
             return any(tier.name == name or tier.name.startswith(name) for name in selected)
-        lab, other = [t for t in lab if wanted(t)], [t for t in other if wanted(t)]
-        unknown = [name for name in selected if not any(t.name.startswith(name) for t in lab + other)]
+        unknown = [name for name in selected if not any(t.name.startswith(name) for t in lab + lab2 + other)]
         if unknown:
             print("run_tests: no tier named %s" % ", ".join(unknown), file=sys.stderr)
             return 2
-    tiers = lab + other
+        # The second lab's nodes go when any of its tiers ran.
+        lab2 = [t for t in lab2 if wanted(t) or (t.name == "lab2-down" and any(wanted(u) for u in lab2))]
+        lab, other = [t for t in lab if wanted(t)], [t for t in other if wanted(t)]
+    tiers = lab + lab2 + other
     start = time.time()
     load_before = load()
     print_lock = threading.Lock()
@@ -196,13 +223,13 @@ def main(selected):
         with print_lock:
             print(line, flush=True)
 
-    printer("%s tiers: lab lane %s; beside it %s; logs in %s (load %s, %d cores)"
-            % (stamp(start), " ".join(t.name for t in lab) or "-", " ".join(t.name for t in other) or "-",
-               os.path.relpath(OUT, ROOT), load_before, os.cpu_count()))
-    if not any(t.name.startswith("molecule-") for t in lab):
+    printer("%s tiers: main lab lane %s; second lab lane %s; beside them %s; logs in %s (load %s, %d cores)"
+            % (stamp(start), " ".join(t.name for t in lab) or "-", " ".join(t.name for t in lab2) or "-",
+               " ".join(t.name for t in other) or "-", os.path.relpath(OUT, ROOT), load_before, os.cpu_count()))
+    if not any(t.name.startswith("molecule-") for t in tiers):
         molecule_done.set()
-    lanes = [threading.Thread(target=run_lane, args=(lab, start, printer, molecule_done)),
-             threading.Thread(target=run_lane, args=(other, start, printer))]
+    lanes = [threading.Thread(target=run_lane, args=(lane, start, printer, molecule_done, tiers))
+             for lane in (lab, lab2, other)]
     for lane in lanes:
         lane.start()
     while any(lane.is_alive() for lane in lanes):
@@ -227,7 +254,7 @@ def main(selected):
         lines.append("%-24s %-7s %7d %7d %8d %8.1f %8.1f" % (
             tier.name, "ok" if tier.ok else "FAILED", tier.counts["passed"], tier.counts["failed"],
             tier.counts["skipped"], tier.minutes(), (tier.started - start) / 60 if tier.started else 0))
-    lines.append("tests run: %d (lint, sanity and each Molecule scenario count as one; %d skipped)"
+    lines.append("tests run: %d (lint, sanity, each Molecule scenario and lab2-down count as one; %d skipped)"
                  % (totals["passed"] + totals["failed"], totals["skipped"]))
     lines.append("%d passed, %d failed" % (totals["passed"], totals["failed"]))
     with open(os.path.join(OUT, "summary.txt"), "w") as handle:
