@@ -54,6 +54,13 @@ inventory_mtu() {
 # The network with both prefixes. One from before the lab had IPv6 (or with IPv6 off) is made
 # again with its nodes: docker cannot add a subnet to a network, and `up` re-creates the nodes
 # (site.yml then provisions them as it would new ones).
+# The labs share the network: making it, removing it and attaching or detaching nodes hold this lock
+# (two labs' `up` at once both found no network and both created one: "Pool overlaps").
+NETWORK_LOCK=/tmp/netlab-network.lock
+lock_network() { exec 8>"$NETWORK_LOCK" && flock 8; }
+unlock_network() { flock -u 8 && exec 8>&-; }
+
+# The caller holds the network lock.
 ensure_network() {
   local subnets ipv6
   if subnets=$(docker network inspect -f '{{range .IPAM.Config}}{{.Subnet}} {{end}}' "$LAB_NETWORK" 2>/dev/null); then
@@ -62,7 +69,7 @@ ensure_network() {
     ipv6=$(docker network inspect -f '{{.EnableIPv6}}' "$LAB_NETWORK")
     [[ $ipv6 == true && " $subnets" == *" $LAB_SUBNET6 "* ]] && return
     echo "nodes: network $LAB_NETWORK has no IPv6 prefix $LAB_SUBNET6 (subnets $subnets): making it again"
-    down
+    remove_nodes_and_empty_network
     ! docker network inspect "$LAB_NETWORK" >/dev/null 2>&1 \
       || { echo "nodes: network $LAB_NETWORK still has another lab's nodes: take that lab down first" >&2; exit 1; }
   fi
@@ -98,6 +105,7 @@ wait_node() {  # name address
 
 up() {
   docker image inspect "$NODE_IMAGE" >/dev/null 2>&1 || "$LAB_DIR/build-images.sh"
+  lock_network
   ensure_network
   local opts nodes name addr state image
   mapfile -t opts < <("$LAB_DIR/node-options.sh")
@@ -130,6 +138,7 @@ up() {
         echo "nodes: created $name ($addr, $(lab_ipv6 "$addr"))" ;;
     esac
   done <<<"$nodes"
+  unlock_network
   while read -r name addr; do wait_node "$name" "$addr"; done <<<"$nodes"
   set_mtu "$(inventory_mtu)"
 }
@@ -166,7 +175,8 @@ set_mtu() {  # mtu
   [ "${current:-$mtu}" = "$mtu" ] || echo "nodes: lab $INSTANCE's links on $LAB_NETWORK MTU $mtu (was $current)"
 }
 
-down() {
+# The caller holds the network lock.
+remove_nodes_and_empty_network() {
   local ids
   mapfile -t ids < <(docker ps -aq --filter "label=$LABEL")
   if ((${#ids[@]})); then
@@ -179,6 +189,12 @@ down() {
     docker network rm "$LAB_NETWORK" >/dev/null
     echo "nodes: removed network $LAB_NETWORK"
   fi
+}
+
+down() {
+  lock_network
+  remove_nodes_and_empty_network
+  unlock_network
 }
 
 inventory_json
