@@ -44,13 +44,14 @@ LOCK = "/tmp/netlab-lab.lock"
 # The second lab (its inventory's netlab_lab_instance names its lock and node label).
 SECOND_LAB_INVENTORY = os.path.join(ROOT, "inventories", "lab2")
 SECOND_LAB_LOCK = "/tmp/netlab-lab2.lock"
-# tests/integration files whose lab cases run on the second lab. Session 9's run (minutes): on the
-# main lab the default scenario 2.3, test_n_nodes 5.5, test_perf 2.4, test_wireguard_lab 1.7,
-# test_bad_inputs 0.9, test_env_quoting_lab 0.5, test_status_picture 0.4 (13.7); on the second lab the tls scenario 5.3, a
-# fresh site.yml about 1.5, test_config_change_lab 4.6, test_upstream_agent 2.3 (13.7). Files that
-# hand the lab over to one another (labtools.hand_over: test_n_nodes to test_perf and
+# tests/integration files whose lab cases run on the second lab, balanced by the first fresh-clone
+# run with two lab lanes (session 10, 20.6 min, load 2-8; case seconds): main lab: the default
+# scenario 5.1 min, test_n_nodes 489, test_perf 139, test_wireguard_lab 120, test_env_quoting_lab 45,
+# test_rendered_files_lab 28, test_status_picture 25 (about 19.2 min); second lab: the tls scenario
+# 8.0 min, test_config_change_lab 454, test_upstream_agent 156, test_bad_inputs 82 (about 19.6).
+# Files that hand the lab over to one another (labtools.hand_over: test_n_nodes to test_perf and
 # test_status_picture, test_wireguard_lab to test_perf's smoke) stay on one lab.
-SECOND_LAB_FILES = ("test_config_change_lab.py", "test_upstream_agent.py")
+SECOND_LAB_FILES = ("test_bad_inputs.py", "test_config_change_lab.py", "test_upstream_agent.py")
 # Directories under tests/ that hold no test cases of their own (benchmarks, shared helpers).
 NOT_TIERS = ("bench", "support")
 # Lines of a failed tier's log printed at the end (the whole log stays in build/test/).
