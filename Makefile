@@ -99,7 +99,7 @@ test-lab: lab-prereqs venv agent
 	test -d $(LAB_INVENTORY)
 	NETLAB_INVENTORY=$(abspath $(LAB_INVENTORY)) $(PY) tools/run_tests.py molecule
 
-# tools/run_tests.py: the lab lane (Molecule scenarios, then tests/integration) beside the other
+# tools/run_tests.py: two lab lanes, one per lab (Molecule scenarios, then tests/integration) beside the other
 # tiers (lint, sanity, each pytest directory under tests/); logs, JUnit XML and --durations in
 # build/test/; one summary of tiers, counts and minutes, ending "N passed, M failed".
 TIERS ?=

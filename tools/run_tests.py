@@ -7,7 +7,8 @@ lab cases but those of SECOND_LAB_FILES; the second lab lane (inventories/lab2, 
 runs every other Molecule scenario (tls: its molecule.yml names inventories/lab2), then
 SECOND_LAB_FILES' lab cases, then takes its nodes down. The split is by file, balanced by the cases'
 measured minutes (build/test/integration*.xml); a new file runs on the main lab. A lab playbook run
-waits on its hosts for most of its wall time, so the two lab lanes share the two cores well.
+waits on its hosts for most of its wall time, so the two lab lanes fit on two cores: each slows the
+other's playbook runs (1.3 to 2 times, BENCHMARKS.md), and the whole run still ends minutes sooner.
 The default scenario ends where `make lab` does (the lab's own config,
 verified), so it keeps its nodes: the integration cases start on them instead of bringing nodes up
 and running site.yml once more (`--destroy never` also skips the scenario's first destroy, so
@@ -133,7 +134,7 @@ def plan():
                          and not os.path.basename(path.rstrip("/")).startswith(("_", ".")))
     other = [Tier("lint", [os.path.join(BIN, "ansible-lint")]),
              Tier("sanity", ["bash", os.path.join(ROOT, "tools", "run-sanity.sh")])]
-    # tests/integration: the cases on the lab (marked `lab` by its conftest) in the lab lane, the
+    # tests/integration: the cases on a lab (marked `lab` by its conftest) in the lab lanes, the
     # others (module arguments on the controller) beside it, before the agent tier.
     integration = os.path.join(ROOT, "tests", "integration")
     if os.path.isdir(integration):
