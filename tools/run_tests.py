@@ -19,13 +19,16 @@ do not use the lab (fixture `lab`) run in this lane as integration-controller; t
 that send no overlay traffic (marked control_plane) run next as agent-control, and the rest of
 tests/agent waits for Molecule to end (its ping-loss counts are timing-sensitive; it runs beside
 tests/integration's lab cases). Both tests/agent tiers run on pytest-xdist workers: each case has
-namespaces, etcd and agents of its own and mostly waits.
+namespaces, etcd and agents of its own and mostly waits. The tiers that only compute (lint, sanity,
+tests/unit) run niced: they have minutes to spare in their lane, and the CPU they leave goes to the
+lab lanes, which set the run's wall time.
 
 Each tier's output goes to build/test/<tier>.log; pytest tiers also write build/test/<tier>.xml
 (JUnit) and their 15 slowest cases (--durations); build/test/playbook-times.tsv has one line per
 ansible-playbook run of tests/integration (case, playbook, seconds, load). A tier that is not pytest counts as one test.
-The summary (also in build/test/summary.txt) lists each tier with its counts and minutes and ends
-with the line "N passed, M failed"; the exit status is 1 when any tier failed.
+The summary (also in build/test/summary.txt) lists each tier with its counts, minutes and CPU
+minutes (its own processes; a lab's nodes run under Docker, outside them), the whole machine's busy
+share and CPU minutes, and ends with the line "N passed, M failed"; the exit status is 1 when any tier failed.
 
 Usage: run_tests.py [TIER ...]   (names or prefixes, e.g. `unit etcd` or `molecule`; default all)
 """
@@ -45,25 +48,32 @@ LOCK = "/tmp/netlab-lab.lock"
 # The second lab (its inventory's netlab_lab_instance names its lock and node label).
 SECOND_LAB_INVENTORY = os.path.join(ROOT, "inventories", "lab2")
 SECOND_LAB_LOCK = "/tmp/netlab-lab2.lock"
-# tests/integration files whose lab cases run on the second lab, balanced by the first fresh-clone
-# run with two lab lanes (session 10, 20.6 min, load 2-8; case seconds): main lab: the default
-# scenario 5.1 min, test_n_nodes 489, test_perf 139, test_wireguard_lab 120, test_env_quoting_lab 45,
-# test_rendered_files_lab 28, test_status_picture 25 (about 19.2 min); second lab: the tls scenario
-# 8.0 min, test_config_change_lab 454, test_upstream_agent 156, test_bad_inputs 82 (about 19.6).
+# tests/integration files whose lab cases run on the second lab, balanced by the cases' seconds in
+# session 10's fresh-clone runs (two lab lanes, load 2-8): main lab: the default scenario 4.9-5.1 min,
+# test_n_nodes 489 (about 460 after its two last removals became one run), test_perf 139,
+# test_wireguard_lab 120, test_rendered_files_lab 28, test_status_picture 25 (about 19.0 min);
+# second lab: the tls scenario 7.0-8.0 min, test_config_change_lab 454, test_upstream_agent 156,
+# test_bad_inputs 82, test_env_quoting_lab 45 (about 19.2).
 # Files that hand the lab over to one another (labtools.hand_over: test_n_nodes to test_perf and
 # test_status_picture, test_wireguard_lab to test_perf's smoke) stay on one lab.
-SECOND_LAB_FILES = ("test_bad_inputs.py", "test_config_change_lab.py", "test_upstream_agent.py")
+SECOND_LAB_FILES = ("test_bad_inputs.py", "test_config_change_lab.py", "test_env_quoting_lab.py",
+                    "test_upstream_agent.py")
 # Directories under tests/ that hold no test cases of their own (benchmarks, shared helpers).
 NOT_TIERS = ("bench", "support")
 # Lines of a failed tier's log printed at the end (the whole log stays in build/test/).
 TAIL_LINES = 120
 HEARTBEAT_SECONDS = 300
+# Tiers that only compute run at this niceness (Tier.yields): lint, sanity and these directories.
+YIELDING_NICENESS = 10
+YIELDING_DIRECTORIES = ("unit",)
 
 
 class Tier:
-    def __init__(self, name, argv, junit=False, after=None, env=None):
+    def __init__(self, name, argv, junit=False, after=None, env=None, yields=False):
         self.name = name
-        self.argv = argv
+        # A tier that only computes (no etcd, agent or lab timing in it) yields the CPU to the lab
+        # lanes, which set the run's wall time; it has minutes to spare in its own lane.
+        self.argv = (["nice", "-n", str(YIELDING_NICENESS)] if yields else []) + argv
         self.junit = junit
         self.after = after  # an event the tier waits for before it starts
         self.env = env  # environment variables set for the tier (its lab's inventory)
@@ -71,6 +81,7 @@ class Tier:
         self.xml = os.path.join(OUT, name + ".xml") if junit else None
         self.started = self.ended = None
         self.returncode = None
+        self.cpu_seconds = 0.0  # user + system of the tier's processes (not the lab nodes' own)
         self.counts = {"passed": 0, "failed": 0, "skipped": 0}
 
     @property
@@ -101,7 +112,8 @@ class Tier:
         self.counts = {"passed": 1 if self.ok else 0, "failed": 0 if self.ok else 1, "skipped": 0}
 
 
-def pytest_tier(directory, after=None, name=None, marks=None, workers=None, paths=None, options=(), env=None):
+def pytest_tier(directory, after=None, name=None, marks=None, workers=None, paths=None, options=(), env=None,
+                yields=False):
     """workers: run the cases on that many pytest-xdist processes (cases that mostly wait); paths: the
     files to run (default the directory); env: variables set for the tier (its lab's inventory)."""
     name = name or os.path.basename(directory)
@@ -109,7 +121,7 @@ def pytest_tier(directory, after=None, name=None, marks=None, workers=None, path
     argv = [sys.executable, "-m", "pytest"] + [os.path.relpath(path, ROOT) for path in paths or [directory]] + [
         "-q", "-rs", "--durations=15", "--junitxml=" + xml, "-o", "junit_family=xunit2"] + list(options) + (
         ["-m", marks] if marks else []) + (["-n", str(workers)] if workers else [])
-    return Tier(name, argv, junit=True, after=after, env=env)
+    return Tier(name, argv, junit=True, after=after, env=env, yields=yields)
 
 
 def molecule_scenarios():
@@ -132,8 +144,8 @@ def plan():
     directories = sorted(path.rstrip("/") for path in glob.glob(os.path.join(ROOT, "tests", "*", ""))
                          if os.path.basename(path.rstrip("/")) not in NOT_TIERS + ("integration",)
                          and not os.path.basename(path.rstrip("/")).startswith(("_", ".")))
-    other = [Tier("lint", [os.path.join(BIN, "ansible-lint")]),
-             Tier("sanity", ["bash", os.path.join(ROOT, "tools", "run-sanity.sh")])]
+    other = [Tier("lint", [os.path.join(BIN, "ansible-lint")], yields=True),
+             Tier("sanity", ["bash", os.path.join(ROOT, "tools", "run-sanity.sh")], yields=True)]
     # tests/integration: the cases on a lab (marked `lab` by its conftest) in the lab lanes, the
     # others (module arguments on the controller) beside it, before the agent tier.
     integration = os.path.join(ROOT, "tests", "integration")
@@ -157,13 +169,21 @@ def plan():
             other.append(pytest_tier(directory, name="agent-control", marks="control_plane", workers=3))
             other.append(pytest_tier(directory, after=molecule_done, marks="not control_plane", workers=2))
         else:
-            other.append(pytest_tier(directory))
+            other.append(pytest_tier(directory, yields=os.path.basename(directory) in YIELDING_DIRECTORIES))
     return lab, lab2, other, molecule_done
 
 
 def stamp(start):
     elapsed = int(time.time() - start)
     return "[%02d:%02d]" % (elapsed // 60, elapsed % 60)
+
+
+def busy_ticks():
+    """(busy, total) CPU ticks of the whole machine so far (/proc/stat)."""
+    with open("/proc/stat") as handle:
+        ticks = [int(field) for field in handle.readline().split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle and iowait
+    return sum(ticks) - idle, sum(ticks)
 
 
 def load():
@@ -179,9 +199,12 @@ def run_lane(tiers, start, printer, molecule_done, all_tiers):
         printer("%s %s: started (load %s)" % (stamp(start), tier.name, load()))
         with open(tier.log, "w") as log:
             try:
-                tier.returncode = subprocess.run(tier.argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
-                                                 stdin=subprocess.DEVNULL, check=False,
-                                                 env=dict(os.environ, **(tier.env or {}))).returncode
+                child = subprocess.Popen(tier.argv, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                         stdin=subprocess.DEVNULL, env=dict(os.environ, **(tier.env or {})))
+                # wait4: the child's own CPU account, with every process it waited for.
+                _pid, status, usage = os.wait4(child.pid, 0)
+                tier.returncode = os.waitstatus_to_exitcode(status)
+                tier.cpu_seconds = usage.ru_utime + usage.ru_stime
             except OSError as error:
                 log.write("cannot run %s: %s\n" % (tier.argv[0], error))
                 tier.returncode = 127
@@ -218,7 +241,7 @@ def main(selected):
         lab, other = [t for t in lab if wanted(t)], [t for t in other if wanted(t)]
     tiers = lab + lab2 + other
     start = time.time()
-    load_before = load()
+    load_before, ticks_before = load(), busy_ticks()
     print_lock = threading.Lock()
 
     def printer(line):
@@ -249,13 +272,19 @@ def main(selected):
                                                                  os.path.relpath(tier.log, ROOT)))
         sys.stdout.writelines(tail(tier.log, TAIL_LINES))
     totals = dict((key, sum(t.counts[key] for t in tiers)) for key in ("passed", "failed", "skipped"))
-    lines = ["", "==== test summary: %d tiers, %.1f min wall, load %s before and %s after, %d cores"
-             % (len(tiers), (time.time() - start) / 60, load_before, load(), os.cpu_count()),
-             "%-24s %-7s %7s %7s %8s %8s %8s" % ("tier", "result", "passed", "failed", "skipped", "minutes", "at min")]
+    busy, total = [after - before for after, before in zip(busy_ticks(), ticks_before)]
+    lines = ["", "==== test summary: %d tiers, %.1f min wall, load %s before and %s after, %d cores %.0f %% busy"
+             % (len(tiers), (time.time() - start) / 60, load_before, load(), os.cpu_count(),
+                100.0 * busy / max(total, 1)),
+             "%-24s %-7s %7s %7s %8s %8s %8s %8s" % ("tier", "result", "passed", "failed", "skipped", "minutes",
+                                                     "at min", "cpu min")]
     for tier in tiers:
-        lines.append("%-24s %-7s %7d %7d %8d %8.1f %8.1f" % (
+        lines.append("%-24s %-7s %7d %7d %8d %8.1f %8.1f %8.1f" % (
             tier.name, "ok" if tier.ok else "FAILED", tier.counts["passed"], tier.counts["failed"],
-            tier.counts["skipped"], tier.minutes(), (tier.started - start) / 60 if tier.started else 0))
+            tier.counts["skipped"], tier.minutes(), (tier.started - start) / 60 if tier.started else 0,
+            tier.cpu_seconds / 60))
+    lines.append("cpu min: each tier's own processes (a lab's nodes run under Docker, outside it); the whole "
+                 "machine: %.1f cpu min" % (busy / os.sysconf("SC_CLK_TCK") / 60))
     lines.append("tests run: %d (lint, sanity, each Molecule scenario and lab2-down count as one; %d skipped)"
                  % (totals["passed"] + totals["failed"], totals["skipped"]))
     lines.append("%d passed, %d failed" % (totals["passed"], totals["failed"]))
