@@ -12,7 +12,12 @@
   python3 perf_probe.py wg-alone PLAN_JSON
       (plan "up") a WireGuard tunnel of its own, device wg-alone run by wireguard-go with the plan's
       keys, port, addresses and MTU, configured through its control socket: the wireguard
-      backend's baseline, "wireguard-go alone" between the same two hosts; (plan "down") removed
+      backend's baseline, "wireguard-go alone" between the same two hosts; with a plan "container",
+      also a container of that name started like the test container (plan "like": same image, on
+      docker0 in the same Docker subnet), whose address it returns; (plan "route") the peer's such
+      container carried by the tunnel: its address added to the peer's allowed IPs and routed
+      through wg-alone (a /32, so the test containers' traffic stays on the overlay); (plan "down")
+      the tunnel and the container removed
 
 CPU is read from the cgroup that holds the host's init. On a lab node (a container on the
 shared kernel) that cgroup counts every process of the node (iperf3, the agent, etcd, dockerd,
@@ -247,30 +252,14 @@ def client(plan):
     for path in plan["paths"]:
         throughput = [iperf3(path, streams, plan, read_host) for streams in plan["streams"]]
         paths.append({"name": path["name"], "target": path["target"], "container": path["container"],
-                      "throughput": throughput, "latency": ping(path, plan)})
+                      "port": path["port"], "throughput": throughput, "latency": ping(path, plan)})
     return {"cpu_source": source, "idle_cpu": idle_cpu, "paths": paths}
 
 
-def wg_alone(plan, device="wg-alone"):
-    """Bring the baseline tunnel up or down (see the module's note); prints what it did."""
-    import base64
+def _uapi_set(device, request):
+    """Send a UAPI 'set' request to wireguard-go's control socket for `device`."""
     import socket
 
-    run(["ip", "link", "delete", device])
-    if plan["action"] == "down":
-        return {"device": device, "removed": True}
-    environment = dict(os.environ, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1")
-    started = subprocess.run(["wireguard-go", device], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=environment, timeout=30, check=False)
-    if started.returncode != 0:
-        raise SystemExit("perf_probe: wireguard-go %s: %s" % (device, started.stdout.strip()[-300:]))
-
-    def hexed(key):
-        return base64.b64decode(key).hex()
-
-    request = ("set=1\nprivate_key=%s\nlisten_port=%d\npublic_key=%s\nendpoint=%s\nallowed_ip=%s/32\n\n"
-               % (hexed(plan["private_key"]), int(plan["port"]), hexed(plan["peer_public_key"]), plan["endpoint"],
-                  plan["peer_address"]))
     control = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     control.settimeout(10)
     control.connect("/var/run/wireguard/%s.sock" % device)
@@ -279,12 +268,70 @@ def wg_alone(plan, device="wg-alone"):
     control.close()
     if "errno=0" not in answer:
         raise SystemExit("perf_probe: wireguard-go refused the configuration: %r" % answer)
-    for argv in (["ip", "address", "add", plan["address"] + "/24", "dev", device],
-                 ["ip", "link", "set", device, "mtu", str(plan["mtu"]), "up"]):
-        result = run(argv)
-        if result.returncode != 0:
-            raise SystemExit("perf_probe: %s: %s" % (" ".join(argv), result.stderr.strip()))
-    return {"device": device, "address": plan["address"], "mtu": int(plan["mtu"])}
+
+
+def _hexed(key):
+    import base64
+
+    return base64.b64decode(key).hex()
+
+
+def _checked(argv):
+    result = run(argv)
+    if result.returncode != 0:
+        raise SystemExit("perf_probe: %s: %s" % (" ".join(argv), (result.stderr or result.stdout).strip()))
+    return result.stdout
+
+
+def start_container_like(name, like):
+    """A container `name` started as the test container `like` is (same image, default bridge);
+    returns its address."""
+    image = _checked(["docker", "inspect", "-f", "{{.Config.Image}}", like]).strip()
+    _checked(["docker", "run", "-d", "--stop-timeout", "1", "--name", name, image,
+              "sh", "-c", "while true; do sleep 3600; done"])
+    return _checked(["docker", "inspect", "-f", "{{.NetworkSettings.IPAddress}}", name]).strip()
+
+
+WG_ALONE_SCOPE = "netlab-perf-wg-alone.scope"
+
+
+def wg_alone(plan, device="wg-alone"):
+    """Bring the baseline tunnel up or down, or route the peer's baseline container through it
+    (see the module's note); prints what it did."""
+    if plan["action"] == "route":
+        _uapi_set(device, "set=1\npublic_key=%s\nallowed_ip=%s/32\n\n"
+                  % (_hexed(plan["peer_public_key"]), plan["peer_container_address"]))
+        _checked(["ip", "route", "replace", plan["peer_container_address"] + "/32", "dev", device])
+        return {"device": device, "routed": plan["peer_container_address"]}
+    run(["ip", "link", "delete", device])
+    under_systemd = os.path.isdir("/run/systemd/system")
+    if under_systemd:
+        run(["systemctl", "stop", WG_ALONE_SCOPE])
+    if plan.get("container"):
+        run(["docker", "rm", "-f", plan["container"]])
+    if plan["action"] == "down":
+        return {"device": device, "removed": True}
+    environment = dict(os.environ, WG_I_PREFER_BUGGY_USERSPACE_TO_POLISHED_KMOD="1")
+    # wireguard-go in a unit of its own, as a daemon runs (the agent's runs in flanneld.service),
+    # not in the cgroup of the command that starts it: there (sshd's, with iperf3) the scheduler
+    # shares CPU between iperf3 and wireguard-go as threads of one group instead of between two
+    # units, which changed both the throughput and iperf3's own CPU (BENCHMARKS.md, issue 23).
+    argv = ["wireguard-go", device]
+    if under_systemd:
+        argv = ["systemd-run", "--quiet", "--scope", "--collect", "--unit", WG_ALONE_SCOPE] + argv
+    started = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=environment, timeout=30, check=False)
+    if started.returncode != 0:
+        raise SystemExit("perf_probe: wireguard-go %s: %s" % (device, started.stdout.strip()[-300:]))
+    _uapi_set(device, "set=1\nprivate_key=%s\nlisten_port=%d\npublic_key=%s\nendpoint=%s\nallowed_ip=%s/32\n\n"
+              % (_hexed(plan["private_key"]), int(plan["port"]), _hexed(plan["peer_public_key"]), plan["endpoint"],
+                 plan["peer_address"]))
+    _checked(["ip", "address", "add", plan["address"] + "/24", "dev", device])
+    _checked(["ip", "link", "set", device, "mtu", str(plan["mtu"]), "up"])
+    done = {"device": device, "address": plan["address"], "mtu": int(plan["mtu"])}
+    if plan.get("container"):
+        done["container_address"] = start_container_like(plan["container"], plan["like"])
+    return done
 
 
 def main(argv):

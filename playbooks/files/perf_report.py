@@ -13,20 +13,24 @@ import json
 import os
 import sys
 
-PATHS = ("underlay", "overlay host", "overlay container", "wireguard-go alone", "overlay container IPv6")
+PATHS = ("underlay", "overlay host", "overlay container", "wireguard-go alone", "wireguard-go alone container",
+         "overlay container IPv6")
 
 
 def summarize(case):
     """One row per path: Gbit/s and CPU per stream count, latency."""
+    # Each path's tests were served, in order, by the receiver's server on the path's port (a
+    # perf.json from before paths had ports: the host's server or the container's).
+    by_port = all("port" in path for path in case["client"]["paths"])
     server_tests = {}
     for server in case["server"]["servers"]:
-        server_tests[server["container"] is not None] = list(server["tests"])
+        server_tests[int(server["port"]) if by_port else server["container"] is not None] = list(server["tests"])
     rows = []
     for path in case["client"]["paths"]:
-        in_container = path["container"] is not None
+        served_by = int(path["port"]) if by_port else path["container"] is not None
         row = {"path": path["name"], "throughput": {}, "latency": path["latency"], "errors": []}
         for test in path["throughput"]:
-            received = server_tests.get(in_container, [])
+            received = server_tests.get(served_by, [])
             server = received.pop(0) if received else {}
             row["throughput"][test["streams"]] = {
                 "gbps": test["received_bps"] / 1e9, "retransmits": test.get("retransmits"),
@@ -145,21 +149,27 @@ def round_ratios(row, baseline):
 
 def against_wireguard_go(cases):
     """The wireguard backend against wireguard-go alone between the same hosts in the same case:
-    container -> container over the agent's flannel-wg (the issue's goal), and host -> host over it
+    container -> container over the agent's flannel-wg (the issue's goal) and host -> host over it
     (the same path as the baseline's, through the agent's device instead of a hand-made one), each
-    over host -> host through a tunnel of its own. Measured in alternated rounds: the median of the
-    rounds' ratios (each round's figures were taken a minute apart at most, under the same load),
-    with each round's ratio."""
+    over host -> host through a tunnel of its own; and, like for like, container -> container over
+    flannel-wg against container -> container through that tunnel (two containers beside the test
+    containers, in the same Docker subnets), and the containers' own hop: container -> container
+    through that tunnel over host -> host through it. Measured in alternated rounds: the median of
+    the rounds' ratios (each round's figures were taken a minute apart at most, under the same
+    load), with each round's ratio."""
     lines = []
     for case in cases:
-        alone = next((row for row in case["rows"] if row["path"] == "wireguard-go alone"), None)
-        for path, label in (("overlay container", "container -> container"),
-                            ("overlay host", "host -> host over flannel-wg")):
-            mine = next((row for row in case["rows"] if row["path"] == path), None)
-            if alone is None or mine is None:
-                continue
-            lines.append("MTU %s, %s: %s / wireguard-go alone: %s" % (
-                case["mtu"], case["label"], label, round_ratios(mine, alone)))
+        rows = dict((row["path"], row) for row in case["rows"])
+        for path, baseline, label in (
+                ("overlay container", "wireguard-go alone", "container -> container / wireguard-go alone"),
+                ("overlay host", "wireguard-go alone", "host -> host over flannel-wg / wireguard-go alone"),
+                ("overlay container", "wireguard-go alone container",
+                 "container -> container over flannel-wg / over wireguard-go alone"),
+                ("wireguard-go alone container", "wireguard-go alone",
+                 "wireguard-go alone, container -> container / host -> host")):
+            if path in rows and baseline in rows:
+                lines.append("MTU %s, %s: %s: %s" % (case["mtu"], case["label"], label,
+                                                     round_ratios(rows[path], rows[baseline])))
     return "\n".join(lines)
 
 

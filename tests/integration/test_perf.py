@@ -6,18 +6,20 @@ inventory with one host, a host that cannot be reached, a measurement tool apt c
 and a lab network that does not exist. Each output names the problem.
 
 The smoke proves perf.yml's wiring, not figures (those are `make perf`'s): its short mode (1 s of
-iperf3 per stream count and path, 100 pings) with our agent on one backend brought up fresh
-(teardown, site.yml, verify.yml), measured, then the lab's own config brought back (teardown after
-a measured case, site.yml, verify.yml): vxlan with DirectRouting, which no other lab test runs.
-perf.yml has nothing per backend but its network config, so the other backends' data planes are
-proven where they carry the lab's traffic: vxlan in every lab test, host-gw in
-test_config_change_lab.py, udp in Molecule's default scenario (udp.yml: verify.yml's pings on udp)
-and test_upstream_agent.py (verify.yml on udp with upstream's agent), wireguard in
-test_wireguard_lab.py; upstream's runs and the MTU passes are left to `make perf`. It runs last
-on the lab (marked lab_last) and starts from the wireguard case's teardown: its bring-up is that
-case's return to a working overlay (labtools.hand_over). It fails when a
-path carries no traffic; then site.yml on the restored lab must change nothing (what `make lab`
-would do next). Figures are printed, never asserted.
+iperf3 per stream count and path, 100 pings, one round) with our agent on two backends, each
+brought up fresh (teardown, site.yml, verify.yml) and measured, then the lab's own config brought
+back (teardown after a measured case, site.yml, verify.yml): vxlan with DirectRouting, which no
+other lab test runs, and wireguard, the only backend with paths of its own (wireguard-go alone
+host -> host, and container -> container through that tunnel between two containers perf.yml
+starts and removes). perf.yml has nothing else per backend but its network config, so the other
+backends' data planes are proven where they carry the lab's traffic: vxlan in every lab test,
+host-gw in test_config_change_lab.py, udp in Molecule's default scenario (udp.yml: verify.yml's
+pings on udp) and test_upstream_agent.py (verify.yml on udp with upstream's agent); upstream's
+runs and the MTU passes are left to `make perf`. It runs last on the lab (marked lab_last) and
+starts from the wireguard case's teardown: its bring-up is that case's return to a working
+overlay (labtools.hand_over). It fails when a path carries no traffic or perf.yml leaves its
+wireguard-go baseline (device or container) behind; then site.yml on the restored lab must
+change nothing (what `make lab` would do next). Figures are printed, never asserted.
 """
 
 import json
@@ -26,14 +28,21 @@ import re
 
 import pytest
 
-from support.labtools import LAB_INVENTORY, NODE1, NODES, ROOT, ansible_playbook, ensure_lab, lab_inventories, lab_snapshot
+from support.labtools import (LAB_INVENTORY, NODE1, NODES, ROOT, ansible_playbook, docker_exec, ensure_lab, lab_inventories,
+                              lab_snapshot)
 from test_n_nodes import BACK_ON_TWO_NODES
 from test_wireguard_lab import TORN_DOWN_AFTER_WIREGUARD
 
 PERF = os.path.join(ROOT, "playbooks", "perf.yml")
 SITE = os.path.join(ROOT, "playbooks", "site.yml")
 INVENTORIES = os.path.join(ROOT, "tests", "integration", "inventories")
-SMOKE_BACKENDS = ["vxlan-directrouting"]
+SMOKE_BACKENDS = ["vxlan-directrouting", "wireguard"]
+OVERLAY_PATHS = ["underlay", "overlay host", "overlay container"]
+# The paths of each smoke backend's case, in the report's order.
+SMOKE_PATHS = {"vxlan-directrouting": OVERLAY_PATHS,
+               "wireguard": OVERLAY_PATHS + ["wireguard-go alone", "wireguard-go alone container"]}
+# perf.yml's container for wireguard-go alone, container -> container (vars/perf.yml).
+WG_ALONE_CONTAINER = "netlab-perf-wg-alone"
 
 # (id, extra vars, inventories (None: the lab's), fragments the output must contain)
 BAD_INPUTS = [
@@ -69,7 +78,7 @@ def test_bad_perf_input_stops_before_any_change(lab, tmp_path, case_id, extra_va
 @pytest.mark.lab_last
 def test_perf_smoke_every_path_carries_traffic_and_lab_is_restored(lab, tmp_path):
     short = {"perf_seconds": 1, "perf_omit_seconds": 0, "perf_ping_count": 100, "perf_ping_interval": 0.01,
-             "perf_backends": SMOKE_BACKENDS, "perf_variants": [], "perf_upstream_binary": "",
+             "perf_backends": SMOKE_BACKENDS, "perf_variants": [], "perf_upstream_binary": "", "perf_wg_rounds": 1,
              "perf_output_dir": str(tmp_path)}
     with lab():
         # Run last (lab_last): it starts from the wireguard case's teardown when that ran, and its
@@ -79,6 +88,8 @@ def test_perf_smoke_every_path_carries_traffic_and_lab_is_restored(lab, tmp_path
         rc, output = ansible_playbook([PERF], extra_vars=short, inventories=inventories, timeout=3600)
         assert rc == 0, "perf.yml failed:\n" + output[-4000:]
         rc, site = ansible_playbook([SITE], inventories=inventories, timeout=1200)
+        leftovers = dict((node, docker_exec(node, "docker ps -a -q --filter name=^%s$; ip -br link show dev wg-alone "
+                                                  "2>/dev/null || true" % WG_ALONE_CONTAINER)) for node in NODES)
     assert rc == 0, "site.yml failed after perf.yml:\n" + site[-3000:]
     recap = dict(re.findall(r"(\S+) : ok=\d+ changed=(\d+)", site))
     assert dict((node, recap.get(node)) for node in NODES) == dict((node, "0") for node in NODES), \
@@ -86,10 +97,11 @@ def test_perf_smoke_every_path_carries_traffic_and_lab_is_restored(lab, tmp_path
     summary = json.load(open(tmp_path / "summary.json"))
     assert [case["backend"] for case in summary["cases"]] == SMOKE_BACKENDS
     for case in summary["cases"]:
-        assert [row["path"] for row in case["rows"]] == ["underlay", "overlay host", "overlay container"]
+        assert [row["path"] for row in case["rows"]] == SMOKE_PATHS[case["backend"]]
         for row in case["rows"]:
             assert all(figure["gbps"] > 0 for figure in row["throughput"].values()), (case["label"], row)
             assert row["latency"]["received"] > 0, (case["label"], row)
     assert summary["no_traffic"] == []
+    assert leftovers == dict((node, "") for node in NODES), "perf.yml left its wireguard-go baseline: %s" % leftovers
     assert (tmp_path / "perf.png").stat().st_size > 0
     print(open(tmp_path / "table.txt").read())

@@ -52,6 +52,44 @@ def test_alternated_rounds_give_one_row_per_path_and_the_median_of_the_rounds_ra
                      "1: 1.00 (rounds 1.00, 1.00, 1.00)"]
 
 
+def test_container_to_container_over_wireguard_go_alone_is_the_like_for_like_baseline():
+    # perf.yml's wireguard case since paths carry their port: each path's tests are matched to the
+    # receiver's server on that port, so the two container paths' servers (test2's, the baseline
+    # container's) each give their own CPU figures.
+    ports = {"underlay": 5201, "overlay host": 5201, "overlay container": 5202, "wireguard-go alone": 5201,
+             "wireguard-go alone container": 5203}
+    containers = {"overlay container": "test1", "wireguard-go alone container": "netlab-perf-wg-alone"}
+    paths = [_path("underlay", 10.0)]
+    for host, container, alone, alone_container in ((0.38, 0.34, 0.39, 0.35), (0.20, 0.17, 0.20, 0.18),
+                                                    (0.37, 0.33, 0.38, 0.33)):
+        paths += [_path("overlay host", host), _path("overlay container", container, "test1"),
+                  _path("wireguard-go alone", alone), _path("wireguard-go alone container", alone_container,
+                                                            "netlab-perf-wg-alone")]
+    for path in paths:
+        path["port"] = ports[path["name"]]
+    case = _case(paths)
+    receiver_cpu = {5201: 50.0, 5202: 60.0, 5203: 70.0}
+    case["server"]["servers"] = [
+        {"port": port, "container": containers.get(name),
+         "tests": [{"rc": 0, "cpu": {"host_percent": receiver_cpu[port]}} for path in paths if path["port"] == port]}
+        for name, port in (("underlay", 5201), ("overlay container", 5202), ("wireguard-go alone container", 5203))]
+    cases, empty = perf_report.build({"cases": [case]})
+    assert empty == []
+    rows = dict((row["path"], row) for row in cases[0]["rows"])
+    assert list(rows) == ["underlay", "overlay host", "overlay container", "wireguard-go alone",
+                          "wireguard-go alone container"]
+    assert dict((path, row["throughput"][1]["receiver_cpu"]) for path, row in rows.items()) == {
+        "underlay": 50.0, "overlay host": 50.0, "overlay container": 60.0, "wireguard-go alone": 50.0,
+        "wireguard-go alone container": 70.0}
+    assert perf_report.against_wireguard_go(cases).split("\n") == [
+        "MTU 1500, wireguard: container -> container / wireguard-go alone: 1: 0.87 (rounds 0.87, 0.85, 0.87)",
+        "MTU 1500, wireguard: host -> host over flannel-wg / wireguard-go alone: 1: 0.97 (rounds 0.97, 1.00, 0.97)",
+        "MTU 1500, wireguard: container -> container over flannel-wg / over wireguard-go alone: "
+        "1: 0.97 (rounds 0.97, 0.94, 1.00)",
+        "MTU 1500, wireguard: wireguard-go alone, container -> container / host -> host: "
+        "1: 0.90 (rounds 0.90, 0.90, 0.87)"]
+
+
 def test_a_single_round_reads_as_before():
     paths = [_path("underlay", 10.0), _path("overlay host", 0.30), _path("overlay container", 0.12, "test1"),
              _path("wireguard-go alone", 0.19)]
