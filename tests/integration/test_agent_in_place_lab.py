@@ -8,7 +8,8 @@ runs none of those three tasks.
 import os
 import re
 
-from support.labtools import INSTALLED_AGENT, NODE1, PLAYBOOKS, ansible_playbook, docker_exec, ensure_lab, lab_inventories
+from support.labtools import INSTALLED_AGENT, NODE1, PLAYBOOKS, docker_exec, ensure_lab
+from test_upstream_agent import run_ok
 
 ROLE = os.path.join(PLAYBOOKS, "role.yml")
 NODE = NODE1
@@ -19,10 +20,7 @@ TASKS = ("Create the agent's directory", "Install the agent (the collection's zi
 
 
 def run_flanneld_role():
-    rc, output = ansible_playbook([ROLE], extra_vars={"integration_role": "flanneld", "integration_hosts": NODE},
-                                  inventories=lab_inventories())
-    assert rc == 0, "role.yml (flanneld) failed:\n%s" % output[-4000:]
-    return output
+    return run_ok(ROLE, {"integration_role": "flanneld", "integration_hosts": NODE})
 
 
 def task_status(output, name):

@@ -9,7 +9,8 @@ mode changed: it is set back and only the sysctl handler runs. A last run change
 import os
 import re
 
-from support.labtools import NODE1, PLAYBOOKS, ansible_playbook, docker_exec, ensure_lab, lab_inventories
+from support.labtools import NODE1, PLAYBOOKS, docker_exec, ensure_lab
+from test_upstream_agent import run_ok
 
 ROLE = os.path.join(PLAYBOOKS, "role.yml")
 NODE = NODE1
@@ -20,10 +21,7 @@ RELOAD_HANDLER = "Reload systemd units for the docker drop-in"
 
 
 def run_forward_role():
-    rc, output = ansible_playbook([ROLE], extra_vars={"integration_role": "forward", "integration_hosts": NODE},
-                                  inventories=lab_inventories())
-    assert rc == 0, "role.yml (forward) failed:\n%s" % output[-4000:]
-    return output
+    return run_ok(ROLE, {"integration_role": "forward", "integration_hosts": NODE})
 
 
 def handler_status(output, name):
