@@ -203,7 +203,7 @@ def run_lane(tiers, start, printer, molecule_done, all_tiers):
                                          stdin=subprocess.DEVNULL, env=dict(os.environ, **(tier.env or {})))
                 # wait4: the child's own CPU account, with every process it waited for.
                 _pid, status, usage = os.wait4(child.pid, 0)
-                tier.returncode = os.waitstatus_to_exitcode(status)
+                tier.returncode = child.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
                 tier.cpu_seconds = usage.ru_utime + usage.ru_stime
             except OSError as error:
                 log.write("cannot run %s: %s\n" % (tier.argv[0], error))
