@@ -139,7 +139,11 @@ up() {
     esac
   done <<<"$nodes"
   unlock_network
-  while read -r name addr; do wait_node "$name" "$addr"; done <<<"$nodes"
+  # All nodes at once (one after the other, a 6-node lab waited a second more for nodes that were up).
+  local pids=() pid failed=0
+  while read -r name addr; do wait_node "$name" "$addr" & pids+=("$!"); done <<<"$nodes"
+  for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
+  ((failed == 0)) || exit 1
   set_mtu "$(inventory_mtu)"
 }
 
