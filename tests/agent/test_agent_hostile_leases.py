@@ -63,7 +63,7 @@ def test_hostile_leases_while_pinging_change_nothing_and_a_new_host_joins(lab, c
     sent, replies = pinger.result()
     record("%d hostile leases while pinging" % len(HOSTILE),
            "%d/%d pings answered; 3 agents healthy; new host got %s" % (replies, sent, joined))
-    assert replies == sent, "%d/%d pings answered" % (replies, sent)
+    assert replies == sent, "%d/%d pings answered; echoes %s had none" % (replies, sent, pinger.lost)
     everyone = agents + [newcomer]
     for agent in everyone:
         status, body = agent.healthz()

@@ -76,7 +76,7 @@ def test_copy_of_a_live_hosts_vtep_mac_changes_nothing_while_pinging(lab, cluste
     sent, replies = pinger.result()
     record("a lease copying a live host's VtepMAC (%s), then deleted, while pinging it" % etcd_api,
            "%d/%d pings answered; its FDB, neighbour and route unchanged on both other hosts" % (replies, sent))
-    assert replies == sent, "%d/%d pings answered" % (replies, sent)
+    assert replies == sent, "%d/%d pings answered; echoes %s had none" % (replies, sent, pinger.lost)
     for agent in others:
         assert _victim_entries(agent, victim_mac, victim_subnet) == before[agent.host.name], agent.host.name
         assert "10.77.0.0/20" not in agent.routes()
@@ -122,7 +122,7 @@ def test_lease_with_a_live_hosts_public_ip_is_skipped(lab, cluster, config, copy
     wait_for(lambda: "skipping lease %s:" % copy_key in agents[0].log, what="the copy skipped")
     time.sleep(RECONCILE + 1)
     sent, replies = pinger.result()
-    assert replies == sent, "%d/%d pings answered" % (replies, sent)
+    assert replies == sent, "%d/%d pings answered; echoes %s had none" % (replies, sent, pinger.lost)
     line = [line for line in agents[0].log.splitlines() if "skipping lease %s:" % copy_key in line]
     assert len(line) == 1 and "PublicIP %s is held by lease %s" % (hosts[1].address, _key(subnets[1])) in line[0]
     assert _counted(agents[0], "PublicIP") == 1

@@ -72,7 +72,7 @@ def test_etcd_outage_loses_no_ping_and_health_returns(lab, cluster):
     sent, replies = pinger.result()
     record("etcd outage %d s (etcd %s)" % (OUTAGE, cluster.api), "%d/%d pings answered; both agents healthy %.2f s after etcd returned"
            % (replies, sent, recovered))
-    assert replies == sent
+    assert replies == sent, "echoes %s (0.1 s apart, numbered from 0) had no reply" % pinger.lost
     assert [IPNetwork(agent.env()["FLANNEL_SUBNET"]).cidr for agent in agents] == subnets
     assert [agent.routes() for agent in agents] == routes_before
     for agent in agents:
@@ -80,9 +80,12 @@ def test_etcd_outage_loses_no_ping_and_health_returns(lab, cluster):
 
 
 def test_agent_sigkill_and_restart_loses_no_ping(lab, cluster):
+    """The data plane is the kernel's: a killed agent leaves it as it was and the new one finds it
+    right, changing nothing. Echoes 0.3 s apart count when answered within 3 s, so that a loaded
+    machine's slow reply is not taken for a loss; a dropped one never comes."""
     hosts, agents, subnets, containers = _two_hosts_with_containers(lab, cluster)
-    mac = agents[0].state()["device"]["mac"]
-    pinger = Pinger(containers[0].ns, containers[1].address, count=60, interval=0.1)
+    before = agents[0].state()
+    pinger = Pinger(containers[0].ns, containers[1].address, count=20, interval=0.3, timeout=3.0)
     time.sleep(1)
     agents[0].stop(signal.SIGKILL)
     restarted = cluster.agent(hosts[0])
@@ -92,9 +95,10 @@ def test_agent_sigkill_and_restart_loses_no_ping(lab, cluster):
     sent, replies = pinger.result()
     record("agent SIGKILL + restart", "%d/%d pings answered; healthy again after %.2f s; same subnet and MAC"
            % (replies, sent, took))
-    assert replies == sent
+    assert replies == sent, "echoes %s (0.3 s apart, numbered from 0; the kill came at about 3) had no reply" % pinger.lost
     assert IPNetwork(restarted.env()["FLANNEL_SUBNET"]).cidr == subnets[0]
-    assert restarted.state()["device"]["mac"] == mac
+    assert restarted.state() == before
+    assert "backend: " not in restarted.log and "programmed: " not in restarted.log, restarted.log
 
 
 def _time_until_unrouted(agent, subnet, limit):

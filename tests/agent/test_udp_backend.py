@@ -242,7 +242,7 @@ def test_forwarding_through_an_etcd_outage_and_across_a_sigkill_restart(lab, age
         wait_for(lambda: agents[0].healthz()[0] == 503, what="agent seeing etcd gone")
         sent, replies = pinger.result()
         print("udp etcd outage: %d of %d pings at 0.1 s lost" % (sent - replies, sent))
-        assert replies == sent
+        assert replies == sent, "echoes %s had no reply" % pinger.lost
         cluster.start_etcd()
         wait_for(lambda: agents[1].healthz()[0] == 200, timeout=20, what="agent healthy after etcd returned")
         pinger = Pinger(one.ns, two.address, count=100, interval=0.1)

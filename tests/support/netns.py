@@ -41,33 +41,61 @@ else:
     if size:
         sock.setsockopt(socket.IPPROTO_IP, 10, 2)  # IP_MTU_DISCOVER = IP_PMTUDISC_DO: DF set
 payload = b"netlab".ljust(max(6, size - header_size - 8), b"x") if size else b"netlab"
-ident, replies = os.getpid() & 0xFFFF, 0
+# A reply is judged by the time the kernel queued it (SO_TIMESTAMPNS), not the time this process
+# reads it: on a loaded machine the pinger may sleep past a deadline with the reply waiting.
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+ident, replies, sent_at, lost = os.getpid() & 0xFFFF, 0, {}, []
+def arrival(ancillary):
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            seconds, nanoseconds = struct.unpack("ll", data[:struct.calcsize("ll")])
+            return seconds + nanoseconds / 1e9
+    return time.time()
+def take(wait):  # one packet, waiting at most `wait` s (0: one already queued); None: none came
+    global replies
+    sock.settimeout(wait) if wait > 0 else sock.setblocking(False)
+    try:
+        packet, ancillary, _flags, source = sock.recvmsg(65536, 256)
+    except (socket.timeout, BlockingIOError):
+        return None
+    header = 0 if v6 else (packet[0] & 0x0F) * 4
+    kind, _code, _sum, rid, rseq = struct.unpack("!BBHHH", packet[header:header + 8])
+    if source[0] != address or kind != reply or rid != ident or rseq not in sent_at:
+        return False
+    if arrival(ancillary) - sent_at.pop(rseq) > timeout:
+        lost.append(rseq)
+        return False
+    print("reply from %s ttl=%d size=%d" % (address, 0 if v6 else packet[8], len(packet) - header))
+    replies += 1
+    return True
+def expire(now):
+    for seq in [seq for seq, when in sent_at.items() if now - when > timeout]:
+        lost.append(seq)
+        del sent_at[seq]
 time.sleep(max(0.0, start_at - time.time()))
 for seq in range(count):
     started = time.monotonic()
     body = struct.pack("!BBHHH", request, 0, 0, ident, seq) + payload
     if not v6:
         body = body[:2] + struct.pack("!H", checksum(body)) + body[4:]
+    sending = time.time()
     try:
         sock.sendto(body, (address, 0))
     except OSError as error:  # EMSGSIZE: bigger than the route's MTU
         print("send failed: %s" % error)
+        lost.append(seq)
         continue
+    sent_at[seq] = sending
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        sock.settimeout(max(deadline - time.monotonic(), 0.001))
-        try:
-            packet, source = sock.recvfrom(65536)
-        except socket.timeout:
-            break
-        header = 0 if v6 else (packet[0] & 0x0F) * 4
-        kind, _code, _sum, rid, rseq = struct.unpack("!BBHHH", packet[header:header + 8])
-        if source[0] == address and kind == reply and rid == ident and rseq == seq:
-            print("reply from %s ttl=%d size=%d" % (address, 0 if v6 else packet[8], len(packet) - header))
-            replies += 1
-            break
+    while seq in sent_at and time.monotonic() < deadline:
+        take(max(deadline - time.monotonic(), 0.001))
+    while take(0) is not None:  # what queued up while this process was not running
+        pass
+    expire(time.time())
     sys.stdout.flush()
     time.sleep(max(0.0, interval - (time.monotonic() - started)))
+print("lost=%s" % ",".join(str(seq) for seq in sorted(lost)))
 print("sent=%d replies=%d" % (count, replies))
 sys.exit(0 if replies else 1)
 """
@@ -105,15 +133,19 @@ class Pinger:
         """`start_at`: the unix time of the first echo (0: at once), for echoes sent from several
         namespaces at the same moment."""
         count, interval = max(1, min(int(count), 3000)), max(0.02, float(interval))
+        self.lost = []
         self.process = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", PING_SCRIPT, address,
                                          str(count), str(min(timeout, interval * 10)), str(interval), "0",
                                          repr(float(start_at))],
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
 
     def result(self, timeout=600):
-        """(sent, replies) once the run is over."""
+        """(sent, replies) once the run is over; `lost` then lists the echoes (numbered from 0) that
+        had no reply in time."""
         out, _err = self.process.communicate(timeout=timeout)
         for line in out.splitlines():
+            if line.startswith("lost="):
+                self.lost = [int(seq) for seq in line[5:].split(",") if seq]
             if line.startswith("sent="):
                 sent, replies = line.split()
                 return int(sent.split("=")[1]), int(replies.split("=")[1])
