@@ -49,7 +49,7 @@ def test_hostile_leases_while_pinging_change_nothing_and_a_new_host_joins(lab, c
     containers = [lab.add_container(host, "%s/20" % (IPNetwork(subnet).network + 1))
                   for host, subnet in zip(hosts, subnets)]
     before = [_routes(host) for host in hosts]
-    pinger = Pinger(containers[0].ns, containers[1].address, count=120, interval=0.1)
+    pinger = Pinger(containers[0].ns, containers[1].address, count=120, interval=0.1, answered_first=True)
     time.sleep(1)
     raw = cluster.registry._clients[0]
     for key, value in HOSTILE.items():

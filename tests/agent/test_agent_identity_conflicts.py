@@ -62,7 +62,7 @@ def test_copy_of_a_live_hosts_vtep_mac_changes_nothing_while_pinging(lab, cluste
     assert all(all(entries) for entries in before.values()), before
     copy = json.dumps({"PublicIP": COPY_PUBLIC_IP, "BackendType": "vxlan", "BackendData": {"VtepMAC": victim_mac}},
                       separators=(",", ":"))
-    pinger = Pinger(containers[0].ns, containers[1].address, count=200, interval=0.05)
+    pinger = Pinger(containers[0].ns, containers[1].address, count=200, interval=0.05, answered_first=True)
     time.sleep(1)
     cluster.raw.write(PREFIX + COPY_KEY, copy, ttl=600)
     # Three reconcile intervals with the copy in etcd, the victim's entries watched on every host.
@@ -113,7 +113,7 @@ def test_lease_with_a_live_hosts_public_ip_is_skipped(lab, cluster, config, copy
         wait_for(lambda: "peer added: %s" % peer in agent.log, what="%s programming its peer" % agent.host.name)
     containers = [lab.add_container(host, "%s/%d" % (IPNetwork(subnet).network + 1, IPNetwork(subnet).prefixlen))
                   for host, subnet in zip(hosts, subnets)]
-    pinger = Pinger(containers[0].ns, containers[1].address, count=100, interval=0.05)
+    pinger = Pinger(containers[0].ns, containers[1].address, count=100, interval=0.05, answered_first=True)
     copy = {"PublicIP": hosts[1].address}
     if backend_type:
         copy["BackendType"] = backend_type

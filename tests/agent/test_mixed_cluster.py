@@ -120,8 +120,8 @@ def test_either_side_killed_or_restarted_while_the_other_keeps_forwarding(lab, a
             for sig in (signal.SIGKILL, signal.SIGTERM):
                 survivor = 1 - victim
                 before = held(survivor)
-                pingers = [Pinger(containers[0].ns, containers[1].address, count=60, interval=0.05),
-                           Pinger(containers[1].ns, containers[0].address, count=60, interval=0.05)]
+                pingers = [Pinger(source.ns, target.address, count=60, interval=0.05, answered_first=True)
+                           for source, target in ((containers[0], containers[1]), (containers[1], containers[0]))]
                 kind = agents[victim].kind
                 assert agents[victim].stop(sig) == (0 if sig == signal.SIGTERM else -signal.SIGKILL)
                 assert held(survivor) == before and held(victim) == expected(victim)  # data plane left in place

@@ -58,7 +58,8 @@ def _two_hosts_with_containers(lab, cluster):
 def test_etcd_outage_loses_no_ping_and_health_returns(lab, cluster):
     hosts, agents, subnets, containers = _two_hosts_with_containers(lab, cluster)
     routes_before = [agent.routes() for agent in agents]
-    pinger = Pinger(containers[0].ns, containers[1].address, count=int((OUTAGE + 8) / 0.1), interval=0.1)
+    pinger = Pinger(containers[0].ns, containers[1].address, count=int((OUTAGE + 8) / 0.1), interval=0.1,
+                    answered_first=True)
     time.sleep(2)
     cluster.stop_etcd()
     for agent in agents:
@@ -85,7 +86,8 @@ def test_agent_sigkill_and_restart_loses_no_ping(lab, cluster):
     machine's slow reply is not taken for a loss; a dropped one never comes."""
     hosts, agents, subnets, containers = _two_hosts_with_containers(lab, cluster)
     before = agents[0].state()
-    pinger = Pinger(containers[0].ns, containers[1].address, count=20, interval=0.3, timeout=3.0)
+    pinger = Pinger(containers[0].ns, containers[1].address, count=20, interval=0.3, timeout=3.0,
+                    answered_first=True)
     time.sleep(1)
     agents[0].stop(signal.SIGKILL)
     restarted = cluster.agent(hosts[0])

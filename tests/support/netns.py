@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 
 try:
     from pyroute2 import NetNS
@@ -126,14 +127,26 @@ def ping(ns, address, count=1, timeout=2.0, size=None):
     return [int(line.split("ttl=", 1)[1].split()[0]) for line in result.stdout.splitlines() if "ttl=" in line]
 
 
+def wait_answered(ns, address, limit):
+    """Wait until an echo from `ns` to `address` is answered; RuntimeError after `limit` s."""
+    deadline = time.monotonic() + limit
+    while not ping(ns, address, count=1, timeout=1.0):
+        if time.monotonic() > deadline:
+            raise RuntimeError("no echo from %s to %s answered in %d s" % (ns, address, limit))
+
+
 class Pinger:
     """A paced ICMP echo run in the background (at most 3000 echoes, at least 20 ms apart)."""
 
-    def __init__(self, ns, address, count, interval=0.1, timeout=1.0, start_at=0.0):
+    def __init__(self, ns, address, count, interval=0.1, timeout=1.0, start_at=0.0, answered_first=False):
         """`start_at`: the unix time of the first echo (0: at once), for echoes sent from several
-        namespaces at the same moment."""
+        namespaces at the same moment. `answered_first`: wait (up to 20 s) until one echo is
+        answered before counting, for a case that counts every loss: the path's first packets
+        wait for ARP on both sides, which a loaded machine can stretch past the timeout."""
         count, interval = max(1, min(int(count), 3000)), max(0.02, float(interval))
         self.lost = []
+        if answered_first:
+            wait_answered(ns, address, 20)
         self.process = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", PING_SCRIPT, address,
                                          str(count), str(min(timeout, interval * 10)), str(interval), "0",
                                          repr(float(start_at))],
