@@ -96,3 +96,37 @@ def test_ipv6_turned_on_re_keys_the_lease_keeping_the_ipv4_subnet(lab, agent_pat
         wait_for(lambda: all("FLANNEL_IPV6_SUBNET" not in agent.env() for agent in agents), timeout=20,
                  what="both agents back on the IPv4-only config")
         assert [_own_lease(cluster, agent).key for agent in agents] == ["%s-20" % subnet.ip for subnet in before]
+
+
+def test_a_later_key_naming_a_held_ipv6_subnet_is_skipped_and_its_host_acquires_again(lab, agent_path):
+    """Two hosts acquiring at once can each create a key naming one IPv6 subnet (a create stops
+    only a create at the same key). Written here as the later host would leave it: the others
+    keep routing that subnet to the host whose key etcd created first, and the later host, when
+    it starts, deletes its key, keeps its IPv4 subnet and takes another IPv6 subnet."""
+    with Cluster(lab, agent_path, config=json.dumps(DUAL), name="dual-outheld") as cluster:
+        hosts = [lab.add_host() for _number in range(3)]
+        first, watcher = cluster.agent(hosts[0]), cluster.agent(hosts[1])
+        for agent in (first, watcher):
+            agent.wait_ready()
+        ipv6_subnet = _subnets(first)[1]
+        wait_for(lambda: str(ipv6_subnet) in watcher.routes(), what="the watcher routing %s" % ipv6_subnet)
+        route = watcher.routes()[str(ipv6_subnet)]
+        later_key = "/coreos.com/network/subnets/10.77.0.0-20&%s-64" % ipv6_subnet.ip
+        cluster.raw.write(later_key, json.dumps({"PublicIP": hosts[2].address, "PublicIPv6": None,
+                                                 "BackendType": "vxlan",
+                                                 "BackendData": {"VNI": 100, "VtepMAC": "0e:00:00:00:00:77"}}),
+                          ttl=600)
+        for agent in (first, watcher):
+            wait_for(lambda: "its IPv6Subnet %s" % ipv6_subnet in agent.log, what="%s skipping the later key (log:\n%s)"
+                     % (agent.host.name, agent.log))
+        assert watcher.routes()[str(ipv6_subnet)] == route and "10.77.0.0/20" not in watcher.routes()
+        later = cluster.agent(hosts[2])
+        later.wait_ready()
+        assert _subnets(later)[0] == IPNetwork("10.77.0.0/20") and _subnets(later)[1] != ipv6_subnet
+        assert "lease %s for current IP is not held" % later_key.rsplit("/", 1)[1] in later.log
+        assert _own_lease(cluster, later).key == "10.77.0.0-20&%s-64" % _subnets(later)[1].ip
+        for agent in (first, watcher):
+            wait_for(lambda: {"10.77.0.0/20", str(_subnets(later)[1])} <= set(agent.routes()),
+                     what="%s routing the later host's subnets" % agent.host.name)
+        assert watcher.routes()[str(ipv6_subnet)] == route
+        assert len(ping(hosts[2].ns, str(_subnets(first)[0].ip), count=2)) == 2

@@ -1,6 +1,7 @@
 """The udp backend end to end: the built zipapp on namespace hosts with a real etcd, as flanneld
 v0.10's udp backend (TUN flannel0, UDP 8285, each IP packet the whole UDP payload)."""
 
+import os
 import signal
 import socket
 import struct
@@ -256,3 +257,31 @@ def test_forwarding_through_an_etcd_outage_and_across_a_sigkill_restart(lab, age
         print("udp restart: %d of %d pings at 0.1 s lost" % (sent - replies, sent))
         assert _subnet(again) == subnets[1]
         assert sent - replies <= 10  # the goal: under 1 s of pings
+
+
+def test_forwarding_workers_hold_only_their_own_queue_and_sockets(lab, agent_path, request):
+    """A worker forked by the agent keeps its TUN queue, its UDP socket and its end of the control
+    pair, and none of the agent's other descriptors: a worker still exiting after the agent was
+    killed once held /healthz's listener, and the restarted agent could not listen."""
+    with _udp_cluster(lab, agent_path, request.node.name) as cluster:
+        agent = cluster.agent(lab.add_host())
+        agent.wait_ready()
+        pid = agent.process.pid
+        workers = subprocess.run(["pgrep", "-P", str(pid)], stdout=subprocess.PIPE, universal_newlines=True,
+                                 check=False).stdout.split()
+        assert workers
+
+        def descriptors(process):
+            directory = "/proc/%s/fd" % process
+            return dict((int(fd), os.readlink(os.path.join(directory, fd))) for fd in os.listdir(directory))
+
+        with open("/proc/%d/net/udp" % pid) as handle:
+            udp_sockets = set("socket:[%s]" % line.split()[9] for line in handle.read().splitlines()[1:])
+        agent_sockets = set(target for target in descriptors(pid).values() if target.startswith("socket:"))
+        assert agent_sockets - udp_sockets  # the agent's own: /healthz's listener, netlink, etcd
+        for worker in workers:
+            held = sorted(target for fd, target in descriptors(worker).items() if fd > 2)
+            sockets = [target for target in held if target.startswith("socket:")]
+            assert held.count("/dev/net/tun") == 1 and len(sockets) == 2 and len(held) == 3, held
+            assert len(set(sockets) & udp_sockets) == 1 and not set(sockets) & (agent_sockets - udp_sockets), (
+                held, agent_sockets)

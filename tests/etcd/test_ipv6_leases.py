@@ -105,3 +105,23 @@ def test_two_keys_of_one_host_the_last_written_holds_it(registry, raw):
     raw.write(plain, _attrs(10, dual=False).to_json())
     assert [(lease.key, lease.ipv6_subnet) for lease in registry.list_leases().leases] == [
         ("%s-20" % dual.subnet.ip, None)]
+
+
+def test_two_keys_for_one_ipv6_subnet_the_first_holds_it_and_the_later_host_acquires_again(registry, raw):
+    """As two hosts acquiring at once can leave them (a create stops only a create at the same
+    key): the later key is outheld everywhere, and its host deletes it, keeps its IPv4 subnet and
+    takes another IPv6 subnet."""
+    held = acquire_lease(registry, DUAL, _attrs(10))
+    late = "%s/subnets/10.77.0.0-20&%s-64" % (PREFIX, held.ipv6_subnet.ip)
+    raw.write(late, _attrs(11).to_json(), ttl=600)
+    listing = registry.list_leases()
+    assert [lease.key for lease in listing.leases] == [held.key]
+    why = "IPv6 subnet %s is also leased at %s, which holds it" % (held.ipv6_subnet, held.key)
+    assert listing.skipped == [(late, why)]
+    assert [(lease.subnet, reason) for lease, reason in listing.outheld] == [(IPNetwork("10.77.0.0/20"), why)]
+    said = []
+    again = acquire_lease(registry, DUAL, _attrs(11), log=said.append)
+    assert again.subnet == IPNetwork("10.77.0.0/20") and again.ipv6_subnet != held.ipv6_subnet, said
+    assert _keys(registry) == sorted([held.key, again.key])
+    assert said[0] == "lease 10.77.0.0-20&%s-64 for current IP is not held: %s; deleting it" % (
+        held.ipv6_subnet.ip, why)

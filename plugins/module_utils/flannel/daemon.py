@@ -180,7 +180,7 @@ class Agent:
             LOG.warning("etcd's index went back from %d to %d (etcd restored or replaced?); following it from here",
                         self.index, listing.index)
             self.index = listing.index
-        lost = self.keeper.find_own(listing.leases)
+        lost = self.keeper.find_own(listing.leases, listing.outheld)
         if lost:
             self.reacquire(lost)
             return

@@ -27,7 +27,8 @@ RACE_RETRIES = 10
 VTEP_MAC = "VtepMAC"
 PUBLIC_IP = "PublicIP"
 PUBLIC_KEY = "PublicKey"
-IDENTITY_KINDS = (VTEP_MAC, PUBLIC_IP, PUBLIC_KEY)
+IPV6_SUBNET = "IPv6Subnet"  # the IPv6 subnet a dual-stack key names (a lease value has no such field)
+IDENTITY_KINDS = (VTEP_MAC, PUBLIC_IP, PUBLIC_KEY, IPV6_SUBNET)
 # flannel's key: A.B.C.D-LEN, and on a dual-stack network &<IPv6 as Go prints it>-LEN after it.
 _KEY_PATTERN = re.compile(r"^(\d+\.\d+\.\d+\.\d+)-(\d+)(?:&([0-9a-f:]+)-(\d+))?$")
 
@@ -235,8 +236,11 @@ def acquire_lease(registry, config, attrs, previous_subnet=None, rng=None, log=N
     Order: this public IP's compatible lease (renewed); else the previous subnet when no one holds
     it; else a random one of the first 100 free subnets. Writes are compare-and-swap, so a race
     with another host costs a retry, never a shared subnet. With IPv6 on, the IPv6 subnet is
-    chosen the same way (`previous_ipv6_subnet` first). A lease of ours whose IPv4 subnet fits but
-    whose IPv6 side does not (IPv6 turned on or off) is re-keyed: deleted, and its IPv4 subnet
+    chosen the same way (`previous_ipv6_subnet` first); as a create stops only a create at the
+    same key, two hosts acquiring at once can name one subnet in two keys: the listing settles it
+    (the key created first holds it), and the later host, listing after its create, finds its key
+    outheld and acquires again (that key deleted, its other subnet kept). A lease of ours whose
+    IPv4 subnet fits but whose IPv6 side does not (IPv6 turned on or off) is re-keyed: deleted, and its IPv4 subnet
     (and TTL or reservation) taken again under the new key.
     """
     rng = rng or random.SystemRandom()
@@ -264,6 +268,16 @@ def acquire_lease(registry, config, attrs, previous_subnet=None, rng=None, log=N
             if registry.delete_lease(lease):
                 released.append(lease)
         else:
+            # A key of ours that lost one of its subnets to a key created first (two hosts acquiring
+            # at once, on a dual-stack network): deleted, and its subnets asked for again (the one
+            # still held elsewhere is then passed over).
+            for lease, why in listing.outheld:
+                if lease.attrs.public_ip == attrs.public_ip and not lease.is_reservation:
+                    log("lease %s for current IP is not held: %s; deleting it" % (lease.key, why))
+                    if registry.delete_lease(lease):
+                        released.append(lease)
+                        previous_subnet = previous_subnet or lease.subnet
+                        previous_ipv6_subnet = previous_ipv6_subnet or lease.ipv6_subnet
             subnet, ipv6_subnet = _pick_subnets(config, listing, released, (previous_subnet, previous_ipv6_subnet),
                                                 rng, log)
             # An IPv4-only create is the call it always was (registries of tests and tools keep working).

@@ -207,8 +207,12 @@ class LeaseKeeper:
         metrics.lease_renewed()
         LOG.info("renewed lease %s", renewed.subnet)
 
-    def find_own(self, leases):
-        """Take our lease from a full listing; why it is lost when it is not there as ours."""
+    def find_own(self, leases, outheld=()):
+        """Take our lease from a full listing; why it is lost when it is not there as ours
+        (`outheld`: the listing's [(lease, why)] of keys another key's subnets outrank)."""
+        for lease, why in outheld:
+            if lease.key == self.lease.key and lease.attrs == self.attrs:
+                return "own lease %s is not held: %s" % (self.lease.key, why)
         own = [lease for lease in leases if lease.subnet == self.lease.subnet]
         if not own or own[0].attrs != self.attrs or own[0].key != self.lease.key:
             return "own lease %s %s" % (self.lease.subnet, "vanished" if not own else "was taken")

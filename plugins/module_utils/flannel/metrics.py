@@ -117,7 +117,7 @@ class _Metrics:
                                    "unreachable, refusing us, or answering an error), by operation", ["operation"],
                                    registry=registry)
         self.conflicts = Counter("flannel_conflicting_leases_skipped", "Leases skipped because another live lease "
-                                 "(or this host) already holds their identity, by its kind (VtepMAC, PublicIP)",
+                                 "(or this host) already holds their identity, by its kind (VtepMAC, PublicIP, PublicKey, IPv6Subnet)",
                                  ["identity"], registry=registry)
         for kind in IDENTITY_KINDS:
             self.conflicts.labels(kind)

@@ -6,8 +6,9 @@ entry MAC -> PublicIP exists once per MAC), the PublicKey for wireguard (the dev
 peer per key), the PublicIP (the next hop) for udp and host-gw and
 for the direct routes between vxlan and host-gw hosts. On a dual-stack network a lease also
 claims its IPv6 side's: the BackendV6Data VtepMAC (flannel-v6's FDB entry) for vxlan, the
-PublicIPv6 (the next hop of the IPv6 route, of kind PublicIP as the IPv4 one) for host-gw. A
-lease whose identity a live lease already holds, or that is this host's own, is a conflict: it
+PublicIPv6 (the next hop of the IPv6 route, of kind PublicIP as the IPv4 one) for host-gw; and,
+whatever the backend, its IPv6 subnet: two dual-stack keys can name one (hosts acquiring at once),
+and only one host may be routed there. A lease whose identity a live lease already holds, or that is this host's own, is a conflict: it
 is skipped (logged once with both keys, counted), never programmed, and its removal removes
 nothing. When the holder goes, the next claimant becomes the holder and is programmed.
 
@@ -28,7 +29,7 @@ import collections
 import logging
 
 from . import metrics
-from .lease import PUBLIC_IP, PUBLIC_KEY, VTEP_MAC, subnet_key
+from .lease import IPV6_SUBNET, PUBLIC_IP, PUBLIC_KEY, VTEP_MAC, subnet_key
 
 # `holder`: the subnet of the lease that holds `identity`, or None when it is this host's own.
 Conflict = collections.namedtuple("Conflict", "subnet identity holder")
@@ -81,13 +82,15 @@ class IdentityBook:
         self.claims = {}  # identity -> set of subnets whose lease claims it
         self.conflicts = {}  # subnet -> Conflict, for every lease skipped now
 
-    def configure(self, backend_type, own_attrs, own_subnet, ipv6=False):
+    def configure(self, backend_type, own_attrs, own_subnet, ipv6=False, own_ipv6_subnet=None):
         """This host's backend type, lease attrs and subnet (and whether the network is
-        dual-stack); the leases are indexed again when they changed (the caller re-lists and
-        re-programs everything after such a change)."""
+        dual-stack, and its IPv6 subnet); the leases are indexed again when they changed (the
+        caller re-lists and re-programs everything after such a change)."""
         own = set(lease_identities(backend_type, own_attrs, ipv6) + [(PUBLIC_IP, own_attrs.public_ip)])
         if ipv6 and own_attrs.public_ipv6:
             own.add((PUBLIC_IP, own_attrs.public_ipv6))
+        if ipv6 and own_ipv6_subnet is not None:
+            own.add((IPV6_SUBNET, str(own_ipv6_subnet)))
         own = frozenset(own)
         if (backend_type, own, own_subnet, ipv6) == (self.backend_type, self.own, self.own_subnet, self.ipv6):
             return
@@ -146,7 +149,10 @@ class IdentityBook:
 
     def identities_of(self, lease):
         """Every (kind, value) identity `lease` claims here."""
-        return lease_identities(self.backend_type, lease.attrs, self.ipv6)
+        found = lease_identities(self.backend_type, lease.attrs, self.ipv6)
+        if self.ipv6 and getattr(lease, "ipv6_subnet", None) is not None:
+            found.append((IPV6_SUBNET, str(lease.ipv6_subnet)))
+        return found
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -241,7 +247,7 @@ def report(changes, book, log=None):
             holder = book.leases[conflict.holder]
             held = "is held by lease %s, created first (etcd index %s, this one %s)" % (
                 _lease_key(book, conflict.holder), getattr(holder, "created_index", 0), getattr(lease, "created_index", 0))
-        log.warning("skipping lease %s: its %s %s %s; a %s must belong to one lease, so it is not programmed",
+        log.warning("skipping lease %s: its %s %s %s; each %s must belong to one lease, so it is not programmed",
                     _lease_key(book, conflict.subnet), kind, value, held, kind)
         metrics.conflicting_lease(kind)
     for subnet in changes.resolved:

@@ -35,7 +35,7 @@ class PeerTable:
         """The IdentityBook, told this host's current backend type, lease attrs and subnet."""
         config = self.in_force.config
         self.identities.configure(config.backend.type, self.keeper.attrs, self.keeper.lease.subnet,
-                                  getattr(config, "ipv6", None) is not None)
+                                  getattr(config, "ipv6", None) is not None, self.keeper.lease.ipv6_subnet)
         return self.identities
 
     def held(self, subnet):

@@ -309,7 +309,7 @@ def test_copy_of_a_peers_vtep_mac_is_skipped_logged_once_and_counted(agent, regi
         agent.apply(_created(registry, COPY_SUBNET, COPY_OF_PEER))
         agent.apply(_event(registry, COPY_SUBNET, COPY_OF_PEER))  # its renewal
         agent.resync()
-        assert _conflicts_counted() == {"VtepMAC": 1, "PublicIP": 0, "PublicKey": 0}
+        assert _conflicts_counted() == {"VtepMAC": 1, "PublicIP": 0, "PublicKey": 0, "IPv6Subnet": 0}
     finally:
         metrics.disable()
     assert agent.in_force.backend.calls == [("sync", [str(PEER_SUBNET)])]

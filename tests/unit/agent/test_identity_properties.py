@@ -165,3 +165,32 @@ def test_holder_order_is_the_creation_index_then_the_subnet():
     claims = [Claim(9, "10.1.0.0/24"), Claim(3, "10.9.0.0/24"), Claim(3, "10.2.0.0/24")]
     assert [str(claim.subnet) for claim in sorted(claims, key=holder_order)] == [
         "10.2.0.0/24", "10.9.0.0/24", "10.1.0.0/24"]
+
+
+def test_an_ipv6_subnet_named_by_two_keys_is_programmed_for_the_first_created_only():
+    """Two dual-stack keys naming one IPv6 subnet (hosts acquiring at once): the key created first
+    holds it, the other is skipped until the holder goes; one naming this host's IPv6 subnet is
+    skipped as this host's own."""
+    from ansible_collections.netlab.flannel.plugins.module_utils.flannel.lease import IPV6_SUBNET, Lease
+
+    shared, own = IPNetwork("fd00:10:0:60::/64"), IPNetwork("fd00:10:0:10::/64")
+
+    def lease(subnet, mac, created, ipv6_subnet):
+        attrs = LeaseAttrs("192.168.205.%d" % created, "vxlan", mac, modern_format=True, vni=100)
+        return Lease(IPNetwork(subnet), attrs, ttl=600, modified_index=created, created_index=created,
+                     ipv6_subnet=ipv6_subnet)
+
+    book = IdentityBook()
+    book.configure("vxlan", LeaseAttrs("192.168.205.10", "vxlan", OWN_MAC, modern_format=True, vni=100),
+                   IPNetwork("10.10.0.0/20"), ipv6=True, own_ipv6_subnet=own)
+    first, later = lease("10.20.0.0/20", MACS[1], 5, shared), lease("10.21.0.0/20", MACS[2], 7, shared)
+    assert book.put(later).programmed == [later]
+    changes = book.put(first)
+    assert changes.unprogrammed == [later.subnet] and changes.programmed == [first]
+    assert [(conflict.identity, conflict.holder) for conflict in changes.conflicts] == [
+        ((IPV6_SUBNET, str(shared)), first.subnet)]
+    copy_of_own = lease("10.22.0.0/20", MACS[3], 9, own)
+    assert book.put(copy_of_own).conflicts[0].holder is None
+    assert sorted(book.programmable()) == [first.subnet]
+    changes = book.remove(first.subnet)
+    assert changes.programmed == [later] and changes.resolved == [later.subnet]

@@ -6,13 +6,15 @@ The lease carries only {"PublicIP": ...} (no BackendType), as upstream writes it
 
 The forwarding runs in worker processes (udp_proxy.Worker), one per CPU, each with its own TUN
 queue and its own SO_REUSEPORT socket. The agent only sends them route tables, so etcd being
-down or slow never touches forwarding. Workers die with the agent (PR_SET_PDEATHSIG); the device
-is persistent, so during a restart the Network stays routed into it and not to the default
-route, and the next agent attaches to it again.
+down or slow never touches forwarding. Workers die with the agent (PR_SET_PDEATHSIG) and hold
+none of its other descriptors (close_inherited); the device is persistent, so during a restart
+the Network stays routed into it and not to the default route, and the next agent attaches to it
+again.
 """
 
 import ctypes
 import errno
+import gc
 import os
 import signal
 import socket
@@ -46,6 +48,18 @@ def worker_count():
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+def close_inherited(keep):
+    """In a forked worker: close every descriptor but stdio and `keep`. A worker must not hold the
+    agent's listeners (/healthz, /metrics), etcd connections or the other workers' queues: one
+    still exiting after the agent was killed kept a restarted agent from listening on its port."""
+    gc.freeze()  # the agent's objects are never collected here: none closes a number reused below
+    low = 3
+    for fd in sorted(fd for fd in keep if fd >= low):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, os.sysconf("SC_OPEN_MAX"))
 
 
 class UdpBackend(NetworkDeviceBackend):
@@ -145,6 +159,7 @@ class UdpBackend(NetworkDeviceBackend):
                 ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
                 if os.getppid() != parent:
                     os._exit(0)
+                close_inherited((self.tun_fds[slot], self.sockets[slot].fileno(), worker_end.fileno()))
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 udp_proxy.Worker(self.tun_fds[slot], self.sockets[slot], worker_end, network,

@@ -27,12 +27,14 @@ class LeaseListing:
     """The valid leases, etcd's index at the time of the listing, what was skipped
     ([(key, reason)]), and the subnets of every key named like a lease, valid or not (`taken`:
     a key with a bad value still stops another host from creating that key; `taken_ipv6`: the
-    IPv6 subnets of the dual-stack ones)."""
+    IPv6 subnets of the dual-stack ones). `outheld`: [(lease, reason)] of the valid leases skipped
+    because another key holds their IPv4 or IPv6 subnet (their host acquires again)."""
 
-    def __init__(self, leases, index, skipped, taken=None, taken_ipv6=None):
+    def __init__(self, leases, index, skipped, taken=None, taken_ipv6=None, outheld=()):
         self.leases = leases
         self.index = index
         self.skipped = skipped
+        self.outheld = list(outheld)
         self.taken = taken if taken is not None else [lease.subnet for lease in leases]
         self.taken_ipv6 = taken_ipv6 if taken_ipv6 is not None else [
             lease.ipv6_subnet for lease in leases if lease.ipv6_subnet is not None]
@@ -97,15 +99,35 @@ def names_another_key(event, known):
             and event.key.rsplit("/", 1)[-1] != known.key)
 
 
-def _holders(leases):
-    """Of the leases naming one IPv4 subnet, the one that holds it and the others with why not:
-    the earliest created key's host holds it (a later key beside it cannot take it over), and
-    among that host's keys (same PublicIP) the last written one is its current lease."""
+def _holders(leases, family=""):
+    """Of the leases naming one subnet (of `family`: "" for IPv4, "IPv6 " for IPv6), the one that
+    holds it and the others with why not: the earliest created key's host holds it (a later key
+    beside it cannot take it over), and among that host's keys (same PublicIP) the last written one
+    is its current lease."""
     first = min(leases, key=lambda lease: lease.created_index)
     own = [lease for lease in leases if lease.attrs.public_ip == first.attrs.public_ip]
     holder = max(own, key=lambda lease: lease.modified_index)
-    return holder, [(lease, "subnet %s is also leased at %s, which holds it" % (lease.subnet, holder.key))
+    subnet = holder.ipv6_subnet if family else holder.subnet
+    return holder, [(lease, "%ssubnet %s is also leased at %s, which holds it" % (family, subnet, holder.key))
                     for lease in leases if lease is not holder]
+
+
+def _settle_shared_subnets(leases):
+    """(holders, outheld): of leases naming one subnet, IPv4 or IPv6, only the holder stays. Two
+    dual-stack keys can name one IPv6 subnet (or one IPv4 subnet) where a create at one key stops
+    only another create at that same key: hosts acquiring at once settle it here, the same way on
+    every host, and the later one acquires again."""
+    outheld = []
+    for family, subnet_of in (("", lambda lease: lease.subnet), ("IPv6 ", lambda lease: lease.ipv6_subnet)):
+        by_subnet = {}
+        for lease in leases:
+            if subnet_of(lease) is not None:
+                by_subnet.setdefault(subnet_of(lease), []).append(lease)
+        for named in [named for named in by_subnet.values() if len(named) > 1]:
+            holder, others = _holders(named, family)
+            outheld.extend(others)
+            leases = [lease for lease in leases if lease is holder or subnet_of(lease) != subnet_of(holder)]
+    return leases, outheld
 
 
 def unanswered(endpoints, last_error, bad_reply=None):
@@ -273,14 +295,9 @@ class Registry:
                 leases.append(self._lease_from_node(node, config, subnets))
             except ValueError as err:
                 skipped.append((key, str(err)))
-        by_subnet = {}
-        for lease in leases:
-            by_subnet.setdefault(lease.subnet, []).append(lease)
-        for named in [named for named in by_subnet.values() if len(named) > 1]:
-            holder, others = _holders(named)
-            skipped.extend((self.key_of(lease), why) for lease, why in others)
-            leases = [lease for lease in leases if lease is holder or lease.subnet != holder.subnet]
-        return LeaseListing(leases, index, skipped, taken, taken_ipv6)
+        leases, outheld = _settle_shared_subnets(leases)
+        skipped.extend((self.key_of(lease), why) for lease, why in outheld)
+        return LeaseListing(leases, index, skipped, taken, taken_ipv6, outheld)
 
     def _change(self, key, removed, node, next_index, config):
         """What a watched change of `key` (to `node`, or `removed`) means, as watch_leases returns it."""
