@@ -231,6 +231,14 @@ class Lab:
         run_in(ns, ["ip", "link", "set", "eth0", "up"])
         run_in(ns, ["ip", "route", "add", "default", "via", "%s.1" % self.lan_prefix])
         run_in(ns, ["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        # The carrier comes up after both ends are up, when the kernel's link watch gets to it
+        # (later on a loaded machine): a test comparing the host's links before and after must
+        # not see it change in between.
+        deadline = time.monotonic() + 10
+        while run_in(ns, ["cat", "/sys/class/net/eth0/operstate"]).stdout.strip() != "up":
+            if time.monotonic() > deadline:
+                raise RuntimeError("eth0 of %s has no carrier after 10 s" % ns)
+            time.sleep(0.02)
         host = Host(self, name, ns, address, mtu)
         self.hosts.append(host)
         return host
