@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 
 from netaddr import IPNetwork
@@ -22,6 +21,7 @@ from ansible_collections.netlab.flannel.plugins.module_utils.flannel.registry im
 from ansible_collections.netlab.flannel.plugins.module_utils.flannel.subnet_env import read_subnet_env
 
 from .etcdserver import RawV3Client
+from .netns import wait_for
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 TUTORIAL_CONFIG = ('{"Network": "10.0.0.0/8", "SubnetLen": 20, "SubnetMin": "10.10.0.0", '
@@ -40,18 +40,6 @@ def upstream_absent_reason():
         return None
     return ("upstream flanneld v0.10.0 is absent: no executable at %s (set NETLAB_UPSTREAM_FLANNELD to "
             "its path)" % UPSTREAM_FLANNELD)
-
-
-def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
-    """Poll until predicate() is truthy; return its value or fail with `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
-        time.sleep(interval)
 
 
 def numbered_vxlan_peer(number):

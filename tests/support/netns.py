@@ -55,7 +55,7 @@ def arrival(ancillary):
     return time.time()
 def take(wait):  # one packet, waiting at most `wait` s (0: one already queued); None: none came
     global replies
-    sock.settimeout(wait) if wait > 0 else sock.setblocking(False)
+    sock.settimeout(wait)  # 0: non-blocking, a packet already queued or none
     try:
         packet, ancillary, _flags, source = sock.recvmsg(65536, 256)
     except (socket.timeout, BlockingIOError):
@@ -102,6 +102,18 @@ sys.exit(0 if replies else 1)
 """
 
 
+def wait_for(predicate, timeout=10.0, interval=0.05, what="condition"):
+    """Poll until predicate() is truthy; return its value or fail with `what`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1f s waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
 def run(argv, check=True):
     """Run a command; on failure the error names the command and its stderr."""
     result = subprocess.run([str(word) for word in argv], stdout=subprocess.PIPE, check=False,
@@ -127,14 +139,6 @@ def ping(ns, address, count=1, timeout=2.0, size=None):
     return [int(line.split("ttl=", 1)[1].split()[0]) for line in result.stdout.splitlines() if "ttl=" in line]
 
 
-def wait_answered(ns, address, limit):
-    """Wait until an echo from `ns` to `address` is answered; RuntimeError after `limit` s."""
-    deadline = time.monotonic() + limit
-    while not ping(ns, address, count=1, timeout=1.0):
-        if time.monotonic() > deadline:
-            raise RuntimeError("no echo from %s to %s answered in %d s" % (ns, address, limit))
-
-
 class Pinger:
     """A paced ICMP echo run in the background (at most 3000 echoes, at least 20 ms apart)."""
 
@@ -146,7 +150,8 @@ class Pinger:
         count, interval = max(1, min(int(count), 3000)), max(0.02, float(interval))
         self.lost = []
         if answered_first:
-            wait_answered(ns, address, 20)
+            wait_for(lambda: ping(ns, address, count=1, timeout=1.0), 20, what="an echo from %s to %s answered"
+                     % (ns, address))
         self.process = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", PING_SCRIPT, address,
                                          str(count), str(min(timeout, interval * 10)), str(interval), "0",
                                          repr(float(start_at))],
@@ -234,11 +239,8 @@ class Lab:
         # The carrier comes up after both ends are up, when the kernel's link watch gets to it
         # (later on a loaded machine): a test comparing the host's links before and after must
         # not see it change in between.
-        deadline = time.monotonic() + 10
-        while run_in(ns, ["cat", "/sys/class/net/eth0/operstate"]).stdout.strip() != "up":
-            if time.monotonic() > deadline:
-                raise RuntimeError("eth0 of %s has no carrier after 10 s" % ns)
-            time.sleep(0.02)
+        wait_for(lambda: run_in(ns, ["cat", "/sys/class/net/eth0/operstate"]).stdout.strip() == "up", 10,
+                 interval=0.02, what="the carrier of eth0 in %s" % ns)
         host = Host(self, name, ns, address, mtu)
         self.hosts.append(host)
         return host

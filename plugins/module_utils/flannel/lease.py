@@ -240,8 +240,8 @@ def acquire_lease(registry, config, attrs, previous_subnet=None, rng=None, log=N
     same key, two hosts acquiring at once can name one subnet in two keys: the listing settles it
     (the key created first holds it), and the later host, listing after its create, finds its key
     outheld and acquires again (that key deleted, its other subnet kept). A lease of ours whose
-    IPv4 subnet fits but whose IPv6 side does not (IPv6 turned on or off) is re-keyed: deleted, and its IPv4 subnet
-    (and TTL or reservation) taken again under the new key.
+    IPv4 subnet fits but whose IPv6 side does not (IPv6 turned on or off) is re-keyed: deleted,
+    and its IPv4 subnet (and TTL or reservation) taken again under the new key.
     """
     rng = rng or random.SystemRandom()
     log = log or (lambda message: None)

@@ -117,8 +117,8 @@ class _Metrics:
                                    "unreachable, refusing us, or answering an error), by operation", ["operation"],
                                    registry=registry)
         self.conflicts = Counter("flannel_conflicting_leases_skipped", "Leases skipped because another live lease "
-                                 "(or this host) already holds their identity, by its kind (VtepMAC, PublicIP, PublicKey, IPv6Subnet)",
-                                 ["identity"], registry=registry)
+                                 "(or this host) already holds their identity, by its kind (VtepMAC, PublicIP, "
+                                 "PublicKey, IPv6Subnet)", ["identity"], registry=registry)
         for kind in IDENTITY_KINDS:
             self.conflicts.labels(kind)
         for outcome in EVENT_OUTCOMES:  # every series exists from the start, at 0

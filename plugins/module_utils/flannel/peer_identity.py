@@ -8,9 +8,10 @@ for the direct routes between vxlan and host-gw hosts. On a dual-stack network a
 claims its IPv6 side's: the BackendV6Data VtepMAC (flannel-v6's FDB entry) for vxlan, the
 PublicIPv6 (the next hop of the IPv6 route, of kind PublicIP as the IPv4 one) for host-gw; and,
 whatever the backend, its IPv6 subnet: two dual-stack keys can name one (hosts acquiring at once),
-and only one host may be routed there. A lease whose identity a live lease already holds, or that is this host's own, is a conflict: it
-is skipped (logged once with both keys, counted), never programmed, and its removal removes
-nothing. When the holder goes, the next claimant becomes the holder and is programmed.
+and only one host may be routed there. A lease whose identity a live lease already holds, or
+that is this host's own, is a conflict: it is skipped (logged once with both keys, counted),
+never programmed, and its removal removes nothing. When the holder goes, the next claimant
+becomes the holder and is programmed.
 
 The holder is the lease whose key etcd created first (v2 createdIndex, v3 create_revision; the
 subnet breaks a tie). Every host reads the same numbers from etcd, so every host picks the same

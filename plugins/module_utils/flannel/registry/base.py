@@ -99,17 +99,13 @@ def names_another_key(event, known):
             and event.key.rsplit("/", 1)[-1] != known.key)
 
 
-def _holders(leases, family=""):
-    """Of the leases naming one subnet (of `family`: "" for IPv4, "IPv6 " for IPv6), the one that
-    holds it and the others with why not: the earliest created key's host holds it (a later key
-    beside it cannot take it over), and among that host's keys (same PublicIP) the last written one
-    is its current lease."""
+def _holder(leases):
+    """Of the leases naming one subnet, the one that holds it: the earliest created key's host
+    holds it (a later key beside it cannot take it over), and among that host's keys (same
+    PublicIP) the last written one is its current lease."""
     first = min(leases, key=lambda lease: lease.created_index)
     own = [lease for lease in leases if lease.attrs.public_ip == first.attrs.public_ip]
-    holder = max(own, key=lambda lease: lease.modified_index)
-    subnet = holder.ipv6_subnet if family else holder.subnet
-    return holder, [(lease, "%ssubnet %s is also leased at %s, which holds it" % (family, subnet, holder.key))
-                    for lease in leases if lease is not holder]
+    return max(own, key=lambda lease: lease.modified_index)
 
 
 def _settle_shared_subnets(leases):
@@ -123,10 +119,12 @@ def _settle_shared_subnets(leases):
         for lease in leases:
             if subnet_of(lease) is not None:
                 by_subnet.setdefault(subnet_of(lease), []).append(lease)
-        for named in [named for named in by_subnet.values() if len(named) > 1]:
-            holder, others = _holders(named, family)
-            outheld.extend(others)
-            leases = [lease for lease in leases if lease is holder or subnet_of(lease) != subnet_of(holder)]
+        for subnet, named in by_subnet.items():
+            if len(named) > 1:
+                holder = _holder(named)
+                why = "%ssubnet %s is also leased at %s, which holds it" % (family, subnet, holder.key)
+                outheld.extend((lease, why) for lease in named if lease is not holder)
+                leases = [lease for lease in leases if lease is holder or subnet_of(lease) != subnet]
     return leases, outheld
 
 
